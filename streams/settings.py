@@ -1,0 +1,242 @@
+"""Typed, frozen settings: ``ARCBEAT_*`` environment over an optional ``arcbeat.toml`` over defaults.
+
+A bad value fails at start with a :class:`SettingsError` naming the setting, where it came from
+and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_REGIONS: tuple[str, ...] = ("westus2", "westeurope", "westasia")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+class SettingsError(ValueError):
+    """A setting has a value arcbeat cannot use; the message says which, where and how to fix."""
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``300``, ``300s``, ``15m``, ``45d``, ``1.5h`` or a number."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(
+                f"expected a duration such as 300, 300s, 15m, 2h or 45d, got {value!r}"
+            )
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2) or "s"]
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    return seconds
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def _parse_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        items = [str(v) for v in value]
+    else:
+        items = str(value).split(",")
+    return tuple(i.strip().lower() for i in items if i.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of arcbeat. Durations are seconds (floats)."""
+
+    # Kafka
+    kafka_bootstrap: str = "localhost:9092"
+    topic_prefix: str = "arcbeat"  # topics: <prefix>.heartbeats, <prefix>.status, ...
+    partitions: int = 12
+    app_id: str = "arcbeat"  # Faust app id = consumer group
+    # status timing (SPEC 3)
+    heartbeat_interval: float = 300.0
+    disconnect_after: float = 900.0
+    expire_after: float = 45 * 86400.0
+    check_interval: float = 1.0
+    window: float = 3600.0
+    flap_threshold: int = 4
+    # mass silence (SPEC 3, rule 3)
+    outage_ratio: float = 0.5
+    outage_min_machines: int = 20
+    outage_hold: float = 900.0
+    # input validation (SPEC 2)
+    regions: tuple[str, ...] = DEFAULT_REGIONS  # ("*",) accepts any region
+    max_message_bytes: int = 8192
+    skew_warn: float = 300.0  # |arrival - sentAt| above this counts as clock skew
+    # workers
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: str = "state/worker"
+    processing_guarantee: str = "exactly_once"
+    # metrics (SPEC 5)
+    max_machine_series: int = 10_000
+    # InfluxDB (SPEC 5)
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_api: str = "v1"  # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
+    influx_db: str = "arcbeat"
+    influx_org: str = "arcbeat"
+    influx_token: str = field(default="", repr=False)
+    influx_username: str = ""
+    influx_password: str = field(default="", repr=False)
+    influx_batch_size: int = 5000
+    influx_flush_interval: float = 1.0
+    fleet_snapshot_interval: float = 10.0
+    # local stack (arcbeat stack)
+    state_dir: str = "state"
+    prometheus_url: str = "http://127.0.0.1:9090"
+    alertmanager_url: str = "http://127.0.0.1:9093"
+    # capacity (SPEC 6)
+    limit_resource_groups_per_subscription: int = 980
+    limit_machines_per_resource_group: int = 800  # 0 switches the check off
+    limit_tags_per_machine: int = 50
+    limit_tenant_objects: int = 50_000
+
+    @property
+    def heartbeats_topic(self) -> str:
+        return f"{self.topic_prefix}.heartbeats"
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.topic_prefix}.status"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic_prefix}.heartbeats.dlq"
+
+    def accepts_region(self, region: str) -> bool:
+        return "*" in self.regions or region in self.regions
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated like a fresh load."""
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        def bad(name: str, why: str) -> SettingsError:
+            env = "ARCBEAT_" + name.upper()
+            return SettingsError(f"setting {name} ({env}): {why}")
+
+        if self.heartbeat_interval <= 0:
+            raise bad("heartbeat_interval", "must be > 0")
+        if self.disconnect_after < 2 * self.heartbeat_interval:
+            raise bad(
+                "disconnect_after",
+                f"must be at least 2 x heartbeat_interval ({2 * self.heartbeat_interval:g}s), "
+                f"got {self.disconnect_after:g}s",
+            )
+        if self.expire_after <= 0:
+            raise bad("expire_after", "must be > 0")
+        if self.check_interval <= 0:
+            raise bad("check_interval", "must be > 0")
+        if self.window <= 0:
+            raise bad("window", "must be > 0")
+        if not 0 < self.outage_ratio <= 1:
+            raise bad("outage_ratio", f"must be in (0, 1], got {self.outage_ratio}")
+        if self.outage_min_machines < 1:
+            raise bad("outage_min_machines", "must be >= 1")
+        if self.partitions < 1:
+            raise bad("partitions", "must be >= 1")
+        if not 1 <= self.web_port <= 65535:
+            raise bad("web_port", f"must be a TCP port, got {self.web_port}")
+        if self.influx_api not in ("v1", "v2"):
+            raise bad("influx_api", f"must be v1 or v2, got {self.influx_api!r}")
+        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
+            raise bad("processing_guarantee", "must be exactly_once or at_least_once")
+        if not self.regions:
+            raise bad("regions", "must list at least one region, or * for any")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.topic_prefix):
+            raise bad("topic_prefix", "letters, digits, . _ - only")
+
+    @classmethod
+    def load(
+        cls,
+        env: Mapping[str, str] | None = None,
+        toml_path: str | Path | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults, then ``arcbeat.toml`` (``ARCBEAT_CONFIG`` or ./arcbeat.toml), then env."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = Path(toml_path or env.get("ARCBEAT_CONFIG", "arcbeat.toml"))
+        if path.is_file():
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+            section = data.get("arcbeat", data)
+            for key, raw in section.items():
+                values[key] = (raw, f"{path} [{key}]")
+        for f in fields(cls):
+            name = "ARCBEAT_" + f.name.upper()
+            if name in env:
+                values[f.name] = (env[name], f"environment {name}")
+        for key, raw in overrides.items():
+            values[key] = (raw, f"argument {key}")
+        known = {f.name: f for f in fields(cls)}
+        parsed: dict[str, Any] = {}
+        for key, (raw, where) in values.items():
+            if key not in known:
+                raise SettingsError(
+                    f"{where}: unknown setting {key!r}; known settings: {', '.join(sorted(known))}"
+                )
+            parsed[key] = _convert(known[key], raw, where)
+        settings = cls(**parsed)
+        settings.validate()
+        return settings
+
+
+_DURATION_FIELDS = {
+    "heartbeat_interval",
+    "disconnect_after",
+    "expire_after",
+    "check_interval",
+    "window",
+    "outage_hold",
+    "skew_warn",
+    "influx_flush_interval",
+    "fleet_snapshot_interval",
+}
+
+
+def _convert(f: dataclasses.Field[Any], raw: object, where: str) -> Any:
+    try:
+        if f.name in _DURATION_FIELDS:
+            return parse_duration(raw)
+        default = f.default
+        if isinstance(default, bool):
+            return _parse_bool(raw)
+        if isinstance(default, int):
+            return int(str(raw).replace("_", ""))
+        if isinstance(default, float):
+            return float(str(raw))
+        if isinstance(default, tuple):
+            return _parse_list(raw)
+        return str(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            f"setting {f.name} from {where}: bad value {raw!r}: {exc}"
+        ) from exc
