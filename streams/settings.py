@@ -91,6 +91,8 @@ class Settings:
     web_port: int = 6066
     data_dir: str = "state/worker"
     processing_guarantee: str = "exactly_once"
+    commit_interval: float = 0.5  # transaction/offset commit cadence (bounds output latency)
+    availability_windows: bool = True  # windowed heartbeat-count table (availability)
     # metrics (SPEC 5)
     max_machine_series: int = 10_000
     # InfluxDB (SPEC 5)
@@ -104,10 +106,13 @@ class Settings:
     influx_batch_size: int = 5000
     influx_flush_interval: float = 1.0
     fleet_snapshot_interval: float = 10.0
+    history_port: int = 6070  # `arcbeat history` serves /metrics here
     # local stack (arcbeat stack)
     state_dir: str = "state"
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
+    kafka_controller_port: int = 19093  # KRaft controller listener of the local broker
+    influx_rpc_port: int = 8089  # InfluxDB 1.x backup/restore RPC bind (loopback)
     # capacity (SPEC 6)
     limit_resource_groups_per_subscription: int = 980
     limit_machines_per_resource_group: int = 800  # 0 switches the check off
@@ -160,8 +165,12 @@ class Settings:
             raise bad("outage_min_machines", "must be >= 1")
         if self.partitions < 1:
             raise bad("partitions", "must be >= 1")
-        if not 1 <= self.web_port <= 65535:
-            raise bad("web_port", f"must be a TCP port, got {self.web_port}")
+        for port_name in ("web_port", "kafka_controller_port", "influx_rpc_port"):
+            port = getattr(self, port_name)
+            if not 1 <= port <= 65535:
+                raise bad(port_name, f"must be a TCP port (1-65535), got {port}")
+        if not 1 <= self.history_port <= 65535:
+            raise bad("history_port", f"must be a TCP port, got {self.history_port}")
         if self.influx_api not in ("v1", "v2"):
             raise bad("influx_api", f"must be v1 or v2, got {self.influx_api!r}")
         if self.processing_guarantee not in ("exactly_once", "at_least_once"):
@@ -219,6 +228,7 @@ _DURATION_FIELDS = {
     "skew_warn",
     "influx_flush_interval",
     "fleet_snapshot_interval",
+    "commit_interval",
 }
 
 

@@ -1,0 +1,47 @@
+"""The Faust application object, configured from :class:`Settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from arcbeat.streams.settings import Settings
+
+
+def create_app(settings: Settings, *, worker_id: str = "0") -> faust.App:
+    # The status, DLQ and fleet outputs are sent to the *source* partition, so under
+    # exactly-once they join the transaction of the heartbeat partition that caused them.
+    if settings.processing_guarantee == "exactly_once":
+        from arcbeat.streams.transactions import install_source_partition_transactions
+
+        install_source_partition_transactions()
+    datadir = Path(settings.data_dir) / f"worker-{worker_id}"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        processing_guarantee=settings.processing_guarantee,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_disable_leader=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        datadir=str(datadir),
+        consumer_auto_offset_reset="earliest",
+        # Short commits bound the Connected latency under exactly-once (outputs are
+        # visible to read_committed readers only once their transaction commits).
+        broker_commit_interval=settings.commit_interval,
+        broker_commit_every=10_000,
+        stream_buffer_maxsize=16_384,
+        producer_max_request_size=4 * 1024 * 1024,
+        producer_linger_ms=5,
+        table_standby_replicas=0,
+        table_cleanup_interval=max(1.0, min(30.0, settings.window / 4)),
+        stream_wait_empty=False,
+    )

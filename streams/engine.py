@@ -1,0 +1,418 @@
+"""Per-partition processing: heartbeats and ticks in, table writes and output records out.
+
+Kafka-free on purpose (the Faust agent feeds it and sends what it returns), so the whole
+decision logic — lag gating by ticks, the deadline wheel, scope counts, mass-silence holds —
+is exercised by plain tests. ``store`` is the Faust table (or any MutableMapping).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+
+from arcbeat.streams.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
+from arcbeat.streams.machines import (
+    Machine,
+    MachineInfo,
+    decode_machine,
+    encode_machine,
+    scopes_of,
+)
+from arcbeat.streams.records import Heartbeat, Reject, decode_heartbeat, dlq_record, rfc3339
+from arcbeat.streams.settings import Settings
+from arcbeat.streams.status import (
+    MachineState,
+    Outcome,
+    Status,
+    Timing,
+    Transition,
+    deadline,
+    on_deadline,
+    on_message,
+)
+
+Topic = Literal["status", "dlq", "fleet"]
+DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0)
+
+
+class Histogram:
+    """A fixed-bucket histogram the metrics collector reads at scrape time."""
+
+    __slots__ = ("bounds", "counts", "count", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = DELAY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+
+@dataclass
+class EngineStats:
+    heartbeats: Counter[str] = field(default_factory=Counter)  # by kind
+    rejects: Counter[str] = field(default_factory=Counter)  # by reason
+    transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    clock_skew: int = 0
+    detection_delay: Histogram = field(default_factory=Histogram)
+    delivery_delay: Histogram = field(default_factory=Histogram)
+    last_event_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    topic: Topic
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    silent: bool
+    since: float
+    machines: int
+
+
+CountKey = tuple[str, str, str, str]  # status, location, os_type, subscription_id
+
+
+class PartitionIndex:
+    """In-memory, derived (rebuilt from the table on assignment): never in the changelog."""
+
+    __slots__ = ("counts", "keys", "late", "late_by_scope", "snapshot_bucket", "wheel")
+
+    def __init__(self, granularity: float) -> None:
+        self.wheel: DeadlineWheel[str] = DeadlineWheel(granularity)
+        self.counts: Counter[CountKey] = Counter()
+        self.late: set[str] = set()
+        self.late_by_scope: Counter[str] = Counter()
+        self.keys: set[str] = set()
+        self.snapshot_bucket = -1
+
+    def connected_by_scope(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for (status, location, _os, _sub), n in self.counts.items():
+            if status == "Connected" and n:
+                out["fleet"] += n
+                out[f"location={location}"] += n
+        return out
+
+
+def _count_key(state: MachineState, info: MachineInfo) -> CountKey:
+    return (state.status.value, info.location, info.os_type, info.subscription_id)
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: MutableMapping[str, bytes]) -> None:
+        self.settings = settings
+        self.store = store
+        self.timing = Timing(
+            disconnect_after=settings.disconnect_after,
+            expire_after=settings.expire_after,
+            outage_hold=settings.outage_hold,
+            window=settings.window,
+            flap_threshold=settings.flap_threshold,
+        )
+        self.late_after = late_after(settings.heartbeat_interval, settings.disconnect_after)
+        self.granularity = min(settings.check_interval, 1.0)
+        self.partitions: dict[int, PartitionIndex] = {}
+        self.stats = EngineStats()
+        self._accepts_region = settings.accepts_region
+
+    # ---- assignment -------------------------------------------------------------------
+
+    def rebuild(self, active: Iterable[int], partition_of: Callable[[str], int]) -> int:
+        """Index the table's machines of the actively owned partitions (one pass)."""
+        wanted = set(active)
+        self.partitions = {p: PartitionIndex(self.granularity) for p in wanted}
+        n = 0
+        for key, raw in list(self.store.items()):
+            p = partition_of(key)
+            idx = self.partitions.get(p)
+            if idx is None:
+                continue  # a standby or foreign partition: not ours to act on
+            self._index(idx, key, decode_machine(raw))
+            n += 1
+        return n
+
+    def index_for(self, p: int) -> PartitionIndex:
+        idx = self.partitions.get(p)
+        if idx is None:
+            idx = self.partitions[p] = PartitionIndex(self.granularity)
+        return idx
+
+    def _index(self, idx: PartitionIndex, key: str, m: Machine) -> None:
+        idx.keys.add(key)
+        idx.counts[_count_key(m.state, m.info)] += 1
+        self._schedule(idx, key, m.state)
+
+    def _schedule(self, idx: PartitionIndex, key: str, state: MachineState) -> None:
+        at = deadline(state, self.timing)
+        if at is None:
+            idx.wheel.unschedule(key)
+            return
+        if (
+            state.status is Status.CONNECTED
+            and state.held_since is None
+            and key not in idx.late
+        ):
+            at = min(at, state.last_heartbeat_at + self.late_after)
+        idx.wheel.schedule(key, at)
+
+    # ---- late bookkeeping (leading indicator of mass silence) ------------------------------
+
+    def _set_late(self, idx: PartitionIndex, key: str, info: MachineInfo, late: bool) -> None:
+        if late == (key in idx.late):
+            return
+        if late:
+            idx.late.add(key)
+            for s in scopes_of(info):
+                idx.late_by_scope[s] += 1
+        else:
+            idx.late.discard(key)
+            for s in scopes_of(info):
+                idx.late_by_scope[s] -= 1
+
+    def _recount(
+        self, idx: PartitionIndex, key: str, old: Machine | None, new: Machine | None
+    ) -> None:
+        if old is not None:
+            ck = _count_key(old.state, old.info)
+            idx.counts[ck] -= 1
+            if idx.counts[ck] <= 0:
+                del idx.counts[ck]
+            self._set_late(idx, key, old.info, False)
+        if new is not None:
+            idx.counts[_count_key(new.state, new.info)] += 1
+            idx.keys.add(key)
+        else:
+            idx.keys.discard(key)
+            idx.wheel.unschedule(key)
+
+    # ---- input --------------------------------------------------------------------------
+
+    def handle_message(
+        self,
+        p: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        arrived_at: float,
+        *,
+        topic: str,
+        wall_now: float,
+    ) -> tuple[list[Emit], Heartbeat | None]:
+        """One record of the heartbeats topic. Returns outputs and the accepted heartbeat."""
+        stats = self.stats
+        stats.last_event_at = arrived_at
+        raw = value or b""
+        hb = decode_heartbeat(
+            raw, key, max_bytes=self.settings.max_message_bytes,
+            accepts_region=self._accepts_region,
+        )
+        if isinstance(hb, Reject):
+            stats.rejects[hb.reason] += 1
+            return [
+                Emit(
+                    "dlq",
+                    key,
+                    dlq_record(
+                        hb, raw, topic=topic, partition=p, offset=offset, received_at=arrived_at
+                    ),
+                )
+            ], None
+        stats.heartbeats[hb.kind] += 1
+        delay = arrived_at - hb.sent_at
+        stats.delivery_delay.observe(max(delay, 0.0))
+        if abs(delay) > self.settings.skew_warn:
+            stats.clock_skew += 1
+
+        idx = self.index_for(p)
+        old_raw = self.store.get(hb.key)
+        old = decode_machine(old_raw) if old_raw is not None else None
+        step = on_message(
+            old.state if old else None, hb.kind, arrived_at, hb.sent_at, hb.sequence, self.timing
+        )
+        stats.outcomes[step.outcome.value] += 1
+        if step.outcome is Outcome.STALE or step.outcome is Outcome.UNKNOWN_DISCONNECT:
+            return [], hb
+        info = MachineInfo.from_heartbeat(hb, arrived_at)
+        new = Machine(step.state, info) if step.state is not None else None
+        if new is None:
+            if old_raw is not None:
+                del self.store[hb.key]
+        else:
+            self.store[hb.key] = encode_machine(new)
+        self._recount(idx, hb.key, old, new)
+        if new is not None:
+            self._schedule(idx, hb.key, new.state)
+        out: list[Emit] = []
+        if step.transition is not None:
+            out.append(self._status_emit(hb.key, info, step.transition, wall_now))
+        return out, hb
+
+    def handle_tick(
+        self, p: int, now: float, verdicts: Mapping[str, Verdict], *, wall_now: float
+    ) -> tuple[list[Emit], dict[str, ScopeCounts]]:
+        """A tick appended to partition ``p`` at broker time ``now``.
+
+        Everything appended to ``p`` before the tick has been processed, so every machine of
+        ``p`` due at or before ``now`` really was silent (SPEC §3 rule 1).
+        """
+        idx = self.index_for(p)
+        self.stats.last_event_at = max(self.stats.last_event_at, now)
+        out: list[Emit] = []
+        for key in idx.wheel.pop_due(now):
+            raw = self.store.get(key)
+            if raw is None:
+                idx.keys.discard(key)
+                continue
+            m = decode_machine(raw)
+            state = m.state
+            if state.status is Status.CONNECTED and key not in idx.late:
+                if now >= state.last_heartbeat_at + self.late_after:
+                    self._set_late(idx, key, m.info, True)
+            silent = any(
+                (v := verdicts.get(s)) is not None and v.silent for s in scopes_of(m.info)
+            )
+            step = on_deadline(state, now, self.timing, scope_silent=silent)
+            if step.outcome is Outcome.HELD:
+                self.stats.outcomes["held"] += 1
+            assert step.state is not None
+            if step.state != state:
+                new = Machine(step.state, m.info)
+                self.store[key] = encode_machine(new)
+                if step.transition is not None:
+                    self._recount(idx, key, m, new)
+                    out.append(self._status_emit(key, m.info, step.transition, wall_now))
+                m = new
+            self._schedule(idx, key, m.state)
+        counts = {
+            scope: ScopeCounts(connected, idx.late_by_scope.get(scope, 0))
+            for scope, connected in idx.connected_by_scope().items()
+        }
+        for scope, late in idx.late_by_scope.items():
+            if scope not in counts and late:
+                counts[scope] = ScopeCounts(0, late)
+        bucket = math.floor(now / self.settings.fleet_snapshot_interval)
+        if bucket > idx.snapshot_bucket:
+            idx.snapshot_bucket = bucket
+            out.append(self._snapshot(p, idx, bucket * self.settings.fleet_snapshot_interval))
+        return out, counts
+
+    def decide_scopes(
+        self, now: float, totals: Mapping[str, ScopeCounts], verdicts: Mapping[str, Verdict]
+    ) -> tuple[list[Emit], dict[str, Verdict]]:
+        """Mass silence per scope from every partition's counts (run by one partition's owner)."""
+        out: list[Emit] = []
+        changed: dict[str, Verdict] = {}
+        for scope in sorted(set(totals) | {s for s, v in verdicts.items() if v.silent}):
+            total = totals.get(scope, ScopeCounts(0, 0))
+            silent = scope_is_silent(
+                total,
+                ratio=self.settings.outage_ratio,
+                min_machines=self.settings.outage_min_machines,
+            )
+            before = verdicts.get(scope)
+            was = before is not None and before.silent
+            if silent == was:
+                continue
+            v = Verdict(silent, now, total.late)
+            changed[scope] = v
+            out.append(
+                Emit(
+                    "status",
+                    f"scope:{scope}".encode(),
+                    orjson.dumps(
+                        {
+                            "type": "ScopeSilent" if silent else "ScopeRecovered",
+                            "scope": scope,
+                            "machines": total.late,
+                            "connected": total.connected,
+                            "at": rfc3339(now),
+                        }
+                    ),
+                )
+            )
+        return out, changed
+
+    # ---- output -------------------------------------------------------------------------
+
+    def _status_emit(
+        self, key: str, info: MachineInfo, tr: Transition, wall_now: float
+    ) -> Emit:
+        changed_at = max(wall_now, tr.at)
+        delay: float | None = None
+        if tr.detection_delay is not None:
+            # decided at tick time tr.at; reported against when it was really emitted
+            delay = round(tr.detection_delay + (changed_at - tr.at), 3)
+            self.stats.detection_delay.observe(max(delay, 0.0))
+        prev = tr.previous.value if tr.previous else None
+        self.stats.transitions[(prev or "none", tr.status.value, tr.reason.value)] += 1
+        record = {
+            "type": "StatusChanged",
+            "transitionId": f"{key}#{tr.number}",
+            "resourceId": info.resource_id,
+            "subscriptionId": info.subscription_id,
+            "resourceGroup": info.resource_group,
+            "machineName": info.machine_name,
+            "location": info.location,
+            "osType": info.os_type,
+            "agentVersion": info.agent_version,
+            "tags": info.tags,
+            "previousStatus": prev,
+            "status": tr.status.value,
+            "reason": tr.reason.value,
+            "changedAt": rfc3339(changed_at),
+            "decidedAt": rfc3339(tr.at),
+            "lastHeartbeatAt": rfc3339(tr.last_heartbeat_at),
+            "detectionDelaySeconds": delay,
+            "flapping": tr.flapping,
+            "massOutage": tr.mass_outage,
+        }
+        return Emit("status", key.encode(), orjson.dumps(record))
+
+    def _snapshot(self, p: int, idx: PartitionIndex, at: float) -> Emit:
+        scopes: dict[str, Counter[str]] = {}
+        for (status, location, _os, sub), n in idx.counts.items():
+            for scope in ("fleet", f"location={location}", f"subscription={sub}"):
+                scopes.setdefault(scope, Counter())[status] += n
+        return Emit(
+            "fleet",
+            f"partition:{p}".encode(),
+            orjson.dumps(
+                {
+                    "type": "PartitionSnapshot",
+                    "partition": p,
+                    "at": rfc3339(at),
+                    "scopes": {s: dict(c) for s, c in scopes.items()},
+                }
+            ),
+        )
+
+    # ---- queries (HTTP API, metrics) -----------------------------------------------------
+
+    def machine(self, key: str) -> Machine | None:
+        raw = self.store.get(key)
+        return decode_machine(raw) if raw is not None else None
+
+    def owned_keys(self) -> Iterable[str]:
+        for idx in self.partitions.values():
+            yield from idx.keys
+
+    def counts(self) -> Counter[CountKey]:
+        total: Counter[CountKey] = Counter()
+        for idx in self.partitions.values():
+            total.update(idx.counts)
+        return total

@@ -1,0 +1,305 @@
+"""The status machine of SPEC §3, as pure functions.
+
+No Kafka, no clock, no I/O: every input (arrival time, "now", whether the machine's scope is
+silent) is an argument, so the same log always yields the same transitions — which is what
+makes restarts and replays safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Literal
+
+Kind = Literal["heartbeat", "connect", "disconnect"]
+
+
+class Status(StrEnum):
+    CONNECTED = "Connected"
+    DISCONNECTED = "Disconnected"
+    EXPIRED = "Expired"
+    DELETED = "Deleted"
+
+
+class Reason(StrEnum):
+    ONBOARDED = "onboarded"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    HEARTBEAT_RESUMED = "heartbeat_resumed"
+    EXPIRED = "expired"
+    REONBOARDED = "reonboarded"
+    AGENT_DISCONNECTED = "agent_disconnected"
+
+
+class Outcome(StrEnum):
+    """What happened to an input that did not (necessarily) change status; counted in metrics."""
+
+    APPLIED = "applied"
+    STALE = "stale"  # duplicate or older sequence: no state change
+    EXPIRED_IGNORED = "expired_ignored"  # heartbeat from an Expired machine
+    UNKNOWN_DISCONNECT = "unknown_disconnect"  # disconnect for a machine never seen
+    HELD = "held"  # deadline reached while its scope is silent: transition held
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    disconnect_after: float
+    expire_after: float
+    outage_hold: float
+    window: float
+    flap_threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class MachineState:
+    status: Status
+    last_heartbeat_at: float  # broker arrival time of the last accepted heartbeat
+    last_status_change: float
+    last_sent_at: float  # agent clock, for sequence/reboot ordering and skew
+    sequence: int | None
+    transitions: int = 0  # per-machine counter: transitionId = f"{key}#{transitions}"
+    flap_window: float = 0.0  # start of the window flap_count counts in
+    flap_count: int = 0
+    held_since: float | None = None  # deadline reached during a ScopeSilent hold
+    expired_heartbeats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    previous: Status | None
+    status: Status
+    reason: Reason
+    at: float
+    last_heartbeat_at: float
+    number: int  # the machine's transition counter after this transition
+    detection_delay: float | None  # only for heartbeat_timeout
+    flapping: bool
+    mass_outage: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: MachineState | None  # None: no state (never seen, or Deleted)
+    transition: Transition | None
+    outcome: Outcome
+
+
+def _window_start(t: float, window: float) -> float:
+    return t - (t % window)
+
+
+def _transition(
+    state: MachineState | None,
+    status: Status,
+    reason: Reason,
+    at: float,
+    last_heartbeat_at: float,
+    timing: Timing,
+    *,
+    detection_delay: float | None = None,
+    mass_outage: bool = False,
+) -> tuple[Transition, int, float, int]:
+    number = (state.transitions if state else 0) + 1
+    window = _window_start(at, timing.window)
+    flap_count = (state.flap_count if state and state.flap_window == window else 0) + 1
+    tr = Transition(
+        previous=state.status if state else None,
+        status=status,
+        reason=reason,
+        at=at,
+        last_heartbeat_at=last_heartbeat_at,
+        number=number,
+        detection_delay=detection_delay,
+        flapping=flap_count >= timing.flap_threshold,
+        mass_outage=mass_outage,
+    )
+    return tr, number, window, flap_count
+
+
+def is_stale(state: MachineState, sequence: int | None, sent_at: float) -> bool:
+    """A duplicate or older heartbeat: same/lower sequence and not sent later.
+
+    A lower sequence with a later ``sentAt`` is an agent reboot (sequences restart per boot).
+    """
+    if sequence is None or state.sequence is None:
+        return False
+    return sequence <= state.sequence and sent_at <= state.last_sent_at
+
+
+def on_message(
+    state: MachineState | None,
+    kind: Kind,
+    arrived_at: float,
+    sent_at: float,
+    sequence: int | None,
+    timing: Timing,
+) -> Step:
+    """Apply one accepted agent message that arrived (broker time) at ``arrived_at``."""
+    if kind == "disconnect":
+        if state is None:
+            return Step(None, None, Outcome.UNKNOWN_DISCONNECT)
+        tr, *_ = _transition(
+            state, Status.DELETED, Reason.AGENT_DISCONNECTED, arrived_at,
+            state.last_heartbeat_at, timing,
+        )
+        return Step(None, tr, Outcome.APPLIED)
+
+    if state is None:
+        tr, number, window, flaps = _transition(
+            None, Status.CONNECTED, Reason.ONBOARDED, arrived_at, arrived_at, timing
+        )
+        new = MachineState(
+            status=Status.CONNECTED,
+            last_heartbeat_at=arrived_at,
+            last_status_change=arrived_at,
+            last_sent_at=sent_at,
+            sequence=sequence,
+            transitions=number,
+            flap_window=window,
+            flap_count=flaps,
+        )
+        return Step(new, tr, Outcome.APPLIED)
+
+    if kind == "heartbeat" and is_stale(state, sequence, sent_at):
+        return Step(state, None, Outcome.STALE)
+
+    if state.status is Status.EXPIRED:
+        if kind != "connect":
+            return Step(
+                replace(state, expired_heartbeats=state.expired_heartbeats + 1),
+                None,
+                Outcome.EXPIRED_IGNORED,
+            )
+        tr, number, window, flaps = _transition(
+            state, Status.CONNECTED, Reason.REONBOARDED, arrived_at, arrived_at, timing
+        )
+        return Step(
+            replace(
+                state,
+                status=Status.CONNECTED,
+                last_heartbeat_at=arrived_at,
+                last_status_change=arrived_at,
+                last_sent_at=sent_at,
+                sequence=sequence,
+                transitions=number,
+                flap_window=window,
+                flap_count=flaps,
+                held_since=None,
+                expired_heartbeats=0,
+            ),
+            tr,
+            Outcome.APPLIED,
+        )
+
+    # Arrival order in one partition is the broker's; never move "last seen" backwards.
+    last = max(state.last_heartbeat_at, arrived_at)
+    seen = replace(
+        state,
+        last_heartbeat_at=last,
+        last_sent_at=max(state.last_sent_at, sent_at),
+        sequence=sequence if sequence is not None else state.sequence,
+        held_since=None,
+    )
+    if state.status is Status.DISCONNECTED:
+        tr, number, window, flaps = _transition(
+            state, Status.CONNECTED, Reason.HEARTBEAT_RESUMED, arrived_at, last, timing
+        )
+        return Step(
+            replace(
+                seen,
+                status=Status.CONNECTED,
+                last_status_change=arrived_at,
+                transitions=number,
+                flap_window=window,
+                flap_count=flaps,
+            ),
+            tr,
+            Outcome.APPLIED,
+        )
+    return Step(seen, None, Outcome.APPLIED)
+
+
+def deadline(state: MachineState, timing: Timing) -> float | None:
+    """When this machine next needs a look, or None (Expired machines wait for ``connect``)."""
+    if state.status is Status.CONNECTED:
+        if state.held_since is not None:
+            return state.held_since + timing.outage_hold
+        return state.last_heartbeat_at + timing.disconnect_after
+    if state.status is Status.DISCONNECTED:
+        return state.last_status_change + timing.expire_after
+    return None
+
+
+def on_deadline(
+    state: MachineState,
+    now: float,
+    timing: Timing,
+    *,
+    scope_silent: bool = False,
+) -> Step:
+    """Evaluate a machine at ``now``: a time up to which its partition is known to be read.
+
+    ``scope_silent``: a scope the machine belongs to is in a ScopeSilent hold.
+    """
+    if state.status is Status.CONNECTED:
+        due = state.last_heartbeat_at + timing.disconnect_after
+        if now < due:
+            return Step(state, None, Outcome.APPLIED)
+        if state.held_since is None and scope_silent:
+            return Step(replace(state, held_since=now), None, Outcome.HELD)
+        if (
+            state.held_since is not None
+            and scope_silent
+            and now < state.held_since + timing.outage_hold
+        ):
+            return Step(state, None, Outcome.HELD)
+        mass = state.held_since is not None
+        tr, number, window, flaps = _transition(
+            state,
+            Status.DISCONNECTED,
+            Reason.HEARTBEAT_TIMEOUT,
+            now,
+            state.last_heartbeat_at,
+            timing,
+            detection_delay=now - due,
+            mass_outage=mass,
+        )
+        return Step(
+            replace(
+                state,
+                status=Status.DISCONNECTED,
+                last_status_change=now,
+                transitions=number,
+                flap_window=window,
+                flap_count=flaps,
+                held_since=None,
+            ),
+            tr,
+            Outcome.APPLIED,
+        )
+    if state.status is Status.DISCONNECTED:
+        due = state.last_status_change + timing.expire_after
+        if now < due:
+            return Step(state, None, Outcome.APPLIED)
+        tr, number, window, flaps = _transition(
+            state, Status.EXPIRED, Reason.EXPIRED, now, state.last_heartbeat_at, timing
+        )
+        return Step(
+            replace(
+                state,
+                status=Status.EXPIRED,
+                last_status_change=now,
+                transitions=number,
+                flap_window=window,
+                flap_count=flaps,
+            ),
+            tr,
+            Outcome.APPLIED,
+        )
+    return Step(state, None, Outcome.APPLIED)
+
+
+def is_flapping(state: MachineState, now: float, timing: Timing) -> bool:
+    return (
+        state.flap_window == _window_start(now, timing.window)
+        and state.flap_count >= timing.flap_threshold
+    )
