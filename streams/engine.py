@@ -90,7 +90,10 @@ CountKey = tuple[str, str, str, str]  # status, location, os_type, subscription_
 class PartitionIndex:
     """In-memory, derived (rebuilt from the table on assignment): never in the changelog."""
 
-    __slots__ = ("counts", "keys", "late", "late_by_scope", "snapshot_bucket", "wheel")
+    __slots__ = (
+        "counts", "disconnected", "held", "keys", "late", "late_by_scope", "snapshot_bucket",
+        "wheel",
+    )
 
     def __init__(self, granularity: float) -> None:
         self.wheel: DeadlineWheel[str] = DeadlineWheel(granularity)
@@ -98,6 +101,8 @@ class PartitionIndex:
         self.late: set[str] = set()
         self.late_by_scope: Counter[str] = Counter()
         self.keys: set[str] = set()
+        self.disconnected: set[str] = set()  # for the per-machine offline series
+        self.held: set[str] = set()  # Disconnected held by a ScopeSilent verdict
         self.snapshot_bucket = -1
 
     def connected_by_scope(self) -> Counter[str]:
@@ -155,6 +160,10 @@ class Engine:
     def _index(self, idx: PartitionIndex, key: str, m: Machine) -> None:
         idx.keys.add(key)
         idx.counts[_count_key(m.state, m.info)] += 1
+        if m.state.status is Status.DISCONNECTED:
+            idx.disconnected.add(key)
+        if m.state.held_since is not None:
+            idx.held.add(key)
         self._schedule(idx, key, m.state)
 
     def _schedule(self, idx: PartitionIndex, key: str, state: MachineState) -> None:
@@ -193,9 +202,15 @@ class Engine:
             if idx.counts[ck] <= 0:
                 del idx.counts[ck]
             self._set_late(idx, key, old.info, False)
+        idx.disconnected.discard(key)
+        idx.held.discard(key)
         if new is not None:
             idx.counts[_count_key(new.state, new.info)] += 1
             idx.keys.add(key)
+            if new.state.status is Status.DISCONNECTED:
+                idx.disconnected.add(key)
+            if new.state.held_since is not None:
+                idx.held.add(key)
         else:
             idx.keys.discard(key)
             idx.wheel.unschedule(key)
@@ -273,7 +288,20 @@ class Engine:
         idx = self.index_for(p)
         self.stats.last_event_at = max(self.stats.last_event_at, now)
         out: list[Emit] = []
-        for key in idx.wheel.pop_due(now):
+        due = idx.wheel.pop_due(now)
+        if idx.held:
+            # a scope that recovered releases its held machines now, not at the hold's end
+            silent_scopes = {s for s, v in verdicts.items() if v.silent}
+            due.extend(k for k in list(idx.held) if not silent_scopes)
+            if silent_scopes:
+                for k in list(idx.held):
+                    raw = self.store.get(k)
+                    if raw is not None and not (
+                        set(scopes_of(decode_machine(raw).info)) & silent_scopes
+                    ):
+                        due.append(k)
+            due = list(dict.fromkeys(due))
+        for key in due:
             raw = self.store.get(key)
             if raw is None:
                 idx.keys.discard(key)
@@ -293,6 +321,8 @@ class Engine:
             if step.state != state:
                 new = Machine(step.state, m.info)
                 self.store[key] = encode_machine(new)
+                if step.state.held_since is not None:
+                    idx.held.add(key)
                 if step.transition is not None:
                     self._recount(idx, key, m, new)
                     out.append(self._status_emit(key, m.info, step.transition, wall_now))
@@ -362,7 +392,8 @@ class Engine:
         self.stats.transitions[(prev or "none", tr.status.value, tr.reason.value)] += 1
         record = {
             "type": "StatusChanged",
-            "transitionId": f"{key}#{tr.number}",
+            # the decision time keeps ids unique across a Deleted -> re-onboarded machine
+            "transitionId": f"{key}#{tr.number}@{round(tr.at * 1000)}",
             "resourceId": info.resource_id,
             "subscriptionId": info.subscription_id,
             "resourceGroup": info.resource_group,
@@ -410,6 +441,13 @@ class Engine:
     def owned_keys(self) -> Iterable[str]:
         for idx in self.partitions.values():
             yield from idx.keys
+
+    def disconnected_keys(self) -> Iterable[str]:
+        for idx in self.partitions.values():
+            yield from idx.disconnected
+
+    def held_count(self) -> int:
+        return sum(len(idx.held) for idx in self.partitions.values())
 
     def counts(self) -> Counter[CountKey]:
         total: Counter[CountKey] = Counter()

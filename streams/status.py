@@ -159,7 +159,8 @@ def on_message(
         )
         return Step(new, tr, Outcome.APPLIED)
 
-    if kind == "heartbeat" and is_stale(state, sequence, sent_at):
+    # disconnect returned above; a replayed connect is as stale as a replayed heartbeat
+    if is_stale(state, sequence, sent_at):
         return Step(state, None, Outcome.STALE)
 
     if state.status is Status.EXPIRED:

@@ -1,0 +1,141 @@
+"""`arcbeat worker`: composes the stream processor with its HTTP API and Prometheus metrics.
+
+Wiring lives here (not in streams/) so that streams never imports exporters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections import Counter
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from arcbeat.deploy.stack import Stack
+from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
+from arcbeat.streams.machines import scopes_of
+from arcbeat.streams.settings import Settings
+from arcbeat.streams.status import is_flapping
+from arcbeat.streams.web import WorkerAPI
+from arcbeat.streams.worker import Pipeline
+
+
+def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
+    engine = pipe.engine
+    disconnected = list(engine.disconnected_keys())
+
+    def offline() -> object:
+        for key in disconnected:
+            m = engine.machine(key)
+            if m is not None:
+                i = m.info
+                yield OfflineMachine(
+                    i.resource_id, i.subscription_id, i.resource_group, i.machine_name,
+                    i.location, m.state.last_heartbeat_at,
+                )
+
+    held: Counter[str] = Counter()
+    flapping = 0
+    now = engine.stats.last_event_at
+    for idx in engine.partitions.values():
+        for key in idx.held:
+            m = engine.machine(key)
+            if m is not None:
+                for s in scopes_of(m.info):
+                    held[s] += 1
+    # flapping machines have had transitions this window: the disconnected set and recent
+    # transitions are where they are; scanning only Disconnected keeps scrape cost bounded
+    for key in disconnected:
+        m = engine.machine(key)
+        if m is not None and is_flapping(m.state, now, engine.timing):
+            flapping += 1
+    return WorkerSnapshot(
+        stats=engine.stats,
+        counts=engine.counts(),
+        lag=pipe.lag(),
+        verdicts=pipe.verdicts(),
+        held_by_scope=held,
+        offline=offline(),  # type: ignore[arg-type]
+        offline_total=len(disconnected),
+        flapping=flapping,
+    )
+
+
+async def _declare_internal_topics(pipe: Pipeline) -> None:
+    """Create the tables' changelog topics before the worker starts.
+
+    Faust creates them itself, but its consumer may check their partition counts against
+    stale metadata on the very first event and crash the agent (PartitionsMismatch).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    s = pipe.settings
+    topics = [
+        NewTopic(pipe.machines.changelog_topic.get_topic_name(), s.partitions, 1,
+                 topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(pipe.scopes.changelog_topic.get_topic_name(), s.partitions, 1,
+                 topic_configs={"cleanup.policy": "compact"}),
+    ]
+    if pipe.window_counts is not None:
+        topics.append(
+            NewTopic(pipe.window_counts.table.changelog_topic.get_topic_name(), s.partitions, 1,
+                     topic_configs={"cleanup.policy": "compact,delete",
+                                    "retention.ms": str(int(s.window * 3 * 1000))})
+        )
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(topics)  # existing ones are reported, not raised
+    finally:
+        await admin.close()
+
+
+def build_worker(settings: Settings, worker_id: int = 0) -> Pipeline:
+    settings = settings.replace(web_port=settings.web_port + worker_id)
+    pipe = Pipeline(settings, worker_id=str(worker_id))
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(
+        WorkerCollector(lambda: snapshot_of(pipe), max_machine_series=settings.max_machine_series)
+    )
+    setup_prometheus_sensors(pipe.app, "/metrics", registry, name_prefix="arcbeat_faust")
+    WorkerAPI(pipe).register(pipe.app.web.web_app)
+    return pipe
+
+
+def _print_transition(value: bytes) -> None:
+    print(value.decode(), flush=True)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    pipe = build_worker(settings, args.id)
+    Stack(settings).ensure_topics()
+    asyncio.run(_declare_internal_topics(pipe))
+    if args.print_transitions:
+        pipe.on_emit.append(lambda e: _print_transition(e.value) if e.topic == "status" else None)
+    logging.getLogger("arcbeat").setLevel(args.loglevel.upper())
+    worker = faust.Worker(pipe.app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def add_worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run a stream processor (start as many as you like: one consumer group)",
+        description="The Faust stream processor. Web API and /metrics on ARCBEAT_WEB_PORT + id.",
+    )
+    p.add_argument("--id", type=int, default=0, help="worker number: web port = base + id")
+    p.add_argument("--loglevel", default="warning", help="debug, info, warning, error")
+    p.add_argument(
+        "--print-transitions", action="store_true", help="print each status record emitted"
+    )
+    p.set_defaults(func=run_worker)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0)

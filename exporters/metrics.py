@@ -1,0 +1,218 @@
+"""Prometheus metrics of a worker, built from a snapshot at scrape time (SPEC §5).
+
+Nothing in the hot path touches prometheus-client: the engine keeps plain counters, and this
+collector turns them into metric families when Prometheus scrapes. Each worker reports only the
+partitions it actively owns, so ``sum()`` across workers is the fleet. Per-machine series exist
+only for Disconnected machines, capped at ``max_machine_series``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from arcbeat.streams.engine import EngineStats, Histogram, Verdict
+
+
+@dataclass(frozen=True)
+class OfflineMachine:
+    resource_id: str
+    subscription: str
+    resource_group: str
+    machine_name: str
+    location: str
+    last_heartbeat_at: float
+
+
+@dataclass
+class WorkerSnapshot:
+    """What the collector needs; produced by the worker at scrape time."""
+
+    stats: EngineStats
+    counts: Counter[tuple[str, str, str, str]]  # (status, location, os_type, subscription)
+    lag: dict[int, int]
+    verdicts: dict[str, Verdict]
+    held_by_scope: Counter[str] = field(default_factory=Counter)
+    offline: Iterator[OfflineMachine] = field(default_factory=lambda: iter(()))
+    offline_total: int = 0
+    flapping: int = 0
+
+
+def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
+    buckets: list[tuple[str, float]] = []
+    acc = 0
+    for bound, n in zip(h.bounds, h.counts, strict=False):
+        acc += n
+        buckets.append((repr(float(bound)), acc))
+    buckets.append(("+Inf", h.count))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum)
+
+
+class WorkerCollector(Collector):
+    def __init__(
+        self,
+        snapshot: Callable[[], WorkerSnapshot],
+        *,
+        max_machine_series: int = 10_000,
+        max_subscriptions: int = 1000,
+    ) -> None:
+        self._snapshot = snapshot
+        self._max_series = max_machine_series
+        self._max_subs = max_subscriptions
+        self._overflow_total = 0
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        st = snap.stats
+
+        machines = GaugeMetricFamily(
+            "arcbeat_machines", "Machines by status, location and OS type (owned partitions).",
+            labels=["status", "location", "os_type"],
+        )
+        by_sub: Counter[tuple[str, str]] = Counter()
+        grouped: Counter[tuple[str, str, str]] = Counter()
+        for (status, location, os_type, sub), n in snap.counts.items():
+            grouped[(status, location, os_type)] += n
+            by_sub[(sub, status)] += n
+        for labels, n in sorted(grouped.items()):
+            machines.add_metric(list(labels), n)
+        yield machines
+
+        subs = GaugeMetricFamily(
+            "arcbeat_subscription_machines",
+            "Machines by subscription and status; subscriptions beyond the cap are 'other'.",
+            labels=["subscription", "status"],
+        )
+        totals: Counter[str] = Counter()
+        for (sub, _status), n in by_sub.items():
+            totals[sub] += n
+        keep = {s for s, _ in totals.most_common(self._max_subs)}
+        capped: Counter[tuple[str, str]] = Counter()
+        for (sub, status), n in by_sub.items():
+            capped[(sub if sub in keep else "other", status)] += n
+        for labels, n in sorted(capped.items()):
+            subs.add_metric(list(labels), n)
+        yield subs
+
+        hb = CounterMetricFamily(
+            "arcbeat_heartbeats_received", "Accepted agent messages by kind.", labels=["kind"]
+        )
+        for kind, n in sorted(st.heartbeats.items()):
+            hb.add_metric([kind], n)
+        yield hb
+
+        rej = CounterMetricFamily(
+            "arcbeat_rejects", "Messages sent to the DLQ, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(st.rejects.items()):
+            rej.add_metric([reason], n)
+        yield rej
+
+        tr = CounterMetricFamily(
+            "arcbeat_transitions", "Status transitions emitted.", labels=["from", "to", "reason"]
+        )
+        for labels3, n in sorted(st.transitions.items()):
+            tr.add_metric(list(labels3), n)
+        yield tr
+
+        out = CounterMetricFamily(
+            "arcbeat_message_outcomes", "What accepted messages did (stale, expired_ignored, ...).",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(st.outcomes.items()):
+            out.add_metric([outcome], n)
+        yield out
+
+        yield _histogram(
+            "arcbeat_detection_delay_seconds",
+            "Disconnected emitted after the deadline (lastHeartbeatAt + disconnect_after).",
+            st.detection_delay,
+        )
+        yield _histogram(
+            "arcbeat_delivery_delay_seconds",
+            "Broker arrival minus the agent's sentAt.", st.delivery_delay,
+        )
+        skew = CounterMetricFamily(
+            "arcbeat_clock_skew", "Heartbeats whose sentAt is far from their arrival."
+        )
+        skew.add_metric([], st.clock_skew)
+        yield skew
+
+        lag = GaugeMetricFamily(
+            "arcbeat_consumer_lag", "Heartbeat records not yet processed, per owned partition.",
+            labels=["partition"],
+        )
+        for p, n in sorted(snap.lag.items()):
+            lag.add_metric([str(p)], n)
+        yield lag
+
+        last = GaugeMetricFamily(
+            "arcbeat_last_event_timestamp_seconds",
+            "Broker time of the last processed heartbeat or tick.",
+        )
+        last.add_metric([], st.last_event_at)
+        yield last
+
+        silent = GaugeMetricFamily(
+            "arcbeat_scope_silent", "1 while a scope is in a ScopeSilent hold (use max by scope).",
+            labels=["scope"],
+        )
+        for scope, v in sorted(snap.verdicts.items()):
+            silent.add_metric([scope], 1.0 if v.silent else 0.0)
+        yield silent
+
+        held = GaugeMetricFamily(
+            "arcbeat_outage_held_machines", "Machines whose Disconnected is held by ScopeSilent.",
+            labels=["scope"],
+        )
+        for scope, n in sorted(snap.held_by_scope.items()):
+            held.add_metric([scope], n)
+        yield held
+
+        offline = GaugeMetricFamily(
+            "arcbeat_machine_offline",
+            "Unix time of the last heartbeat of each Disconnected machine (capped).",
+            labels=["resource_id", "subscription", "resource_group", "machine_name", "location"],
+        )
+        shown = 0
+        for m in snap.offline:
+            if shown >= self._max_series:
+                break
+            offline.add_metric(
+                [m.resource_id, m.subscription, m.resource_group, m.machine_name, m.location],
+                m.last_heartbeat_at,
+            )
+            shown += 1
+        yield offline
+        hidden = max(0, snap.offline_total - shown)
+        self._overflow_total += hidden
+        over = GaugeMetricFamily(
+            "arcbeat_machine_series_overflow",
+            "Disconnected machines not exposed as series because of the cap.",
+        )
+        over.add_metric([], hidden)
+        yield over
+        over_total = CounterMetricFamily(
+            "arcbeat_machine_series_dropped",
+            "Sum over scrapes of Disconnected machines left out by the cap.",
+        )
+        over_total.add_metric([], self._overflow_total)
+        yield over_total
+
+        flap = GaugeMetricFamily("arcbeat_flapping_machines", "Machines flapping this window.")
+        flap.add_metric([], snap.flapping)
+        yield flap
+
+        up = GaugeMetricFamily("arcbeat_scrape_timestamp_seconds", "When this snapshot was taken.")
+        up.add_metric([], time.time())
+        yield up

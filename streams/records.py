@@ -1,0 +1,642 @@
+"""The heartbeat contract (SPEC §1, §2): Resource IDs, heartbeats, rejects and DLQ records.
+
+Everything on the wire is JSON (orjson), camelCase. :func:`decode_heartbeat` is the worker's
+hot path: it never raises, and turns any input into a :class:`Heartbeat` or a :class:`Reject`
+whose ``detail`` says what is wrong, where (the field path) and how to fix it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import orjson
+
+# --------------------------------------------------------------------------------------------
+# limits (SPEC §1, §2)
+
+MAX_MESSAGE_BYTES: Final = 8192
+MAX_TAGS: Final = 50
+MAX_TAG_NAME: Final = 512
+MAX_TAG_VALUE: Final = 256
+MAX_LOCATION: Final = 64
+MAX_OS_NAME: Final = 128
+MAX_OS_VERSION: Final = 64
+MAX_AGENT_VERSION: Final = 64
+MAX_RESOURCE_ID: Final = 512
+MAX_SEQUENCE: Final = 2**63  # exclusive: a Java long, so any consumer can hold it
+
+Kind = Literal["heartbeat", "connect", "disconnect"]
+KINDS: Final[tuple[Kind, ...]] = ("heartbeat", "connect", "disconnect")
+OsType = Literal["linux", "windows"]
+OS_TYPES: Final[tuple[str, ...]] = ("linux", "windows")
+
+RejectReason = Literal[
+    "invalid_json",
+    "schema",
+    "too_large",
+    "unsupported_region",
+    "key_mismatch",
+    "missing_key",
+    "invalid_utf8",
+]
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
+    "invalid_json",
+    "schema",
+    "too_large",
+    "unsupported_region",
+    "key_mismatch",
+    "missing_key",
+    "invalid_utf8",
+)
+
+PROVIDER: Final = "Microsoft.HybridCompute/machines"
+RESOURCE_ID_FORMAT: Final = (
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}"
+    "/providers/Microsoft.HybridCompute/machines/{machineName}"
+)
+
+# --------------------------------------------------------------------------------------------
+# Resource IDs
+
+# ASCII only: with re.IGNORECASE alone, [a-z] would also match the Kelvin sign and the long s.
+_ASCII_I: Final = re.ASCII | re.IGNORECASE
+_GUID: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_RG: Final = r"[a-z0-9_().-]{0,89}[a-z0-9_()-]"
+_MACHINE: Final = r"[a-z0-9_.-]{1,64}"
+_RESOURCE_ID_RE: Final = re.compile(
+    rf"/subscriptions/({_GUID})/resourcegroups/({_RG})"
+    rf"/providers/microsoft\.hybridcompute/machines/({_MACHINE})",
+    _ASCII_I,
+)
+_GUID_RE: Final = re.compile(_GUID, _ASCII_I)
+_RG_RE: Final = re.compile(_RG, _ASCII_I)
+_MACHINE_RE: Final = re.compile(_MACHINE, _ASCII_I)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceId:
+    """An Azure-style machine Resource ID; compare machines by :attr:`key`."""
+
+    subscription_id: str
+    resource_group: str
+    machine_name: str
+    original: str
+
+    @property
+    def key(self) -> str:
+        """The lower-cased Resource ID: Kafka message key and table key."""
+        return self.original.lower()
+
+    def __str__(self) -> str:
+        return self.original
+
+
+def resource_id(subscription_id: str, resource_group: str, machine_name: str) -> str:
+    """Format a Resource ID string (not validated; see :func:`parse_resource_id`)."""
+    return (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.HybridCompute/machines/{machine_name}"
+    )
+
+
+def parse_resource_id(text: str) -> ResourceId:
+    """Parse a machine Resource ID, or raise :class:`ValueError` saying which part is wrong."""
+    if not isinstance(text, str):
+        raise ValueError(f"a Resource ID must be a string, got {_type_name(text)}")
+    if len(text) <= MAX_RESOURCE_ID:
+        m = _RESOURCE_ID_RE.fullmatch(text)
+        if m is not None:
+            return ResourceId(m.group(1), m.group(2), m.group(3), text)
+    raise ValueError(_resource_id_problem(text))
+
+
+def _resource_id_problem(text: str) -> str:
+    """The slow path: explain precisely why ``text`` is not a machine Resource ID."""
+    shown = _show(text)
+    if len(text) > MAX_RESOURCE_ID:
+        return f"Resource ID is {len(text)} characters, at most {MAX_RESOURCE_ID} allowed"
+    parts = text.split("/")
+    expected = f"expected {RESOURCE_ID_FORMAT}, got {shown}"
+    if len(parts) != 9 or parts[0] != "":
+        return f"Resource ID must have 8 segments separated by '/': {expected}"
+    for index, word in ((1, "subscriptions"), (3, "resourceGroups"), (5, "providers")):
+        if parts[index].lower() != word.lower():
+            return (
+                f"Resource ID segment {index} must be {word!r}, "
+                f"got {_show(parts[index])}: {expected}"
+            )
+    provider = f"{parts[6]}/{parts[7]}"
+    if provider.lower() != PROVIDER.lower():
+        return (
+            f"Resource ID provider must be {PROVIDER!r} (case-insensitive), "
+            f"got {_show(provider)}: arcbeat only tracks Arc-enabled servers"
+        )
+    sub, rg, name = parts[2], parts[4], parts[8]
+    if not _GUID_RE.fullmatch(sub):
+        return (
+            f"subscriptionId {_show(sub)} is not a GUID: "
+            "expected 8-4-4-4-12 hexadecimal digits such as 00000000-0000-0000-0000-000000000000"
+        )
+    if not 1 <= len(rg) <= 90:
+        return f"resourceGroup must be 1-90 characters, got {len(rg)}"
+    if rg.endswith("."):
+        return f"resourceGroup {_show(rg)} must not end with '.'"
+    if not _RG_RE.fullmatch(rg):
+        return (
+            f"resourceGroup {_show(rg)} may only contain ASCII letters, digits and -_.() "
+            f"(bad character {_show(_first_bad(rg, '-_.()'))})"
+        )
+    if not 1 <= len(name) <= 64:
+        return f"machineName must be 1-64 characters, got {len(name)}"
+    return (
+        f"machineName {_show(name)} may only contain ASCII letters, digits and -_. "
+        f"(bad character {_show(_first_bad(name, '-_.'))})"
+    )
+
+
+def _first_bad(text: str, extra: str) -> str:
+    for ch in text:
+        if not (ch.isascii() and (ch.isalnum() or ch in extra)):
+            return ch
+    return ""
+
+
+# --------------------------------------------------------------------------------------------
+# RFC 3339 time
+
+
+_RFC3339_RE: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
+_fromiso: Final = datetime.fromisoformat
+
+
+def rfc3339(ts: float) -> str:
+    """Unix seconds -> ``2024-05-01T12:00:00.123Z`` (milliseconds, or microseconds if needed)."""
+    d = datetime.fromtimestamp(ts, UTC)
+    us = d.microsecond
+    if us % 1000 == 0:
+        return f"{d:%Y-%m-%dT%H:%M:%S}.{us // 1000:03d}Z"
+    return f"{d:%Y-%m-%dT%H:%M:%S}.{us:06d}Z"
+
+
+def parse_rfc3339(text: str) -> float:
+    """RFC 3339 timestamp with a time zone (``Z`` or ``+hh:mm``) -> unix seconds (UTC).
+
+    Raises :class:`ValueError` for anything else (no zone, ISO week dates, ...).
+    """
+    n = len(text)
+    if (
+        (n == 24 or n == 20 or n == 27)
+        and text[-1] == "Z"
+        and text[10] == "T"
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[13] == ":"
+        and text[16] == ":"
+        and (n == 20 or text[19] == ".")
+    ):
+        # fast path: the shape is fixed and fromisoformat only takes ASCII digits in between
+        try:
+            return _fromiso(text).timestamp()
+        except ValueError:
+            pass  # e.g. a leap second: the slow path below handles it or explains
+    m = _RFC3339_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(
+            f"expected an RFC 3339 timestamp with a time zone such as "
+            f"2024-05-01T12:00:00Z or 2024-05-01T14:00:00+02:00, got {_show(text)}"
+        )
+    leap = m.group(6) == "60"  # RFC 3339 allows a leap second; Python does not
+    if text[10] != "T" or text[-1] == "z" or leap:
+        text = f"{text[:10]}T{text[11:17]}{'59' if leap else text[17:19]}{text[19:]}"
+        if text[-1] == "z":
+            text = text[:-1] + "Z"
+    try:
+        d = _fromiso(text)
+    except ValueError as exc:
+        raise ValueError(f"not a valid date/time: {_show(text)} ({exc})") from None
+    return d.timestamp() + (1.0 if leap else 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """One accepted message of ``<prefix>.heartbeats`` (SPEC §2)."""
+
+    key: str  # lower-cased resource id
+    resource_id: str  # original spelling, for display
+    subscription_id: str
+    resource_group: str
+    machine_name: str
+    kind: Kind
+    location: str
+    os_type: str
+    os_name: str
+    os_version: str
+    agent_version: str
+    tags: dict[str, str] = field(hash=False)
+    sent_at: float  # unix seconds, from the agent's clock
+    sequence: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Why a message was refused; goes to the DLQ."""
+
+    reason: RejectReason
+    detail: str
+
+
+def encode_heartbeat(hb: Heartbeat) -> bytes:
+    """camelCase JSON; ``decode_heartbeat(encode_heartbeat(hb), hb.key.encode(), ...) == hb``."""
+    return heartbeat_payload(
+        hb.resource_id,
+        kind=hb.kind,
+        location=hb.location,
+        os_type=hb.os_type,
+        os_name=hb.os_name,
+        os_version=hb.os_version,
+        agent_version=hb.agent_version,
+        tags=hb.tags,
+        sent_at=hb.sent_at,
+        sequence=hb.sequence,
+    )
+
+
+def heartbeat_payload(
+    resource_id: str,
+    *,
+    location: str,
+    os_type: str,
+    agent_version: str,
+    sent_at: float | str,
+    kind: str = "heartbeat",
+    os_name: str = "",
+    os_version: str = "",
+    tags: Mapping[str, str] | None = None,
+    sequence: int | None = None,
+) -> bytes:
+    """Build the JSON body of a heartbeat (``sent_at`` as unix seconds or an RFC 3339 string)."""
+    body: dict[str, Any] = {"resourceId": resource_id, "kind": kind, "location": location}
+    body["osType"] = os_type
+    if os_name:
+        body["osName"] = os_name
+    if os_version:
+        body["osVersion"] = os_version
+    body["agentVersion"] = agent_version
+    if tags:
+        body["tags"] = dict(tags)
+    body["sentAt"] = sent_at if isinstance(sent_at, str) else rfc3339(sent_at)
+    if sequence is not None:
+        body["sequence"] = sequence
+    return orjson.dumps(body)
+
+
+def heartbeat_key(resource_id: str) -> bytes:
+    """The Kafka message key for a Resource ID."""
+    return resource_id.lower().encode()
+
+
+# --------------------------------------------------------------------------------------------
+# decoding (hot path)
+
+_new: Final = object.__new__
+_HB: Final = Heartbeat.__dict__  # slot descriptors: set fields without the frozen __init__'s cost
+_s_key = _HB["key"].__set__
+_s_rid = _HB["resource_id"].__set__
+_s_sub = _HB["subscription_id"].__set__
+_s_rg = _HB["resource_group"].__set__
+_s_name = _HB["machine_name"].__set__
+_s_kind = _HB["kind"].__set__
+_s_loc = _HB["location"].__set__
+_s_ost = _HB["os_type"].__set__
+_s_osn = _HB["os_name"].__set__
+_s_osv = _HB["os_version"].__set__
+_s_agv = _HB["agent_version"].__set__
+_s_tags = _HB["tags"].__set__
+_s_sent = _HB["sent_at"].__set__
+_s_seq = _HB["sequence"].__set__
+
+_KIND_SET: Final = frozenset(KINDS)
+_OS_TYPES: Final = {"linux": "linux", "windows": "windows", "Linux": "linux", "Windows": "windows"}
+_LOCATION_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_REQUIRED: Final = ("resourceId", "location", "osType", "agentVersion", "sentAt")
+
+
+class _Bad(Exception):
+    """Internal: a schema problem found while decoding."""
+
+
+def decode_heartbeat(
+    raw: bytes | None,
+    key: bytes | None,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    accepts_region: Callable[[str], bool] = lambda region: True,
+) -> Heartbeat | Reject:
+    """Validate one Kafka message; never raises.
+
+    Order of checks: size, UTF-8/JSON, schema, region, key. Unknown fields are ignored.
+    """
+    try:
+        return _decode(raw, key, max_bytes, accepts_region)
+    except Exception as exc:  # belt and braces: the pipeline must never stop on input
+        return Reject("schema", f"could not validate the message: {type(exc).__name__}: {exc}")
+
+
+def _decode(
+    raw: bytes | None, key: bytes | None, max_bytes: int, accepts_region: Callable[[str], bool]
+) -> Heartbeat | Reject:
+    if raw is None:
+        return Reject(
+            "invalid_json",
+            "message has no value (a tombstone); send one JSON heartbeat object per message",
+        )
+    size = len(raw)
+    if size > max_bytes:
+        return Reject(
+            "too_large",
+            f"message is {size} bytes, at most {max_bytes} allowed; "
+            "send fewer or shorter tags (at most 50) and shorter strings",
+        )
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return Reject(
+                "invalid_utf8",
+                f"message is not valid UTF-8 at byte {uexc.start} ({uexc.reason}); "
+                "encode the JSON body as UTF-8",
+            )
+        return Reject("invalid_json", f"message is not valid JSON: {exc}; send one JSON object")
+    if type(obj) is not dict:
+        return Reject(
+            "schema",
+            f"message must be a JSON object with resourceId, location, osType, agentVersion "
+            f"and sentAt, got a JSON {_json_type(obj)}",
+        )
+    try:
+        hb = _build(obj)
+    except _Bad as bad:
+        return Reject("schema", str(bad))
+    location = hb.location
+    if not accepts_region(location):
+        return Reject(
+            "unsupported_region",
+            f"field 'location': region {location!r} is not supported by this deployment; "
+            "use one of the configured regions (setting regions / ARCBEAT_REGIONS)",
+        )
+    if key is None:
+        return Reject(
+            "missing_key",
+            f"message has no Kafka key; produce it with key = the lower-cased resourceId "
+            f"({hb.key!r}) so that a machine's heartbeats share one partition",
+        )
+    if key != hb.key.encode():
+        return Reject(
+            "key_mismatch",
+            f"Kafka key {_show(bytes(key).decode('utf-8', 'replace'))} is not the lower-cased "
+            f"resourceId {hb.key!r}; produce with key = resourceId.lower() so that the "
+            "machine's state lives on one partition",
+        )
+    return hb
+
+
+def _build(obj: dict[str, Any]) -> Heartbeat:
+    get = obj.get
+    rid = get("resourceId")
+    location = get("location")
+    os_type = get("osType")
+    agent_version = get("agentVersion")
+    sent_at = get("sentAt")
+    if rid is None or location is None or os_type is None or agent_version is None:
+        _missing(obj)
+    if sent_at is None:
+        _missing(obj)
+
+    if type(rid) is not str:
+        raise _Bad(f"field 'resourceId': expected a string, got {_json_type(rid)}")
+    m = _RESOURCE_ID_RE.fullmatch(rid) if len(rid) <= MAX_RESOURCE_ID else None
+    if m is None:
+        raise _Bad(f"field 'resourceId': {_resource_id_problem(rid)}")
+
+    kind = get("kind")
+    if kind is None:
+        kind = "heartbeat"
+    elif type(kind) is not str or kind not in _KIND_SET:
+        raise _Bad(
+            f"field 'kind': expected 'heartbeat', 'connect' or 'disconnect', got {_show(kind)}"
+        )
+
+    if type(location) is not str:
+        raise _Bad(f"field 'location': expected a string, got {_json_type(location)}")
+    if not (
+        0 < len(location) <= MAX_LOCATION
+        and location.isascii()
+        and location.isalnum()
+        and location.islower()
+    ):
+        location = _location(location)
+
+    ost = _OS_TYPES.get(os_type) if type(os_type) is str else None
+    if ost is None:
+        if type(os_type) is str and os_type.lower() in OS_TYPES:
+            ost = os_type.lower()
+        else:
+            raise _Bad(f"field 'osType': expected 'linux' or 'windows', got {_show(os_type)}")
+
+    # cheap checks inline; _string() only runs to explain a problem
+    if type(agent_version) is not str or not 0 < len(agent_version) <= MAX_AGENT_VERSION:
+        _string(agent_version, "agentVersion", MAX_AGENT_VERSION, required=True)
+    os_name = get("osName")
+    if os_name is None:
+        os_name = ""
+    elif type(os_name) is not str or len(os_name) > MAX_OS_NAME:
+        _string(os_name, "osName", MAX_OS_NAME)
+    os_version = get("osVersion")
+    if os_version is None:
+        os_version = ""
+    elif type(os_version) is not str or len(os_version) > MAX_OS_VERSION:
+        _string(os_version, "osVersion", MAX_OS_VERSION)
+
+    tags = get("tags")
+    if tags is None:
+        tags = {}
+    elif type(tags) is not dict:
+        raise _Bad(f"field 'tags': expected an object of string -> string, got {_json_type(tags)}")
+    elif tags:
+        _tags(tags)
+
+    if type(sent_at) is not str:
+        raise _Bad(
+            f"field 'sentAt': expected an RFC 3339 string such as 2024-05-01T12:00:00Z, "
+            f"got {_json_type(sent_at)}"
+        )
+    try:
+        sent = parse_rfc3339(sent_at)
+    except ValueError as exc:
+        raise _Bad(f"field 'sentAt': {exc}") from None
+
+    seq = get("sequence")
+    if seq is not None and (type(seq) is not int or not 0 <= seq < MAX_SEQUENCE):
+        if type(seq) is int:
+            raise _Bad(f"field 'sequence': must be >= 0 and < 2**63, got {seq}")
+        raise _Bad(
+            f"field 'sequence': expected an integer >= 0, got {_json_type(seq)} {_show(seq)}"
+        )
+
+    hb = _new(Heartbeat)
+    _s_key(hb, rid.lower())
+    _s_rid(hb, rid)
+    _s_sub(hb, m.group(1))
+    _s_rg(hb, m.group(2))
+    _s_name(hb, m.group(3))
+    _s_kind(hb, kind)
+    _s_loc(hb, location)
+    _s_ost(hb, ost)
+    _s_osn(hb, os_name)
+    _s_osv(hb, os_version)
+    _s_agv(hb, agent_version)
+    _s_tags(hb, tags)
+    _s_sent(hb, sent)
+    _s_seq(hb, seq)
+    return hb
+
+
+def _missing(obj: dict[str, Any]) -> None:
+    missing = [name for name in _REQUIRED if obj.get(name) is None]
+    raise _Bad(
+        f"missing required field{'s' if len(missing) > 1 else ''} "
+        f"{', '.join(repr(n) for n in missing)}; a heartbeat needs "
+        f"{', '.join(_REQUIRED)}"
+    )
+
+
+def _location(location: str) -> str:
+    """Slow path for ``location``: normalise case (regions are case-insensitive) or explain."""
+    if not 0 < len(location) <= MAX_LOCATION:
+        raise _Bad(f"field 'location': must be 1-{MAX_LOCATION} characters, got {len(location)}")
+    lowered = location.lower()
+    if lowered.isascii() and set(lowered) <= _LOCATION_CHARS:
+        return lowered
+    raise _Bad(
+        f"field 'location': expected a region name of letters and digits such as "
+        f"'westeurope', got {_show(location)}"
+    )
+
+
+def _string(value: object, name: str, limit: int, *, required: bool = False) -> None:
+    if type(value) is not str:
+        raise _Bad(f"field {name!r}: expected a string, got {_json_type(value)}")
+    if len(value) > limit:
+        raise _Bad(f"field {name!r}: {len(value)} characters, at most {limit} allowed")
+    if required and not value:
+        raise _Bad(f"field {name!r}: must not be empty")
+
+
+def _tags(tags: dict[str, Any]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise _Bad(f"field 'tags': {len(tags)} tags, at most {MAX_TAGS} allowed (Azure limit)")
+    for name, value in tags.items():
+        if not 0 < len(name) <= MAX_TAG_NAME:
+            raise _Bad(
+                f"field 'tags': tag name {_show(name)} is {len(name)} characters, "
+                f"must be 1-{MAX_TAG_NAME}"
+            )
+        if type(value) is not str:
+            raise _Bad(f"field 'tags.{_short(name)}': expected a string, got {_json_type(value)}")
+        if len(value) > MAX_TAG_VALUE:
+            raise _Bad(
+                f"field 'tags.{_short(name)}': value is {len(value)} characters, "
+                f"at most {MAX_TAG_VALUE} allowed"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# DLQ
+
+DLQ_MAX_RAW: Final = 65536
+
+
+def dlq_record(
+    reject: Reject,
+    raw: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    received_at: float,
+    max_raw: int = DLQ_MAX_RAW,
+) -> bytes:
+    """The JSON record written to ``<prefix>.heartbeats.dlq`` for a rejected message.
+
+    The payload goes in ``raw`` (text, when it is valid UTF-8) or ``rawBase64``. Payloads over
+    ``max_raw`` bytes (only possible for ``too_large``) are cut to ``max_raw`` with
+    ``rawTruncated: true``; ``topic``/``partition``/``offset`` still point at the original.
+    """
+    data = b"" if raw is None else bytes(raw)
+    rec: dict[str, Any] = {
+        "reason": reject.reason,
+        "detail": reject.detail,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "receivedAt": rfc3339(received_at),
+        "rawSize": len(data),
+    }
+    truncated = len(data) > max_raw
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        rec["rawBase64"] = base64.b64encode(data[:max_raw]).decode("ascii")
+    else:
+        # cut at a character boundary so that the text stays valid
+        rec["raw"] = data[:max_raw].decode("utf-8", "ignore") if truncated else text
+    if truncated:
+        rec["rawTruncated"] = True
+    return orjson.dumps(rec)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers for details
+
+
+def _show(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(name: str, limit: int = 40) -> str:
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__

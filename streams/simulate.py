@@ -1,0 +1,1006 @@
+"""``arcbeat simulate``: a fleet of simulated agents with outage scenarios and time compression.
+
+Two modes:
+
+- :func:`simulate`: N machines send heartbeats every ``heartbeat_interval`` (from settings, so
+  ``ARCBEAT_HEARTBEAT_INTERVAL=1`` compresses 5 minutes into a second), each first one spread
+  over one interval, with composable scenarios (:class:`~arcbeat.streams.scenarios.Scenario`),
+  and writes a ground-truth log (:mod:`arcbeat.streams.groundtruth`) of what it did.
+- :func:`load`: a fixed number of heartbeats as fast as possible, for benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import random
+import struct
+import sys
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import RecordMetadata
+from arcbeat.streams.agent import stop_on_signals
+from arcbeat.streams.groundtruth import GroundTruthWriter
+from arcbeat.streams.records import (
+    Heartbeat,
+    decode_heartbeat,
+    heartbeat_payload,
+    rfc3339,
+)
+from arcbeat.streams.scenarios import (
+    AGENT_VERSIONS,
+    MALFORMED_KINDS,
+    OPERATING_SYSTEMS,
+    SCENARIO_NAMES,
+    Action,
+    Fleet,
+    FleetSpec,
+    MalformedKind,
+    Scenario,
+    Schedule,
+    build_schedule,
+)
+from arcbeat.streams.settings import DEFAULT_REGIONS, Settings, SettingsError, parse_duration
+
+Progress = Callable[[str], None]
+
+# per-machine state flags (one byte per machine)
+_SENT: Final = 1  # has sent its first message (the `connect`)
+_STOPPED: Final = 2  # silent (outage, flap, dead)
+_GONE: Final = 4  # sent `disconnect`: never sends again
+_UNSUPPORTED_REGION: Final = "antarctica1"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def fleet_locations(settings: Settings) -> tuple[str, ...]:
+    """The locations to spread the fleet over: the configured regions (defaults for ``*``)."""
+    regions = tuple(r for r in settings.regions if r != "*")
+    return regions or DEFAULT_REGIONS
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "client_id": "arcbeat-simulate",
+        "acks": "all",
+        "enable_idempotence": True,  # retries must not duplicate ground-truth heartbeats
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "request_timeout_ms": 30_000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def check_topic(settings: Settings, topic: str) -> None:
+    """Fail clearly when ``topic`` is missing (the broker would auto-create it without
+    LogAppendTime, and arrival times would silently become the agents' clocks)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="arcbeat-simulate"
+    )
+    try:
+        await asyncio.wait_for(admin.start(), 30)
+        topics = await admin.list_topics()
+    except Exception as exc:
+        raise ConnectionError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}; "
+            "start it with `arcbeat stack up` or set ARCBEAT_KAFKA_BOOTSTRAP"
+        ) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    if topic not in topics:
+        raise ConnectionError(
+            f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; create the topics "
+            f"of prefix {settings.topic_prefix!r} first (`ARCBEAT_TOPIC_PREFIX="
+            f"{settings.topic_prefix} arcbeat stack up`)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# partitioning: Kafka's default (murmur2 of the key), fast for fleet keys
+
+_M: Final = 0x5BD1E995
+_MASK: Final = 0xFFFFFFFF
+
+
+def _murmur2_blocks(h: int, data: bytes, start: int, stop: int) -> int:
+    for k in struct.unpack_from(f"<{(stop - start) >> 2}I", data, start):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    return h
+
+
+class KeyPartitioner:
+    """``partition = (murmur2(key) & 0x7fffffff) % partitions``, as Kafka's Java client and
+    aiokafka's ``DefaultPartitioner`` compute it.
+
+    aiokafka's pure-Python murmur2 costs ~100 us per fleet key on this machine. Fleet keys share
+    long prefixes (``/subscriptions/<guid>/resourcegroups/<rg>/.../machines/``), and murmur2's
+    state after the prefix's 4-byte blocks depends only on those bytes and the key's length,
+    so that state is cached and only the machine name is hashed.
+    """
+
+    def __init__(self, partitions: int, *, cache_size: int = 65536) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.partitions = partitions
+        self._cache: dict[tuple[int, bytes], int] = {}
+        self._cache_size = cache_size
+
+    def murmur2(self, key: bytes) -> int:
+        length = len(key)
+        cut = (key.rfind(b"/") + 1) & ~3
+        ck = (length, key[:cut])
+        h = self._cache.get(ck)
+        if h is None:
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            h = self._cache[ck] = _murmur2_blocks((0x9747B28C ^ length) & _MASK, key, 0, cut)
+        blocks_end = length & ~3
+        h = _murmur2_blocks(h, key, cut, blocks_end)
+        tail = length & 3
+        if tail:
+            if tail == 3:
+                h ^= key[blocks_end + 2] << 16
+            if tail >= 2:
+                h ^= key[blocks_end + 1] << 8
+            h = ((h ^ key[blocks_end]) * _M) & _MASK
+        h = ((h ^ (h >> 13)) * _M) & _MASK
+        return h ^ (h >> 15)
+
+    def __call__(self, key: bytes) -> int:
+        return (self.murmur2(key) & 0x7FFFFFFF) % self.partitions
+
+
+# ---------------------------------------------------------------------------------------------
+# simulate
+
+
+@dataclass(slots=True)
+class SimulationResult:
+    topic: str
+    machines: int
+    seconds: float
+    sent: int
+    errors: int
+    by_event: dict[str, int] = field(default_factory=dict)
+    groundtruth: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+class Simulator:
+    """One simulation run; see :func:`simulate`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fleet: Fleet,
+        schedule: Schedule,
+        *,
+        interval: float,
+        topic: str,
+        duration: float | None,
+        until_count: int | None,
+        groundtruth: GroundTruthWriter | None,
+        progress: Progress | None,
+        progress_every: float,
+        seed: int,
+    ) -> None:
+        self.settings = settings
+        self.fleet = fleet
+        self.schedule = schedule
+        self.scenario = schedule.scenario
+        self.interval = interval
+        self.topic = topic
+        self.duration = duration
+        self.until_count = until_count
+        self.truth = groundtruth
+        self.progress = progress
+        self.progress_every = progress_every
+        self.state = bytearray(len(fleet))
+        self.rng = random.Random(seed * 31 + 5)  # per-message draws, in send order
+        self.counts: Counter[str] = Counter()
+        self.sent = 0
+        self.errors = 0
+        self.outstanding = 0
+        self.stopped = 0
+        self.gone = 0
+        self.silent_machines = (
+            fleet.location_of.count(schedule.silent_location)
+            if schedule.silent_location is not None
+            else 0
+        )
+        self.t0 = 0.0
+        self.producer: AIOKafkaProducer | None = None
+        self._last_error: str | None = None
+        self._rate_mark = (0.0, 0)
+        self.partitions: list[int] = [0]
+        self.partitioner = KeyPartitioner(1)
+
+    # -- the loop --------------------------------------------------------------------------
+    async def run(self, stop_event: asyncio.Event) -> SimulationResult:
+        producer = make_producer(self.settings)
+        self.producer = producer
+        await producer.start()
+        try:
+            self.partitions = sorted(await producer.partitions_for(self.topic))
+            self.partitioner = KeyPartitioner(len(self.partitions))
+            await self._loop(stop_event)
+        finally:
+            try:
+                await producer.flush()
+                await self._drain(timeout=30.0)
+            finally:
+                await producer.stop()
+        seconds = time.time() - self.t0
+        if self.truth is not None:
+            self.truth.write(
+                {
+                    "t": time.time(),
+                    "event": "end",
+                    "sent": self.sent,
+                    "errors": self.errors,
+                    "byEvent": dict(self.counts),
+                }
+            )
+        self._say_progress(final=True)
+        return SimulationResult(
+            topic=self.topic,
+            machines=len(self.fleet),
+            seconds=seconds,
+            sent=self.sent,
+            errors=self.errors,
+            by_event=dict(self.counts),
+            groundtruth=str(self.truth.path) if self.truth is not None else None,
+        )
+
+    async def _loop(self, stop_event: asyncio.Event) -> None:
+        fleet, n, interval = self.fleet, len(self.fleet), self.interval
+        actions, ap = self.schedule.actions, 0
+        self.t0 = t0 = time.time()
+        end = t0 + self.duration if self.duration is not None else math.inf
+        w_start, w_end = (t0 + w for w in self.schedule.silent_window)
+        in_window = False
+        k = i = 0
+        next_send = t0 + fleet.phase(0) * interval
+        next_progress = t0 + self.progress_every
+        self._rate_mark = (t0, 0)
+        while not stop_event.is_set():
+            now = time.time()
+            if now >= end or self._count_reached():
+                break
+            if self.schedule.silent_location is not None:
+                if not in_window and w_start <= now < w_end:
+                    in_window = True
+                    self._scope_event("stop", now)
+                elif in_window and now >= w_end:
+                    in_window = False
+                    self._scope_event("resume", now)
+            done = 0
+            while True:
+                t_act = t0 + actions[ap].at if ap < len(actions) else math.inf
+                if t_act <= next_send:
+                    if t_act > now:
+                        break
+                    await self._apply(actions[ap], now)
+                    ap += 1
+                else:
+                    if next_send > now:
+                        break
+                    await self._tick(i, k, now, in_window)
+                    i += 1
+                    if i == n:
+                        i, k = 0, k + 1
+                    next_send = t0 + (k + fleet.phase(i)) * interval
+                done += 1
+                if done % 256 == 0:
+                    await asyncio.sleep(0)  # let the producer's sender run
+                    now = time.time()
+                    if now >= end or self._count_reached() or stop_event.is_set():
+                        break
+            if now >= next_progress:
+                self._say_progress()
+                next_progress = now + self.progress_every
+            t_act = t0 + actions[ap].at if ap < len(actions) else math.inf
+            wake = min(next_send, t_act, next_progress, end)
+            if self.schedule.silent_location is not None:
+                wake = min(wake, w_start if now < w_start else w_end if now < w_end else wake)
+            delay = min(wake - time.time(), 0.5)  # wake up at least twice a second for stop
+            await asyncio.sleep(max(0.0, delay))
+
+    def _count_reached(self) -> bool:
+        return self.until_count is not None and self.sent >= self.until_count
+
+    # -- actions ---------------------------------------------------------------------------
+    async def _apply(self, action: Action, now: float) -> None:
+        m = action.machine
+        st = self.state[m]
+        if st & _GONE:
+            return
+        if action.kind == "stop":
+            if not st & _STOPPED:
+                self.state[m] = st | _STOPPED
+                self.stopped += 1
+            self._record_action("stop", m, now, action.reason)
+        elif action.kind == "resume":
+            if st & _STOPPED:
+                self.state[m] = st & ~_STOPPED
+                self.stopped -= 1
+            self._record_action("resume", m, now, action.reason)
+        else:  # disconnect: the agent removes the machine, like `azcmagent disconnect`
+            seq = max(0, math.floor((now - self.t0) / self.interval - self.fleet.phase(m)))
+            await self._send_heartbeat(m, "disconnect", seq, now)
+            if st & _STOPPED:
+                self.stopped -= 1
+            self.state[m] = (st | _GONE) & ~_STOPPED
+            self.gone += 1
+
+    def _record_action(self, event: str, m: int, now: float, reason: str) -> None:
+        if self.truth is None:
+            return
+        rid = self.fleet.resource_id(m)
+        self.truth.write(
+            {
+                "t": now,
+                "event": event,
+                "key": rid.lower(),
+                "resourceId": rid,
+                "location": self.fleet.location(m),
+                "reason": reason,
+            }
+        )
+
+    def _scope_event(self, event: str, now: float) -> None:
+        location = self.scenario.silent_location
+        if self.truth is not None:
+            self.truth.write(
+                {
+                    "t": now,
+                    "event": event,
+                    "scope": f"location={location}",
+                    "location": location,
+                    "machines": self.silent_machines,
+                    "reason": "location-silent",
+                }
+            )
+
+    # -- messages --------------------------------------------------------------------------
+    async def _tick(self, m: int, k: int, now: float, in_window: bool) -> None:
+        st = self.state[m]
+        if st & (_STOPPED | _GONE):
+            return
+        if in_window and self.fleet.location_of[m] == self.schedule.silent_location:
+            return
+        kind = "connect" if self.scenario.connect_first and not st & _SENT else "heartbeat"
+        self.state[m] = st | _SENT
+        payload = await self._send_heartbeat(m, kind, k, now)
+        sc, rng = self.scenario, self.rng
+        if sc.duplicate_rate and rng.random() < sc.duplicate_rate:
+            if k >= 1 and rng.random() < 0.5:  # an older one: arrives out of order
+                old_at = self.t0 + (k - 1 + self.fleet.phase(m)) * self.interval
+                await self._send_heartbeat(m, "heartbeat", k - 1, old_at, event="duplicate")
+            else:  # the same one again
+                await self._send(m, payload, self.fleet.key(m).encode(), "duplicate", now, k)
+        if sc.malformed_rate and rng.random() < sc.malformed_rate:
+            await self._send_malformed(m, k, now)
+
+    def _payload(self, m: int, kind: str, seq: int, sent_at: float) -> bytes:
+        fleet = self.fleet
+        os_type, os_name, os_version = OPERATING_SYSTEMS[fleet.os_of[m]]
+        body: bytes = heartbeat_payload(
+            fleet.resource_id(m),
+            kind=kind,
+            location=fleet.location(m),
+            os_type=os_type,
+            os_name=os_name,
+            os_version=os_version,
+            agent_version=AGENT_VERSIONS[fleet.version_of[m]],
+            tags=fleet.tags(m),
+            sent_at=sent_at,
+            sequence=seq,
+        )
+        return body
+
+    async def _send_heartbeat(
+        self, m: int, kind: str, seq: int, at: float, *, event: str | None = None
+    ) -> bytes:
+        skew = self.schedule.skewed.get(m, 0.0)
+        payload = self._payload(m, kind, seq, at + skew)
+        extra: dict[str, Any] = {"skew": skew} if skew else {}
+        await self._send(m, payload, self.fleet.key(m).encode(), event or kind, at, seq, extra)
+        return payload
+
+    async def _send_malformed(self, m: int, k: int, now: float) -> None:
+        kinds = [
+            kind
+            for kind in self.scenario.malformed_kinds
+            if kind != "unsupported_region" or not self.settings.accepts_region(_UNSUPPORTED_REGION)
+        ]
+        if not kinds:
+            return
+        kind: MalformedKind = self.rng.choice(kinds)
+        raw, key = malformed_message(self.fleet, m, kind, k, now, self.rng, self.settings)
+        verdict = decode_heartbeat(
+            raw,
+            key,
+            max_bytes=self.settings.max_message_bytes,
+            accepts_region=self.settings.accepts_region,
+        )
+        if isinstance(verdict, Heartbeat):  # cannot happen; never count a valid one as bad
+            return
+        extra = {"malformed": kind, "reason": verdict.reason}
+        await self._send(m, raw, key, "malformed", now, None, extra)
+
+    async def _send(
+        self,
+        m: int,
+        payload: bytes,
+        key: bytes | None,
+        event: str,
+        at: float,
+        seq: int | None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        assert self.producer is not None
+        rid = self.fleet.resource_id(m)
+        record: dict[str, Any] | None = None
+        if self.truth is not None:
+            record = {
+                "t": time.time(),
+                "event": event,
+                "key": rid.lower(),
+                "resourceId": rid,
+                "location": self.fleet.location(m),
+            }
+            if seq is not None:
+                record["sequence"] = seq
+            if extra:
+                record.update(extra)
+        self.sent += 1
+        self.counts[event] += 1
+        self.outstanding += 1
+        try:
+            # explicit partition: aiokafka's own murmur2 would cost more than the send
+            partition = None if key is None else self.partitions[self.partitioner(key)]
+            future = await self.producer.send(self.topic, payload, key=key, partition=partition)
+        except Exception as exc:
+            self._failed(record, exc)
+            return
+        future.add_done_callback(partial(self._delivered, record))
+
+    def _delivered(self, record: dict[str, Any] | None, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._failed(record, asyncio.CancelledError("send cancelled"))
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._failed(record, exc)
+            return
+        self.outstanding -= 1
+        if record is None or self.truth is None:
+            return
+        md: RecordMetadata = future.result()
+        record["partition"] = md.partition
+        record["offset"] = md.offset
+        if md.timestamp is not None and md.timestamp_type == 1:  # LogAppendTime
+            record["appendedAt"] = md.timestamp / 1000.0
+        elif md.timestamp is not None:
+            record["recordTimestamp"] = md.timestamp / 1000.0
+        self.truth.write(record)
+
+    def _failed(self, record: dict[str, Any] | None, exc: BaseException) -> None:
+        self.outstanding -= 1
+        self.errors += 1
+        self._last_error = repr(exc)
+        if record is not None and self.truth is not None:
+            record["error"] = repr(exc)
+            self.truth.write(record)
+
+    async def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.outstanding > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    # -- progress --------------------------------------------------------------------------
+    def _say_progress(self, *, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.time()
+        mark_t, mark_n = self._rate_mark
+        rate = (self.sent - mark_n) / (now - mark_t) if now > mark_t else 0.0
+        self._rate_mark = (now, self.sent)
+        n = len(self.fleet)
+        active = n - self.stopped - self.gone
+        what = "done" if final else "running"
+        line = (
+            f"simulate: {what} {now - self.t0:6.1f}s sent={self.sent} ({rate:,.0f}/s) "
+            f"machines={n} active={active} stopped={self.stopped} disconnected={self.gone}"
+        )
+        if self.errors:
+            line += f" errors={self.errors} (last: {self._last_error})"
+        self.progress(line)
+
+
+def malformed_message(
+    fleet: Fleet,
+    m: int,
+    kind: MalformedKind,
+    seq: int,
+    now: float,
+    rng: random.Random,
+    settings: Settings,
+) -> tuple[bytes, bytes | None]:
+    """A bad message of the given kind about machine ``m``: (payload, key)."""
+    rid = fleet.resource_id(m)
+    key = rid.lower().encode()
+    os_type, os_name, os_version = OPERATING_SYSTEMS[fleet.os_of[m]]
+    body: dict[str, Any] = {
+        "resourceId": rid,
+        "kind": "heartbeat",
+        "location": fleet.location(m),
+        "osType": os_type,
+        "osName": os_name,
+        "osVersion": os_version,
+        "agentVersion": AGENT_VERSIONS[fleet.version_of[m]],
+        "sentAt": rfc3339(now),
+        "sequence": seq,
+    }
+    if kind == "invalid_json":
+        raw = orjson.dumps(body)
+        return raw[: rng.randrange(1, len(raw) - 1)], key
+    if kind == "invalid_utf8":
+        return orjson.dumps(body).replace(b'"kind"', b'"ki\xffnd"', 1), key
+    if kind == "schema":
+        variant = rng.randrange(4)
+        if variant == 0:
+            del body["sentAt"]
+        elif variant == 1:
+            body["osType"] = "beos"
+        elif variant == 2:
+            body["sequence"] = -1
+        else:
+            body["tags"] = {f"tag{j}": "x" for j in range(51)}
+        return orjson.dumps(body), key
+    if kind == "unsupported_region":
+        body["location"] = _UNSUPPORTED_REGION
+        return orjson.dumps(body), key
+    if kind == "key_mismatch":
+        other = fleet.resource_id((m + 1) % len(fleet)).lower().encode()
+        return orjson.dumps(body), rid.encode() if rid.encode() != key else other
+    if kind == "missing_key":
+        return orjson.dumps(body), None
+    if kind == "too_large":
+        body["padding"] = "x" * settings.max_message_bytes
+        return orjson.dumps(body), key
+    return rng.randbytes(rng.randrange(1, 200)), key  # random_bytes
+
+
+async def simulate(
+    settings: Settings,
+    *,
+    fleet: FleetSpec | Fleet | None = None,
+    scenario: Scenario | None = None,
+    duration: float | None = None,
+    until_count: int | None = None,
+    groundtruth: str | Path | None = None,
+    interval: float | None = None,
+    topic: str | None = None,
+    progress: Progress | None = _stderr,
+    progress_every: float = 5.0,
+    stop_event: asyncio.Event | None = None,
+    check: bool = True,
+) -> SimulationResult:
+    """Run a simulated fleet against ``settings.heartbeats_topic`` (or ``topic``).
+
+    Stops after ``duration`` seconds, after ``until_count`` messages, or when ``stop_event``
+    is set (SIGINT/SIGTERM set it when none is given); whichever comes first.
+    """
+    if fleet is None:
+        fleet = FleetSpec(locations=fleet_locations(settings))
+    built = fleet if isinstance(fleet, Fleet) else Fleet(fleet)
+    scenario = scenario or Scenario()
+    beat = interval if interval is not None else settings.heartbeat_interval
+    if beat <= 0:
+        raise ValueError(f"simulate: interval must be > 0, got {beat}")
+    schedule = build_schedule(
+        built,
+        scenario,
+        interval=beat,
+        disconnect_after=settings.disconnect_after,
+        duration=duration,
+    )
+    target = topic or settings.heartbeats_topic
+    if check:
+        await check_topic(settings, target)
+    writer = GroundTruthWriter(groundtruth) if groundtruth is not None else None
+    sim = Simulator(
+        settings,
+        built,
+        schedule,
+        interval=beat,
+        topic=target,
+        duration=duration,
+        until_count=until_count,
+        groundtruth=writer,
+        progress=progress,
+        progress_every=progress_every,
+        seed=built.spec.seed,
+    )
+    if writer is not None:
+        writer.write(
+            {
+                "t": time.time(),
+                "event": "header",
+                "topic": target,
+                "bootstrap": settings.kafka_bootstrap,
+                "interval": beat,
+                "disconnectAfter": settings.disconnect_after,
+                "expireAfter": settings.expire_after,
+                "maxMessageBytes": settings.max_message_bytes,
+                "regions": list(settings.regions),
+                "duration": duration,
+                "untilCount": until_count,
+                "fleet": asdict(built.spec),
+                "scenario": schedule.scenario.as_dict(),
+                "actions": len(schedule.actions),
+                "skewed": len(schedule.skewed),
+            }
+        )
+    if progress is not None:
+        progress(
+            f"simulate: {len(built)} machines -> {target} on {settings.kafka_bootstrap}, "
+            f"interval {beat:g}s, {len(schedule.actions)} scenario actions"
+            + (f", ground truth {groundtruth}" if groundtruth else "")
+        )
+    with stop_on_signals(stop_event) as stop:
+        try:
+            return await sim.run(stop)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# load: as fast as possible
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    topic: str
+    machines: int
+    sent: int
+    errors: int
+    seconds: float  # from the first send to the last acknowledgement
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+class PayloadFactory:
+    """Heartbeat bodies for fleet machines from pre-encoded pieces (no dict, no orjson)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self._middles: dict[tuple[int, int, int, int], bytes] = {}
+
+    def middle(self, m: int, kind: str) -> bytes:
+        fleet = self.fleet
+        g = fleet.group(m)
+        code = (fleet.location_of[m], fleet.os_of[m], fleet.version_of[m], g % 200)
+        cached = self._middles.get(code)
+        if cached is None:
+            os_type, os_name, os_version = OPERATING_SYSTEMS[code[1]]
+            body = orjson.dumps(
+                {
+                    "location": fleet.spec.locations[code[0]],
+                    "osType": os_type,
+                    "osName": os_name,
+                    "osVersion": os_version,
+                    "agentVersion": AGENT_VERSIONS[code[2]],
+                    "tags": fleet.tags(m),
+                }
+            )
+            cached = b"," + body[1:-1]
+            self._middles[code] = cached
+        return b',"kind":"' + kind.encode() + b'"' + cached
+
+    def payload(self, m: int, kind: str, sent_at: bytes, seq: int) -> tuple[bytes, bytes]:
+        """(body, key) of machine ``m``; ``sent_at`` is the RFC 3339 text as bytes."""
+        rid = self.fleet.resource_id(m).encode()
+        body = b"".join(
+            (
+                b'{"resourceId":"',
+                rid,
+                b'"',
+                self.middle(m, kind),
+                b',"sentAt":"',
+                sent_at,
+                b'","sequence":',
+                str(seq).encode(),
+                b"}",
+            )
+        )
+        return body, rid.lower()
+
+
+async def load(
+    settings: Settings,
+    n: int,
+    *,
+    heartbeats_per_machine: int = 1,
+    topic: str | None = None,
+    seed: int = 0,
+    first_index: int = 0,
+    connect_first: bool = False,
+    progress: Progress | None = _stderr,
+    progress_every: float = 5.0,
+    check: bool = True,
+    producer_options: dict[str, Any] | None = None,
+) -> LoadResult:
+    """Produce ``n * heartbeats_per_machine`` heartbeats as fast as the producer goes.
+
+    Round r sends machines ``first_index .. first_index+n-1`` a heartbeat with sequence r, so
+    every message is a fresh, valid heartbeat (sentAt is the send time, refreshed every 1,000
+    messages). Keys and partitions are computed once per machine, before the clock starts;
+    records go out in per-partition batches (aiokafka's batch API), which is several times
+    faster than one ``send()`` per message.
+    """
+    if n < 1 or heartbeats_per_machine < 1:
+        raise ValueError("load: n and heartbeats_per_machine must be >= 1")
+    spec = FleetSpec(machines=first_index + n, seed=seed, locations=fleet_locations(settings))
+    fleet = Fleet(spec)
+    factory = PayloadFactory(fleet)
+    target = topic or settings.heartbeats_topic
+    if check:
+        await check_topic(settings, target)
+    options = {"linger_ms": 20, "max_batch_size": 256 * 1024, "enable_idempotence": False}
+    producer = make_producer(settings, **{**options, **(producer_options or {})})
+    await producer.start()
+    errors = 0
+    sent = 0
+    total = n * heartbeats_per_machine
+    pending: list[asyncio.Future[Any]] = []
+    try:
+        partitions = sorted(await producer.partitions_for(target))
+        partitioner = KeyPartitioner(len(partitions))
+        machines = range(first_index, first_index + n)
+        part_of = array("H", (partitions[partitioner(fleet.key(m).encode())] for m in machines))
+        builders: dict[int, Any] = {}
+        started = time.time()
+        mark = (started, 0)
+        next_progress = started + progress_every
+        for r in range(heartbeats_per_machine):
+            kind = "connect" if connect_first and r == 0 else "heartbeat"
+            for j, m in enumerate(machines):
+                if sent % 1000 == 0:
+                    now = time.time()
+                    stamp = rfc3339(now).encode()
+                    if progress is not None and now >= next_progress:
+                        rate = (sent - mark[1]) / (now - mark[0])
+                        progress(f"load: {sent}/{total} sent ({rate:,.0f}/s)")
+                        mark, next_progress = (now, sent), now + progress_every
+                body, key = factory.payload(m, kind, stamp, r)
+                p = part_of[j]
+                batch = builders.get(p)
+                if batch is None:
+                    batch = builders[p] = producer.create_batch()
+                if batch.append(key=key, value=body, timestamp=None) is None:
+                    pending.append(await producer.send_batch(batch, target, partition=p))
+                    batch = builders[p] = producer.create_batch()
+                    batch.append(key=key, value=body, timestamp=None)
+                sent += 1
+        for p, batch in builders.items():
+            if batch.record_count():
+                pending.append(await producer.send_batch(batch, target, partition=p))
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                errors += 1
+        seconds = time.time() - started
+    finally:
+        await producer.stop()
+    result = LoadResult(target, n, sent, errors, seconds)
+    if progress is not None:
+        progress(
+            f"load: {sent} heartbeats from {n} machines in {seconds:.2f}s "
+            f"= {result.rate:,.0f}/s, {errors} failed batches"
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds: float = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
+
+
+def _window(text: str) -> tuple[float, float]:
+    start, sep, end = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected START:END such as 10s:60s, got {text!r}")
+    return _duration(start), _duration(end)
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_simulate_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``arcbeat simulate``; the handler is ``args.func(args) -> int``."""
+    p = subparsers.add_parser(
+        "simulate",
+        help="a fleet of simulated agents with outage scenarios and a ground-truth log",
+        description=(
+            "Simulate N agents sending heartbeats to <prefix>.heartbeats. Time is compressed "
+            "through the heartbeat interval (ARCBEAT_HEARTBEAT_INTERVAL / --interval). "
+            f"Scenarios ({', '.join(SCENARIO_NAMES)}) combine; their knobs override defaults."
+        ),
+    )
+    p.add_argument("-n", "--machines", type=int, default=1000, help="fleet size (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="fleet and scenario seed (default 0)")
+    p.add_argument("--duration", type=_duration, help="stop after this much wall time")
+    p.add_argument("--until-count", type=int, help="stop after this many messages")
+    p.add_argument("--interval", type=_duration, help="heartbeat interval (default: setting)")
+    p.add_argument("--disconnect-after", type=_duration, help="override the setting")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: setting)")
+    p.add_argument("--topic-prefix", help="topic prefix (default: setting)")
+    p.add_argument("--groundtruth", type=Path, help="write the ground-truth JSON lines here")
+    p.add_argument("--progress-every", type=_duration, default=5.0, help="seconds (default 5)")
+    p.add_argument("--subscriptions", type=int, default=0, help="0 = one per 2000 machines")
+    p.add_argument("--resource-groups", type=int, default=20, help="per subscription")
+    p.add_argument("--name-prefix", default="vm", help="machine name prefix (default vm)")
+    p.add_argument(
+        "--scenario",
+        type=_names,
+        default=[],
+        help=f"comma-separated: {', '.join(SCENARIO_NAMES)}",
+    )
+    p.add_argument("--no-connect", action="store_true", help="start with heartbeats")
+    g = p.add_argument_group("outages")
+    g.add_argument("--outage-fraction", type=_fraction)
+    g.add_argument("--outage-duration", type=_duration)
+    g.add_argument("--outage-permanent", type=_fraction, help="of the outaged, never resume")
+    g.add_argument("--outage-window", type=_window, help="START:END offsets of the stops")
+    g = p.add_argument_group("flap")
+    g.add_argument("--flap-machines", type=int)
+    g.add_argument("--flap-down", type=_duration)
+    g.add_argument("--flap-up", type=_duration)
+    g.add_argument("--flap-cycles", type=int)
+    g = p.add_argument_group("disconnect")
+    g.add_argument("--disconnect-fraction", type=_fraction)
+    g = p.add_argument_group("location-silent")
+    g.add_argument("--silent-location")
+    g.add_argument("--silent-at", type=_duration)
+    g.add_argument("--silent-for", type=_duration)
+    g.add_argument("--silent-dead-fraction", type=_fraction)
+    g = p.add_argument_group("duplicates, malformed, skew")
+    g.add_argument("--duplicate-rate", type=_fraction)
+    g.add_argument("--malformed-rate", type=_fraction)
+    g.add_argument("--malformed-kinds", type=_names, help=", ".join(MALFORMED_KINDS))
+    g.add_argument("--skew-fraction", type=_fraction)
+    g.add_argument("--skew", type=_duration, dest="skew_seconds", help="clock offset")
+    g = p.add_argument_group("load (benchmark) mode")
+    g.add_argument("--load", action="store_true", help="send as fast as possible, no scenarios")
+    g.add_argument("--heartbeats-per-machine", type=int, default=1)
+    p.set_defaults(func=run_simulate_command)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "bootstrap", None):
+        overrides["kafka_bootstrap"] = args.bootstrap
+    if getattr(args, "topic_prefix", None):
+        overrides["topic_prefix"] = args.topic_prefix
+    if getattr(args, "interval", None) is not None:
+        overrides["heartbeat_interval"] = args.interval
+    if getattr(args, "disconnect_after", None) is not None:
+        overrides["disconnect_after"] = args.disconnect_after
+    return Settings.load(**overrides)
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    knobs = {
+        name: getattr(args, name)
+        for name in (
+            "outage_fraction",
+            "outage_duration",
+            "outage_permanent",
+            "outage_window",
+            "flap_machines",
+            "flap_down",
+            "flap_up",
+            "flap_cycles",
+            "disconnect_fraction",
+            "silent_location",
+            "silent_at",
+            "silent_for",
+            "silent_dead_fraction",
+            "duplicate_rate",
+            "malformed_rate",
+            "skew_fraction",
+            "skew_seconds",
+        )
+    }
+    if args.malformed_kinds:
+        knobs["malformed_kinds"] = tuple(args.malformed_kinds)
+    knobs["connect_first"] = not args.no_connect
+    return Scenario.named(args.scenario, **knobs)
+
+
+def run_simulate_command(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+        if args.load:
+            asyncio.run(
+                load(
+                    settings,
+                    args.machines,
+                    heartbeats_per_machine=args.heartbeats_per_machine,
+                    seed=args.seed,
+                    connect_first=not args.no_connect,
+                    progress_every=args.progress_every,
+                )
+            )
+            return 0
+        spec = FleetSpec(
+            machines=args.machines,
+            seed=args.seed,
+            subscriptions=args.subscriptions,
+            resource_groups=args.resource_groups,
+            locations=fleet_locations(settings),
+            name_prefix=args.name_prefix,
+        )
+        result = asyncio.run(
+            simulate(
+                settings,
+                fleet=spec,
+                scenario=scenario_from_args(args),
+                duration=args.duration,
+                until_count=args.until_count,
+                groundtruth=args.groundtruth,
+                progress_every=args.progress_every,
+            )
+        )
+    except (SettingsError, ValueError, ConnectionError) as exc:
+        print(f"arcbeat simulate: {exc}", file=sys.stderr)
+        return 2
+    _stderr(
+        f"simulate: sent {result.sent} messages in {result.seconds:.1f}s "
+        f"({result.rate:,.0f}/s), {result.errors} errors; "
+        + ", ".join(f"{k}={v}" for k, v in sorted(result.by_event.items()))
+    )
+    return 1 if result.errors else 0

@@ -1,0 +1,195 @@
+"""The worker HTTP API (SPEC §7): /machines, /machines/{resourceId}, /fleet, /healthz.
+
+Each worker answers for the partitions it owns; a query without ``local=1`` is routed to the
+owner of the key (one machine) or fanned out to every worker (lists, fleet), so any worker
+can be asked anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web as aioweb
+from faust.types import TP
+
+from arcbeat.streams.machines import Machine
+from arcbeat.streams.records import rfc3339
+from arcbeat.streams.status import is_flapping
+
+if TYPE_CHECKING:
+    from arcbeat.streams.worker import Pipeline
+
+MAX_LIMIT = 1000
+FILTERS = {
+    "status": lambda m, v: m.state.status.value.lower() == v.lower(),
+    "subscription": lambda m, v: m.info.subscription_id.lower() == v.lower(),
+    "resourceGroup": lambda m, v: m.info.resource_group.lower() == v.lower(),
+    "location": lambda m, v: m.info.location == v.lower(),
+}
+
+
+def machine_json(key: str, m: Machine, pipe: Pipeline, now: float) -> dict[str, Any]:
+    s, i = m.state, m.info
+    return {
+        "key": key,
+        "resourceId": i.resource_id,
+        "subscriptionId": i.subscription_id,
+        "resourceGroup": i.resource_group,
+        "machineName": i.machine_name,
+        "location": i.location,
+        "osType": i.os_type,
+        "osName": i.os_name,
+        "osVersion": i.os_version,
+        "agentVersion": i.agent_version,
+        "tags": i.tags,
+        "status": s.status.value,
+        "lastHeartbeatAt": rfc3339(s.last_heartbeat_at),
+        "lastStatusChange": rfc3339(s.last_status_change),
+        "silentForSeconds": round(max(0.0, now - s.last_heartbeat_at), 3),
+        "clockSkewSeconds": i.skew,
+        "flapping": is_flapping(s, now, pipe.engine.timing),
+        "heldByScopeSilence": s.held_since is not None,
+        "partition": pipe.partition_of(key),
+    }
+
+
+class WorkerAPI:
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+
+    def register(self, app: aioweb.Application) -> None:
+        app.router.add_get("/machines", self.list_machines)
+        app.router.add_get(r"/machines/{rid:.+}", self.get_machine)
+        app.router.add_get("/fleet", self.fleet)
+        app.router.add_get("/healthz", self.healthz)
+
+    # ---- routing helpers -----------------------------------------------------------------
+
+    def _urls(self) -> set[str]:
+        return {str(u).rstrip("/") for u in self.pipe.app.assignor._tps_url.values()}
+
+    def _me(self) -> str:
+        return str(self.pipe.app.conf.canonical_url).rstrip("/")
+
+    async def _fan_out(self, path: str, params: dict[str, str]) -> list[Any]:
+        others = self._urls() - {self._me()}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+            async def one(url: str) -> Any:
+                async with http.get(url + path, params={**params, "local": "1"}) as r:
+                    r.raise_for_status()
+                    return await r.json()
+
+            return list(await asyncio.gather(*(one(u) for u in sorted(others))))
+
+    # ---- handlers -------------------------------------------------------------------------
+
+    def _local_matches(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        now = time.time()
+        wanted = [(FILTERS[k], v) for k, v in query.items() if k in FILTERS and v]
+        out = []
+        for key in self.pipe.engine.owned_keys():
+            m = self.pipe.engine.machine(key)
+            if m is None or not all(f(m, v) for f, v in wanted):
+                continue
+            out.append(machine_json(key, m, self.pipe, now))
+        return out
+
+    async def list_machines(self, request: aioweb.Request) -> aioweb.Response:
+        q = dict(request.query)
+        unknown = set(q) - set(FILTERS) - {"limit", "offset", "local"}
+        if unknown:
+            return _error(400, f"unknown query parameter(s) {sorted(unknown)}; "
+                          f"use {sorted(FILTERS)}, limit, offset")
+        try:
+            limit = int(q.get("limit", "100"))
+            offset = int(q.get("offset", "0"))
+            if not (1 <= limit <= MAX_LIMIT and offset >= 0):
+                raise ValueError
+        except ValueError:
+            return _error(400, f"limit must be 1..{MAX_LIMIT} and offset >= 0")
+        items = self._local_matches(q)
+        if q.get("local") != "1":
+            filters = {k: v for k, v in q.items() if k in FILTERS}
+            for page in await self._fan_out("/machines", {**filters, "limit": str(MAX_LIMIT)}):
+                items.extend(page["items"])
+            items.sort(key=lambda d: d["key"])
+            return aioweb.json_response(
+                {"total": len(items), "offset": offset, "limit": limit,
+                 "items": items[offset: offset + limit]}
+            )
+        items.sort(key=lambda d: d["key"])
+        return aioweb.json_response({"total": len(items), "items": items})
+
+    async def get_machine(self, request: aioweb.Request) -> aioweb.Response:
+        rid = "/" + request.match_info["rid"].lstrip("/")
+        key = rid.lower()
+        m = self.pipe.engine.machine(key)
+        if m is not None and self.pipe.partition_of(key) in self.pipe.engine.partitions:
+            return aioweb.json_response(machine_json(key, m, self.pipe, time.time()))
+        if request.query.get("local") == "1":
+            return _error(404, f"no machine {rid} on this worker")
+        tp = TP(self.pipe.machines.changelog_topic.get_topic_name(), self.pipe.partition_of(key))
+        owner = self.pipe.app.assignor._tps_url.get(tp)
+        if owner is None or str(owner).rstrip("/") == self._me():
+            return _error(404, f"no machine {rid}: it never sent an accepted heartbeat, "
+                          "or it disconnected (Deleted)")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.get(f"{str(owner).rstrip('/')}/machines{rid}",
+                                params={"local": "1"}) as r:
+                return aioweb.json_response(await r.json(), status=r.status)
+
+    def _local_fleet(self) -> dict[str, Any]:
+        by_status: Counter[str] = Counter()
+        by_location: dict[str, Counter[str]] = {}
+        for (status, location, _os, _sub), n in self.pipe.engine.counts().items():
+            by_status[status] += n
+            by_location.setdefault(location, Counter())[status] += n
+        return {
+            "partitions": sorted(self.pipe.engine.partitions),
+            "byStatus": dict(by_status),
+            "byLocation": {k: dict(v) for k, v in by_location.items()},
+        }
+
+    async def fleet(self, request: aioweb.Request) -> aioweb.Response:
+        mine = self._local_fleet()
+        if request.query.get("local") == "1":
+            return aioweb.json_response(mine)
+        parts = [mine, *await self._fan_out("/fleet", {})]
+        by_status: Counter[str] = Counter()
+        by_location: dict[str, Counter[str]] = {}
+        for part in parts:
+            by_status.update(part["byStatus"])
+            for loc, c in part["byLocation"].items():
+                by_location.setdefault(loc, Counter()).update(c)
+        verdicts = self.pipe.verdicts()
+        return aioweb.json_response(
+            {
+                "at": rfc3339(time.time()),
+                "workers": len(parts),
+                "total": sum(by_status.values()),
+                "byStatus": dict(by_status),
+                "byLocation": {k: dict(v) for k, v in sorted(by_location.items())},
+                "silentScopes": sorted(s for s, v in verdicts.items() if v.silent),
+            }
+        )
+
+    async def healthz(self, request: aioweb.Request) -> aioweb.Response:
+        lag = self.pipe.lag()
+        return aioweb.json_response(
+            {
+                "status": "ok",
+                "worker": self.pipe.worker_id,
+                "partitions": sorted(self.pipe.engine.partitions),
+                "lag": sum(lag.values()),
+                "lastEventAt": rfc3339(self.pipe.engine.stats.last_event_at),
+            }
+        )
+
+
+def _error(status: int, detail: str) -> aioweb.Response:
+    return aioweb.json_response({"error": detail}, status=status)
