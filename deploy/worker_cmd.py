@@ -10,11 +10,9 @@ import asyncio
 import logging
 import sys
 from collections import Counter
+from typing import Any
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
-from prometheus_client import CollectorRegistry
-
 from arcbeat.deploy.stack import Stack
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
 from arcbeat.streams.machines import scopes_of
@@ -22,6 +20,8 @@ from arcbeat.streams.settings import Settings
 from arcbeat.streams.status import is_flapping
 from arcbeat.streams.web import WorkerAPI
 from arcbeat.streams.worker import Pipeline
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
 
 
 def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
@@ -34,8 +34,12 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
             if m is not None:
                 i = m.info
                 yield OfflineMachine(
-                    i.resource_id, i.subscription_id, i.resource_group, i.machine_name,
-                    i.location, m.state.last_heartbeat_at,
+                    i.resource_id,
+                    i.subscription_id,
+                    i.resource_group,
+                    i.machine_name,
+                    i.location,
+                    m.state.last_heartbeat_at,
                 )
 
     held: Counter[str] = Counter()
@@ -75,16 +79,30 @@ async def _declare_internal_topics(pipe: Pipeline) -> None:
 
     s = pipe.settings
     topics = [
-        NewTopic(pipe.machines.changelog_topic.get_topic_name(), s.partitions, 1,
-                 topic_configs={"cleanup.policy": "compact"}),
-        NewTopic(pipe.scopes.changelog_topic.get_topic_name(), s.partitions, 1,
-                 topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(
+            pipe.machines.changelog_topic.get_topic_name(),
+            s.partitions,
+            1,
+            topic_configs={"cleanup.policy": "compact"},
+        ),
+        NewTopic(
+            pipe.scopes.changelog_topic.get_topic_name(),
+            s.partitions,
+            1,
+            topic_configs={"cleanup.policy": "compact"},
+        ),
     ]
     if pipe.window_counts is not None:
         topics.append(
-            NewTopic(pipe.window_counts.table.changelog_topic.get_topic_name(), s.partitions, 1,
-                     topic_configs={"cleanup.policy": "compact,delete",
-                                    "retention.ms": str(int(s.window * 3 * 1000))})
+            NewTopic(
+                pipe.window_counts.table.changelog_topic.get_topic_name(),
+                s.partitions,
+                1,
+                topic_configs={
+                    "cleanup.policy": "compact,delete",
+                    "retention.ms": str(int(s.window * 3 * 1000)),
+                },
+            )
         )
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     await admin.start()
@@ -102,7 +120,8 @@ def build_worker(settings: Settings, worker_id: int = 0) -> Pipeline:
         WorkerCollector(lambda: snapshot_of(pipe), max_machine_series=settings.max_machine_series)
     )
     setup_prometheus_sensors(pipe.app, "/metrics", registry, name_prefix="arcbeat_faust")
-    WorkerAPI(pipe).register(pipe.app.web.web_app)
+    web: Any = pipe.app.web  # the aiohttp driver: its Application is web_app
+    WorkerAPI(pipe).register(web.web_app)
     return pipe
 
 
@@ -119,8 +138,7 @@ def run_worker(args: argparse.Namespace) -> int:
         pipe.on_emit.append(lambda e: _print_transition(e.value) if e.topic == "status" else None)
     logging.getLogger("arcbeat").setLevel(args.loglevel.upper())
     worker = faust.Worker(pipe.app, loglevel=args.loglevel, quiet=True)
-    worker.execute_from_commandline()
-    return 0
+    worker.execute_from_commandline()  # runs until stopped, then exits the process
 
 
 def add_worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from arcbeat.streams.engine import EngineStats, Histogram, Verdict
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -20,8 +21,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-
-from arcbeat.streams.engine import EngineStats, Histogram, Verdict
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,8 @@ class WorkerCollector(Collector):
         st = snap.stats
 
         machines = GaugeMetricFamily(
-            "arcbeat_machines", "Machines by status, location and OS type (owned partitions).",
+            "arcbeat_machines",
+            "Machines by status, location and OS type (owned partitions).",
             labels=["status", "location", "os_type"],
         )
         by_sub: Counter[tuple[str, str]] = Counter()
@@ -100,8 +100,8 @@ class WorkerCollector(Collector):
         capped: Counter[tuple[str, str]] = Counter()
         for (sub, status), n in by_sub.items():
             capped[(sub if sub in keep else "other", status)] += n
-        for labels, n in sorted(capped.items()):
-            subs.add_metric(list(labels), n)
+        for sub_status, n in sorted(capped.items()):
+            subs.add_metric(list(sub_status), n)
         yield subs
 
         hb = CounterMetricFamily(
@@ -126,7 +126,8 @@ class WorkerCollector(Collector):
         yield tr
 
         out = CounterMetricFamily(
-            "arcbeat_message_outcomes", "What accepted messages did (stale, expired_ignored, ...).",
+            "arcbeat_message_outcomes",
+            "What accepted messages did (stale, expired_ignored, ...).",
             labels=["outcome"],
         )
         for outcome, n in sorted(st.outcomes.items()):
@@ -140,7 +141,8 @@ class WorkerCollector(Collector):
         )
         yield _histogram(
             "arcbeat_delivery_delay_seconds",
-            "Broker arrival minus the agent's sentAt.", st.delivery_delay,
+            "Broker arrival minus the agent's sentAt.",
+            st.delivery_delay,
         )
         skew = CounterMetricFamily(
             "arcbeat_clock_skew", "Heartbeats whose sentAt is far from their arrival."
@@ -149,7 +151,8 @@ class WorkerCollector(Collector):
         yield skew
 
         lag = GaugeMetricFamily(
-            "arcbeat_consumer_lag", "Heartbeat records not yet processed, per owned partition.",
+            "arcbeat_consumer_lag",
+            "Heartbeat records not yet processed, per owned partition.",
             labels=["partition"],
         )
         for p, n in sorted(snap.lag.items()):
@@ -164,7 +167,8 @@ class WorkerCollector(Collector):
         yield last
 
         silent = GaugeMetricFamily(
-            "arcbeat_scope_silent", "1 while a scope is in a ScopeSilent hold (use max by scope).",
+            "arcbeat_scope_silent",
+            "1 while a scope is in a ScopeSilent hold (use max by scope).",
             labels=["scope"],
         )
         for scope, v in sorted(snap.verdicts.items()):
@@ -172,7 +176,8 @@ class WorkerCollector(Collector):
         yield silent
 
         held = GaugeMetricFamily(
-            "arcbeat_outage_held_machines", "Machines whose Disconnected is held by ScopeSilent.",
+            "arcbeat_outage_held_machines",
+            "Machines whose Disconnected is held by ScopeSilent.",
             labels=["scope"],
         )
         for scope, n in sorted(snap.held_by_scope.items()):

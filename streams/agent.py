@@ -65,7 +65,8 @@ def default_resource_id(
     resource_group: str = DEFAULT_RESOURCE_GROUP,
     hostname: str | None = None,
 ) -> str:
-    return resource_id(subscription_id, resource_group, machine_name(hostname))
+    rid: str = resource_id(subscription_id, resource_group, machine_name(hostname))
+    return rid
 
 
 def read_os_release(path: str | Path = "/etc/os-release") -> tuple[str, str]:

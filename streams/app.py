@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import faust
-
 from arcbeat.streams.settings import Settings
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
-
 from arcbeat.streams.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
 from arcbeat.streams.machines import (
     Machine,
@@ -44,7 +43,7 @@ DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 
 class Histogram:
     """A fixed-bucket histogram the metrics collector reads at scrape time."""
 
-    __slots__ = ("bounds", "counts", "count", "sum")
+    __slots__ = ("bounds", "count", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...] = DELAY_BUCKETS) -> None:
         self.bounds = bounds
@@ -91,7 +90,13 @@ class PartitionIndex:
     """In-memory, derived (rebuilt from the table on assignment): never in the changelog."""
 
     __slots__ = (
-        "counts", "disconnected", "held", "keys", "late", "late_by_scope", "snapshot_bucket",
+        "counts",
+        "disconnected",
+        "held",
+        "keys",
+        "late",
+        "late_by_scope",
+        "snapshot_bucket",
         "wheel",
     )
 
@@ -171,11 +176,7 @@ class Engine:
         if at is None:
             idx.wheel.unschedule(key)
             return
-        if (
-            state.status is Status.CONNECTED
-            and state.held_since is None
-            and key not in idx.late
-        ):
+        if state.status is Status.CONNECTED and state.held_since is None and key not in idx.late:
             at = min(at, state.last_heartbeat_at + self.late_after)
         idx.wheel.schedule(key, at)
 
@@ -233,7 +234,9 @@ class Engine:
         stats.last_event_at = arrived_at
         raw = value or b""
         hb = decode_heartbeat(
-            raw, key, max_bytes=self.settings.max_message_bytes,
+            raw,
+            key,
+            max_bytes=self.settings.max_message_bytes,
             accepts_region=self._accepts_region,
         )
         if isinstance(hb, Reject):
@@ -308,12 +311,13 @@ class Engine:
                 continue
             m = decode_machine(raw)
             state = m.state
-            if state.status is Status.CONNECTED and key not in idx.late:
-                if now >= state.last_heartbeat_at + self.late_after:
-                    self._set_late(idx, key, m.info, True)
-            silent = any(
-                (v := verdicts.get(s)) is not None and v.silent for s in scopes_of(m.info)
-            )
+            if (
+                state.status is Status.CONNECTED
+                and key not in idx.late
+                and now >= state.last_heartbeat_at + self.late_after
+            ):
+                self._set_late(idx, key, m.info, True)
+            silent = any((v := verdicts.get(s)) is not None and v.silent for s in scopes_of(m.info))
             step = on_deadline(state, now, self.timing, scope_silent=silent)
             if step.outcome is Outcome.HELD:
                 self.stats.outcomes["held"] += 1
@@ -379,9 +383,7 @@ class Engine:
 
     # ---- output -------------------------------------------------------------------------
 
-    def _status_emit(
-        self, key: str, info: MachineInfo, tr: Transition, wall_now: float
-    ) -> Emit:
+    def _status_emit(self, key: str, info: MachineInfo, tr: Transition, wall_now: float) -> Emit:
         changed_at = max(wall_now, tr.at)
         delay: float | None = None
         if tr.detection_delay is not None:

@@ -6,7 +6,7 @@ one action, written when Kafka acknowledged it (so lines are in acknowledgement 
 is almost but not exactly send order)::
 
     {"t": <unix send time>, "event": "heartbeat"|"connect"|"disconnect"|"duplicate"|"malformed",
-     "key": ..., "resourceId": ..., "location": ..., "sequence"?: n,
+     "key": ..., "resourceId": ..., "location": ..., "sequence"?: n, "kind"?: <kind of a duplicate>,
      "partition": p, "offset": o, "appendedAt": <broker LogAppendTime, unix seconds>,
      "reason"?: <expected DLQ reason of a malformed message>, "skew"?: <seconds>,
      "error"?: <why the send failed; then there is no partition/offset/appendedAt>}

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
 from arcbeat.streams.records import Heartbeat
 from arcbeat.streams.status import MachineState, Status
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 import orjson
 
@@ -310,22 +310,33 @@ def heartbeat_key(resource_id: str) -> bytes:
 # --------------------------------------------------------------------------------------------
 # decoding (hot path)
 
-_new: Final = object.__new__
-_HB: Final = Heartbeat.__dict__  # slot descriptors: set fields without the frozen __init__'s cost
-_s_key = _HB["key"].__set__
-_s_rid = _HB["resource_id"].__set__
-_s_sub = _HB["subscription_id"].__set__
-_s_rg = _HB["resource_group"].__set__
-_s_name = _HB["machine_name"].__set__
-_s_kind = _HB["kind"].__set__
-_s_loc = _HB["location"].__set__
-_s_ost = _HB["os_type"].__set__
-_s_osn = _HB["os_name"].__set__
-_s_osv = _HB["os_version"].__set__
-_s_agv = _HB["agent_version"].__set__
-_s_tags = _HB["tags"].__set__
-_s_sent = _HB["sent_at"].__set__
-_s_seq = _HB["sequence"].__set__
+
+@dataclass(slots=True, eq=False, repr=False)
+class _Draft:
+    """:class:`Heartbeat`'s mutable twin, with the same slots in the same order.
+
+    The frozen dataclass ``__init__`` costs ~2.5 us (one ``object.__setattr__`` per field);
+    the decoder builds a draft with plain stores and then switches its class to
+    :class:`Heartbeat` (allowed because the slot layouts are identical), for ~0.6 us.
+    """
+
+    key: str
+    resource_id: str
+    subscription_id: str
+    resource_group: str
+    machine_name: str
+    kind: str  # checked against KINDS before the draft is made
+    location: str
+    os_type: str
+    os_name: str
+    os_version: str
+    agent_version: str
+    tags: dict[str, str]
+    sent_at: float
+    sequence: int | None
+
+
+assert _Draft.__slots__ == Heartbeat.__slots__, "keep _Draft's fields in Heartbeat's order"
 
 _KIND_SET: Final = frozenset(KINDS)
 _OS_TYPES: Final = {"linux": "linux", "windows": "windows", "Linux": "linux", "Windows": "windows"}
@@ -497,22 +508,24 @@ def _build(obj: dict[str, Any]) -> Heartbeat:
             f"field 'sequence': expected an integer >= 0, got {_json_type(seq)} {_show(seq)}"
         )
 
-    hb = _new(Heartbeat)
-    _s_key(hb, rid.lower())
-    _s_rid(hb, rid)
-    _s_sub(hb, m.group(1))
-    _s_rg(hb, m.group(2))
-    _s_name(hb, m.group(3))
-    _s_kind(hb, kind)
-    _s_loc(hb, location)
-    _s_ost(hb, ost)
-    _s_osn(hb, os_name)
-    _s_osv(hb, os_version)
-    _s_agv(hb, agent_version)
-    _s_tags(hb, tags)
-    _s_sent(hb, sent)
-    _s_seq(hb, seq)
-    return hb
+    draft = _Draft(
+        rid.lower(),
+        rid,
+        m.group(1),
+        m.group(2),
+        m.group(3),
+        kind,
+        location,
+        ost,
+        os_name,
+        os_version,
+        agent_version,
+        tags,
+        sent,
+        seq,
+    )
+    draft.__class__ = Heartbeat  # type: ignore[assignment]
+    return draft  # type: ignore[return-value]
 
 
 def _missing(obj: dict[str, Any]) -> None:
@@ -537,13 +550,15 @@ def _location(location: str) -> str:
     )
 
 
-def _string(value: object, name: str, limit: int, *, required: bool = False) -> None:
+def _string(value: object, name: str, limit: int, *, required: bool = False) -> NoReturn:
+    """Explain why ``value`` is not an acceptable string (only called when it is not)."""
     if type(value) is not str:
         raise _Bad(f"field {name!r}: expected a string, got {_json_type(value)}")
     if len(value) > limit:
         raise _Bad(f"field {name!r}: {len(value)} characters, at most {limit} allowed")
     if required and not value:
         raise _Bad(f"field {name!r}: must not be empty")
+    raise _Bad(f"field {name!r}: not acceptable: {_show(value)}")
 
 
 def _tags(tags: dict[str, Any]) -> None:

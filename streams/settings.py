@@ -1,4 +1,4 @@
-"""Typed, frozen settings: ``ARCBEAT_*`` environment over an optional ``arcbeat.toml`` over defaults.
+"""Typed, frozen settings: ``ARCBEAT_*`` env over an optional ``arcbeat.toml`` over defaults.
 
 A bad value fails at start with a :class:`SettingsError` naming the setting, where it came from
 and what would be accepted.
@@ -55,10 +55,7 @@ def _parse_bool(value: object) -> bool:
 
 
 def _parse_list(value: object) -> tuple[str, ...]:
-    if isinstance(value, list | tuple):
-        items = [str(v) for v in value]
-    else:
-        items = str(value).split(",")
+    items = [str(v) for v in value] if isinstance(value, list | tuple) else str(value).split(",")
     return tuple(i.strip().lower() for i in items if i.strip())
 
 
@@ -247,6 +244,4 @@ def _convert(f: dataclasses.Field[Any], raw: object, where: str) -> Any:
             return _parse_list(raw)
         return str(raw)
     except ValueError as exc:
-        raise SettingsError(
-            f"setting {f.name} from {where}: bad value {raw!r}: {exc}"
-        ) from exc
+        raise SettingsError(f"setting {f.name} from {where}: bad value {raw!r}: {exc}") from exc

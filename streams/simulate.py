@@ -400,8 +400,12 @@ class Simulator:
             if k >= 1 and rng.random() < 0.5:  # an older one: arrives out of order
                 old_at = self.t0 + (k - 1 + self.fleet.phase(m)) * self.interval
                 await self._send_heartbeat(m, "heartbeat", k - 1, old_at, event="duplicate")
-            else:  # the same one again
-                await self._send(m, payload, self.fleet.key(m).encode(), "duplicate", now, k)
+            else:  # the same one again (a connect too: agents retry)
+                extra: dict[str, Any] = {"kind": kind}
+                if m in self.schedule.skewed:
+                    extra["skew"] = self.schedule.skewed[m]
+                key = self.fleet.key(m).encode()
+                await self._send(m, payload, key, "duplicate", now, k, extra)
         if sc.malformed_rate and rng.random() < sc.malformed_rate:
             await self._send_malformed(m, k, now)
 
@@ -428,6 +432,8 @@ class Simulator:
         skew = self.schedule.skewed.get(m, 0.0)
         payload = self._payload(m, kind, seq, at + skew)
         extra: dict[str, Any] = {"skew": skew} if skew else {}
+        if event == "duplicate":
+            extra["kind"] = kind
         await self._send(m, payload, self.fleet.key(m).encode(), event or kind, at, seq, extra)
         return payload
 

@@ -138,8 +138,12 @@ def on_message(
         if state is None:
             return Step(None, None, Outcome.UNKNOWN_DISCONNECT)
         tr, *_ = _transition(
-            state, Status.DELETED, Reason.AGENT_DISCONNECTED, arrived_at,
-            state.last_heartbeat_at, timing,
+            state,
+            Status.DELETED,
+            Reason.AGENT_DISCONNECTED,
+            arrived_at,
+            state.last_heartbeat_at,
+            timing,
         )
         return Step(None, tr, Outcome.APPLIED)
 

@@ -37,10 +37,16 @@ def install_source_partition_transactions() -> None:
     ) -> Any:
         from faust.streams import current_event
 
-        assignor = self.app.assignor
+        assignor: Any = self.app.assignor  # faust's concrete assignor: _topic_groups
         if topic in assignor._topic_groups:  # a table changelog or consumed topic
             return await original(
-                self, topic, key, value, partition, timestamp, headers,
+                self,
+                topic,
+                key,
+                value,
+                partition,
+                timestamp,
+                headers,
                 transactional_id=transactional_id,
             )
         event = current_event()
@@ -51,8 +57,13 @@ def install_source_partition_transactions() -> None:
         src: TP = event.message.tp
         tid = f"{self.app.conf.id}-{assignor.group_for_topic(src.topic)}-{src.partition}"
         return await self.producer.send(
-            topic, key, value, partition if partition is not None else src.partition,
-            timestamp, headers, transactional_id=tid,
+            topic,
+            key,
+            value,
+            partition if partition is not None else src.partition,
+            timestamp,
+            headers,
+            transactional_id=tid,
         )
 
     TransactionManager.send = send  # type: ignore[method-assign]

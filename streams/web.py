@@ -10,21 +10,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web as aioweb
-from faust.types import TP
-
 from arcbeat.streams.machines import Machine
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.status import is_flapping
+from faust.types import TP
 
 if TYPE_CHECKING:
     from arcbeat.streams.worker import Pipeline
 
 MAX_LIMIT = 1000
-FILTERS = {
+FILTERS: dict[str, Callable[[Machine, str], bool]] = {
     "status": lambda m, v: m.state.status.value.lower() == v.lower(),
     "subscription": lambda m, v: m.info.subscription_id.lower() == v.lower(),
     "resourceGroup": lambda m, v: m.info.resource_group.lower() == v.lower(),
@@ -70,7 +70,11 @@ class WorkerAPI:
     # ---- routing helpers -----------------------------------------------------------------
 
     def _urls(self) -> set[str]:
-        return {str(u).rstrip("/") for u in self.pipe.app.assignor._tps_url.values()}
+        return {str(u).rstrip("/") for u in self._assignor()._tps_url.values()}
+
+    def _assignor(self) -> Any:
+        # faust's PartitionAssignor keeps the partition -> worker URL map in _tps_url
+        return self.pipe.app.assignor
 
     def _me(self) -> str:
         return str(self.pipe.app.conf.canonical_url).rstrip("/")
@@ -91,7 +95,7 @@ class WorkerAPI:
     def _local_matches(self, query: dict[str, str]) -> list[dict[str, Any]]:
         now = time.time()
         wanted = [(FILTERS[k], v) for k, v in query.items() if k in FILTERS and v]
-        out = []
+        out: list[dict[str, Any]] = []
         for key in self.pipe.engine.owned_keys():
             m = self.pipe.engine.machine(key)
             if m is None or not all(f(m, v) for f, v in wanted):
@@ -103,8 +107,11 @@ class WorkerAPI:
         q = dict(request.query)
         unknown = set(q) - set(FILTERS) - {"limit", "offset", "local"}
         if unknown:
-            return _error(400, f"unknown query parameter(s) {sorted(unknown)}; "
-                          f"use {sorted(FILTERS)}, limit, offset")
+            return _error(
+                400,
+                f"unknown query parameter(s) {sorted(unknown)}; "
+                f"use {sorted(FILTERS)}, limit, offset",
+            )
         try:
             limit = int(q.get("limit", "100"))
             offset = int(q.get("offset", "0"))
@@ -119,8 +126,12 @@ class WorkerAPI:
                 items.extend(page["items"])
             items.sort(key=lambda d: d["key"])
             return aioweb.json_response(
-                {"total": len(items), "offset": offset, "limit": limit,
-                 "items": items[offset: offset + limit]}
+                {
+                    "total": len(items),
+                    "offset": offset,
+                    "limit": limit,
+                    "items": items[offset : offset + limit],
+                }
             )
         items.sort(key=lambda d: d["key"])
         return aioweb.json_response({"total": len(items), "items": items})
@@ -134,14 +145,19 @@ class WorkerAPI:
         if request.query.get("local") == "1":
             return _error(404, f"no machine {rid} on this worker")
         tp = TP(self.pipe.machines.changelog_topic.get_topic_name(), self.pipe.partition_of(key))
-        owner = self.pipe.app.assignor._tps_url.get(tp)
+        owner = self._assignor()._tps_url.get(tp)
         if owner is None or str(owner).rstrip("/") == self._me():
-            return _error(404, f"no machine {rid}: it never sent an accepted heartbeat, "
-                          "or it disconnected (Deleted)")
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            async with http.get(f"{str(owner).rstrip('/')}/machines{rid}",
-                                params={"local": "1"}) as r:
-                return aioweb.json_response(await r.json(), status=r.status)
+            return _error(
+                404,
+                f"no machine {rid}: it never sent an accepted heartbeat, "
+                "or it disconnected (Deleted)",
+            )
+        url = f"{str(owner).rstrip('/')}/machines{rid}"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(url, params={"local": "1"}) as r,
+        ):
+            return aioweb.json_response(await r.json(), status=r.status)
 
     def _local_fleet(self) -> dict[str, Any]:
         by_status: Counter[str] = Counter()

@@ -20,13 +20,12 @@ import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from faust.types import TP
-
 from arcbeat.streams.app import create_app
 from arcbeat.streams.deadlines import ScopeCounts, sum_counts
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.settings import Settings
+from faust.types import TP
 
 log = logging.getLogger("arcbeat.worker")
 
@@ -67,6 +66,7 @@ class Pipeline:
         self.published: dict[str, ScopeCounts] = {}
         self.tick_producer: AIOKafkaProducer | None = None
         self.on_emit: list[Callable[[Emit], None]] = []
+        self._pending: set[asyncio.Future[Any]] = set()
         self._define()
 
     # ---- helpers ------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class Pipeline:
             "expected": expected,
         }
         if self.tick_producer is not None:
-            asyncio.ensure_future(
+            task = asyncio.ensure_future(
                 self.tick_producer.send(
                     self.outputs["fleet"].get_topic_name(),
                     orjson.dumps(record),
@@ -118,6 +118,8 @@ class Pipeline:
                     partition=self.partition_of(machine_key),
                 )
             )
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def _send(self, emits: list[Emit], partition: int) -> None:
         for e in emits:
@@ -131,17 +133,19 @@ class Pipeline:
         app, engine, settings = self.app, self.engine, self.settings
         hb_topic_name = settings.heartbeats_topic
 
-        @self.machines.on_recover  # type: ignore[misc]
+        @self.machines.on_recover
         async def rebuild() -> None:
             active = self.active_partitions()
             t0 = time.monotonic()
             n = engine.rebuild(active, self.partition_of)
             log.info(
                 "indexed %d machines of %d active partitions in %.2fs",
-                n, len(active), time.monotonic() - t0,
+                n,
+                len(active),
+                time.monotonic() - t0,
             )
 
-        @app.agent(self.heartbeats, name="heartbeats")  # type: ignore[misc]
+        @app.agent(self.heartbeats, name="heartbeats")
         async def process(stream: faust.StreamT[Any]) -> None:
             async for event in stream.events():
                 msg = event.message
@@ -153,16 +157,22 @@ class Pipeline:
                     await self._tick(p, msg.timestamp)
                 else:
                     emits, hb = engine.handle_message(
-                        p, msg.offset, msg.key, msg.value, msg.timestamp,
-                        topic=hb_topic_name, wall_now=time.time(),
+                        p,
+                        msg.offset,
+                        msg.key,
+                        msg.value,
+                        msg.timestamp,
+                        topic=hb_topic_name,
+                        wall_now=time.time(),
                     )
                     if emits:
                         await self._send(emits, p)
-                    if hb is not None and self.window_counts is not None and hb.kind != "disconnect":
-                        self.window_counts[hb.key] += 1
+                    counted = hb is not None and hb.kind != "disconnect"
+                    if counted and self.window_counts is not None:
+                        self.window_counts[hb.key] += 1  # type: ignore[union-attr]
                 self.processed[p] = msg.offset + 1
 
-        @app.timer(settings.check_interval)  # type: ignore[misc]
+        @app.timer(settings.check_interval)  # type: ignore[untyped-decorator]
         async def tick() -> None:
             await self._produce_ticks()
 
@@ -194,16 +204,16 @@ class Pipeline:
             return
         if self.tick_producer is None:
             self.tick_producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap, acks=1, linger_ms=0,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                acks=1,
+                linger_ms=0,
                 max_request_size=4 * 1024 * 1024,
             )
             await self.tick_producer.start()
         topic = self.settings.heartbeats_topic
         value = orjson.dumps({"type": "tick", "worker": self.worker_id})
         for p in sorted(active):
-            await self.tick_producer.send(
-                topic, value, partition=p, headers=[(TICK_HEADER, b"1")]
-            )
+            await self.tick_producer.send(topic, value, partition=p, headers=[(TICK_HEADER, b"1")])
         await self._refresh_lag(active)
 
     async def _refresh_lag(self, active: set[int]) -> None:
@@ -218,9 +228,7 @@ class Pipeline:
             self.end_offsets[tp.partition] = end
 
     def lag(self) -> dict[int, int]:
-        return {
-            p: max(0, end - self.processed.get(p, 0)) for p, end in self.end_offsets.items()
-        }
+        return {p: max(0, end - self.processed.get(p, 0)) for p, end in self.end_offsets.items()}
 
     def fleet_snapshot_now(self) -> dict[str, Any]:
         return {"at": rfc3339(time.time())}

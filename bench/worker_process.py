@@ -1,0 +1,202 @@
+"""A real ``arcbeat worker`` in a subprocess, watched from outside: /healthz, /metrics, RSS, CPU.
+
+The bench never measures a worker inside its own process: the figures must be those of the
+command an operator runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from arcbeat.streams.records import parse_rfc3339
+
+
+class WorkerError(RuntimeError):
+    """The worker subprocess failed; the message ends with the tail of its log."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (loopback), for the worker's web server."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    partitions: int
+    lag: int
+    last_event_at: float  # broker time of the last processed heartbeat or tick; 0 = none
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    seconds: float
+    body: bytes
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """``VmRSS``/``VmHWM``... of /proc/<pid>/status, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise WorkerError(f"/proc/{pid}/status has no {field} line")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class WorkerProcess:
+    """``python -m arcbeat.deploy.cli worker`` with its own env, app id, web port and data dir."""
+
+    def __init__(self, env: dict[str, str], *, port: int, log_path: Path) -> None:
+        self.env = env
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self._log: Any = None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise WorkerError("worker not started")
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "arcbeat.deploy.cli", "worker", "--loglevel", "warning"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C of the bench reaches the worker only through us
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc else None
+            raise WorkerError(f"the worker exited (code {code}); log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> float:
+        """Stop the worker; returns the seconds it took to exit. SIGKILL after ``timeout``."""
+        if self.proc is None:
+            return 0.0
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return time.monotonic() - t0
+
+    # ---- observation -----------------------------------------------------------------------
+
+    def _get(self, path: str, timeout: float) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            body: bytes = r.read()
+            return body
+
+    def health(self, timeout: float = 5.0) -> Health | None:
+        """/healthz, or None while the web server is not up yet."""
+        try:
+            data = orjson.loads(self._get("/healthz", timeout))
+        except (urllib.error.URLError, ConnectionError, TimeoutError, orjson.JSONDecodeError):
+            return None
+        last = parse_rfc3339(data["lastEventAt"]) if data.get("lastEventAt") else 0.0
+        return Health(len(data.get("partitions", [])), int(data.get("lag", 0)), last)
+
+    def scrape(self, timeout: float = 120.0) -> Scrape:
+        t0 = time.perf_counter()
+        body = self._get("/metrics", timeout)
+        return Scrape(time.perf_counter() - t0, body)
+
+    def rss_kib(self) -> int:
+        return proc_status_kib(self.pid, "VmRSS")
+
+    def hwm_kib(self) -> int:
+        return proc_status_kib(self.pid, "VmHWM")
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.pid)
+
+    def wait_ready(self, partitions: int, timeout: float, poll: float = 0.2) -> float:
+        """Wait until /healthz answers with every partition assigned; returns when (unix)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            h = self.health()
+            if h is not None and h.partitions >= partitions:
+                return time.time()
+            time.sleep(poll)
+        raise WorkerError(
+            f"the worker did not get its {partitions} partitions within {timeout:.0f}s; "
+            f"log:\n{self.log_tail()}"
+        )
+
+
+def metric_value(body: bytes, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of the samples of ``name`` (with these labels) in a Prometheus text exposition."""
+    total = 0.0
+    found = False
+    prefix = name.encode()
+    for line in body.splitlines():
+        if not line.startswith(prefix) or line.startswith(b"#"):
+            continue
+        head, _, value = line.rpartition(b" ")
+        metric, _, label_text = head.partition(b"{")
+        if metric != prefix:
+            continue
+        if labels and not all(
+            f'{k}="{v}"'.encode() in label_text for k, v in labels.items()
+        ):
+            continue
+        total += float(value)
+        found = True
+    return total if found else 0.0
+
+
+def series_count(body: bytes, prefix: bytes = b"") -> int:
+    """Number of samples (series) in an exposition, optionally only those of a name prefix."""
+    return sum(
+        1
+        for line in body.splitlines()
+        if line and not line.startswith(b"#") and line.startswith(prefix)
+    )

@@ -1,0 +1,142 @@
+"""``arcbeat dashboards build`` and ``arcbeat dashboards push``.
+
+The lead's CLI calls :func:`add_dashboards_commands` with its subparsers; each command sets
+``func`` (``(argparse.Namespace) -> int``, the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from arcbeat.dashboards.build import DASHBOARD_DIR, build_all, stale_files, write_all
+
+
+def add_dashboards_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``dashboards {build,push}`` to an ``argparse`` subparsers object."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "dashboards",
+        help="Grafana dashboards as code: build the JSON, push to a running Grafana",
+        description="Grafana dashboards as code (NOC overview, machine detail, capacity).",
+    )
+    sub = parser.add_subparsers(dest="dashboards_command", metavar="{build,push}")
+    sub.required = True
+
+    build = sub.add_parser(
+        "build",
+        help="regenerate dashboards/*.json from the Python builders",
+        description="Regenerate the committed dashboard JSON from dashboards/*.py.",
+    )
+    build.add_argument(
+        "--out",
+        type=Path,
+        default=DASHBOARD_DIR,
+        help=f"folder to write <uid>.json into (default: {DASHBOARD_DIR})",
+    )
+    build.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the files in --out are stale (for CI)",
+    )
+    build.set_defaults(func=cmd_build)
+
+    push = sub.add_parser(
+        "push",
+        help="create/update the datasources and dashboards in a running Grafana",
+        description="Idempotently create or update the arcbeat datasources (by uid) and "
+        "dashboards (overwrite) in a running Grafana, through its HTTP API.",
+    )
+    push.add_argument(
+        "--url",
+        default=os.environ.get("GRAFANA_URL", "http://127.0.0.1:3000"),
+        help="Grafana base URL (default: $GRAFANA_URL or http://127.0.0.1:3000)",
+    )
+    push.add_argument(
+        "--token",
+        default=os.environ.get("GRAFANA_TOKEN"),
+        help="service account token with the Admin role, needed for datasources "
+        "(default: $GRAFANA_TOKEN; prefer the variable, a flag shows in `ps`)",
+    )
+    push.add_argument("--folder", default="arcbeat", help="folder uid and title (default: arcbeat)")
+    push.add_argument(
+        "--prometheus-url",
+        help="Prometheus URL as Grafana's server reaches it (default: setting prometheus_url)",
+    )
+    push.add_argument(
+        "--influx-url",
+        help="InfluxDB URL as Grafana's server reaches it (default: setting influx_url)",
+    )
+    push.add_argument(
+        "--no-datasources",
+        action="store_true",
+        help="push dashboards only (datasources are provisioned some other way)",
+    )
+    push.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    push.set_defaults(func=cmd_push)
+    return parser
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.check:
+        stale = stale_files(out)
+        if stale:
+            print(
+                "stale dashboard JSON (run `arcbeat dashboards build`): " + ", ".join(stale),
+                file=sys.stderr,
+            )
+            return 1
+        print(f"dashboards in {out} are up to date")
+        return 0
+    for path in write_all(out):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from arcbeat.exporters.grafana_push import GrafanaPushError, datasource_payloads, push
+    from arcbeat.streams.settings import Settings, SettingsError
+
+    if not args.token:
+        print(
+            "arcbeat dashboards push: no token; pass --token or set GRAFANA_TOKEN "
+            "(a Grafana service account token with the Admin role)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        settings = getattr(args, "settings", None) or Settings.load()
+    except SettingsError as exc:
+        print(f"arcbeat dashboards push: {exc}", file=sys.stderr)
+        return 2
+    datasources = None
+    if not args.no_datasources:
+        datasources = datasource_payloads(
+            prometheus_url=args.prometheus_url or settings.prometheus_url,
+            influx_url=args.influx_url or settings.influx_url,
+            influx_db=settings.influx_db,
+            influx_token=settings.influx_token,
+            influx_username=settings.influx_username,
+            influx_password=settings.influx_password,
+        )
+    try:
+        result = push(
+            args.url,
+            args.token,
+            build_all(),
+            datasources=datasources,
+            folder_uid=args.folder,
+            timeout=args.timeout,
+            progress=lambda line: print(line, flush=True),
+        )
+    except GrafanaPushError as exc:
+        print(f"arcbeat dashboards push: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"pushed {len(result.dashboards)} dashboards and {len(result.datasources)} datasources "
+        f"to {args.url}"
+    )
+    return 0

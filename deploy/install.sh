@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything arcbeat needs on a Debian machine with Python 3.11 and Java 17, as root:
+# Prometheus + promtool, Alertmanager + amtool, InfluxDB 1.x, kcat and Maven from Debian, and
+# arcbeat itself (editable, with the test tools) from PyPI. Kafka's jars are resolved by
+# `arcbeat stack up` from Maven Central into state/jars (once). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for bin in prometheus promtool prometheus-alertmanager amtool influxd influx kcat mvn java; do
+  command -v "$bin" >/dev/null 2>&1 || need+=("$bin")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "install: missing ${need[*]}: installing Debian packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq prometheus prometheus-alertmanager influxdb influxdb-client kcat \
+    maven openjdk-17-jre-headless >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+echo "install: done ($(arcbeat --help >/dev/null && echo 'arcbeat command ready'))" >&2

@@ -1,0 +1,403 @@
+"""`arcbeat stack up | down | status`: the local single-machine stack.
+
+Apache Kafka (KRaft, one node), Prometheus, Alertmanager and InfluxDB 1.x run as detached
+processes on loopback; data, logs, pid files, rendered configs and the Kafka jar cache all live
+under ``settings.state_dir``::
+
+    state/conf/        rendered configuration (from the installed arcbeat.deploy package)
+    state/logs/        <service>.log (stdout/stderr), maven.log
+    state/pids/        <service>.pid
+    state/jars/        Kafka jars from Maven Central (+ .pom.sha256: refreshed on POM change)
+    state/kafka/{data,logs}  state/prometheus/data  state/alertmanager/data
+    state/influxdb/{meta,data,wal}
+
+``up`` is idempotent (a running healthy service is only reported; stale pid files are
+cleared), ``down`` stops every service of this state folder and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arcbeat.deploy import processes
+from arcbeat.deploy.errors import StackError
+from arcbeat.deploy.services import (
+    Progress,
+    Service,
+    StatePaths,
+    build_services,
+    port_open,
+    tail,
+)
+from arcbeat.deploy.topics import ensure_topics_async, run_sync
+from arcbeat.streams.settings import Settings, SettingsError
+
+__all__ = ["ServiceStatus", "Stack", "StackError", "add_stack_commands"]
+
+_PROGRESS_EVERY = 10.0  # seconds between "still waiting" lines
+_LOCK_TIMEOUT = 600.0  # seconds to wait for another up/down of the same state folder
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    address: str  # host:port clients use
+    pid: int | None
+    running: bool  # a process of this state folder runs
+    healthy: bool  # its health check passes
+    detail: str  # "ok" or why not
+    log: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.address,
+            "pid": self.pid,
+            "running": self.running,
+            "healthy": self.healthy,
+            "detail": self.detail,
+            "log": str(self.log),
+        }
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+class Stack:
+    """The local stack of one state folder (``settings.state_dir``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths = StatePaths.of(settings)
+        self.services: list[Service] = build_services(settings, self.paths)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.paths.root
+
+    def service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(f"no service {name!r}; services: {[s.name for s in self.services]}")
+
+    # -- up ---------------------------------------------------------------------------------
+    def up(self, progress: Progress | None = None) -> dict[str, ServiceStatus]:
+        """Start every service that is not running, wait until all are healthy.
+
+        Raises :class:`StackError` naming the service, what failed and its log.
+        """
+        say = progress or _quiet
+        self._check_ports()
+        for svc in self.services:  # a missing binary fails before anything starts
+            svc.require_tools()
+        self.paths.create()
+        with self._locked(say):
+            return self._up(say)
+
+    def _up(self, say: Progress) -> dict[str, ServiceStatus]:
+        say(f"stack: state folder {self.paths.root}")
+        waiting: list[tuple[Service, int, float]] = []
+        for svc in self.services:
+            pid = self._pid(svc)
+            if pid is not None:
+                reason = svc.check()
+                if reason is None:
+                    say(f"{svc.name}: already running (pid {pid}) on {svc.address}, healthy")
+                    svc.refresh(say)
+                    continue
+                say(f"{svc.name}: running (pid {pid}) but not healthy yet ({reason}); waiting")
+                waiting.append((svc, pid, time.monotonic()))
+                continue
+            self._clear_stale_pid(svc, say)
+            busy = [p for p in svc.ports if port_open(p)]
+            if busy:
+                raise StackError(
+                    f"{svc.name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use "
+                    f"by a process this stack ({self.paths.root}) did not start. Stop it (another "
+                    "`arcbeat stack` state folder, `docker compose down`, or a system service), "
+                    "or move this stack to other ports with the ARCBEAT_* settings."
+                )
+            svc.prepare(say)
+            started = time.monotonic()
+            pid = processes.spawn(svc.argv(), svc.log, cwd=self.paths.root, env=svc.env())
+            processes.write_pid(svc.pid_file, pid)
+            say(f"{svc.name}: started (pid {pid}) on {svc.address}, log {svc.log}")
+            waiting.append((svc, pid, started))
+        for svc, pid, started in waiting:
+            self._wait_healthy(svc, pid, started, say)
+        for svc in self.services:
+            svc.after_healthy(say)
+        statuses = self.status()
+        say("stack: up (" + ", ".join(f"{s.name} {s.address}" for s in statuses.values()) + ")")
+        return statuses
+
+    def _check_ports(self) -> None:
+        owners: dict[int, str] = {}
+        for svc in self.services:
+            for port in svc.ports:
+                if port in owners:
+                    raise StackError(
+                        f"stack: the settings give port {port} to both {owners[port]} and "
+                        f"{svc.name}; give each service its own port (ARCBEAT_* settings)"
+                    )
+                owners[port] = svc.name
+
+    def _wait_healthy(self, svc: Service, pid: int, started: float, say: Progress) -> None:
+        deadline = started + svc.start_timeout
+        next_note = time.monotonic() + _PROGRESS_EVERY
+        reason: str | None = "not checked yet"
+        while True:
+            if not processes.alive(pid):
+                code = processes.exit_code(pid)
+                self._clear_pid(svc)
+                how = f"exit code {code}" if code is not None else "it is gone"
+                raise self._failure(svc, f"exited before becoming healthy ({how})")
+            reason = svc.check()
+            now = time.monotonic()
+            if reason is None:
+                say(f"{svc.name}: healthy on {svc.address} after {now - started:.1f} s")
+                return
+            if now >= deadline:
+                break
+            if now >= next_note:
+                say(f"{svc.name}: still waiting ({now - started:.0f} s): {reason}")
+                next_note = now + _PROGRESS_EVERY
+            time.sleep(0.5)
+        # An unhealthy process would only confuse the next `up`: stop it, keep its log.
+        processes.terminate([pid], svc.stop_timeout)
+        self._clear_pid(svc)
+        raise self._failure(
+            svc, f"not healthy within {svc.start_timeout:.0f} s (last check: {reason}); stopped it"
+        )
+
+    def _failure(self, svc: Service, what: str) -> StackError:
+        lines = [f"{svc.name}: {what}.", f"log: {svc.log} (last 20 lines below)"]
+        lines += [f"more: {extra}" for extra in svc.extra_logs() if extra.exists()]
+        lines.append(tail(svc.log, 20) or "(the log is empty)")
+        return StackError("\n".join(lines))
+
+    # -- down -------------------------------------------------------------------------------
+    def down(self, progress: Progress | None = None) -> list[str]:
+        """Stop every service of this state folder (SIGTERM, wait, SIGKILL the group).
+
+        Returns the names of the services that were running.
+        """
+        say = progress or _quiet
+        if not self.paths.root.is_dir():
+            for svc in self.services:
+                say(f"{svc.name}: not running")
+            return []
+        with self._locked(say):
+            return self._down(say)
+
+    def _down(self, say: Progress) -> list[str]:
+        stopped: list[str] = []
+        for svc in reversed(self.services):  # consumers of Kafka's data first, Kafka last
+            pids = set(processes.find(svc.marker))
+            pid = processes.read_pid(svc.pid_file)
+            if pid is not None and processes.is_ours(pid, svc.marker):
+                pids.add(pid)
+            if not pids:
+                self._clear_stale_pid(svc, say)
+                say(f"{svc.name}: not running")
+                continue
+            say(f"{svc.name}: stopping (pid {', '.join(map(str, sorted(pids)))})")
+            started = time.monotonic()
+            try:
+                killed = processes.terminate(sorted(pids), svc.stop_timeout)
+            except TimeoutError as exc:
+                raise StackError(f"{svc.name}: could not stop it: {exc}") from exc
+            self._clear_pid(svc)
+            how = "killed after SIGTERM timed out" if killed else "stopped"
+            say(f"{svc.name}: {how} in {time.monotonic() - started:.1f} s")
+            stopped.append(svc.name)
+        left = {svc.name: processes.find(svc.marker) for svc in self.services}
+        if any(left.values()):
+            raise StackError(f"stack: processes still running after down: {left}")
+        return stopped
+
+    # -- status -----------------------------------------------------------------------------
+    def status(self) -> dict[str, ServiceStatus]:
+        """Each service with pid, address and whether its health check passes."""
+        result: dict[str, ServiceStatus] = {}
+        for svc in self.services:
+            pid = self._pid(svc)
+            if pid is not None:
+                reason = svc.check()
+                detail = reason or "ok"
+            else:
+                reason = "not running"
+                busy = [p for p in svc.ports if port_open(p)]
+                detail = (
+                    f"not running; port(s) {', '.join(map(str, busy))} used by another process"
+                    if busy
+                    else "not running"
+                )
+            result[svc.name] = ServiceStatus(
+                name=svc.name,
+                address=svc.address,
+                pid=pid,
+                running=pid is not None,
+                healthy=pid is not None and reason is None,
+                detail=detail,
+                log=svc.log,
+            )
+        return result
+
+    def healthy(self) -> bool:
+        return all(s.healthy for s in self.status().values())
+
+    # -- topics -----------------------------------------------------------------------------
+    def ensure_topics(
+        self, prefix: str | None = None, partitions: int | None = None
+    ) -> dict[str, str]:
+        """Create ``<prefix>.heartbeats|status|heartbeats.dlq|fleet`` if missing.
+
+        Defaults: ``settings.topic_prefix`` and ``settings.partitions``. Returns
+        ``{topic: "created" | "exists"}``.
+        """
+        pre = self.settings.topic_prefix if prefix is None else prefix
+        n = self.settings.partitions if partitions is None else partitions
+        bootstrap = self.settings.kafka_bootstrap
+        return run_sync(lambda: ensure_topics_async(bootstrap, pre, n))
+
+    @contextlib.contextmanager
+    def _locked(self, say: Progress) -> Iterator[None]:
+        """One `up`/`down` at a time per state folder (test sessions may start concurrently)."""
+        with (self.paths.root / "stack.lock").open("w") as lock:
+            deadline = time.monotonic() + _LOCK_TIMEOUT
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited:
+                        say(f"stack: waiting for another `arcbeat stack` on {self.paths.root}")
+                        waited = True
+                    if time.monotonic() > deadline:
+                        raise StackError(
+                            f"stack: another `arcbeat stack` command has held "
+                            f"{self.paths.root / 'stack.lock'} for {_LOCK_TIMEOUT:.0f} s"
+                        ) from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- pid files --------------------------------------------------------------------------
+    def _pid(self, svc: Service) -> int | None:
+        pid = processes.read_pid(svc.pid_file)
+        if pid is not None and processes.is_ours(pid, svc.marker):
+            return pid
+        # The pid file is gone or stale but the process may still run: find it by its marker.
+        found = processes.find(svc.marker)
+        if found:
+            processes.write_pid(svc.pid_file, found[0])
+            return found[0]
+        return None
+
+    def _clear_stale_pid(self, svc: Service, say: Progress) -> None:
+        pid = processes.read_pid(svc.pid_file)
+        if svc.pid_file.exists() and not (pid is not None and processes.is_ours(pid, svc.marker)):
+            say(f"{svc.name}: removing stale pid file {svc.pid_file} (pid {pid} is not running)")
+            self._clear_pid(svc)
+
+    def _clear_pid(self, svc: Service) -> None:
+        svc.pid_file.unlink(missing_ok=True)
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _load_stack() -> Stack:
+    return Stack(Settings.load())
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    stack = _load_stack()
+    stack.up(_print)
+    stack.ensure_topics()
+    _print(f"stack: topics of prefix {stack.settings.topic_prefix!r} ready")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    _load_stack().down(_print)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    stack = _load_stack()
+    statuses = stack.status()
+    if args.json:
+        print(json.dumps({n: s.as_dict() for n, s in statuses.items()}, indent=2))
+    else:
+        print(format_status(statuses, stack.state_dir))
+    return 0 if all(s.healthy for s in statuses.values()) else 1
+
+
+def format_status(statuses: dict[str, ServiceStatus], state_dir: Path) -> str:
+    """A small table: service, pid, address, health, detail."""
+    rows = [("SERVICE", "PID", "ADDRESS", "HEALTHY", "DETAIL")]
+    for s in statuses.values():
+        rows.append((s.name, str(s.pid or "-"), s.address, "yes" if s.healthy else "no", s.detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in rows
+    ]
+    lines.append(f"state: {state_dir}  (logs in {state_dir / 'logs'})")
+    return "\n".join(lines)
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (StackError, SettingsError) as exc:
+            print(f"arcbeat stack {args.stack_command}: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(
+                f"arcbeat stack {args.stack_command}: interrupted; `arcbeat stack down` stops "
+                "whatever was started",
+                file=sys.stderr,
+            )
+            return 130
+
+    return run
+
+
+def add_stack_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``stack up|down|status`` to an argparse sub-command set; handlers go in ``func``."""
+    stack = subparsers.add_parser(
+        "stack",
+        help="start/stop/inspect the local Kafka, Prometheus, Alertmanager, InfluxDB",
+        description="The local single-machine stack, on loopback, state under ARCBEAT_STATE_DIR "
+        "(default ./state).",
+    )
+    sub = stack.add_subparsers(dest="stack_command", required=True, metavar="{up,down,status}")
+    up = sub.add_parser("up", help="start every service and wait until healthy (idempotent)")
+    up.set_defaults(func=_guarded(_cmd_up))
+    down = sub.add_parser("down", help="stop every service of the state folder")
+    down.set_defaults(func=_guarded(_cmd_down))
+    status = sub.add_parser("status", help="pid, address and health of each service")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_guarded(_cmd_status))

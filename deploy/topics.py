@@ -1,0 +1,163 @@
+"""The Kafka topics of one arcbeat deployment, created idempotently with aiokafka's admin client.
+
+Topics (``prefix`` = ``settings.topic_prefix``):
+
+- ``<prefix>.heartbeats``: agent heartbeats. ``message.timestamp.type=LogAppendTime`` so the
+  record timestamp is the broker's arrival time (agents' clocks cannot move deadlines), and a
+  ``max.message.bytes`` well above the worker's own limit so an oversized heartbeat reaches the
+  worker, which rejects it to the DLQ with a reason instead of the producer failing silently.
+- ``<prefix>.status``: StatusChanged / scope events.
+- ``<prefix>.heartbeats.dlq``: rejected heartbeats with the reason.
+- ``<prefix>.fleet``: per-partition fleet snapshots and window counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from arcbeat.deploy.errors import StackError
+
+HEARTBEAT_TOPIC_MAX_BYTES = 2 * 1024 * 1024
+# A DLQ record carries the rejected payload plus the reason, so it gets a little more room.
+DLQ_TOPIC_MAX_BYTES = HEARTBEAT_TOPIC_MAX_BYTES + 64 * 1024
+_TOPIC_ALREADY_EXISTS = 36
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
+    """The topics of a deployment with topic prefix ``prefix``."""
+    if partitions < 1:
+        raise StackError(f"topics: partitions must be >= 1, got {partitions}")
+    return [
+        TopicSpec(
+            f"{prefix}.heartbeats",
+            partitions,
+            {
+                "message.timestamp.type": "LogAppendTime",
+                "max.message.bytes": str(HEARTBEAT_TOPIC_MAX_BYTES),
+            },
+        ),
+        TopicSpec(f"{prefix}.status", partitions),
+        TopicSpec(
+            f"{prefix}.heartbeats.dlq",
+            partitions,
+            {"max.message.bytes": str(DLQ_TOPIC_MAX_BYTES)},
+        ),
+        TopicSpec(f"{prefix}.fleet", partitions),
+    ]
+
+
+async def ensure_topics_async(
+    bootstrap: str, prefix: str, partitions: int, *, timeout: float = 30.0
+) -> dict[str, str]:
+    """Create the deployment's topics; existing topics are left as they are.
+
+    Returns ``{topic: "created" | "exists"}``. Raises :class:`StackError` when the broker
+    cannot be reached or refuses a topic.
+    """
+    specs = topic_specs(prefix, partitions)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="arcbeat-topics",
+        request_timeout_ms=int(timeout * 1000),
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        response = await admin.create_topics(
+            [
+                NewTopic(s.name, s.partitions, replication_factor=1, topic_configs=s.configs)
+                for s in specs
+            ],
+            timeout_ms=int(timeout * 1000),
+        )
+    except StackError:
+        raise
+    except Exception as exc:
+        raise StackError(
+            f"topics: cannot create topics {[s.name for s in specs]} on Kafka at {bootstrap}: "
+            f"{exc!r}. Is the broker up? (`arcbeat stack status`)"
+        ) from exc
+    finally:
+        await close_quietly(admin)
+    return _outcomes(response.to_object(), bootstrap)
+
+
+def _outcomes(obj: dict[str, Any], bootstrap: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    failures: list[str] = []
+    for entry in obj.get("topic_errors", []):
+        name, code = str(entry["topic"]), int(entry["error_code"])
+        if code == 0:
+            result[name] = "created"
+        elif code == _TOPIC_ALREADY_EXISTS:
+            result[name] = "exists"
+        else:
+            message = entry.get("error_message") or f"error code {code}"
+            failures.append(f"{name}: {message}")
+    if failures:
+        raise StackError(f"topics: Kafka at {bootstrap} refused to create: {'; '.join(failures)}")
+    return result
+
+
+async def close_quietly(admin: AIOKafkaAdminClient) -> None:
+    with contextlib.suppress(Exception):
+        await admin.close()
+
+
+def run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, even when called inside an event loop.
+
+    Inside a running loop (e.g. an async test) the coroutine runs on a fresh loop in a helper
+    thread, because ``asyncio.run`` refuses to nest.
+    """
+
+    async def wrapper() -> T:
+        return await make()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wrapper())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, wrapper()).result()
+
+
+def main() -> int:
+    """``python -m arcbeat.deploy.topics``: create the topics of the configured prefix.
+
+    Used by docker-compose's one-shot ``topics`` service; settings come from ``ARCBEAT_*``.
+    """
+    from arcbeat.streams.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.load()
+        outcome = run_sync(
+            lambda: ensure_topics_async(
+                settings.kafka_bootstrap, settings.topic_prefix, settings.partitions
+            )
+        )
+    except (StackError, SettingsError) as exc:
+        print(f"arcbeat topics: error: {exc}", file=sys.stderr)
+        return 1
+    for name, what in outcome.items():
+        print(f"{name}: {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
