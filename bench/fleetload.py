@@ -16,7 +16,8 @@ from typing import Any
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.scenarios import Fleet, FleetSpec
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.simulate import KeyPartitioner, PayloadFactory, fleet_locations, make_producer
+from arcbeat.streams.partitioner import KeyPartitioner
+from arcbeat.streams.simulate import PayloadFactory, fleet_locations, make_producer
 
 Progress = Callable[[str], None]
 Record = tuple[bytes, bytes, int | None]  # key, value, timestamp in ms (None: now)

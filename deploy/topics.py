@@ -26,7 +26,8 @@ from arcbeat.deploy.errors import StackError
 
 HEARTBEAT_TOPIC_MAX_BYTES = 2 * 1024 * 1024
 # A DLQ record carries the rejected payload plus the reason, so it gets a little more room.
-DLQ_TOPIC_MAX_BYTES = HEARTBEAT_TOPIC_MAX_BYTES + 64 * 1024
+# a rejected message is kept whole, base64-encoded when not UTF-8 (4/3 of its size)
+DLQ_TOPIC_MAX_BYTES = 2 * HEARTBEAT_TOPIC_MAX_BYTES
 _TOPIC_ALREADY_EXISTS = 36
 
 T = TypeVar("T")

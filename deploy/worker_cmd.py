@@ -137,7 +137,9 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.print_transitions:
         pipe.on_emit.append(lambda e: _print_transition(e.value) if e.topic == "status" else None)
     logging.getLogger("arcbeat").setLevel(args.loglevel.upper())
-    worker = faust.Worker(pipe.app, loglevel=args.loglevel, quiet=True)
+    # redirect_stdouts=False: faust would otherwise turn --print-transitions' stdout lines
+    # into WARNING log records on stderr
+    worker = faust.Worker(pipe.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()  # runs until stopped, then exits the process
 
 

@@ -37,6 +37,8 @@ def create_app(settings: Settings, *, worker_id: str = "0") -> faust.App:
         # visible to read_committed readers only once their transaction commits).
         broker_commit_interval=settings.commit_interval,
         broker_commit_every=10_000,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         stream_buffer_maxsize=16_384,
         producer_max_request_size=4 * 1024 * 1024,
         producer_linger_ms=5,

@@ -432,9 +432,13 @@ def _build(obj: dict[str, Any]) -> Heartbeat:
     os_type = get("osType")
     agent_version = get("agentVersion")
     sent_at = get("sentAt")
-    if rid is None or location is None or os_type is None or agent_version is None:
-        _missing(obj)
-    if sent_at is None:
+    if (
+        rid is None
+        or location is None
+        or os_type is None
+        or agent_version is None
+        or (sent_at is None)
+    ):
         _missing(obj)
 
     if type(rid) is not str:
@@ -528,7 +532,7 @@ def _build(obj: dict[str, Any]) -> Heartbeat:
     return draft  # type: ignore[return-value]
 
 
-def _missing(obj: dict[str, Any]) -> None:
+def _missing(obj: dict[str, Any]) -> NoReturn:
     missing = [name for name in _REQUIRED if obj.get(name) is None]
     raise _Bad(
         f"missing required field{'s' if len(missing) > 1 else ''} "
@@ -582,7 +586,7 @@ def _tags(tags: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 # DLQ
 
-DLQ_MAX_RAW: Final = 65536
+DLQ_MAX_RAW: Final = 2 * 1024 * 1024  # the heartbeats topic's max.message.bytes: never cut
 
 
 def dlq_record(

@@ -89,6 +89,9 @@ class Settings:
     data_dir: str = "state/worker"
     processing_guarantee: str = "exactly_once"
     commit_interval: float = 0.5  # transaction/offset commit cadence (bounds output latency)
+    # consumer-group session: how long a crashed (kill -9) worker keeps its partitions before
+    # the group hands them to the others (Kafka's minimum is 6 s by default)
+    session_timeout: float = 60.0
     availability_windows: bool = True  # windowed heartbeat-count table (availability)
     # metrics (SPEC 5)
     max_machine_series: int = 10_000
@@ -156,6 +159,8 @@ class Settings:
             raise bad("check_interval", "must be > 0")
         if self.window <= 0:
             raise bad("window", "must be > 0")
+        if self.session_timeout < 1:
+            raise bad("session_timeout", f"must be >= 1s, got {self.session_timeout:g}s")
         if not 0 < self.outage_ratio <= 1:
             raise bad("outage_ratio", f"must be in (0, 1], got {self.outage_ratio}")
         if self.outage_min_machines < 1:
@@ -226,6 +231,7 @@ _DURATION_FIELDS = {
     "influx_flush_interval",
     "fleet_snapshot_interval",
     "commit_interval",
+    "session_timeout",
 }
 
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import math
 import random
-import struct
 import sys
 import time
 from array import array
@@ -33,10 +32,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 from arcbeat.streams.agent import stop_on_signals
 from arcbeat.streams.groundtruth import GroundTruthWriter
+from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import (
     Heartbeat,
     decode_heartbeat,
-    heartbeat_payload,
     rfc3339,
 )
 from arcbeat.streams.scenarios import (
@@ -113,62 +112,6 @@ async def check_topic(settings: Settings, topic: str) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# partitioning: Kafka's default (murmur2 of the key), fast for fleet keys
-
-_M: Final = 0x5BD1E995
-_MASK: Final = 0xFFFFFFFF
-
-
-def _murmur2_blocks(h: int, data: bytes, start: int, stop: int) -> int:
-    for k in struct.unpack_from(f"<{(stop - start) >> 2}I", data, start):
-        k = (k * _M) & _MASK
-        k = ((k ^ (k >> 24)) * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    return h
-
-
-class KeyPartitioner:
-    """``partition = (murmur2(key) & 0x7fffffff) % partitions``, as Kafka's Java client and
-    aiokafka's ``DefaultPartitioner`` compute it.
-
-    aiokafka's pure-Python murmur2 costs ~100 us per fleet key on this machine. Fleet keys share
-    long prefixes (``/subscriptions/<guid>/resourcegroups/<rg>/.../machines/``), and murmur2's
-    state after the prefix's 4-byte blocks depends only on those bytes and the key's length,
-    so that state is cached and only the machine name is hashed.
-    """
-
-    def __init__(self, partitions: int, *, cache_size: int = 65536) -> None:
-        if partitions < 1:
-            raise ValueError(f"partitions must be >= 1, got {partitions}")
-        self.partitions = partitions
-        self._cache: dict[tuple[int, bytes], int] = {}
-        self._cache_size = cache_size
-
-    def murmur2(self, key: bytes) -> int:
-        length = len(key)
-        cut = (key.rfind(b"/") + 1) & ~3
-        ck = (length, key[:cut])
-        h = self._cache.get(ck)
-        if h is None:
-            if len(self._cache) >= self._cache_size:
-                self._cache.clear()
-            h = self._cache[ck] = _murmur2_blocks((0x9747B28C ^ length) & _MASK, key, 0, cut)
-        blocks_end = length & ~3
-        h = _murmur2_blocks(h, key, cut, blocks_end)
-        tail = length & 3
-        if tail:
-            if tail == 3:
-                h ^= key[blocks_end + 2] << 16
-            if tail >= 2:
-                h ^= key[blocks_end + 1] << 8
-            h = ((h ^ key[blocks_end]) * _M) & _MASK
-        h = ((h ^ (h >> 13)) * _M) & _MASK
-        return h ^ (h >> 15)
-
-    def __call__(self, key: bytes) -> int:
-        return (self.murmur2(key) & 0x7FFFFFFF) % self.partitions
-
 
 # ---------------------------------------------------------------------------------------------
 # simulate
@@ -237,6 +180,11 @@ class Simulator:
         self._rate_mark = (0.0, 0)
         self.partitions: list[int] = [0]
         self.partitioner = KeyPartitioner(1)
+        self.part_of = array("h", [-1]) * len(fleet)  # partition per machine, -1 = unknown
+        self.factory = PayloadFactory(fleet)
+        self._stamp_ts = math.nan
+        self.lag = 0.0  # how far behind schedule the sender is
+        self._stamp_text = b""
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self, stop_event: asyncio.Event) -> SimulationResult:
@@ -317,9 +265,14 @@ class Simulator:
                 if done % 256 == 0:
                     await asyncio.sleep(0)  # let the producer's sender run
                     now = time.time()
+                    if now >= next_progress:  # also when the sender is behind
+                        self.lag = max(0.0, now - next_send)
+                        self._say_progress()
+                        next_progress = now + self.progress_every
                     if now >= end or self._count_reached() or stop_event.is_set():
                         break
             if now >= next_progress:
+                self.lag = max(0.0, now - next_send)
                 self._say_progress()
                 next_progress = now + self.progress_every
             t_act = t0 + actions[ap].at if ap < len(actions) else math.inf
@@ -350,7 +303,8 @@ class Simulator:
             self._record_action("resume", m, now, action.reason)
         else:  # disconnect: the agent removes the machine, like `azcmagent disconnect`
             seq = max(0, math.floor((now - self.t0) / self.interval - self.fleet.phase(m)))
-            await self._send_heartbeat(m, "disconnect", seq, now)
+            rid = self.fleet.resource_id(m)
+            await self._send_heartbeat(m, rid, rid.lower().encode(), "disconnect", seq, now)
             if st & _STOPPED:
                 self.stopped -= 1
             self.state[m] = (st | _GONE) & ~_STOPPED
@@ -394,50 +348,47 @@ class Simulator:
             return
         kind = "connect" if self.scenario.connect_first and not st & _SENT else "heartbeat"
         self.state[m] = st | _SENT
-        payload = await self._send_heartbeat(m, kind, k, now)
+        rid = self.fleet.resource_id(m)
+        key = rid.lower().encode()
+        payload = await self._send_heartbeat(m, rid, key, kind, k, now)
         sc, rng = self.scenario, self.rng
         if sc.duplicate_rate and rng.random() < sc.duplicate_rate:
             if k >= 1 and rng.random() < 0.5:  # an older one: arrives out of order
                 old_at = self.t0 + (k - 1 + self.fleet.phase(m)) * self.interval
-                await self._send_heartbeat(m, "heartbeat", k - 1, old_at, event="duplicate")
+                await self._send_heartbeat(m, rid, key, "heartbeat", k - 1, old_at, "duplicate")
             else:  # the same one again (a connect too: agents retry)
                 extra: dict[str, Any] = {"kind": kind}
                 if m in self.schedule.skewed:
                     extra["skew"] = self.schedule.skewed[m]
-                key = self.fleet.key(m).encode()
-                await self._send(m, payload, key, "duplicate", now, k, extra)
+                await self._send(m, rid, payload, key, "duplicate", now, k, extra)
         if sc.malformed_rate and rng.random() < sc.malformed_rate:
-            await self._send_malformed(m, k, now)
+            await self._send_malformed(m, rid, k, now)
 
-    def _payload(self, m: int, kind: str, seq: int, sent_at: float) -> bytes:
-        fleet = self.fleet
-        os_type, os_name, os_version = OPERATING_SYSTEMS[fleet.os_of[m]]
-        body: bytes = heartbeat_payload(
-            fleet.resource_id(m),
-            kind=kind,
-            location=fleet.location(m),
-            os_type=os_type,
-            os_name=os_name,
-            os_version=os_version,
-            agent_version=AGENT_VERSIONS[fleet.version_of[m]],
-            tags=fleet.tags(m),
-            sent_at=sent_at,
-            sequence=seq,
-        )
-        return body
+    def _stamp(self, ts: float) -> bytes:
+        """RFC 3339 bytes of ``ts``; the loop sends many messages with the same ``now``."""
+        if ts != self._stamp_ts:
+            self._stamp_ts, self._stamp_text = ts, rfc3339(ts).encode()
+        return self._stamp_text
 
     async def _send_heartbeat(
-        self, m: int, kind: str, seq: int, at: float, *, event: str | None = None
+        self,
+        m: int,
+        rid: str,
+        key: bytes,
+        kind: str,
+        seq: int,
+        at: float,
+        event: str | None = None,
     ) -> bytes:
         skew = self.schedule.skewed.get(m, 0.0)
-        payload = self._payload(m, kind, seq, at + skew)
+        payload = self.factory.body(m, rid.encode(), kind, self._stamp(at + skew), seq)
         extra: dict[str, Any] = {"skew": skew} if skew else {}
         if event == "duplicate":
             extra["kind"] = kind
-        await self._send(m, payload, self.fleet.key(m).encode(), event or kind, at, seq, extra)
+        await self._send(m, rid, payload, key, event or kind, at, seq, extra)
         return payload
 
-    async def _send_malformed(self, m: int, k: int, now: float) -> None:
+    async def _send_malformed(self, m: int, rid: str, k: int, now: float) -> None:
         kinds = [
             kind
             for kind in self.scenario.malformed_kinds
@@ -456,11 +407,23 @@ class Simulator:
         if isinstance(verdict, Heartbeat):  # cannot happen; never count a valid one as bad
             return
         extra = {"malformed": kind, "reason": verdict.reason}
-        await self._send(m, raw, key, "malformed", now, None, extra)
+        await self._send(m, rid, raw, key, "malformed", now, None, extra)
+
+    def _partition(self, m: int, key: bytes | None, rid: str) -> int | None:
+        """Kafka's default partition of ``key``; cached per machine for its own key."""
+        if key is None:
+            return None
+        if key == rid.lower().encode():
+            p = self.part_of[m]
+            if p < 0:
+                p = self.part_of[m] = self.partitions[self.partitioner(key)]
+            return p
+        return self.partitions[self.partitioner(key)]  # a malformed message's odd key
 
     async def _send(
         self,
         m: int,
+        rid: str,
         payload: bytes,
         key: bytes | None,
         event: str,
@@ -469,7 +432,6 @@ class Simulator:
         extra: dict[str, Any] | None = None,
     ) -> None:
         assert self.producer is not None
-        rid = self.fleet.resource_id(m)
         record: dict[str, Any] | None = None
         if self.truth is not None:
             record = {
@@ -487,9 +449,10 @@ class Simulator:
         self.counts[event] += 1
         self.outstanding += 1
         try:
-            # explicit partition: aiokafka's own murmur2 would cost more than the send
-            partition = None if key is None else self.partitions[self.partitioner(key)]
-            future = await self.producer.send(self.topic, payload, key=key, partition=partition)
+            # explicit partition: aiokafka's own murmur2 costs more than the send
+            future = await self.producer.send(
+                self.topic, payload, key=key, partition=self._partition(m, key, rid)
+            )
         except Exception as exc:
             self._failed(record, exc)
             return
@@ -533,7 +496,7 @@ class Simulator:
         if self.progress is None:
             return
         now = time.time()
-        mark_t, mark_n = self._rate_mark
+        mark_t, mark_n = (self.t0, 0) if final else self._rate_mark  # final: the average
         rate = (self.sent - mark_n) / (now - mark_t) if now > mark_t else 0.0
         self._rate_mark = (now, self.sent)
         n = len(self.fleet)
@@ -543,6 +506,8 @@ class Simulator:
             f"simulate: {what} {now - self.t0:6.1f}s sent={self.sent} ({rate:,.0f}/s) "
             f"machines={n} active={active} stopped={self.stopped} disconnected={self.gone}"
         )
+        if self.lag > 1.0:
+            line += f" behind={self.lag:.1f}s (the sender cannot keep up with the fleet)"
         if self.errors:
             line += f" errors={self.errors} (last: {self._last_error})"
         self.progress(line)
@@ -732,10 +697,9 @@ class PayloadFactory:
             self._middles[code] = cached
         return b',"kind":"' + kind.encode() + b'"' + cached
 
-    def payload(self, m: int, kind: str, sent_at: bytes, seq: int) -> tuple[bytes, bytes]:
-        """(body, key) of machine ``m``; ``sent_at`` is the RFC 3339 text as bytes."""
-        rid = self.fleet.resource_id(m).encode()
-        body = b"".join(
+    def body(self, m: int, rid: bytes, kind: str, sent_at: bytes, seq: int) -> bytes:
+        """The JSON body of machine ``m`` (Resource ID ``rid``); ``sent_at`` as RFC 3339."""
+        return b"".join(
             (
                 b'{"resourceId":"',
                 rid,
@@ -748,7 +712,11 @@ class PayloadFactory:
                 b"}",
             )
         )
-        return body, rid.lower()
+
+    def payload(self, m: int, kind: str, sent_at: bytes, seq: int) -> tuple[bytes, bytes]:
+        """(body, key) of machine ``m``."""
+        rid = self.fleet.resource_id(m).encode()
+        return self.body(m, rid, kind, sent_at, seq), rid.lower()
 
 
 async def load(

@@ -19,10 +19,10 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from arcbeat.streams.app import create_app
 from arcbeat.streams.deadlines import ScopeCounts, sum_counts
 from arcbeat.streams.engine import Emit, Engine, Verdict
+from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.settings import Settings
 from faust.types import TP
@@ -59,8 +59,7 @@ class Pipeline:
                 partitions=n,
                 on_window_close=self._on_window_close,
             ).tumbling(settings.window, expires=settings.window)
-        self._partitioner = DefaultPartitioner()
-        self._partitions = list(range(n))
+        self._partitioner = KeyPartitioner(n)
         self.processed: dict[int, int] = {}  # partition -> next offset to process
         self.end_offsets: dict[int, int] = {}
         self.published: dict[str, ScopeCounts] = {}
@@ -72,7 +71,7 @@ class Pipeline:
     # ---- helpers ------------------------------------------------------------------------
 
     def partition_of(self, key: str) -> int:
-        return int(self._partitioner(key.encode(), self._partitions, self._partitions))
+        return self._partitioner(key.encode())
 
     def active_partitions(self) -> set[int]:
         topic = self.settings.heartbeats_topic
@@ -224,8 +223,8 @@ class Pipeline:
             )
         except Exception:  # lag is reporting only; never let it stop ticking
             ends = {}
-        for tp, end in ends.items():
-            self.end_offsets[tp.partition] = end
+        # only partitions owned now: a stale gauge for a moved partition would look like lag
+        self.end_offsets = {tp.partition: end for tp, end in ends.items() if tp.partition in active}
 
     def lag(self) -> dict[int, int]:
         return {p: max(0, end - self.processed.get(p, 0)) for p, end in self.end_offsets.items()}

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -38,6 +38,9 @@ from tests.webhook import (
     summarize,
     with_alertname,
 )
+
+if TYPE_CHECKING:
+    from arcbeat.deploy.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 AM_DIR = ROOT / "deploy" / "alertmanager"
@@ -275,7 +278,7 @@ def unique(prefix: str) -> str:
 # -- the local stack's Alertmanager ------------------------------------------------------------
 
 
-def test_stack_alertmanager_inhibits_machines_of_a_silent_location(stack: Any) -> None:
+def test_stack_alertmanager_inhibits_machines_of_a_silent_location(stack: Stack) -> None:
     """The shared Alertmanager with the production config and timers: inhibition via the API.
 
     Labels are unique to this run (location, arcbeat_test) so that other tests using the
@@ -283,7 +286,10 @@ def test_stack_alertmanager_inhibits_machines_of_a_silent_location(stack: Any) -
     """
     # A reused stack may run an Alertmanager started with an older copy of the config:
     # refresh the copy the stack made, and reload.
+    from arcbeat.deploy.services import Alertmanager
+
     service = stack.service("alertmanager")
+    assert isinstance(service, Alertmanager), service
     api = AlertmanagerAPI(stack.settings.alertmanager_url.rstrip("/"))
     if service.config.read_text() != CONFIG.read_text():
         service.prepare(lambda message: None)

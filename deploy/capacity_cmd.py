@@ -1,0 +1,105 @@
+"""`arcbeat capacity`: the fleet (from the workers' API) against subscription limits.
+
+Growth history for the days-to-limit forecast comes from InfluxDB's ``capacity`` measurement;
+``--record`` appends this run's counts to it, so running the command on a schedule (cron)
+builds the history the forecast needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from arcbeat.deploy.query_cmd import _base, _get
+from arcbeat.exporters.capacity import (
+    CapacityHistory,
+    CapacityLimits,
+    MachineSummary,
+    build_report,
+    render_table,
+    report_to_json,
+)
+from arcbeat.exporters.influx_points import capacity_line
+from arcbeat.streams.settings import Settings
+
+PAGE = 1000
+
+
+def fetch_machines(base: str) -> list[MachineSummary]:
+    out: list[MachineSummary] = []
+    offset = 0
+    while True:
+        data = _get(f"{base}/machines?limit={PAGE}&offset={offset}")
+        out.extend(MachineSummary.from_mapping(m) for m in data["items"])
+        offset += PAGE
+        if offset >= data["total"]:
+            return out
+
+
+def _influx(settings: Settings, q: str, *, write: str | None = None) -> Any:
+    db = urllib.parse.quote(settings.influx_db)
+    if write is not None:
+        req = urllib.request.Request(
+            f"{settings.influx_url}/write?db={db}&precision=ns", data=write.encode(),
+            method="POST",
+        )
+    else:
+        req = urllib.request.Request(
+            f"{settings.influx_url}/query?db={db}&epoch=s&q={urllib.parse.quote(q)}"
+        )
+    with urllib.request.urlopen(req, timeout=15) as r:
+        body = r.read()
+        return json.loads(body) if body else None
+
+
+def load_history(settings: Settings) -> tuple[CapacityHistory, str | None]:
+    history = CapacityHistory()
+    try:
+        data = _influx(settings, 'SELECT "used" FROM "capacity" GROUP BY "kind", "scope"')
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return history, f"no growth history: InfluxDB at {settings.influx_url}: {exc}"
+    for result in data.get("results", []):
+        for series in result.get("series", []) or []:
+            tags = series.get("tags", {})
+            for at, used in series.get("values", []):
+                if used is not None:
+                    history.add(tags.get("kind", ""), tags.get("scope", ""), float(at), int(used))
+    return history, None
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    machines = fetch_machines(_base(args))
+    history, note = load_history(settings)
+    report = build_report(
+        machines, CapacityLimits.from_settings(settings), regions=settings.regions,
+        history=history, now=time.time(),
+    )
+    if args.record:
+        at_ns = int(report.generated_at // 60 * 60 * 1_000_000_000)  # aligned: idempotent
+        lines = [capacity_line(u.kind, u.scope, u.used, u.limit, at_ns) for u in report.checks]
+        if lines:
+            _influx(settings, "", write="\n".join(lines))
+    if args.json:
+        print(report_to_json(report))
+    else:
+        print(render_table(report, top=args.top))
+        if note:
+            print(f"\n({note})")
+    return 0
+
+
+def add_capacity_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("capacity", help="capacity report: use, headroom, days to limit")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--top", type=int, default=20, help="rows per table")
+    p.add_argument("--url", help="a worker's base URL (default from settings)")
+    p.add_argument(
+        "--record", action="store_true", help="append this run's counts to InfluxDB history"
+    )
+    p.set_defaults(func=_capacity)

@@ -1,0 +1,60 @@
+"""The installed distribution: its metadata, its one command, its import root and layering."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+
+def test_distribution_metadata_and_command() -> None:
+    dist = importlib.metadata.distribution("arcbeat")
+    assert dist.version
+    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    assert scripts == {"arcbeat": "arcbeat.deploy.cli:main"}
+
+
+def test_no_generic_top_level_names_installed(tmp_path: object) -> None:
+    # the folders are installed under the arcbeat import root only (checked from a neutral
+    # directory: `python -m pytest` puts the checkout itself on sys.path)
+    code = (
+        "import importlib.util as u; "
+        "print([n for n in ('streams', 'exporters', 'dashboards', 'deploy', 'bench') "
+        "if u.find_spec(n)]); print(bool(u.find_spec('arcbeat.streams.status')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(tmp_path)
+    ).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "True"
+
+
+def _modules_after_import(module: str) -> set[str]:
+    code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return set(out.split())
+
+
+def test_streams_never_import_exporters() -> None:
+    loaded = _modules_after_import("arcbeat.streams.worker")
+    assert not {m for m in loaded if m.startswith(("arcbeat.exporters", "arcbeat.deploy"))}
+
+
+def test_status_machine_is_pure() -> None:
+    loaded = _modules_after_import("arcbeat.streams.status")
+    impure = {"faust", "aiokafka", "asyncio", "socket", "time"} & loaded
+    arcbeat = {m for m in loaded if m.startswith("arcbeat.")}
+    assert arcbeat <= {"arcbeat.streams", "arcbeat.streams.status"}
+    assert not impure - {"asyncio", "socket", "time"}, impure
+
+
+def test_cli_lists_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "arcbeat.deploy.cli", "--help"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    for command in ("stack", "worker", "simulate", "agent", "machines", "fleet", "capacity",
+                    "dashboards", "bench", "history", "demo"):
+        assert command in out, command
