@@ -33,10 +33,11 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
             m = engine.machine(key)
             if m is not None:
                 i = m.info
+                # ids are case-insensitive: lower-cased labels keep one series/group per machine
                 yield OfflineMachine(
-                    i.resource_id,
-                    i.subscription_id,
-                    i.resource_group,
+                    key,
+                    i.subscription_id.lower(),
+                    i.resource_group.lower(),
                     i.machine_name,
                     i.location,
                     m.state.last_heartbeat_at,
