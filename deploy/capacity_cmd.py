@@ -1,5 +1,8 @@
 """`arcbeat capacity`: the fleet (from the workers' API) against subscription limits.
 
+The fleet comes from one ``GET /capacity`` (each worker's machine counts per key, merged by the
+worker asked), not from paging every machine through ``/machines``.
+
 Growth history for the days-to-limit forecast comes from InfluxDB's ``capacity`` measurement;
 ``--record`` appends this run's counts to it, so running the command on a schedule (cron)
 builds the history the forecast needs.
@@ -17,35 +20,35 @@ from typing import Any
 
 from arcbeat.deploy.query_cmd import _base, _get
 from arcbeat.exporters.capacity import (
+    HISTORY_QUERY,
+    HISTORY_SAMPLES,
     CapacityHistory,
     CapacityLimits,
-    MachineSummary,
-    build_report,
+    build_report_from_summary,
+    history_from_influxql,
     render_table,
     report_to_json,
 )
 from arcbeat.exporters.influx_points import capacity_line
+from arcbeat.streams.fleet_summary import FleetSummary, SummaryError
 from arcbeat.streams.settings import Settings
 
-PAGE = 1000
 
-
-def fetch_machines(base: str) -> list[MachineSummary]:
-    out: list[MachineSummary] = []
-    offset = 0
-    while True:
-        data = _get(f"{base}/machines?limit={PAGE}&offset={offset}")
-        out.extend(MachineSummary.from_mapping(m) for m in data["items"])
-        offset += PAGE
-        if offset >= data["total"]:
-            return out
+def fetch_summary(base: str) -> FleetSummary:
+    """The whole fleet's capacity counts, from any worker."""
+    url = f"{base}/capacity"
+    try:
+        return FleetSummary.from_dict(_get(url), source=url)
+    except SummaryError as exc:
+        raise SystemExit(f"arcbeat capacity: {exc}") from exc
 
 
 def _influx(settings: Settings, q: str, *, write: str | None = None) -> Any:
     db = urllib.parse.quote(settings.influx_db)
     if write is not None:
         req = urllib.request.Request(
-            f"{settings.influx_url}/write?db={db}&precision=ns", data=write.encode(),
+            f"{settings.influx_url}/write?db={db}&precision=ns",
+            data=write.encode(),
             method="POST",
         )
     else:
@@ -58,27 +61,24 @@ def _influx(settings: Settings, q: str, *, write: str | None = None) -> Any:
 
 
 def load_history(settings: Settings) -> tuple[CapacityHistory, str | None]:
-    history = CapacityHistory()
+    history = CapacityHistory(max_samples=HISTORY_SAMPLES)
     try:
-        data = _influx(settings, 'SELECT "used" FROM "capacity" GROUP BY "kind", "scope"')
+        history_from_influxql(_influx(settings, HISTORY_QUERY), history)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return history, f"no growth history: InfluxDB at {settings.influx_url}: {exc}"
-    for result in data.get("results", []):
-        for series in result.get("series", []) or []:
-            tags = series.get("tags", {})
-            for at, used in series.get("values", []):
-                if used is not None:
-                    history.add(tags.get("kind", ""), tags.get("scope", ""), float(at), int(used))
     return history, None
 
 
 def _capacity(args: argparse.Namespace) -> int:
     settings = Settings.load()
-    machines = fetch_machines(_base(args))
+    summary = fetch_summary(_base(args))
     history, note = load_history(settings)
-    report = build_report(
-        machines, CapacityLimits.from_settings(settings), regions=settings.regions,
-        history=history, now=time.time(),
+    report = build_report_from_summary(
+        summary,
+        CapacityLimits.from_settings(settings),
+        regions=settings.regions,
+        history=history,
+        now=time.time(),
     )
     if args.record:
         at_ns = int(report.generated_at // 60 * 60 * 1_000_000_000)  # aligned: idempotent

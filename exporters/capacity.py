@@ -1,9 +1,10 @@
 """Capacity planning (SPEC 6): use, limits, headroom and a days-to-limit forecast.
 
-Pure: the input is an iterable of :class:`MachineSummary` plus :class:`CapacityLimits`; the
-output is a :class:`CapacityReport`. Nothing here does I/O, so the same model feeds
-``arcbeat capacity`` (table or JSON), the ``arcbeat_capacity_*`` Prometheus metrics
-(:class:`CapacityCollector`) and the InfluxDB ``capacity`` history.
+Pure: the input is an iterable of :class:`MachineSummary` (or the workers' merged
+:class:`~arcbeat.streams.fleet_summary.FleetSummary`, see :func:`build_report_from_summary`)
+plus :class:`CapacityLimits`; the output is a :class:`CapacityReport`. Nothing here does
+I/O, so the same model feeds ``arcbeat capacity`` (table or JSON), the ``arcbeat_capacity_*``
+Prometheus metrics (:class:`CapacityCollector`) and the InfluxDB ``capacity`` history.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
+from arcbeat.streams.fleet_summary import FleetSummary
 from arcbeat.streams.settings import Settings
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -225,15 +227,64 @@ class CapacityHistory:
             return  # older than what we have: ignore, history only moves forward
         series.append((at, used))
 
-    def record(self, report: CapacityReport) -> None:
+    def record(self, report: CapacityReport, *, at: float | None = None) -> None:
+        """Append the report's counts at ``at`` (default: when it was generated).
+
+        A long-running recorder passes an aligned ``at`` (e.g. the hour): reports within one
+        step then replace each other, so memory holds one sample per step per scope.
+        """
+        when = report.generated_at if at is None else at
         for use in report.checks:
-            self.add(use.kind, use.scope, report.generated_at, use.used)
+            self.add(use.kind, use.scope, when, use.used)
 
     def series(self, kind: str, scope: str) -> Sequence[tuple[float, int]]:
         return tuple(self._series.get((kind, scope), ()))
 
     def __len__(self) -> int:
         return len(self._series)
+
+
+# Growth history is kept per hour: a long-running recorder and a restart's pre-fill from
+# InfluxDB hold one sample per hour per scope, at most HISTORY_SAMPLES (about six weeks).
+HISTORY_STEP: Final = 3600.0
+HISTORY_SAMPLES: Final = 1000
+
+# Pre-fill query (InfluxQL, epoch=s): the last count of each hour, per kind and scope.
+HISTORY_QUERY: Final = (
+    'SELECT last("used") AS "used" FROM "capacity" '
+    f"WHERE time > now() - {int(HISTORY_SAMPLES * HISTORY_STEP // 3600)}h "
+    f'GROUP BY time({int(HISTORY_STEP)}s), "kind", "scope" fill(none)'
+)
+
+
+def history_step(at: float) -> float:
+    """``at`` aligned down to the history step (pass to :meth:`CapacityHistory.record`)."""
+    return at // HISTORY_STEP * HISTORY_STEP
+
+
+def history_from_influxql(body: Mapping[str, Any], history: CapacityHistory) -> int:
+    """Add the rows of a :data:`HISTORY_QUERY` answer (``/query?epoch=s`` JSON) to
+    ``history``; returns the samples added. Raises ValueError naming what is malformed."""
+    added = 0
+    results = body.get("results")
+    if not isinstance(results, list):
+        raise ValueError(f"InfluxDB answer has no 'results' list: {str(body)[:200]}")
+    for result in results:
+        error = result.get("error")
+        if error:
+            if "database not found" in str(error):
+                continue  # nothing written yet: an empty history
+            raise ValueError(f"InfluxDB refused the capacity history query: {error}")
+        for series in result.get("series") or []:
+            tags = series.get("tags") or {}
+            kind, scope = str(tags.get("kind", "")), str(tags.get("scope", ""))
+            columns = series.get("columns") or ["time", "used"]
+            t_col, u_col = columns.index("time"), columns.index("used")
+            for row in series.get("values") or []:
+                if row[u_col] is not None:
+                    history.add(kind, scope, float(row[t_col]), int(row[u_col]))
+                    added += 1
+    return added
 
 
 # --------------------------------------------------------------------------- report
@@ -351,38 +402,120 @@ def build_report(
     gives past ``(unix seconds, used)`` samples per (kind, scope); the current count is
     appended before fitting the days-to-limit forecast.
     """
-    at = time.time() if now is None else now
-    per_sub: Counter[str] = Counter()
+    total = 0
     per_rg: Counter[tuple[str, str]] = Counter()
     per_loc: Counter[str] = Counter()
-    rgs_of_sub: defaultdict[str, set[str]] = defaultdict(set)
     tag_counts: Counter[int] = Counter()
-    bad_os: Counter[tuple[str, str]] = Counter()
-    unknown_os = 0
-    bad_region: Counter[str] = Counter()
+    os_counts: Counter[tuple[str, str]] = Counter()
     agents: Counter[str] = Counter()
-    any_region = "*" in regions
-    region_set = {r.lower() for r in regions}
-    total = 0
     for m in machines:
         total += 1
         # Resource Manager names are case-insensitive: count lower-cased.
-        sub = m.subscription_id.lower()
-        rg = m.resource_group.lower()
-        loc = m.location.lower()
-        per_sub[sub] += 1
-        per_rg[(sub, rg)] += 1
-        per_loc[loc] += 1
-        rgs_of_sub[sub].add(rg)
+        per_rg[(m.subscription_id.lower(), m.resource_group.lower())] += 1
+        per_loc[m.location.lower()] += 1
         tag_counts[m.tag_count] += 1
-        supported = os_supported(m.os_name, m.os_version, supported_os)
+        os_counts[(m.os_name.strip(), m.os_version.strip())] += 1
+        agents[m.agent_version] += 1
+    counts = _Counts(total, per_rg, per_loc, tag_counts, os_counts, agents)
+    return _report(
+        counts, limits, regions=regions, supported_os=supported_os, history=history, now=now
+    )
+
+
+def build_report_from_summary(
+    summary: FleetSummary,
+    limits: CapacityLimits,
+    *,
+    regions: Sequence[str] = ("*",),
+    supported_os: Sequence[OsRule] = SUPPORTED_OPERATING_SYSTEMS,
+    history: CapacityHistory | Mapping[tuple[str, str], Sequence[tuple[float, int]]] | None = None,
+    now: float | None = None,
+) -> CapacityReport:
+    """:func:`build_report` from the workers' merged ``GET /capacity`` counts (no per-machine
+    objects: the summary is already what the report counts). Same result as ``build_report``
+    over the same machines, plus a note when the summary misses partitions (counts are low).
+    """
+    counts = _Counts(
+        total=summary.machines,
+        per_rg=summary.resource_groups,
+        per_loc=summary.locations,
+        tag_counts=summary.tag_counts,
+        os=summary.operating_systems,
+        agents=summary.agent_versions,
+    )
+    notes: list[str] = []
+    if not summary.complete:
+        missing = summary.missing_partitions
+        notes.append(
+            f"incomplete: the workers' counts cover {len(summary.partitions)} of "
+            f"{summary.partitions_total} partitions (missing {', '.join(map(str, missing))}; "
+            "a worker is starting or rebalancing): counts are low"
+        )
+    return _report(
+        counts,
+        limits,
+        regions=regions,
+        supported_os=supported_os,
+        history=history,
+        now=now,
+        extra_notes=notes,
+    )
+
+
+@dataclass(slots=True)
+class _Counts:
+    """What a report is computed from: machine counts per key (keys as in FleetSummary)."""
+
+    total: int = 0
+    per_rg: Mapping[tuple[str, str], int] = field(default_factory=Counter)
+    per_loc: Mapping[str, int] = field(default_factory=Counter)
+    tag_counts: Mapping[int, int] = field(default_factory=Counter)
+    os: Mapping[tuple[str, str], int] = field(default_factory=Counter)  # stripped name, version
+    agents: Mapping[str, int] = field(default_factory=Counter)  # raw version ("" = unknown)
+
+
+def _most_first(counts: Mapping[Any, int]) -> list[tuple[Any, int]]:
+    # Ties by key, so the output does not depend on the order machines were counted in.
+    return sorted(((k, n) for k, n in counts.items() if n), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _report(
+    counts: _Counts,
+    limits: CapacityLimits,
+    *,
+    regions: Sequence[str],
+    supported_os: Sequence[OsRule],
+    history: CapacityHistory | Mapping[tuple[str, str], Sequence[tuple[float, int]]] | None,
+    now: float | None,
+    extra_notes: Sequence[str] = (),
+) -> CapacityReport:
+    at = time.time() if now is None else now
+    total = counts.total
+    per_rg = {k: n for k, n in counts.per_rg.items() if n}
+    per_sub: Counter[str] = Counter()
+    rgs_of_sub: Counter[str] = Counter()
+    for (sub, _rg), n in per_rg.items():
+        per_sub[sub] += n
+        rgs_of_sub[sub] += 1  # keys are distinct (sub, rg): one per resource group
+    tag_counts = {c: n for c, n in counts.tag_counts.items() if n}
+    bad_os: Counter[tuple[str, str]] = Counter()
+    unknown_os = 0
+    for (name, version), n in counts.os.items():
+        supported = os_supported(name, version, supported_os)
         if supported is None:
-            unknown_os += 1
+            unknown_os += n
         elif not supported:
-            bad_os[(m.os_name.strip(), m.os_version.strip())] += 1
-        if not any_region and loc not in region_set:
-            bad_region[loc] += 1
-        agents[m.agent_version or "unknown"] += 1
+            bad_os[(name, version)] += n
+    any_region = "*" in regions
+    region_set = {r.lower() for r in regions}
+    bad_region: Counter[str] = Counter()
+    if not any_region:
+        for loc, n in counts.per_loc.items():
+            if loc not in region_set:
+                bad_region[loc] += n
+    agents: Counter[str] = Counter()
+    for version, n in counts.agents.items():
+        agents[version or "unknown"] += n
 
     def past(kind: str, scope: str) -> Sequence[tuple[float, int]]:
         if history is None:
@@ -403,7 +536,7 @@ def build_report(
                 use(
                     RESOURCE_GROUPS_PER_SUBSCRIPTION,
                     subscription_scope(sub),
-                    len(rgs),
+                    rgs,
                     limits.resource_groups_per_subscription,
                 )
             )
@@ -427,30 +560,30 @@ def build_report(
     tag_limit = limits.tags_per_machine
     at_limit = tag_counts.get(tag_limit, 0) if tag_limit > 0 else 0
     over_limit = sum(n for c, n in tag_counts.items() if tag_limit > 0 and c > tag_limit)
-    versions = sorted(agents, key=lambda v: (v != "unknown", _version_key(v)), reverse=True)
+    versions = sorted(agents, key=lambda v: (v != "unknown", _version_key(v), v), reverse=True)
     known = [v for v in versions if v != "unknown"]
     latest = known[0] if known else None
     notes: list[str] = []
     if limits.machines_per_resource_group <= 0:
         notes.append("machines per resource group: check switched off (limit 0)")
+    notes.extend(extra_notes)
     return CapacityReport(
         generated_at=at,
         machines=total,
         limits=limits,
         checks=tuple(checks),
-        machines_per_subscription=dict(per_sub.most_common()),
-        machines_per_resource_group={f"{sub}/{rg}": n for (sub, rg), n in per_rg.most_common()},
-        machines_per_location=dict(per_loc.most_common()),
+        machines_per_subscription=dict(_most_first(per_sub)),
+        machines_per_resource_group={f"{sub}/{rg}": n for (sub, rg), n in _most_first(per_rg)},
+        machines_per_location=dict(_most_first(counts.per_loc)),
         max_tags=max_tags,
         machines_at_tag_limit=at_limit,
         machines_over_tag_limit=over_limit,
         unsupported_os=tuple(
-            OsCount(name, version, n)
-            for (name, version), n in sorted(bad_os.items(), key=lambda kv: (-kv[1], kv[0]))
+            OsCount(name, version, n) for (name, version), n in _most_first(bad_os)
         ),
         unknown_os_machines=unknown_os,
         supported_os=(f"{WINDOWS_MINIMUM} and higher", *(r.label for r in supported_os)),
-        unsupported_regions=dict(bad_region.most_common()),
+        unsupported_regions=dict(_most_first(bad_region)),
         supported_regions=tuple(regions),
         agent_versions={v: agents[v] for v in versions},
         latest_agent_version=latest,

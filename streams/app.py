@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import faust
@@ -27,7 +28,10 @@ def create_app(settings: Settings, *, worker_id: str = "0") -> faust.App:
         topic_disable_leader=True,
         key_serializer="raw",
         value_serializer="raw",
-        web_host=settings.web_host,
+        # bind where told; advertise a name other workers can reach (for key routing)
+        web_host=socket.gethostname()
+        if settings.web_host in ("0.0.0.0", "::")
+        else settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,

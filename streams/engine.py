@@ -293,7 +293,8 @@ class Engine:
         out: list[Emit] = []
         due = idx.wheel.pop_due(now)
         if idx.held:
-            # a scope that recovered releases its held machines now, not at the hold's end
+            # a scope that recovered releases its held machines soon (late_after, below),
+            # not at the hold's end
             silent_scopes = {s for s, v in verdicts.items() if v.silent}
             due.extend(k for k in list(idx.held) if not silent_scopes)
             if silent_scopes:
@@ -317,7 +318,15 @@ class Engine:
                 and now >= state.last_heartbeat_at + self.late_after
             ):
                 self._set_late(idx, key, m.info, True)
-            silent = any((v := verdicts.get(s)) is not None and v.silent for s in scopes_of(m.info))
+            # A held machine stays held for late_after past its scope's recovery: the agents
+            # that report again come back over a heartbeat interval, not all at the instant
+            # the verdict flips, and they must never flip (SPEC §3 rule 3).
+            held = state.held_since is not None
+            silent = any(
+                (v := verdicts.get(s)) is not None
+                and (v.silent or (held and now < v.since + self.late_after))
+                for s in scopes_of(m.info)
+            )
             step = on_deadline(state, now, self.timing, scope_silent=silent)
             if step.outcome is Outcome.HELD:
                 self.stats.outcomes["held"] += 1

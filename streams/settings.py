@@ -118,6 +118,11 @@ class Settings:
     limit_machines_per_resource_group: int = 800  # 0 switches the check off
     limit_tags_per_machine: int = 50
     limit_tenant_objects: int = 50_000
+    # `arcbeat history` computes the fleet's capacity report every capacity_interval (0 = off)
+    # from a worker's GET /capacity at capacity_source_url (a worker's base URL; empty =
+    # http://web_host:web_port)
+    capacity_interval: float = 60.0
+    capacity_source_url: str = ""
 
     @property
     def heartbeats_topic(self) -> str:
@@ -177,6 +182,12 @@ class Settings:
             raise bad("influx_api", f"must be v1 or v2, got {self.influx_api!r}")
         if self.processing_guarantee not in ("exactly_once", "at_least_once"):
             raise bad("processing_guarantee", "must be exactly_once or at_least_once")
+        if self.capacity_source_url and not re.match(r"https?://", self.capacity_source_url):
+            raise bad(
+                "capacity_source_url",
+                f"must be a worker's base URL such as http://127.0.0.1:6066, "
+                f"got {self.capacity_source_url!r}",
+            )
         if not self.regions:
             raise bad("regions", "must list at least one region, or * for any")
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.topic_prefix):
@@ -232,6 +243,7 @@ _DURATION_FIELDS = {
     "fleet_snapshot_interval",
     "commit_interval",
     "session_timeout",
+    "capacity_interval",
 }
 
 

@@ -1,4 +1,5 @@
-"""The worker HTTP API (SPEC §7): /machines, /machines/{resourceId}, /fleet, /healthz.
+"""The worker HTTP API (SPEC §7): /machines, /machines/{resourceId}, /fleet, /capacity,
+/healthz.
 
 Each worker answers for the partitions it owns; a query without ``local=1`` is routed to the
 owner of the key (one machine) or fanned out to every worker (lists, fleet), so any worker
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web as aioweb
+from arcbeat.streams.fleet_summary import FleetSummary, SummaryError, merge_all
 from arcbeat.streams.machines import Machine
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.status import is_flapping
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from arcbeat.streams.worker import Pipeline
 
 MAX_LIMIT = 1000
+# /capacity decodes every owned machine: yield to the event loop between chunks so heartbeats
+# keep flowing (about 10 us a machine: a quarter of a million take seconds).
+SUMMARY_CHUNK = 2000
 FILTERS: dict[str, Callable[[Machine, str], bool]] = {
     "status": lambda m, v: m.state.status.value.lower() == v.lower(),
     "subscription": lambda m, v: m.info.subscription_id.lower() == v.lower(),
@@ -65,6 +70,7 @@ class WorkerAPI:
         app.router.add_get("/machines", self.list_machines)
         app.router.add_get(r"/machines/{rid:.+}", self.get_machine)
         app.router.add_get("/fleet", self.fleet)
+        app.router.add_get("/capacity", self.capacity)
         app.router.add_get("/healthz", self.healthz)
 
     # ---- routing helpers -----------------------------------------------------------------
@@ -193,6 +199,54 @@ class WorkerAPI:
                 "silentScopes": sorted(s for s, v in verdicts.items() if v.silent),
             }
         )
+
+    async def _local_summary(self) -> FleetSummary:
+        engine = self.pipe.engine
+        # Copy the keys first: the sets change while we yield to the event loop.
+        partitions = dict(engine.partitions)
+        keys = [k for idx in partitions.values() for k in list(idx.keys)]
+        out = FleetSummary(
+            partitions=frozenset(partitions), partitions_total=self.pipe.settings.partitions
+        )
+        for i, key in enumerate(keys):
+            if i and i % SUMMARY_CHUNK == 0:
+                await asyncio.sleep(0)
+            m = engine.machine(key)
+            if m is not None:  # deleted meanwhile
+                out.add(m.info)
+        return out
+
+    async def capacity(self, request: aioweb.Request) -> aioweb.Response:
+        """Machine counts for capacity planning (exporters.capacity turns them into a report).
+
+        Fleet-wide unless ``local=1``: every worker's summary, merged. Answers 502 when a
+        worker does not answer and 503 during a rebalance: a partial sum would undercount.
+        """
+        unknown = set(request.query) - {"local"}
+        if unknown:
+            return _error(400, f"unknown query parameter(s) {sorted(unknown)}; use local=1 or none")
+        s = self.pipe.settings
+        mine = await self._local_summary()
+        meta = {"at": rfc3339(time.time()), "topicPrefix": s.topic_prefix, "appId": s.app_id}
+        if request.query.get("local") == "1":
+            return aioweb.json_response({**mine.to_dict(), **meta, "workers": 1})
+        try:
+            others = await self._fan_out("/capacity", {})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _error(
+                502,
+                f"a worker did not answer /capacity ({type(exc).__name__}: {exc}); capacity "
+                "needs every worker's machines, so no partial answer is given",
+            )
+        try:
+            parts = [
+                FleetSummary.from_dict(o, source=f"worker answer {i + 1}")
+                for i, o in enumerate(others)
+            ]
+            merged = merge_all([mine, *parts])
+        except SummaryError as exc:
+            return _error(503, str(exc))
+        return aioweb.json_response({**merged.to_dict(), **meta, "workers": 1 + len(parts)})
 
     async def healthz(self, request: aioweb.Request) -> aioweb.Response:
         lag = self.pipe.lag()

@@ -49,7 +49,13 @@ class Pipeline:
         self.machines = app.Table("machines", partitions=n, key_type=str, value_type=bytes)
         # Scope counts per partition ("c|<scope>|<p>") and verdicts ("v|<scope>"): every worker
         # reads all of it, so the mass-silence decision is the same with one worker or many.
-        self.scopes = app.GlobalTable("scopes", partitions=n, key_type=str, value_type=bytes)
+        # recovery_buffer_size=1: faust applies changelog records of partitions this worker
+        # does not write in batches of recovery_buffer_size (default 1000), so another
+        # worker's verdicts and counts would reach this one only every 1000 writes; 1 applies
+        # each at once (the setting faust's GlobalTable docstring gives for several workers).
+        self.scopes = app.GlobalTable(
+            "scopes", partitions=n, key_type=str, value_type=bytes, recovery_buffer_size=1
+        )
         self.engine = Engine(settings, self.machines)
         self.window_counts: Any = None
         if settings.availability_windows:

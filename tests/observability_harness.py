@@ -1,0 +1,1345 @@
+"""A real pipeline run for tests/test_observability_e2e.py, and the clients that judge it.
+
+:class:`ObservabilityRun` starts two ``arcbeat worker`` processes (web ports 6066 and 6067,
+which the local stack's Prometheus scrapes as job ``arcbeat``), ``arcbeat history`` (port
+6070, job ``arcbeat-history``, its own InfluxDB database) and ``arcbeat simulate`` (a small
+fleet with permanent outages, one location going silent and a few malformed messages), all
+with compressed time and a unique topic prefix, app id, database and set of location names, so
+that nothing it produces mixes with other runs in the shared Prometheus, Alertmanager and
+InfluxDB. Each phase (:meth:`~ObservabilityRun.stable`, ``alerts``, ``dashboards``,
+``history``, ``groundtruth``) runs once and keeps what it observed for the tests to judge.
+
+The shared Prometheus scrapes and evaluates every 15 s and the alert rules wait ``for:`` up to
+15 minutes: :func:`fast_prometheus` reloads it (``/-/reload``) with a copy of its configuration
+that scrapes and evaluates every 2 s and loads a copy of deploy/prometheus/rules/*.yml with
+every ``for:`` set to ``0s``, and restores the original afterwards. Alertmanager runs its
+configuration unchanged (machine alerts wait ``group_wait`` 1 m, pages 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from arcbeat.dashboards.queries import (
+    PanelQuery,
+    default_variable_values,
+    panel_queries,
+    substitute_variables,
+    variable_queries,
+)
+from arcbeat.deploy.stack import Stack
+from arcbeat.streams.groundtruth import LIVENESS_EVENTS, arrival, read_groundtruth
+from arcbeat.streams.scenarios import Fleet, FleetSpec, Scenario, Schedule, build_schedule
+from arcbeat.streams.settings import parse_duration
+
+from tests.webhook import Notification, WebhookReceiver
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
+DASHBOARD_DIR = REPO / "dashboards"
+
+WORKER_PORTS = (6066, 6067)  # job "arcbeat" targets of deploy/prometheus/prometheus.yml
+HISTORY_PORT = 6070  # job "arcbeat-history"
+WEBHOOK_PORT = 9095  # every receiver of deploy/alertmanager/alertmanager.yml
+FAST_INTERVAL = "2s"  # scrape and rule evaluation interval of the test configuration
+FAST_SECONDS = 2.0
+TEST_CONFIG_MARKER = "# arcbeat observability e2e test configuration"
+PARTITIONS = 12
+
+
+def say(message: str) -> None:
+    """Progress and measured timings (shown with ``pytest -s`` or on failure)."""
+    print(f"[obs-e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    every: float = 0.5,
+    state: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``check`` until it returns something other than None; AssertionError on timeout
+    naming ``what`` and, if given, the last ``state()``."""
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        try:
+            value = check()
+        except (OSError, ValueError, KeyError) as exc:  # a service answering badly: retry
+            value, last_error = None, f" (last error: {exc!r})"
+        if value is not None:
+            return value
+        if time.monotonic() >= deadline:
+            detail = f"; state: {state()}" if state is not None else ""
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what}{last_error}{detail}"
+            )
+        time.sleep(every)
+
+
+# ----------------------------------------------------------------------------------- HTTP
+
+
+def http(
+    url: str,
+    *,
+    params: Mapping[str, str | Sequence[str]] | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
+    timeout: float = 15.0,
+) -> tuple[int, bytes]:
+    if params:
+        url += "?" + urllib.parse.urlencode(params, doseq=True)
+    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def http_json(url: str, **kwargs: Any) -> Any:
+    status, body = http(url, **kwargs)
+    if status != 200:
+        raise ValueError(f"{url}: HTTP {status}: {body[:300]!r}")
+    return json.loads(body)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        # as the servers bind: SO_REUSEADDR ignores the TIME_WAIT left by earlier connections
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# -------------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A subprocess in its own session (so its children die with it), output to a log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path):
+        self.name = name
+        self.log = log
+        self.argv = list(argv)
+        with log.open("wb") as out:
+            self.popen = subprocess.Popen(
+                self.argv,
+                env=dict(env),
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM to the process group: a graceful stop."""
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (a graceful stop), then SIGKILL after ``timeout``; the exit code."""
+        if self.alive:
+            self.terminate()
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        return self.popen.returncode
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(text[-lines:])
+
+    def require_alive(self) -> None:
+        if not self.alive:
+            raise AssertionError(
+                f"{self.name} exited with code {self.popen.returncode}; log {self.log}:\n"
+                + self.tail()
+            )
+
+
+# ------------------------------------------------------------------------------- Prometheus
+
+
+class Prometheus:
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    def _api(self, path: str, params: Mapping[str, str]) -> Any:
+        doc = http_json(f"{self.base}{path}", params=params, timeout=20)
+        if doc.get("status") != "success":
+            raise ValueError(f"Prometheus {path} {params}: {doc}")
+        return doc["data"]
+
+    def query(self, expr: str, at: float | None = None) -> dict[str, Any]:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data: dict[str, Any] = self._api("/api/v1/query", params)
+        return data
+
+    def vector(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        data = self.query(expr, at)
+        if data["resultType"] != "vector":
+            raise ValueError(f"{expr}: expected a vector, got {data['resultType']}")
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> dict[str, Any]:
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        data: dict[str, Any] = self._api("/api/v1/query_range", params)
+        return data
+
+    def config_yaml(self) -> str:
+        data = self._api("/api/v1/status/config", {})
+        return str(data["yaml"])
+
+    def rule_durations(self) -> dict[str, float]:
+        """Alert name -> its ``for:`` duration in seconds, as loaded (max over rules)."""
+        out: dict[str, float] = {}
+        for group in self._api("/api/v1/rules", {"type": "alert"})["groups"]:
+            for rule in group["rules"]:
+                out[rule["name"]] = max(out.get(rule["name"], 0.0), float(rule["duration"]))
+        return out
+
+    def reload(self) -> None:
+        status, body = http(f"{self.base}/-/reload", method="POST", body=b"")
+        if status != 200:
+            raise AssertionError(f"Prometheus /-/reload answered HTTP {status}: {body!r}")
+
+
+def render_fast_rules(src_dir: Path, dest_dir: Path) -> list[Path]:
+    """Copies of the rule files with every ``for:`` set to ``0s`` (nothing else changed)."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out: list[Path] = []
+    for src in sorted(src_dir.glob("*.yml")):
+        text, n = re.subn(r"^(\s*)for:\s*\S+\s*$", r"\g<1>for: 0s", src.read_text(), flags=re.M)
+        doc = yaml.safe_load(text)  # still valid YAML, same rules
+        assert doc["groups"], f"{src}: no rule groups"
+        target = dest_dir / src.name
+        target.write_text(f"# {src} with every for: set to 0s ({n} rules)\n{text}")
+        out.append(target)
+    if not out:
+        raise AssertionError(f"no rule files in {src_dir}")
+    return out
+
+
+def render_fast_config(original: str, rules_glob: str) -> str:
+    """The running configuration with 2 s scrape/evaluation intervals and the test rules."""
+    doc = yaml.safe_load(original)
+    jobs = {j["job_name"]: j for j in doc.get("scrape_configs", [])}
+    for job, port in [("arcbeat", p) for p in WORKER_PORTS] + [("arcbeat-history", HISTORY_PORT)]:
+        targets = [t for sc in jobs.get(job, {}).get("static_configs", []) for t in sc["targets"]]
+        if f"127.0.0.1:{port}" not in targets:
+            raise AssertionError(
+                f"the stack's Prometheus configuration does not scrape 127.0.0.1:{port} as job "
+                f"{job!r} (targets {targets}); see deploy/prometheus/prometheus.yml"
+            )
+    glob = doc.setdefault("global", {})
+    glob["scrape_interval"] = FAST_INTERVAL
+    glob["scrape_timeout"] = FAST_INTERVAL
+    glob["evaluation_interval"] = FAST_INTERVAL
+    doc["rule_files"] = [rules_glob]
+    return f"{TEST_CONFIG_MARKER}; the original is restored when the test ends\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
+
+
+@contextlib.contextmanager
+def fast_prometheus(stack: Stack, rules_dir: Path) -> Iterator[Prometheus]:
+    """The stack's Prometheus with the test configuration, restored on exit."""
+    svc = stack.service("prometheus")
+    config_path: Path = svc.config
+    prom = Prometheus(stack.settings.prometheus_url)
+    original = config_path.read_text()
+    render_fast_rules(RULES_DIR, rules_dir)
+    config_path.write_text(render_fast_config(original, str(rules_dir / "*.yml")))
+    try:
+        prom.reload()
+        wait_until(
+            "Prometheus to run the 2 s test configuration with for: 0s rules",
+            lambda: (
+                True
+                if f"scrape_interval: {FAST_INTERVAL}" in prom.config_yaml()
+                and prom.rule_durations().get("ArcMachineOffline") == 0.0
+                else None
+            ),
+            timeout=20,
+        )
+        yield prom
+    finally:
+        if TEST_CONFIG_MARKER in original:  # left behind by a killed run: render it anew
+            svc.refresh(say)
+        else:
+            config_path.write_text(original)
+            prom.reload()
+        say(f"Prometheus configuration restored ({config_path})")
+
+
+# ----------------------------------------------------------------------------- Alertmanager
+
+
+class Alertmanager:
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    def alerts(
+        self,
+        *filters: str,
+        active: bool = True,
+        inhibited: bool = True,
+        silenced: bool = True,
+        unprocessed: bool = True,
+    ) -> list[dict[str, Any]]:
+        params: dict[str, str | Sequence[str]] = {
+            "filter": list(filters),
+            "active": str(active).lower(),
+            "inhibited": str(inhibited).lower(),
+            "silenced": str(silenced).lower(),
+            "unprocessed": str(unprocessed).lower(),
+        }
+        result: list[dict[str, Any]] = http_json(f"{self.base}/api/v2/alerts", params=params)
+        return result
+
+    def running_config(self) -> dict[str, Any]:
+        doc = http_json(f"{self.base}/api/v2/status")
+        config: dict[str, Any] = yaml.safe_load(doc["config"]["original"])
+        return config
+
+    def group_wait(self, alertname: str) -> float:
+        """``group_wait`` of the first route matching ``alertname`` in the running config."""
+        config = self.running_config()
+        route = config["route"]
+        wait = route.get("group_wait", "30s")
+        for child in route.get("routes", []):
+            if f'alertname="{alertname}"' in " ".join(child.get("matchers", [])):
+                wait = child.get("group_wait", wait)
+                break
+        return float(parse_duration(str(wait)))
+
+
+# --------------------------------------------------------------------------------- InfluxDB
+
+
+class Influx:
+    def __init__(self, base: str, db: str) -> None:
+        self.base = base.rstrip("/")
+        self.db = db
+
+    def raw(self, q: str) -> dict[str, Any]:
+        doc = http_json(
+            f"{self.base}/query", params={"db": self.db, "q": q, "epoch": "ms"}, timeout=20
+        )
+        result: dict[str, Any] = doc["results"][0]
+        if "error" in result:
+            raise ValueError(f"InfluxQL {q!r}: {result['error']}")
+        return result
+
+    def series(self, q: str) -> list[dict[str, Any]]:
+        series: list[dict[str, Any]] = self.raw(q).get("series", []) or []
+        return series
+
+    def rows(self, q: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for s in self.series(q):
+            for values in s.get("values", []):
+                row = dict(zip(s["columns"], values, strict=True))
+                row.update(s.get("tags") or {})
+                out.append(row)
+        return out
+
+    def drop(self) -> None:
+        http(
+            f"{self.base}/query",
+            params={"q": f'DROP DATABASE "{self.db}"'},
+            method="POST",
+            timeout=20,
+        )
+
+
+# ------------------------------------------------------------------------------------ Kafka
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: dict[str, Any]
+    timestamp: float
+
+
+def read_committed(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[KafkaRecord]:
+    """Every committed record of ``topic`` up to its last stable offset, as JSON values."""
+
+    async def run() -> list[KafkaRecord]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        out: list[KafkaRecord] = []
+        try:
+            await consumer.topics()  # loads the cluster metadata
+            parts = consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                raise AssertionError(f"topic {topic} has no partitions (does it exist?)")
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)  # the LSO under read_committed
+            deadline = time.monotonic() + timeout
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+            while await behind():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"reading {topic}: not at {ends} after {timeout:g}s")
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for tp, records in batch.items():
+                    for r in records:
+                        if r.offset < ends[tp] and r.value:
+                            value = json.loads(r.value)
+                            out.append(
+                                KafkaRecord(tp.partition, r.offset, r.key, value, r.timestamp / 1e3)
+                            )
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(run())
+
+
+def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete the run's topics (``<prefix>.*`` and the app's ``<prefix>-*`` changelogs)."""
+
+    async def run() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            names = [
+                t
+                for t in await admin.list_topics()
+                if t.startswith(f"{prefix}.") or t.startswith(f"{prefix}-")
+            ]
+            if names:
+                await admin.delete_topics(names)
+            return names
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+
+@dataclass
+class TruthAt:
+    """What the simulator's log says each machine's status was at one moment."""
+
+    counts: Counter[str]
+    ambiguous: list[str]  # machines within a few seconds of a deadline: not a stable moment
+
+
+def statuses_at(gt: Path, at: float, *, disconnect_after: float, margin: float = 3.0) -> TruthAt:
+    """Connected when the last delivered heartbeat (broker arrival) before ``at`` is less than
+    ``disconnect_after - 1 s`` old; Disconnected when it is more than ``disconnect_after +
+    margin`` old (declared at most check_interval + 1 s after the deadline; the caller makes
+    sure no mass-silence hold was in force); anything between is reported as ambiguous."""
+    last: dict[str, float] = {}
+    for rec in read_groundtruth(gt):
+        if rec.get("event") in LIVENESS_EVENTS and "error" not in rec:
+            t = arrival(rec)
+            if t <= at:
+                key = str(rec["key"])
+                last[key] = max(last.get(key, t), t)
+    counts: Counter[str] = Counter()
+    ambiguous: list[str] = []
+    for key, t in last.items():
+        silent = at - t
+        if silent < disconnect_after - 1.0:
+            counts["Connected"] += 1
+        elif silent > disconnect_after + margin:
+            counts["Disconnected"] += 1
+        else:
+            ambiguous.append(f"{key} silent {silent:.1f}s")
+    return TruthAt(counts, ambiguous)
+
+
+def stops_in_groundtruth(gt: Path) -> dict[str, set[str]]:
+    """Reason -> keys of per-machine ``stop`` events the simulator logged."""
+    out: dict[str, set[str]] = {}
+    for rec in read_groundtruth(gt):
+        if rec.get("event") == "stop" and "key" in rec:
+            out.setdefault(str(rec["reason"]), set()).add(str(rec["key"]))
+    return out
+
+
+# ------------------------------------------------------------------------ dashboard queries
+
+
+@dataclass(frozen=True)
+class PanelMeta:
+    """What the panel JSON says about a target beyond :class:`PanelQuery`."""
+
+    panel_type: str
+    legend_labels: tuple[str, ...]
+    table: bool  # the target's rows are shown as a table (labels become columns)
+
+
+def panel_meta(dashboard: Mapping[str, Any]) -> dict[tuple[int, str], PanelMeta]:
+    out: dict[tuple[int, str], PanelMeta] = {}
+    panels: list[Mapping[str, Any]] = []
+    for p in dashboard.get("panels", []):
+        panels.extend(p.get("panels", []) if p.get("type") == "row" else [p])
+    for p in panels:
+        for t in p.get("targets", []):
+            legend = str(t.get("legendFormat") or "")
+            labels = tuple(dict.fromkeys(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend)))
+            table = t.get("format") == "table" or p.get("type") == "table"
+            out[(int(p.get("id", 0)), str(t.get("refId", "")))] = PanelMeta(
+                str(p.get("type", "")), labels, table
+            )
+    return out
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+EMPTY = "empty result"
+NOT_OURS = "no series of this run"
+
+
+def only_absence(problems: Sequence[str]) -> bool:
+    """The problems only say that the answer holds no data of this run."""
+    return bool(problems) and all(p.startswith((EMPTY, NOT_OURS)) for p in problems)
+
+
+def check_prometheus_result(
+    pq: PanelQuery, meta: PanelMeta, data: Mapping[str, Any], ours: Mapping[str, set[str]]
+) -> list[str]:
+    """Problems with a Prometheus answer for the panel (empty list: fine).
+
+    ``ours`` maps a label to the values this run produced (location, subscription, ...): when
+    the answer is split by such a label, this run's values must be among the answer's.
+    """
+    problems: list[str] = []
+    want = "vector" if pq.shape == "vector" else "matrix"
+    if data.get("resultType") != want:
+        return [f"expected a {want}, got {data.get('resultType')}"]
+    result: list[dict[str, Any]] = data["result"]
+    if not result:
+        return [EMPTY]
+    if pq.shape == "vector":
+        finite = [s for s in result if _finite(s["value"][1])]
+    else:
+        finite = [s for s in result if any(_finite(v) for _, v in s["values"])]
+    if not finite:
+        problems.append(f"no finite value in {len(result)} series")
+    if meta.panel_type == "stat" and len(result) != 1:
+        problems.append(f"a stat panel needs one series, got {len(result)}")
+    required = meta.legend_labels or (pq.labels if meta.table else ())
+    for label in required:
+        missing = [s["metric"] for s in result if label not in s["metric"]]
+        if missing:
+            problems.append(f"series without label {label!r}: {missing[:2]}")
+        elif label in ours and not ({s["metric"][label] for s in result} & ours[label]):
+            problems.append(f"{NOT_OURS} ({label} values {sorted(ours[label])[:3]})")
+    return problems
+
+
+def check_influx_result(pq: PanelQuery, series: list[dict[str, Any]]) -> list[str]:
+    """Problems with an InfluxQL answer for the panel (empty list: fine)."""
+    if not series:
+        return [EMPTY]
+    problems: list[str] = []
+    rows = [v for s in series for v in s.get("values", [])]
+    if not rows:
+        problems.append(f"{len(series)} series without rows")
+    elif not any(any(x is not None for x in row[1:]) for row in rows):
+        problems.append("every value is null")
+    if pq.shape == "series":
+        for label in pq.labels:
+            missing = [s.get("tags") for s in series if label not in (s.get("tags") or {})]
+            if missing:
+                problems.append(f"series not grouped by tag {label!r}: {missing[:2]}")
+    return problems
+
+
+# --------------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's numbers: compressed time and the simulated scenario."""
+
+    machines: int = 150
+    resource_groups: int = 3  # per subscription (2 subscriptions): several machines per group
+    interval: float = 1.0
+    disconnect_after: float = 4.0
+    check_interval: float = 0.5
+    outage_min_machines: int = 5
+    outage_hold: float = 10.0
+    fleet_snapshot_interval: float = 2.0
+    window: float = 10.0  # availability windows close during the run
+    outage_fraction: float = 0.1
+    outage_window: tuple[float, float] = (2.0, 3.0)  # all outages start early, never resume
+    silent_at: float = 10.0
+    silent_for: float = 8.0  # shorter than the hold: the alive machines never flip
+    silent_dead_fraction: float = 0.25  # ... and these are Disconnected (mass outage)
+    malformed_rate: float = 0.005  # a few DLQ rejects for the DLQ panels
+    sim_duration: float = 600.0  # upper bound; the run stops the simulator itself
+
+
+def once(method: Callable[[Any], T]) -> Callable[[Any], T]:
+    """A phase runs once; later calls return its result or raise its error again."""
+    attr = f"_once_{method.__name__}"
+
+    @functools.wraps(method)
+    def wrapper(self: Any) -> T:
+        if not hasattr(self, attr):
+            try:
+                setattr(self, attr, (True, method(self)))
+            except BaseException as exc:
+                setattr(self, attr, (False, exc))
+        ok, value = getattr(self, attr)
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    return wrapper
+
+
+@dataclass
+class Stable:
+    at: float
+    prometheus: dict[str, int]  # sum by (status) over this run's two workers
+    per_worker: dict[str, int]  # instance -> machines it exports
+    fleet: dict[str, Any]  # GET /fleet
+    saw_silent_scope: bool
+
+
+@dataclass
+class AlertsSeen:
+    scope_silent_page: Notification
+    machine_notifications: list[Notification]
+    inhibited: list[dict[str, Any]]  # ArcMachineOffline of the silent location, inhibited
+    not_inhibited_silent: list[dict[str, Any]]  # ... and any of them that was not
+    other_active: list[dict[str, Any]]  # ArcMachineOffline of other locations, active
+    scope_silent_fingerprints: set[str]
+    leaked: list[dict[str, Any]]  # silent-location machine alerts delivered to the webhook
+    waited_for_group: float
+
+
+@dataclass
+class HistorySeen:
+    topic: list[KafkaRecord]
+    transitions: list[dict[str, Any]]  # InfluxDB rows
+    scope_events: list[dict[str, Any]]
+
+
+@dataclass
+class DashboardResult:
+    query: PanelQuery
+    executed: str
+    problems: list[str]
+
+
+@dataclass
+class ObservabilityRun:
+    """One run of the whole pipeline against the shared local stack; see the module doc."""
+
+    stack: Stack
+    workdir: Path
+    plan: Plan = field(default_factory=Plan)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = self.plan
+        self.prefix = f"obs{self.tag}"
+        self.locations = (f"obs{self.tag}north", f"obs{self.tag}south", f"obs{self.tag}west")
+        self.silent_location = self.locations[1]
+        self.seed = int(self.tag, 16) % 1_000_000
+        self.spec = FleetSpec(
+            machines=p.machines,
+            seed=self.seed,
+            resource_groups=p.resource_groups,
+            locations=self.locations,
+        )
+        self.fleet = Fleet(self.spec)
+        self.scenario = Scenario.named(
+            ["outages", "location-silent", "malformed"],
+            outage_fraction=p.outage_fraction,
+            outage_permanent=1.0,
+            outage_window=p.outage_window,
+            silent_location=self.silent_location,
+            silent_at=p.silent_at,
+            silent_for=p.silent_for,
+            silent_dead_fraction=p.silent_dead_fraction,
+            malformed_rate=p.malformed_rate,
+            connect_first=True,
+        )
+        # the same schedule `arcbeat simulate` builds from the same arguments
+        self.schedule: Schedule = build_schedule(
+            self.fleet,
+            self.scenario,
+            interval=p.interval,
+            disconnect_after=p.disconnect_after,
+            duration=p.sim_duration,
+        )
+        self.outaged = {a.machine for a in self.schedule.actions if a.reason == "outage-permanent"}
+        self.dead = {a.machine for a in self.schedule.actions if a.reason == "location-silent-dead"}
+        self.prometheus = Prometheus(self.stack.settings.prometheus_url)
+        self.alertmanager = Alertmanager(self.stack.settings.alertmanager_url)
+        self.influx = Influx(self.stack.settings.influx_url, self.prefix)
+        self.hook = WebhookReceiver(port=WEBHOOK_PORT)
+        self.workers: list[Proc] = []
+        self.history_proc: Proc | None = None
+        self.simulator: Proc | None = None
+        self.groundtruth_path = self.workdir / "groundtruth.jsonl"
+        self.started_at = 0.0
+        self.sim_started_at = 0.0
+        self.workers_stopped = False
+        self._exit = contextlib.ExitStack()
+
+    # ---- identity of what this run produced ---------------------------------------------
+
+    def key(self, m: int) -> str:
+        return str(self.fleet.key(m))
+
+    @property
+    def subscriptions(self) -> set[str]:
+        return set(self.fleet.subscription_ids)
+
+    @property
+    def instances(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in WORKER_PORTS]
+
+    @property
+    def instance_selector(self) -> str:
+        return f'job="arcbeat", instance=~"{"|".join(self.instances)}"'
+
+    def env(self) -> dict[str, str]:
+        p, s = self.plan, self.stack.settings
+        env = dict(os.environ)
+        env.update(
+            {
+                "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+                "ARCBEAT_TOPIC_PREFIX": self.prefix,
+                "ARCBEAT_APP_ID": self.prefix,
+                "ARCBEAT_PARTITIONS": str(PARTITIONS),
+                "ARCBEAT_HEARTBEAT_INTERVAL": f"{p.interval:g}",
+                "ARCBEAT_DISCONNECT_AFTER": f"{p.disconnect_after:g}",
+                "ARCBEAT_CHECK_INTERVAL": f"{p.check_interval:g}",
+                "ARCBEAT_OUTAGE_MIN_MACHINES": str(p.outage_min_machines),
+                "ARCBEAT_OUTAGE_HOLD": f"{p.outage_hold:g}",
+                "ARCBEAT_FLEET_SNAPSHOT_INTERVAL": f"{p.fleet_snapshot_interval:g}",
+                "ARCBEAT_WINDOW": f"{p.window:g}",
+                "ARCBEAT_REGIONS": ",".join(self.locations),
+                "ARCBEAT_WEB_PORT": str(WORKER_PORTS[0]),
+                "ARCBEAT_HISTORY_PORT": str(HISTORY_PORT),
+                "ARCBEAT_INFLUX_URL": s.influx_url,
+                "ARCBEAT_INFLUX_API": "v1",
+                "ARCBEAT_INFLUX_DB": self.prefix,
+                "ARCBEAT_DATA_DIR": str(self.workdir / "worker-data"),
+                "ARCBEAT_PROMETHEUS_URL": s.prometheus_url,
+                "ARCBEAT_ALERTMANAGER_URL": s.alertmanager_url,
+            }
+        )
+        return env
+
+    def _spawn(self, name: str, *args: str) -> Proc:
+        argv = [sys.executable, "-m", "arcbeat.deploy.cli", *args]
+        return Proc(name, argv, self.env(), self.workdir / f"{name}.log")
+
+    def worker_url(self, i: int = 0) -> str:
+        return f"http://127.0.0.1:{WORKER_PORTS[i]}"
+
+    # ---- start and stop -----------------------------------------------------------------
+
+    def start(self) -> None:
+        t0 = self.started_at = time.time()
+        self._check_services()
+        self._check_no_fleet_silence()
+        busy = [p for p in (*WORKER_PORTS, HISTORY_PORT, WEBHOOK_PORT) if not port_is_free(p)]
+        if busy:
+            raise AssertionError(
+                f"ports {busy} on 127.0.0.1 are taken: this test runs workers on "
+                f"{WORKER_PORTS} (scraped by the stack's Prometheus), the history exporter on "
+                f"{HISTORY_PORT} and the Alertmanager webhook on {WEBHOOK_PORT}; stop whatever "
+                "holds them (`ss -ltnp`)"
+            )
+        # Topics first: a consumer subscribing to missing topics makes the broker auto-create
+        # them with one partition (history before worker would break the worker's sends).
+        self.stack.ensure_topics(prefix=self.prefix, partitions=PARTITIONS)
+        # closed in reverse: processes, then the run's data, then Prometheus, then the hook
+        self._exit.enter_context(self.hook)
+        self._exit.enter_context(fast_prometheus(self.stack, self.workdir / "rules"))
+        self._exit.callback(self._cleanup_data)
+        self._exit.callback(self._stop_processes)
+        self.workers = [
+            self._spawn(f"worker-{i}", "worker", "--id", str(i), "--loglevel", "info")
+            for i in range(len(WORKER_PORTS))
+        ]
+        self.history_proc = self._spawn("history", "history")
+        self._wait_workers_ready()
+        self.timings["workers ready"] = time.time() - t0
+        self._wait_scraped()
+        self.timings["scraped by Prometheus"] = time.time() - t0
+        p = self.plan
+        self.sim_started_at = time.time()
+        self.simulator = self._spawn(
+            "simulate",
+            "simulate",
+            "-n",
+            str(p.machines),
+            "--seed",
+            str(self.seed),
+            "--resource-groups",
+            str(p.resource_groups),
+            "--duration",
+            f"{p.sim_duration:g}",
+            "--scenario",
+            "outages,location-silent,malformed",
+            "--outage-fraction",
+            f"{p.outage_fraction:g}",
+            "--outage-permanent",
+            "1",
+            "--outage-window",
+            f"{p.outage_window[0]:g}:{p.outage_window[1]:g}",
+            "--silent-location",
+            self.silent_location,
+            "--silent-at",
+            f"{p.silent_at:g}",
+            "--silent-for",
+            f"{p.silent_for:g}",
+            "--silent-dead-fraction",
+            f"{p.silent_dead_fraction:g}",
+            "--malformed-rate",
+            f"{p.malformed_rate:g}",
+            "--groundtruth",
+            str(self.groundtruth_path),
+            "--progress-every",
+            "10",
+        )
+        say(
+            f"run {self.prefix}: {p.machines} machines in {self.locations}, "
+            f"{len(self.outaged)} outages, {len(self.dead)} dead in silent "
+            f"{self.silent_location}; logs in {self.workdir}"
+        )
+
+    def close(self) -> None:
+        self._exit.close()
+
+    def _check_services(self) -> None:
+        s = self.stack.settings
+        for name, url in (
+            ("Prometheus", f"{s.prometheus_url}/-/ready"),
+            ("Alertmanager", f"{s.alertmanager_url}/-/ready"),
+            ("InfluxDB", f"{s.influx_url}/ping"),
+        ):
+            try:
+                status, _ = http(url, timeout=5)
+            except OSError as exc:
+                raise AssertionError(f"{name} is not reachable at {url}: {exc}") from exc
+            if status not in (200, 204):
+                raise AssertionError(f"{name} at {url} is not ready (HTTP {status})")
+
+    def _check_no_fleet_silence(self) -> None:
+        """A fleet-wide ArcScopeSilent (another run's) inhibits every machine alert and every
+        location's ArcScopeSilent in the shared Alertmanager: nothing here could be seen."""
+        fleet = self.alertmanager.alerts('alertname="ArcScopeSilent"', 'scope="fleet"')
+        if fleet:
+            ends = max(str(a["endsAt"]) for a in fleet)
+            raise AssertionError(
+                "the shared Alertmanager has a fleet-wide ArcScopeSilent from another run "
+                f"(until {ends} or longer: the rule keeps firing 10m after the silence); it "
+                "inhibits every machine alert this test checks. Wait for it to resolve, or "
+                "restart the stack (`arcbeat stack down && arcbeat stack up`)"
+            )
+
+    def _stop_processes(self) -> None:
+        self.stop_workers()  # first: a fleet without workers declares nothing
+        for proc in (self.simulator, self.history_proc):
+            if proc is not None:
+                proc.stop(timeout=30)
+
+    def _cleanup_data(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.influx.drop()
+        with contextlib.suppress(Exception):
+            delete_topics(self.stack.settings.kafka_bootstrap, self.prefix)
+
+    def _healthz(self, i: int) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = http_json(f"{self.worker_url(i)}/healthz", timeout=3)
+        except (OSError, ValueError):
+            return None
+        return doc
+
+    def _wait_workers_ready(self) -> None:
+        def ready() -> bool | None:
+            for w in self.workers:
+                w.require_alive()
+            parts = [self._healthz(i) for i in range(len(self.workers))]
+            if any(h is None for h in parts):
+                return None
+            owned = [set(h["partitions"]) for h in parts if h is not None]
+            union = set().union(*owned)
+            disjoint = sum(len(o) for o in owned) == len(union)
+            return True if all(owned) and disjoint and union == set(range(PARTITIONS)) else None
+
+        wait_until(
+            "both workers to own disjoint halves of the partitions",
+            ready,
+            timeout=120,
+            state=lambda: str([self._healthz(i) for i in range(len(self.workers))]),
+        )
+        assert self.history_proc is not None
+        self.history_proc.require_alive()
+
+    def _wait_scraped(self) -> None:
+        def up() -> dict[str, float] | None:
+            got = {
+                s["metric"]["instance"]: float(s["value"][1])
+                for s in self.prometheus.vector(f"up{{{self.instance_selector}}}")
+            }
+            hist = self.prometheus.vector(
+                f'up{{job="arcbeat-history", instance="127.0.0.1:{HISTORY_PORT}"}}'
+            )
+            ok = (
+                all(got.get(i) == 1.0 for i in self.instances)
+                and hist
+                and hist[0]["value"][1] == "1"
+            )
+            return got if ok else None
+
+        wait_until(
+            'Prometheus to scrape both workers (up{job="arcbeat"} == 1) and the history exporter',
+            up,
+            timeout=60,
+            state=lambda: str(self.prometheus.vector('up{job=~"arcbeat|arcbeat-history"}')),
+        )
+
+    def fleet_api(self) -> dict[str, Any]:
+        doc: dict[str, Any] = http_json(f"{self.worker_url(0)}/fleet", timeout=10)
+        return doc
+
+    def require_running(self) -> None:
+        for proc in (*self.workers, self.history_proc, self.simulator):
+            if proc is not None:
+                proc.require_alive()
+
+    # ---- phase 1: a stable moment, counted three ways -----------------------------------
+
+    @property
+    def expected_disconnected(self) -> set[int]:
+        return self.outaged | self.dead
+
+    @once
+    def stable(self) -> Stable:
+        """Wait until the scenario settled (outages declared, the silent location back, its
+        dead machines declared), then read Prometheus and /fleet at that moment."""
+        self.start()
+        self.timings["settling from"] = time.time() - self.started_at
+        want = len(self.expected_disconnected)
+        saw_silent = False
+        history: list[tuple[int, int, tuple[str, ...]]] = []
+
+        def settled() -> dict[str, Any] | None:
+            nonlocal saw_silent
+            self.require_running()
+            fleet = self.fleet_api()
+            silent = tuple(fleet.get("silentScopes", []))
+            saw_silent = saw_silent or f"location={self.silent_location}" in silent
+            by = fleet.get("byStatus", {})
+            history.append((fleet.get("total", 0), by.get("Disconnected", 0), silent))
+            done = (
+                saw_silent
+                and not silent
+                and fleet.get("total") == self.plan.machines
+                and by.get("Disconnected") == want
+            )
+            return fleet if done and history[-3:] == [history[-1]] * 3 else None
+
+        wait_until(
+            f"the scenario to settle: {want} Disconnected of {self.plan.machines}, the silent "
+            f"location seen silent and recovered",
+            settled,
+            timeout=150,
+            every=1.0,
+            state=lambda: f"last /fleet polls (total, disconnected, silent): {history[-5:]}",
+        )
+        self.timings["scenario settled"] = time.time() - self.started_at
+        time.sleep(FAST_SECONDS + 1.0)  # one more scrape of the settled state
+        at = time.time()
+        prom = {
+            s["metric"]["status"]: int(float(s["value"][1]))
+            for s in self.prometheus.vector(
+                f"sum by (status) (arcbeat_machines{{{self.instance_selector}}})", at
+            )
+        }
+        per_worker = {
+            s["metric"]["instance"]: int(float(s["value"][1]))
+            for s in self.prometheus.vector(
+                f"sum by (instance) (arcbeat_machines{{{self.instance_selector}}})", at
+            )
+        }
+        fleet = self.fleet_api()
+        return Stable(at, prom, per_worker, fleet, saw_silent)
+
+    # ---- phase 2: alerts through the real Prometheus and Alertmanager --------------------
+
+    def _machine_alerts(self, **states: bool) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in self.alertmanager.alerts('alertname="ArcMachineOffline"', **states)
+            if a["labels"].get("subscription") in self.subscriptions
+        ]
+
+    def _ours(self, n: Notification) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in n["alerts"]
+            if a["labels"].get("alertname") == "ArcMachineOffline"
+            and a["labels"].get("subscription") in self.subscriptions
+        ]
+
+    @once
+    def alerts(self) -> AlertsSeen:
+        self.stable()
+        t0 = time.time()
+        silent_scope = f"location={self.silent_location}"
+        silent_keys = {self.key(m) for m in self.expected_disconnected} & {
+            self.key(m) for m in self.fleet.in_location(self.silent_location)
+        }
+        other_keys = {self.key(m) for m in self.outaged} - silent_keys
+
+        def scope_silent_page() -> Notification | None:
+            for n in self.hook.notifications:
+                g = n.get("groupLabels", {})
+                if g.get("alertname") == "ArcScopeSilent" and g.get("scope") == silent_scope:
+                    return n
+            return None
+
+        page = wait_until(
+            f"Alertmanager to deliver ArcScopeSilent {silent_scope} to the webhook",
+            scope_silent_page,
+            timeout=90,
+            every=1.0,
+        )
+        self.timings["ArcScopeSilent delivered"] = time.time() - self.started_at
+
+        def delivered() -> set[str]:
+            return {
+                str(a["labels"]["resource_id"]).lower()
+                for n in self.hook.notifications
+                if n.get("status") == "firing"
+                for a in self._ours(n)
+            }
+
+        wait_until(
+            f"ArcMachineOffline of the {len(other_keys)} outaged machines outside the silent "
+            "location delivered to the webhook",
+            lambda: True if other_keys <= delivered() else None,
+            timeout=150,
+            every=1.0,
+            state=lambda: f"missing {sorted(other_keys - delivered())[:5]}",
+        )
+        self.timings["ArcMachineOffline delivered"] = time.time() - self.started_at
+
+        def silent_in_am() -> float | None:
+            got = {
+                str(a["labels"]["resource_id"]).lower()
+                for a in self._machine_alerts()
+                if a["labels"].get("location") == self.silent_location
+            }
+            return time.time() if silent_keys <= got else None
+
+        seen_at = wait_until(
+            f"Prometheus to send ArcMachineOffline of the {len(silent_keys)} Disconnected "
+            "machines of the silent location to Alertmanager",
+            silent_in_am,
+            timeout=60,
+            every=1.0,
+        )
+        loc = f'location="{self.silent_location}"'
+        inhibited = [
+            a
+            for a in self._machine_alerts(
+                active=False, inhibited=True, silenced=False, unprocessed=False
+            )
+            if a["labels"].get("location") == self.silent_location
+        ]
+        not_inhibited = [
+            a
+            for a in self.alertmanager.alerts(
+                'alertname="ArcMachineOffline"',
+                loc,
+                active=True,
+                inhibited=False,
+                silenced=False,
+                unprocessed=True,
+            )
+            if a["labels"].get("subscription") in self.subscriptions
+        ]
+        other_active = [
+            a
+            for a in self._machine_alerts(
+                active=True, inhibited=False, silenced=False, unprocessed=False
+            )
+            if a["labels"].get("location") != self.silent_location
+        ]
+        fingerprints = {
+            a["fingerprint"]
+            for a in self.alertmanager.alerts(
+                'alertname="ArcScopeSilent"', f'scope="{silent_scope}"'
+            )
+        }
+        # A group's first notification goes out group_wait after its first alert: wait that
+        # long after the silent location's machine alerts arrived, then none may have been sent.
+        group_wait = self.alertmanager.group_wait("ArcMachineOffline")
+        time.sleep(max(0.0, seen_at + group_wait + 2 * FAST_SECONDS - time.time()))
+        leaked = [
+            a
+            for n in self.hook.notifications
+            for a in self._ours(n)
+            if a["labels"].get("location") == self.silent_location
+        ]
+        self.timings["alerts checked"] = time.time() - self.started_at
+        say(f"alert phase took {time.time() - t0:.0f}s (Alertmanager group_wait {group_wait:g}s)")
+        machine_notifications = [
+            n
+            for n in self.hook.notifications
+            if n.get("groupLabels", {}).get("alertname") == "ArcMachineOffline" and self._ours(n)
+        ]
+        return AlertsSeen(
+            page,
+            machine_notifications,
+            inhibited,
+            not_inhibited,
+            other_active,
+            fingerprints,
+            leaked,
+            group_wait,
+        )
+
+    # ---- phase 3: every dashboard query ---------------------------------------------------
+
+    def machine_for_dashboard(self) -> str:
+        """A Disconnected machine outside the silent location, with availability history, as
+        the machine dashboard's resource_id variable lists it (from InfluxDB)."""
+        listed = {
+            str(r["value"])
+            for r in self.influx.rows('SHOW TAG VALUES FROM "transitions" WITH KEY = "resource_id"')
+        }
+        with_windows = {
+            str(r["resource_id"])
+            for r in self.influx.rows(
+                'SELECT last("received") FROM "availability" GROUP BY "resource_id"'
+            )
+        }
+        candidates = sorted(
+            k
+            for k in (self.key(m) for m in self.outaged)
+            if k in listed and k in with_windows and k not in self.silent_location_keys()
+        )
+        if not candidates:
+            raise AssertionError(
+                "no outaged machine with transitions and availability windows in InfluxDB "
+                f"(listed {len(listed)}, with windows {len(with_windows)})"
+            )
+        return candidates[0]
+
+    def silent_location_keys(self) -> set[str]:
+        return {self.key(m) for m in self.fleet.in_location(self.silent_location)}
+
+    def ours(self) -> dict[str, set[str]]:
+        """Label values this run produced, for the dashboard answer checks."""
+        groups = {self.fleet.names(m)[1:] for m in range(len(self.fleet))}
+        scopes = {f"location={loc}" for loc in self.locations}
+        scopes |= {f"subscription={sub}" for sub in self.subscriptions}
+        scopes |= {f"resource_group={sub}/{rg}" for sub, rg in groups}
+        return {
+            "location": set(self.locations),
+            "subscription": self.subscriptions,
+            "resource_group": {rg for _, rg in groups},
+            "scope": scopes,
+        }
+
+    @once
+    def dashboards(self) -> list[DashboardResult]:
+        """Every panel and variable query of the three dashboards, with template variables
+        substituted as Grafana would (the "All" values, and for the machine dashboard one
+        machine of this run as its resource_id variable lists it), against the real
+        Prometheus (instant or range query per the panel) and InfluxDB (InfluxQL)."""
+        self.stable()
+        if self.workers_stopped:
+            raise AssertionError(
+                "the dashboards are queried while the workers run: run this module in file order"
+            )
+        self.record_capacity()
+        resource_id = self.machine_for_dashboard()
+        now = time.time()
+        start = max(self.started_at, now - 3600)
+        ours = self.ours()
+        results: list[DashboardResult] = []
+        for path in sorted(DASHBOARD_DIR.glob("*.json")):
+            dashboard = json.loads(path.read_text())
+            values = default_variable_values(dashboard)
+            if dashboard.get("uid") == "arcbeat-machine":
+                values["resource_id"] = resource_id
+            metas = panel_meta(dashboard)
+            for pq in [*variable_queries(dashboard), *panel_queries(dashboard)]:
+                executed = substitute_variables(pq.query, values)
+                meta = metas.get((pq.panel_id, pq.ref_id), PanelMeta("variable", pq.labels, False))
+                try:
+                    if pq.datasource == "influxdb":
+                        problems = check_influx_result(pq, self.influx.series(executed))
+                    else:
+                        data = (
+                            self.prometheus.query(executed, now)
+                            if pq.shape == "vector"
+                            else self.prometheus.query_range(executed, start, now, FAST_SECONDS)
+                        )
+                        problems = check_prometheus_result(pq, meta, data, ours)
+                except (OSError, ValueError) as exc:
+                    problems = [f"query failed: {exc}"]
+                results.append(DashboardResult(pq, executed, problems))
+        self.timings["dashboards queried"] = time.time() - self.started_at
+        return results
+
+    @once
+    def record_capacity(self) -> str:
+        """`arcbeat capacity --record` once: the capacity measurement the capacity dashboard's
+        InfluxDB panels read (its growth history)."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "arcbeat.deploy.cli", "capacity", "--record", "--json"],
+            env=self.env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"arcbeat capacity --record failed: {proc.stderr[-2000:]}")
+        return proc.stdout
+
+    # ---- phase 4: history ------------------------------------------------------------------
+
+    def stop_workers(self) -> None:
+        if self.workers_stopped:
+            return
+        self.workers_stopped = True
+        t0 = time.time()
+        for w in self.workers:
+            w.terminate()
+        codes = [w.stop(timeout=45) for w in self.workers]
+        self.timings["workers stopping"] = time.time() - t0
+        say(f"workers stopped in {time.time() - t0:.1f}s, exit codes {codes}")
+
+    @once
+    def history(self) -> HistorySeen:
+        """Stop the workers (their outputs are then final), read the status topic
+        read_committed, and wait until InfluxDB has every transition."""
+        self.stable()
+        t0 = time.time()
+        self.stop_workers()
+        bootstrap = self.stack.settings.kafka_bootstrap
+        topic = read_committed(bootstrap, f"{self.prefix}.status")
+        want = {
+            str(r.value["transitionId"]) for r in topic if r.value.get("type") == "StatusChanged"
+        }
+        assert self.history_proc is not None
+        rows: list[dict[str, Any]] = []
+
+        def complete() -> bool | None:
+            nonlocal rows
+            self.history_proc.require_alive()  # type: ignore[union-attr]
+            rows = self.influx.rows(
+                'SELECT "transition_id", "status", "previous_status", "reason", "mass_outage", '
+                '"resource_id" FROM "transitions"'
+            )
+            return True if {str(r["transition_id"]) for r in rows} >= want else None
+
+        wait_until(
+            f"InfluxDB to hold the {len(want)} transitions of {self.prefix}.status",
+            complete,
+            timeout=60,
+            every=1.0,
+            state=lambda: f"{len(rows)} rows in InfluxDB",
+        )
+        scope_events = self.influx.rows('SELECT "machines", "scope", "type" FROM "scope_events"')
+        self.timings["history checked"] = time.time() - self.started_at
+        say(f"history phase took {time.time() - t0:.0f}s ({len(want)} transitions)")
+        return HistorySeen(topic, rows, scope_events)
+
+    # ---- phase 5: the simulator's ground truth ---------------------------------------------
+
+    @once
+    def groundtruth(self) -> Path:
+        """Stop the simulator (after the workers, so no fleet-wide silence is declared) and
+        return its ground-truth log."""
+        self.stable()
+        self.stop_workers()
+        assert self.simulator is not None
+        code = self.simulator.stop(timeout=30)
+        if code not in (0, -signal.SIGTERM) or not self.groundtruth_path.is_file():
+            raise AssertionError(
+                f"simulator exited with {code}; log {self.simulator.log}:\n{self.simulator.tail()}"
+            )
+        return self.groundtruth_path
