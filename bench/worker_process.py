@@ -73,6 +73,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self._log: Any = None
+        self.command = [sys.executable, "-m", "arcbeat.deploy.cli", "worker", "--loglevel", "warning"]
 
     @property
     def pid(self) -> int:
@@ -88,7 +89,7 @@ class WorkerProcess:
         self._log = self.log_path.open("ab")
         self.started_at = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arcbeat.deploy.cli", "worker", "--loglevel", "warning"],
+            self.command,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -67,4 +67,33 @@ def install_source_partition_transactions() -> None:
         )
 
     TransactionManager.send = send  # type: ignore[method-assign]
+    _install_broker_highwaters()
     _installed = True
+
+
+def _install_broker_highwaters() -> None:
+    """Changelog highwaters from the broker when the consumer has not fetched them yet.
+
+    Under exactly-once, faust takes a partition's highwater from the consumer's cached Last
+    Stable Offset, which is unknown (None, read as -1) right after a rebalance until the
+    partition is fetched again; table recovery then fails with ConsistencyError ("persisted
+    offset ... is higher than the last offset", robinhood/faust#658) and the worker crashes
+    when a second worker joins. For those partitions only, a read_committed consumer's
+    ``end_offsets`` asks the broker for the same Last Stable Offset (the cached values stay
+    in use otherwise: the lag gauge reads them every tick).
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._highwaters
+
+    async def _highwaters(self: AIOKafkaConsumerThread, partitions: Any) -> Any:
+        if not self.consumer.in_transaction:
+            return await original(self, partitions)
+        consumer = self._ensure_consumer()
+        out = {tp: consumer.last_stable_offset(tp) for tp in partitions}
+        unknown = [tp for tp, lso in out.items() if lso is None]
+        if unknown:
+            out.update(await consumer.end_offsets(unknown))
+        return out
+
+    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]

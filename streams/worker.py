@@ -25,6 +25,7 @@ from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.settings import Settings
+from arcbeat.streams.tables import PerPartitionWindowTable
 from faust.types import TP
 
 log = logging.getLogger("arcbeat.worker")
@@ -59,12 +60,17 @@ class Pipeline:
         self.engine = Engine(settings, self.machines)
         self.window_counts: Any = None
         if settings.availability_windows:
-            self.window_counts = app.Table(
-                "heartbeat-counts",
-                default=int,
-                partitions=n,
-                on_window_close=self._on_window_close,
-            ).tumbling(settings.window, expires=settings.window)
+            counts = app.tables.add(
+                PerPartitionWindowTable(
+                    app,
+                    name="heartbeat-counts",
+                    default=int,
+                    beacon=app.tables.beacon,
+                    partitions=n,
+                    on_window_close=self._on_window_close,
+                )
+            )
+            self.window_counts = counts.tumbling(settings.window, expires=settings.window)
         self._partitioner = KeyPartitioner(n)
         self.processed: dict[int, int] = {}  # partition -> next offset to process
         self.end_offsets: dict[int, int] = {}

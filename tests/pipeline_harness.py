@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from arcbeat.deploy.stack import Stack
 from arcbeat.deploy.topics import run_sync
@@ -348,10 +349,16 @@ class Deployment:
         return sim
 
     def close(self) -> None:
+        """Kill every process this deployment started, then delete its topics."""
         for sim in self.simulators:
             sim.kill()
         for w in self.workers:
             w.kill()
+        if os.environ.get("ARCBEAT_E2E_KEEP_TOPICS"):
+            say(f"{self.name}: topics kept (ARCBEAT_E2E_KEEP_TOPICS)")
+            return
+        with contextlib.suppress(Exception):  # best effort: the broker is shared
+            delete_topics(self.settings.kafka_bootstrap, (f"{self.name}.", f"{self.name}-"))
 
     # -- topics --------------------------------------------------------------------------------
     @property
@@ -418,7 +425,25 @@ class Deployment:
 
 
 # ---------------------------------------------------------------------------------------------
-# reading topics
+# topics
+
+
+def delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> list[str]:
+    """Delete the topics whose names start with one of ``prefixes``."""
+
+    async def go() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+            if names:
+                await admin.delete_topics(names)
+            return names
+        finally:
+            await admin.close()
+
+    names: list[str] = run_sync(go)
+    return names
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,8 +53,21 @@ def test_status_machine_is_pure() -> None:
 def test_cli_lists_every_command() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "arcbeat.deploy.cli", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    for command in ("stack", "worker", "simulate", "agent", "machines", "fleet", "capacity",
-                    "dashboards", "bench", "history", "demo"):
+    for command in (
+        "stack",
+        "worker",
+        "simulate",
+        "agent",
+        "machines",
+        "fleet",
+        "capacity",
+        "dashboards",
+        "bench",
+        "history",
+        "demo",
+    ):
         assert command in out, command

@@ -46,11 +46,21 @@ from tests.pipeline_harness import (
 pytestmark = pytest.mark.services
 
 ALL_PARTITIONS = set(range(12))
+# a worker on this loaded machine may already be a second or two behind when it is
+# stopped: its blind window (no ticks, so no deadline can pass) starts that much earlier
+BLIND_LEAD = 2.0
 MIB = 1024 * 1024
 
 
 def _name(tag: str) -> str:
     return f"e2e-{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def _caught_up(w: WorkerProcess, within: float = 2.0) -> bool:
+    """The worker has processed an event (heartbeat or tick) that arrived in the last
+    ``within`` seconds: it is not behind (ticks arrive every check_interval)."""
+    h = w.healthz()
+    return h is not None and parse_rfc3339(h["lastEventAt"]) >= time.time() - within
 
 
 def _sleep_until(t: float) -> None:
@@ -387,7 +397,7 @@ def test_stalled_worker_declares_nothing_false_and_catches_up(stack: Stack, tmp_
         resumed = time.time()
         say(f"lag: worker stalled (SIGSTOP) for {resumed - paused:.1f}s")
         truth = sim.wait(90)
-        j = judge(dep, truth, blind=[(paused, resumed + 3.0)])
+        j = judge(dep, truth, blind=[(paused - BLIND_LEAD, resumed + 3.0)])
 
         silent = truth.stopped("outage-permanent")
         assert len(silent) == 6
@@ -401,10 +411,7 @@ def test_stalled_worker_declares_nothing_false_and_catches_up(stack: Stack, tmp_
             after.append(t.changed_at - resumed)
         say(f"lag: silent machines declared after SIGCONT: {stats(after)}")
         assert max(after) <= dep.settings.check_interval + 5.0
-        health = wait_for(
-            "the lag to drain", lambda: ((h := w.healthz()) and h["lag"] == 0) or None, timeout=20
-        )
-        assert health
+        wait_for("the worker to catch up", lambda: _caught_up(w) or None, timeout=20)
     finally:
         dep.close()
 
@@ -466,7 +473,7 @@ def test_kill_9_loses_and_duplicates_nothing(stack: Stack, tmp_path: Path) -> No
             f"(session timeout {dep.settings.session_timeout:g}s)"
         )
         truth = sim.wait(90)
-        j = judge(dep, truth, blind=[(killed, ready + 3.0)])
+        j = judge(dep, truth, blind=[(killed - BLIND_LEAD, ready + 3.0)])
 
         committed = [t.tid for t in j.observed.all()]
         assert len(committed) == len(set(committed))
@@ -486,20 +493,29 @@ def test_kill_9_loses_and_duplicates_nothing(stack: Stack, tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------------------------
-# 5: mass silence of one location
+# 5 + 6 + 8: two workers, a location going silent, a rebalance, and the HTTP API
 
 
 def _silence_checks(j: Judged, truth: GroundTruth, location: str, what: str) -> None:
+    """SPEC §3 rule 3 for a location that went silent (some of its machines for good)."""
     scope = f"location={location}"
     silent = j.observed.scope("ScopeSilent", until=j.cutoff)
     recovered = j.observed.scope("ScopeRecovered", until=j.cutoff)
-    assert [e.scope for e in silent] == [scope], silent
-    assert [e.scope for e in recovered] == [scope], recovered
-    start, end = silent[0].at, recovered[0].at
-    assert start < end
     dead = truth.stopped("location-silent-dead")
     members = {k for k in truth.machines() if truth.locations[k] == location}
     assert dead and dead < members
+    flipped = sorted(
+        k for k in members - dead if any(t.status != "Connected" for t in j.in_scope(k))
+    )
+    assert [e.scope for e in silent] == [scope], (
+        f"expected exactly one ScopeSilent ({scope}) before the end of the run, got "
+        f"{[(e.scope, round(e.at - truth.start, 1)) for e in silent]}; {len(flipped)} of the "
+        f"{len(members - dead)} {location} machines that came back were declared Disconnected "
+        "one by one"
+    )
+    assert [e.scope for e in recovered] == [scope], recovered
+    start, end = silent[0].at, recovered[0].at
+    assert start < end
     for key in truth.machines():
         ts = j.in_scope(key)
         if key in dead:
@@ -514,48 +530,11 @@ def _silence_checks(j: Judged, truth: GroundTruth, location: str, what: str) -> 
             ]
     releases = [j.in_scope(k)[1].changed_at - end for k in dead]
     say(
-        f"{what}: ScopeSilent {scope} ({silent[0].machines} machines) at +"
+        f"{what}: ScopeSilent {scope} ({silent[0].machines} machines late) at +"
         f"{start - truth.start:.1f}s, ScopeRecovered at +{end - truth.start:.1f}s; "
         f"{len(dead)} dead machines released with massOutage, relative to the recovery: "
         f"{stats(releases)}; {len(members) - len(dead)} came back without a transition"
     )
-
-
-def test_location_silence_is_one_scope_event(stack: Stack, tmp_path: Path) -> None:
-    """westeurope goes silent: exactly one ScopeSilent for it, no per-machine Disconnected
-    during the hold, machines that come back never flip, the dead ones are released with
-    massOutage: true, then ScopeRecovered."""
-    dep = Deployment(tmp_path, _name("silence"))
-    try:
-        w = dep.start_worker(0)
-        w.wait_ready()
-        sim = dep.simulate(
-            "-n",
-            "150",
-            "--seed",
-            "15",
-            "--duration",
-            "28",
-            "--scenario",
-            "steady,location-silent",
-            "--silent-location",
-            "westeurope",
-            "--silent-at",
-            "6",
-            "--silent-for",
-            "8",
-            "--silent-dead-fraction",
-            "0.2",
-        )
-        truth = sim.wait(90)
-        j = judge(dep, truth, use_verdicts=True)
-        _silence_checks(j, truth, "westeurope", "silence")
-    finally:
-        dep.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# 6 + 8: two workers, a rebalance, and the HTTP API
 
 
 @dataclass
@@ -637,37 +616,28 @@ def _http_snapshot(
 
 @pytest.fixture(scope="module")
 def two_workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWorkerRun]:
+    """Worker 0 alone, worker 1 joins 1 s into the run (a rebalance; under exactly-once each
+    recovery also waits ~10 s for faust to skip the changelogs' transaction markers), then
+    westeurope goes silent at +32 s for 8 s with 20 % of it staying dead, the HTTP API is
+    queried once the dead are released, and worker 1 leaves (another rebalance)."""
     dep = Deployment(tmp_path_factory.mktemp("two"), _name("two"))
     try:
         w0 = dep.start_worker(0)
         w0.wait_ready(partitions=ALL_PARTITIONS)
-        n, seed, duration = 150, 16, 42.0
+        n, seed, duration = 90, 16, 64.0
         knobs = {
             "silent_location": "westeurope",
-            "silent_at": 14.0,
+            "silent_at": 32.0,
             "silent_for": 8.0,
             "silent_dead_fraction": 0.2,
         }
         dead = _dead_machines(n, seed, dep, duration, **knobs)
         sim = dep.simulate(
-            "-n",
-            str(n),
-            "--seed",
-            str(seed),
-            "--duration",
-            f"{duration:g}",
-            "--scenario",
-            "steady,location-silent",
-            "--silent-location",
-            "westeurope",
-            "--silent-at",
-            "14",
-            "--silent-for",
-            "8",
-            "--silent-dead-fraction",
-            "0.2",
-        )
-        _sleep_until(sim.started + 3)
+            "-n", str(n), "--seed", str(seed), "--duration", f"{duration:g}",
+            "--scenario", "steady,location-silent", "--silent-location", "westeurope",
+            "--silent-at", "32", "--silent-for", "8", "--silent-dead-fraction", "0.2",
+        )  # fmt: skip
+        _sleep_until(sim.started + 1)
         w1 = dep.start_worker(1)  # joins mid-run: a rebalance
 
         def split() -> tuple[set[int], set[int]] | None:
@@ -685,6 +655,13 @@ def two_workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
             f"{time.time() - sim.started:.1f}s into the run"
         )
 
+        def caught_up() -> bool | None:
+            return True if _caught_up(w0) and _caught_up(w1) else None
+
+        wait_for("both workers to catch up", caught_up, timeout=60)
+        say(f"two: both caught up {time.time() - sim.started:.1f}s into the run")
+        assert time.time() < sim.started + 32, "the silence began before the rebalance settled"
+
         def released() -> bool | None:
             obs = dep.status()
             done = {
@@ -692,12 +669,13 @@ def two_workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
             }
             return True if done == dead else None
 
-        wait_for("the dead machines to be released", released, timeout=45, every=1.0)
+        wait_for("the dead machines to be released", released, timeout=60, every=1.0)
         fleet = Fleet(FleetSpec(machines=n, seed=seed, locations=fleet_locations(dep.settings)))
         partitioner = DefaultPartitioner()
+        everything = list(range(12))
         owner = {
             fleet.key(i): 0
-            if partitioner(fleet.key(i).encode(), list(range(12)), list(range(12))) in parts[0]
+            if partitioner(fleet.key(i).encode(), everything, everything) in parts[0]
             else 1
             for i in range(n)
         }
@@ -718,15 +696,21 @@ def two_workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
         dep.close()
 
 
-def test_two_workers_split_rebalance_and_decide_once(two_workers: TwoWorkerRun) -> None:
+def test_location_silence_is_one_scope_event(two_workers: TwoWorkerRun) -> None:
+    """westeurope goes silent (while two workers share the partitions): exactly one
+    ScopeSilent for it, no per-machine Disconnected during the hold, machines that come back
+    never flip, the dead ones are released with massOutage: true, then ScopeRecovered."""
+    _silence_checks(two_workers.judged, two_workers.truth, "westeurope", "silence")
+
+
+def test_two_workers_split_rebalance_and_lose_nothing(two_workers: TwoWorkerRun) -> None:
     """Two workers of one app id split the partitions; a worker joining mid-run and one
-    leaving later lose and duplicate nothing (compared with the oracle above); the ScopeSilent
-    decision is emitted once."""
+    leaving later lose and duplicate nothing (the whole run matched the oracle, see the
+    fixture); the ScopeSilent decision is emitted once, not once per worker."""
     run = two_workers
     a, b = run.split
     assert a and b and not a & b and a | b == ALL_PARTITIONS
     assert run.after_stop == ALL_PARTITIONS
-    _silence_checks(run.judged, run.truth, "westeurope", "two")
     silent = [
         e
         for e in run.judged.observed.scope_events
@@ -735,6 +719,46 @@ def test_two_workers_split_rebalance_and_decide_once(two_workers: TwoWorkerRun) 
         and e.at <= run.judged.cutoff
     ]
     assert len(silent) == 1
+    printed = [
+        r
+        for w in run.dep.workers
+        for r in w.printed()
+        if r.get("type") == "ScopeSilent" and r.get("scope") == "location=westeurope"
+    ]
+    say(f"two: ScopeSilent printed {len(printed)} time(s) by the workers, committed once")
+    committed = [t.tid for t in run.judged.observed.all()]
+    assert len(committed) == len(set(committed))
+
+
+def test_location_silence_seen_only_after_a_stall(stack: Stack, tmp_path: Path) -> None:
+    """SPEC §3 rules 1 + 3 together: westeurope goes silent while the worker is stalled
+    (SIGSTOP, as in a long GC pause or a rebalance's recovery); when it catches up, the
+    location is still silent and past its deadlines. That is still one scope-level event:
+    one ScopeSilent, the machines that come back never flip, the dead ones are released with
+    massOutage: true."""
+    dep = Deployment(tmp_path, _name("stallsilence"))
+    try:
+        w = dep.start_worker(0)
+        w.wait_ready()
+        sim = dep.simulate(
+            "-n", "150", "--seed", "17", "--duration", "26",
+            "--scenario", "steady,location-silent", "--silent-location", "westeurope",
+            "--silent-at", "7", "--silent-for", "10", "--silent-dead-fraction", "0.2",
+        )  # fmt: skip
+        _sleep_until(sim.started + 6)
+        w.pause()
+        paused = time.time()
+        _sleep_until(sim.started + 13)  # the silent machines' deadlines pass while stalled
+        w.resume()
+        say(
+            f"stall+silence: worker stalled {time.time() - paused:.1f}s, westeurope silent "
+            "from +7 s to +17 s"
+        )
+        truth = sim.wait(90)
+        j = judge(dep, truth, use_verdicts=True)
+        _silence_checks(j, truth, "westeurope", "stall+silence")
+    finally:
+        dep.close()
 
 
 def test_http_api(two_workers: TwoWorkerRun) -> None:
@@ -749,8 +773,8 @@ def test_http_api(two_workers: TwoWorkerRun) -> None:
     for status, body in http["fleet"]:
         assert status == 200, body
         assert body["workers"] == 2
-        assert body["total"] == len(keys) == 150
-        assert body["byStatus"] == {"Connected": 150 - len(dead), "Disconnected": len(dead)}
+        assert body["total"] == len(keys) == 90
+        assert body["byStatus"] == {"Connected": 90 - len(dead), "Disconnected": len(dead)}
         assert body["byLocation"]["westeurope"] == {
             "Connected": len(west) - len(dead),
             "Disconnected": len(dead),
