@@ -10,12 +10,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
 from arcbeat.streams.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
+from arcbeat.streams.identity import IdentityBindings, load_bindings
 from arcbeat.streams.machines import (
     Machine,
     MachineInfo,
@@ -96,6 +97,7 @@ class PartitionIndex:
         "keys",
         "late",
         "late_by_scope",
+        "pending",
         "snapshot_bucket",
         "wheel",
     )
@@ -108,6 +110,9 @@ class PartitionIndex:
         self.keys: set[str] = set()
         self.disconnected: set[str] = set()  # for the per-machine offline series
         self.held: set[str] = set()  # Disconnected held by a ScopeSilent verdict
+        # key -> tick time: late and due in one tick (a backlog was just read), waiting for a
+        # scope verdict that has seen it late before it may be declared
+        self.pending: dict[str, float] = {}
         self.snapshot_bucket = -1
 
     def connected_by_scope(self) -> Counter[str]:
@@ -124,9 +129,19 @@ def _count_key(state: MachineState, info: MachineInfo) -> CountKey:
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: MutableMapping[str, bytes]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: MutableMapping[str, bytes],
+        *,
+        identity: IdentityBindings | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
+        # signed heartbeats required when bindings are configured (a bad file fails at start)
+        if identity is None and settings.identity_bindings:
+            identity = load_bindings(settings.identity_bindings)
+        self.identity = identity
         self.timing = Timing(
             disconnect_after=settings.disconnect_after,
             expire_after=settings.expire_after,
@@ -205,6 +220,7 @@ class Engine:
             self._set_late(idx, key, old.info, False)
         idx.disconnected.discard(key)
         idx.held.discard(key)
+        idx.pending.pop(key, None)
         if new is not None:
             idx.counts[_count_key(new.state, new.info)] += 1
             idx.keys.add(key)
@@ -228,17 +244,24 @@ class Engine:
         *,
         topic: str,
         wall_now: float,
+        headers: Sequence[tuple[str, bytes | None]] = (),
     ) -> tuple[list[Emit], Heartbeat | None]:
-        """One record of the heartbeats topic. Returns outputs and the accepted heartbeat."""
+        """One record of the heartbeats topic. Returns outputs and the accepted heartbeat.
+
+        ``headers``: the record's Kafka headers, checked against the identity bindings
+        (signature, allowed machines) when the deployment has them.
+        """
         stats = self.stats
         stats.last_event_at = arrived_at
         raw = value or b""
-        hb = decode_heartbeat(
+        hb: Heartbeat | Reject = decode_heartbeat(
             raw,
             key,
             max_bytes=self.settings.max_message_bytes,
             accepts_region=self._accepts_region,
         )
+        if self.identity is not None and isinstance(hb, Heartbeat):
+            hb = self.identity.check(headers, raw, hb) or hb
         if isinstance(hb, Reject):
             stats.rejects[hb.reason] += 1
             return [
@@ -281,12 +304,21 @@ class Engine:
         return out, hb
 
     def handle_tick(
-        self, p: int, now: float, verdicts: Mapping[str, Verdict], *, wall_now: float
+        self,
+        p: int,
+        now: float,
+        verdicts: Mapping[str, Verdict],
+        *,
+        wall_now: float,
+        decided_at: float | None = None,
     ) -> tuple[list[Emit], dict[str, ScopeCounts]]:
         """A tick appended to partition ``p`` at broker time ``now``.
 
         Everything appended to ``p`` before the tick has been processed, so every machine of
         ``p`` due at or before ``now`` really was silent (SPEC §3 rule 1).
+
+        ``decided_at``: broker time of the latest mass-silence decision (None: no decider,
+        e.g. a single-partition deployment without the global table).
         """
         idx = self.index_for(p)
         self.stats.last_event_at = max(self.stats.last_event_at, now)
@@ -312,11 +344,12 @@ class Engine:
                 continue
             m = decode_machine(raw)
             state = m.state
-            if (
+            became_late = (
                 state.status is Status.CONNECTED
                 and key not in idx.late
                 and now >= state.last_heartbeat_at + self.late_after
-            ):
+            )
+            if became_late:
                 self._set_late(idx, key, m.info, True)
             # A held machine stays held for late_after past its scope's recovery: the agents
             # that report again come back over a heartbeat interval, not all at the instant
@@ -327,6 +360,9 @@ class Engine:
                 and (v.silent or (held and now < v.since + self.late_after))
                 for s in scopes_of(m.info)
             )
+            if not silent and self._await_verdict(idx, key, state, now, became_late, decided_at):
+                idx.wheel.schedule(key, now)  # look again at the next tick
+                continue
             step = on_deadline(state, now, self.timing, scope_silent=silent)
             if step.outcome is Outcome.HELD:
                 self.stats.outcomes["held"] += 1
@@ -353,6 +389,41 @@ class Engine:
             idx.snapshot_bucket = bucket
             out.append(self._snapshot(p, idx, bucket * self.settings.fleet_snapshot_interval))
         return out, counts
+
+    def _await_verdict(
+        self,
+        idx: PartitionIndex,
+        key: str,
+        state: MachineState,
+        now: float,
+        became_late: bool,
+        decided_at: float | None,
+    ) -> bool:
+        """Whether a due machine must wait for the mass-silence decision to catch up.
+
+        Normally a machine is late long before its deadline, so the scope verdict already
+        counts it. After a stall, restart or rebalance, a backlog makes machines late and due
+        in the same tick: declaring them at once would flip a whole silent location one by one
+        before the decider (the owner of partition 0) has seen the counts. They wait until a
+        decision taken after their counts were published (commit + one tick), or outage_hold.
+        """
+        if decided_at is None or state.status is not Status.CONNECTED:
+            return False
+        if (
+            state.held_since is not None
+            or now < state.last_heartbeat_at + self.timing.disconnect_after
+        ):
+            return False
+        since = idx.pending.get(key)
+        if since is None:
+            if not became_late:
+                return False
+            since = idx.pending[key] = now
+        grace = self.settings.commit_interval + self.settings.check_interval
+        if decided_at >= since + grace or now >= since + self.timing.outage_hold:
+            del idx.pending[key]
+            return False
+        return True
 
     def decide_scopes(
         self, now: float, totals: Mapping[str, ScopeCounts], verdicts: Mapping[str, Verdict]

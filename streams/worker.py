@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from arcbeat.streams.app import create_app
 from arcbeat.streams.deadlines import ScopeCounts, sum_counts
 from arcbeat.streams.engine import Emit, Engine, Verdict
+from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.settings import Settings
@@ -149,6 +150,7 @@ class Pipeline:
             active = self.active_partitions()
             t0 = time.monotonic()
             n = engine.rebuild(active, self.partition_of)
+            self.published.clear()  # another worker may have written these partitions' counts
             log.info(
                 "indexed %d machines of %d active partitions in %.2fs",
                 n,
@@ -175,6 +177,7 @@ class Pipeline:
                         msg.timestamp,
                         topic=hb_topic_name,
                         wall_now=time.time(),
+                        headers=headers,
                     )
                     if emits:
                         await self._send(emits, p)
@@ -189,7 +192,14 @@ class Pipeline:
 
     async def _tick(self, p: int, now: float) -> None:
         engine = self.engine
-        emits, counts = engine.handle_tick(p, now, self.verdicts(), wall_now=time.time())
+        raw_decided = self.scopes.get("d|")
+        emits, counts = engine.handle_tick(
+            p,
+            now,
+            self.verdicts(),
+            wall_now=time.time(),
+            decided_at=float(orjson.loads(raw_decided)) if raw_decided else 0.0,
+        )
         # Publish this partition's scope counts when they changed (global table write).
         for scope, c in counts.items():
             k = f"c|{scope}|{p}"
@@ -205,6 +215,9 @@ class Pipeline:
             scope_emits, changed = engine.decide_scopes(now, self.totals(), self.verdicts())
             for scope, v in changed.items():
                 self.scopes[f"v|{scope}"] = orjson.dumps([v.silent, v.since, v.machines])
+            # when the latest decision was taken: machines found late and due in one tick wait
+            # for a decision newer than their counts (Engine._await_verdict)
+            self.scopes["d|"] = orjson.dumps(now)
             emits.extend(scope_emits)
         if emits:
             await self._send(emits, p)
@@ -219,6 +232,7 @@ class Pipeline:
                 acks=1,
                 linger_ms=0,
                 max_request_size=4 * 1024 * 1024,
+                **client_options(self.settings),
             )
             await self.tick_producer.start()
         topic = self.settings.heartbeats_topic

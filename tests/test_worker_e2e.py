@@ -7,6 +7,9 @@ emit on ``<prefix>.status`` (read_committed) is compared, machine by machine and
 field, with the transitions an independent oracle derives from the simulator's ground truth
 (``tests/pipeline_harness.py``); measured detection delays and Connected latencies are printed
 (``pytest -s``). The stack fixture fails (never skips) when Kafka is missing.
+
+The whole file takes about 4.5 minutes on the 2-core machine: six deployments, each a worker
+start (~5 s), a 12-64 s simulation and the wait for the last transitions.
 """
 
 from __future__ import annotations
@@ -723,7 +726,9 @@ def test_two_workers_split_rebalance_and_lose_nothing(two_workers: TwoWorkerRun)
         r
         for w in run.dep.workers
         for r in w.printed()
-        if r.get("type") == "ScopeSilent" and r.get("scope") == "location=westeurope"
+        if r.get("type") == "ScopeSilent"
+        and r.get("scope") == "location=westeurope"
+        and parse_rfc3339(r["at"]) <= run.judged.cutoff
     ]
     say(f"two: ScopeSilent printed {len(printed)} time(s) by the workers, committed once")
     committed = [t.tid for t in run.judged.observed.all()]
@@ -755,7 +760,9 @@ def test_location_silence_seen_only_after_a_stall(stack: Stack, tmp_path: Path) 
             "from +7 s to +17 s"
         )
         truth = sim.wait(90)
-        j = judge(dep, truth, use_verdicts=True)
+        # while the worker reads its 7 s backlog, partitions interleave in any order, so a
+        # tick may see a verdict change up to the backlog's length early or late
+        j = judge(dep, truth, use_verdicts=True, verdict_fuzz=8.0)
         _silence_checks(j, truth, "westeurope", "stall+silence")
     finally:
         dep.close()
