@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.scenarios import Fleet, FleetSpec
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.simulate import PayloadFactory, fleet_locations, make_producer
 
 Progress = Callable[[str], None]
@@ -29,12 +29,12 @@ class Encoded:
 
     by_partition: dict[int, list[Record]] = field(default_factory=dict)
     count: int = 0
-    bytes: int = 0
+    size: int = 0  # bytes of keys and values
 
     def add(self, p: int, key: bytes, value: bytes, ts_ms: int | None = None) -> None:
         self.by_partition.setdefault(p, []).append((key, value, ts_ms))
         self.count += 1
-        self.bytes += len(key) + len(value)
+        self.size += len(key) + len(value)
 
     def clear(self) -> None:
         self.by_partition.clear()
@@ -57,7 +57,8 @@ class FleetEncoder:
 
     def body(self, m: int, kind: str, sent_at: float | bytes, seq: int) -> tuple[bytes, bytes]:
         stamp = sent_at if isinstance(sent_at, bytes) else rfc3339(sent_at).encode()
-        return self.factory.payload(m, kind, stamp, seq)
+        body, key = self.factory.payload(m, kind, stamp, seq)
+        return bytes(body), bytes(key)
 
     def encode(
         self,
@@ -67,18 +68,27 @@ class FleetEncoder:
         first_kind: str = "connect",
         sent_at: float | None = None,
         timestamp: float | None = None,
+        block: int | None = None,
         into: Encoded | None = None,
     ) -> Encoded:
-        """Round r: every machine once, sequence r (round 0 is ``first_kind``)."""
+        """Round r sends every machine once with sequence r (round 0 is ``first_kind``).
+
+        With ``block``, rounds are interleaved per block of machines (block 1 rounds 0..r-1,
+        then block 2, ...), so any stretch of the log has the same mix of first and repeat
+        heartbeats.
+        """
         out = into if into is not None else Encoded()
         stamp = rfc3339(time.time() if sent_at is None else sent_at).encode()
         ts_ms = None if timestamp is None else int(timestamp * 1000)
         ms = list(machines)
-        for r in range(rounds):
-            kind = first_kind if r == 0 else "heartbeat"
-            for m in ms:
-                body, key = self.factory.payload(m, kind, stamp, r)
-                out.add(self.partition(m), key, body, ts_ms)
+        step = block or max(1, len(ms))
+        for b in range(0, len(ms), step):
+            chunk = ms[b : b + step]
+            for r in range(rounds):
+                kind = first_kind if r == 0 else "heartbeat"
+                for m in chunk:
+                    body, key = self.factory.payload(m, kind, stamp, r)
+                    out.add(self.partition(m), key, body, ts_ms)
         return out
 
 
@@ -104,46 +114,79 @@ async def produce(
     progress_every: float = 5.0,
 ) -> ProduceFigures:
     """Send every record, partition batches interleaved, and wait for every acknowledgement."""
+    return await produce_many(
+        settings,
+        [(topic, encoded)],
+        progress=progress,
+        label=label,
+        progress_every=progress_every,
+        total=encoded.count,
+    )
+
+
+async def produce_many(
+    settings: Settings,
+    parts: Iterable[tuple[str, Encoded]],
+    *,
+    progress: Progress | None = None,
+    label: str = "load",
+    progress_every: float = 5.0,
+    total: int | None = None,
+) -> ProduceFigures:
+    """:func:`produce` for a stream of (topic, records) chunks, through one producer.
+
+    Chunks may be generated lazily (a million machines' state is never all in memory).
+    """
     producer = make_producer(
         settings, linger_ms=20, max_batch_size=512 * 1024, enable_idempotence=False, acks=1
     )
     await producer.start()
     pending: list[asyncio.Future[Any]] = []
-    sent = 0
+    sent = nbytes = failed = 0
+    of = f"/{total:,}" if total else ""
     try:
         started = time.monotonic()
         next_say = started + progress_every
-        cursors = {p: 0 for p in encoded.by_partition}
-        while cursors:
-            for p in list(cursors):
-                records = encoded.by_partition[p]
-                i = cursors[p]
-                batch = producer.create_batch()
-                while i < len(records):
-                    key, value, ts = records[i]
-                    if batch.append(key=key, value=value, timestamp=ts) is None:
-                        break
-                    i += 1
-                pending.append(await producer.send_batch(batch, topic, partition=p))
-                sent += batch.record_count()
-                if i >= len(records):
-                    del cursors[p]
-                else:
-                    cursors[p] = i
-            now = time.monotonic()
-            if progress is not None and now >= next_say:
-                progress(f"{label}: {sent:,}/{encoded.count:,} sent")
-                next_say = now + progress_every
-        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        for topic, encoded in parts:
+            cursors = {p: 0 for p in encoded.by_partition}
+            nbytes += encoded.size
+            while cursors:
+                for p in list(cursors):
+                    records = encoded.by_partition[p]
+                    i = cursors[p]
+                    batch = producer.create_batch()
+                    while i < len(records):
+                        key, value, ts = records[i]
+                        if batch.append(key=key, value=value, timestamp=ts) is None:
+                            break
+                        i += 1
+                    if batch.record_count() == 0:
+                        raise ValueError(f"{label}: a record of {topic} does not fit in a batch")
+                    pending.append(await producer.send_batch(batch, topic, partition=p))
+                    sent += batch.record_count()
+                    if i >= len(records):
+                        del cursors[p]
+                    else:
+                        cursors[p] = i
+                now = time.monotonic()
+                if progress is not None and now >= next_say:
+                    progress(f"{label}: {sent:,}{of} records sent")
+                    next_say = now + progress_every
+            encoded.clear()
+            if len(pending) > 2000:  # keep the list short on long loads
+                done = await asyncio.gather(*pending, return_exceptions=True)
+                failed += sum(1 for o in done if isinstance(o, BaseException))
+                pending.clear()
+        done = await asyncio.gather(*pending, return_exceptions=True)
+        failed += sum(1 for o in done if isinstance(o, BaseException))
         seconds = time.monotonic() - started
     finally:
         await producer.stop()
-    failed = sum(1 for o in outcomes if isinstance(o, BaseException))
-    figures = ProduceFigures(encoded.count, encoded.bytes, seconds, failed)
+    figures = ProduceFigures(sent, nbytes, seconds, failed)
     if progress is not None:
         progress(
-            f"{label}: {encoded.count:,} records ({encoded.bytes / 1e6:,.0f} MB) in "
-            f"{seconds:.1f}s = {figures.rate:,.0f}/s, {failed} failed batches"
+            f"{label}: {sent:,} records ({nbytes / 1e6:,.0f} MB) in "
+            f"{seconds:.1f}s = {figures.rate:,.0f}/s"
         )
     if failed:
         raise RuntimeError(f"{label}: {failed} batches were not acknowledged by the broker")

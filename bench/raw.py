@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from arcbeat.streams.settings import Settings
 
 
@@ -26,7 +25,9 @@ class ConsumeFigures:
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic) or set()
@@ -87,9 +88,9 @@ def kcat_rate(settings: Settings, topic: str, records: int) -> ConsumeFigures | 
     return ConsumeFigures("kcat", records, seconds, " ".join(cmd[1:]))
 
 
-def run_raw(settings: Settings, topic: str, isolation_level: str) -> tuple[
-    dict[int, int], ConsumeFigures, ConsumeFigures | None
-]:
+def run_raw(
+    settings: Settings, topic: str, isolation_level: str
+) -> tuple[dict[int, int], ConsumeFigures, ConsumeFigures | None]:
     ends = asyncio.run(end_offsets(settings, topic))
     aio = asyncio.run(aiokafka_rate(settings, topic, ends, isolation_level=isolation_level))
     kc = kcat_rate(settings, topic, sum(ends.values()))

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from arcbeat.streams.records import parse_rfc3339
 
 
@@ -66,14 +65,23 @@ def proc_cpu_seconds(pid: int) -> float:
 class WorkerProcess:
     """``python -m arcbeat.deploy.cli worker`` with its own env, app id, web port and data dir."""
 
-    def __init__(self, env: dict[str, str], *, port: int, log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], *, port: int, log_path: Path, loglevel: str = "warning"
+    ) -> None:
         self.env = env
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self._log: Any = None
-        self.command = [sys.executable, "-m", "arcbeat.deploy.cli", "worker", "--loglevel", "warning"]
+        self.command = [
+            sys.executable,
+            "-m",
+            "arcbeat.deploy.cli",
+            "worker",
+            "--loglevel",
+            loglevel,
+        ]
 
     @property
     def pid(self) -> int:
@@ -185,9 +193,7 @@ def metric_value(body: bytes, name: str, labels: dict[str, str] | None = None) -
         metric, _, label_text = head.partition(b"{")
         if metric != prefix:
             continue
-        if labels and not all(
-            f'{k}="{v}"'.encode() in label_text for k, v in labels.items()
-        ):
+        if labels and not all(f'{k}="{v}"'.encode() in label_text for k, v in labels.items()):
             continue
         total += float(value)
         found = True

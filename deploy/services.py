@@ -26,8 +26,10 @@ from pathlib import Path
 from string import Template
 
 from aiokafka.admin import AIOKafkaAdminClient
+from arcbeat.deploy import kafka_security
 from arcbeat.deploy.errors import StackError
 from arcbeat.deploy.topics import close_quietly, run_sync
+from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.settings import Settings
 
 Progress = Callable[[str], None]
@@ -278,10 +280,32 @@ class Kafka(Service):
             controller_port=cport,
             data_dir=self.paths.root / "kafka" / "data",
         )
+        scram: list[str] = []
+        if self.secure:
+            root = self.paths.root
+            kafka_security.ensure_certificates(root)
+            passwords = kafka_security.ensure_passwords(
+                root, kafka_security.users_of(self.settings)
+            )
+            text += kafka_security.server_properties(
+                kport, cport, kafka_security.secrets_dir(root), passwords[kafka_security.ADMIN_USER]
+            )
+            scram = [kafka_security.scram_argument(u, p) for u, p in passwords.items()]
         self.server_properties.write_text(text)
+        self.server_properties.chmod(0o600)  # holds the admin password in sasl_ssl mode
         shutil.copyfile(src / "log4j2.properties", self.log4j_properties)
         ensure_jars(self.paths, progress)
-        self._format(progress)
+        self._format(progress, scram)
+
+    @property
+    def secure(self) -> bool:
+        return self.settings.kafka_security == "sasl_ssl"
+
+    def client_options(self) -> dict[str, object]:
+        """How the stack itself talks to this broker (admin over SASL_SSL when secure)."""
+        if not self.secure:
+            return {}
+        return client_options(kafka_security.admin_settings(self.settings, self.paths.root))
 
     def _java(self, heap: str) -> list[str]:
         return [
@@ -297,7 +321,7 @@ class Kafka(Service):
             f"{self.paths.jars}/*",
         ]
 
-    def _format(self, progress: Progress) -> None:
+    def _format(self, progress: Progress, scram: list[str]) -> None:
         data = self.paths.root / "kafka" / "data"
         if (data / "meta.properties").exists():
             return
@@ -313,8 +337,11 @@ class Kafka(Service):
             "-c",
             str(self.server_properties),
         ]
+        shown = " ".join(argv) + (f" --add-scram <{len(scram)} users, redacted>" if scram else "")
+        for arg in scram:
+            argv += ["--add-scram", arg]
         with self.log.open("ab") as log:
-            log.write(f"\n=== formatting: {' '.join(argv)}\n".encode())
+            log.write(f"\n=== formatting: {shown}\n".encode())
             log.flush()
             try:
                 rc = subprocess.run(
@@ -340,15 +367,31 @@ class Kafka(Service):
         port = self.ports[0]
         if not port_open(port):
             return f"nothing listens on {LOOPBACK}:{port}"
-        return run_sync(lambda: kafka_metadata(f"{LOOPBACK}:{port}", timeout=5.0))
+        options = self.client_options()
+        return run_sync(lambda: kafka_metadata(f"{LOOPBACK}:{port}", timeout=5.0, **options))
+
+    def after_healthy(self, progress: Progress) -> None:
+        if not self.secure:
+            return
+        bindings = kafka_security.acl_bindings(self.settings)
+        options = self.client_options()
+        n = run_sync(
+            lambda: kafka_security.create_acls(f"{LOOPBACK}:{self.ports[0]}", options, bindings)
+        )
+        progress(
+            f"kafka: SASL_SSL on {self.address}, {n} ACLs for prefix "
+            f"{self.settings.topic_prefix!r}; CA and passwords in "
+            f"{kafka_security.secrets_dir(self.paths.root)}"
+        )
 
 
-async def kafka_metadata(bootstrap: str, timeout: float) -> str | None:
+async def kafka_metadata(bootstrap: str, timeout: float, **options: object) -> str | None:
     """None if a metadata request to ``bootstrap`` succeeds and lists a broker."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="arcbeat-stack",
         request_timeout_ms=int(timeout * 1000),
+        **options,
     )
     try:
         await admin.start()

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arcbeat.deploy import processes
+from arcbeat.deploy import kafka_security, processes
 from arcbeat.deploy.errors import StackError
 from arcbeat.deploy.services import (
+    Kafka,
     Progress,
     Service,
     StatePaths,
@@ -76,10 +77,15 @@ def _quiet(_message: str) -> None:
 class Stack:
     """The local stack of one state folder (``settings.state_dir``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, only: tuple[str, ...] = ()) -> None:
+        """``only``: manage just these services (e.g. ``("kafka",)`` for a test broker)."""
         self.settings = settings
         self.paths = StatePaths.of(settings)
-        self.services: list[Service] = build_services(settings, self.paths)
+        services = build_services(settings, self.paths)
+        unknown = set(only) - {s.name for s in services}
+        if unknown:
+            raise StackError(f"stack: no service(s) {sorted(unknown)}")
+        self.services: list[Service] = [s for s in services if not only or s.name in only]
 
     @property
     def state_dir(self) -> Path:
@@ -265,12 +271,19 @@ class Stack:
         """Create ``<prefix>.heartbeats|status|heartbeats.dlq|fleet`` if missing.
 
         Defaults: ``settings.topic_prefix`` and ``settings.partitions``. Returns
-        ``{topic: "created" | "exists"}``.
+        ``{topic: "created" | "exists"}``. With ``kafka_security = "sasl_ssl"`` the stack
+        works as ``admin`` and also grants the prefix's ACLs (idempotent).
         """
         pre = self.settings.topic_prefix if prefix is None else prefix
         n = self.settings.partitions if partitions is None else partitions
         bootstrap = self.settings.kafka_bootstrap
-        return run_sync(lambda: ensure_topics_async(bootstrap, pre, n))
+        kafka = self.service("kafka")
+        options = kafka.client_options() if isinstance(kafka, Kafka) else {}
+        outcome = run_sync(lambda: ensure_topics_async(bootstrap, pre, n, options=options))
+        if options:
+            bindings = kafka_security.acl_bindings(self.settings, pre)
+            run_sync(lambda: kafka_security.create_acls(bootstrap, options, bindings))
+        return outcome
 
     @contextlib.contextmanager
     def _locked(self, say: Progress) -> Iterator[None]:

@@ -17,7 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -64,10 +64,16 @@ def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
 
 
 async def ensure_topics_async(
-    bootstrap: str, prefix: str, partitions: int, *, timeout: float = 30.0
+    bootstrap: str,
+    prefix: str,
+    partitions: int,
+    *,
+    timeout: float = 30.0,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Create the deployment's topics; existing topics are left as they are.
 
+    ``options``: TLS/SASL keyword arguments (``arcbeat.streams.kafka_client.client_options``).
     Returns ``{topic: "created" | "exists"}``. Raises :class:`StackError` when the broker
     cannot be reached or refuses a topic.
     """
@@ -76,6 +82,7 @@ async def ensure_topics_async(
         bootstrap_servers=bootstrap,
         client_id="arcbeat-topics",
         request_timeout_ms=int(timeout * 1000),
+        **dict(options or {}),
     )
     try:
         await asyncio.wait_for(admin.start(), timeout)
@@ -143,13 +150,18 @@ def main() -> int:
 
     Used by docker-compose's one-shot ``topics`` service; settings come from ``ARCBEAT_*``.
     """
+    from arcbeat.streams.kafka_client import client_options
     from arcbeat.streams.settings import Settings, SettingsError
 
     try:
         settings = Settings.load()
+        options = client_options(settings)
         outcome = run_sync(
             lambda: ensure_topics_async(
-                settings.kafka_bootstrap, settings.topic_prefix, settings.partitions
+                settings.kafka_bootstrap,
+                settings.topic_prefix,
+                settings.partitions,
+                options=options,
             )
         )
     except (StackError, SettingsError) as exc:

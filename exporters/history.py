@@ -65,6 +65,7 @@ from arcbeat.exporters.influx_points import (
 )
 from arcbeat.exporters.sinks import InfluxSink, SinkError, make_sink
 from arcbeat.streams.fleet_summary import FleetSummary, SummaryError
+from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.settings import Settings, SettingsError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -408,6 +409,7 @@ class HistoryExporter:
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
+            **client_options(self.settings),
         )
         consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         try:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
+from arcbeat.streams.identity import signature_headers
+from arcbeat.streams.kafka_client import client_options, read_secret
 from arcbeat.streams.records import (
     MAX_OS_NAME,
     MAX_OS_VERSION,
@@ -148,7 +150,23 @@ class Agent:
         self.os_version = version if os_version is None else os_version
         self.version = agent_version()
         self.sequence = 0  # per start, as the contract says; sentAt orders restarts
+        # identity binding: sign every message when a principal is configured
+        self.principal = settings.identity_principal
+        self._secret = read_secret(
+            settings.identity_secret, settings.identity_secret_file, "identity_secret"
+        ).encode()
+        if self.principal and not self._secret:
+            raise ValueError(
+                "agent: identity_principal is set but no identity_secret or "
+                "identity_secret_file (ARCBEAT_IDENTITY_SECRET_FILE) gives its secret"
+            )
         self.validate()
+
+    def headers(self, body: bytes) -> list[tuple[str, bytes]] | None:
+        """Signature headers for ``body`` (None when this agent does not sign)."""
+        if not self.principal:
+            return None
+        return signature_headers(self.principal, self._secret, body)
 
     def payload(self, kind: str, *, sent_at: float | None = None) -> bytes:
         body: bytes = heartbeat_payload(
@@ -184,7 +202,9 @@ class Agent:
         seq = self.sequence
         self.sequence += 1
         try:
-            future = await producer.send(self.settings.heartbeats_topic, body, key=self.key)
+            future = await producer.send(
+                self.settings.heartbeats_topic, body, key=self.key, headers=self.headers(body)
+            )
             md = await future
         except Exception as exc:  # keep beating: the broker may come back
             say(f"agent: {kind} {seq} not delivered: {exc!r}")
@@ -223,6 +243,7 @@ async def run_agent(
         enable_idempotence=True,
         linger_ms=5,
         request_timeout_ms=30_000,
+        **client_options(settings),
     )
     try:
         await asyncio.wait_for(producer.start(), 60)

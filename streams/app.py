@@ -6,7 +6,9 @@ import socket
 from pathlib import Path
 
 import faust
+from arcbeat.streams.kafka_client import faust_credentials
 from arcbeat.streams.settings import Settings
+from faust.transport.producer import ProducerBuffer
 
 
 def create_app(settings: Settings, *, worker_id: str = "0") -> faust.App:
@@ -16,11 +18,16 @@ def create_app(settings: Settings, *, worker_id: str = "0") -> faust.App:
         from arcbeat.streams.transactions import install_source_partition_transactions
 
         install_source_partition_transactions()
+    # Table writes are queued in faust's ProducerBuffer; past 100 queued messages every event
+    # waits for the queue to drain one message at a time (each wait an asyncio.wait_for), which
+    # caps a worker at a few hundred events/s. aiokafka batches the sends itself.
+    ProducerBuffer.max_messages = settings.producer_buffer
     datadir = Path(settings.data_dir) / f"worker-{worker_id}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        **faust_credentials(settings),  # TLS/SASL when configured (empty for PLAINTEXT)
         store="memory://",
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,

@@ -43,6 +43,7 @@ RejectReason = Literal[
     "key_mismatch",
     "missing_key",
     "invalid_utf8",
+    "unauthorized",
 ]
 REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
     "invalid_json",
@@ -52,6 +53,7 @@ REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
     "key_mismatch",
     "missing_key",
     "invalid_utf8",
+    "unauthorized",  # identity binding (arcbeat.streams.identity), never from decode_heartbeat
 )
 
 PROVIDER: Final = "Microsoft.HybridCompute/machines"

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_REGIONS: tuple[str, ...] = ("westus2", "westeurope", "westasia")
+KAFKA_SECURITY_PROTOCOLS: tuple[str, ...] = ("PLAINTEXT", "SSL", "SASL_SSL")
+KAFKA_SASL_MECHANISMS: tuple[str, ...] = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -68,6 +70,18 @@ class Settings:
     topic_prefix: str = "arcbeat"  # topics: <prefix>.heartbeats, <prefix>.status, ...
     partitions: int = 12
     app_id: str = "arcbeat"  # Faust app id = consumer group
+    # Kafka client security (every arcbeat client; see arcbeat.streams.kafka_client)
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN
+    kafka_username: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_password_file: str = ""  # read when kafka_password is empty (first line)
+    kafka_ca_file: str = ""  # PEM CA bundle for SSL/SASL_SSL (empty: system CAs)
+    # identity binding (arcbeat.streams.identity): agents sign heartbeats, the worker checks
+    identity_bindings: str = ""  # TOML/JSON file: principal -> secret + allowed scopes
+    identity_principal: str = ""  # agent side: sign as this principal (empty: do not sign)
+    identity_secret: str = field(default="", repr=False)
+    identity_secret_file: str = ""
     # status timing (SPEC 3)
     heartbeat_interval: float = 300.0
     disconnect_after: float = 900.0
@@ -88,6 +102,7 @@ class Settings:
     web_port: int = 6066
     data_dir: str = "state/worker"
     processing_guarantee: str = "exactly_once"
+    producer_buffer: int = 20_000  # table writes queued before the agent waits (faust: 100)
     commit_interval: float = 0.5  # transaction/offset commit cadence (bounds output latency)
     # consumer-group session: how long a crashed (kill -9) worker keeps its partitions before
     # the group hands them to the others (Kafka's minimum is 6 s by default)
@@ -112,6 +127,12 @@ class Settings:
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
     kafka_controller_port: int = 19093  # KRaft controller listener of the local broker
+    # "sasl_ssl": the local broker's client listener is SASL_SSL (TLS 1.2+, SCRAM-SHA-512
+    # users, StandardAuthorizer + ACLs); certificates and passwords under <state>/secrets
+    kafka_security: str = "plaintext"
+    kafka_worker_user: str = "worker"
+    kafka_history_user: str = "history"
+    kafka_agent_users: tuple[str, ...] = ("agent",)
     influx_rpc_port: int = 8089  # InfluxDB 1.x backup/restore RPC bind (loopback)
     # capacity (SPEC 6)
     limit_resource_groups_per_subscription: int = 980
@@ -187,6 +208,22 @@ class Settings:
                 "capacity_source_url",
                 f"must be a worker's base URL such as http://127.0.0.1:6066, "
                 f"got {self.capacity_source_url!r}",
+            )
+        if self.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise bad(
+                "kafka_security_protocol",
+                f"must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
+                f"got {self.kafka_security_protocol!r}",
+            )
+        if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            raise bad(
+                "kafka_sasl_mechanism",
+                f"must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
+                f"got {self.kafka_sasl_mechanism!r}",
+            )
+        if self.kafka_security not in ("plaintext", "sasl_ssl"):
+            raise bad(
+                "kafka_security", f"must be plaintext or sasl_ssl, got {self.kafka_security!r}"
             )
         if not self.regions:
             raise bad("regions", "must list at least one region, or * for any")

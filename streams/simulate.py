@@ -32,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 from arcbeat.streams.agent import stop_on_signals
 from arcbeat.streams.groundtruth import GroundTruthWriter
+from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import (
     Heartbeat,
@@ -82,6 +83,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "max_batch_size": 256 * 1024,
         "max_request_size": 4 * 1024 * 1024,
         "request_timeout_ms": 30_000,
+        **client_options(settings),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -91,7 +93,9 @@ async def check_topic(settings: Settings, topic: str) -> None:
     """Fail clearly when ``topic`` is missing (the broker would auto-create it without
     LogAppendTime, and arrival times would silently become the agents' clocks)."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="arcbeat-simulate"
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="arcbeat-simulate",
+        **client_options(settings),
     )
     try:
         await asyncio.wait_for(admin.start(), 30)
@@ -110,7 +114,6 @@ async def check_topic(settings: Settings, topic: str) -> None:
             f"of prefix {settings.topic_prefix!r} first (`ARCBEAT_TOPIC_PREFIX="
             f"{settings.topic_prefix} arcbeat stack up`)"
         )
-
 
 
 # ---------------------------------------------------------------------------------------------

@@ -271,6 +271,7 @@ def test_reasons_are_the_documented_ones() -> None:
         "key_mismatch",
         "missing_key",
         "invalid_utf8",
+        "unauthorized",
     }
 
 

@@ -1,0 +1,193 @@
+"""Sustained processing rate of one real worker, against raw consumers of the same records.
+
+The records are loaded first (pre-encoded, as fast as the producer goes), so the worker reads
+a backlog: its rate is limited by itself, not by the producer. Rounds are interleaved per
+block of 1,000 machines, so every stretch of the log holds the same mix: one first heartbeat
+(onboarding: a transition and a status record) per two repeat heartbeats (table update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from arcbeat.bench import pyspy
+from arcbeat.bench.context import Bench
+from arcbeat.bench.fleetload import FleetEncoder, produce
+from arcbeat.bench.kafka_admin import create_deployment_topics
+from arcbeat.bench.raw import ConsumeFigures, run_raw
+from arcbeat.bench.worker_process import WorkerProcess, metric_value
+from arcbeat.streams.settings import Settings
+
+HEARTBEATS = "arcbeat_heartbeats_received_total"
+
+
+def _count(w: WorkerProcess) -> float:
+    return float(metric_value(w.scrape(timeout=30).body, HEARTBEATS))
+
+
+def measure_worker(
+    b: Bench,
+    settings: Settings,
+    name: str,
+    total: int,
+    window: float,
+    *,
+    profile_seconds: float = 0.0,
+) -> dict[str, Any]:
+    """Start a worker on the loaded topic and time it from its first record.
+
+    Ends when it has processed all ``total`` records or after ``window`` seconds of
+    consumption, whichever comes first.
+    """
+    w = b.worker(settings, name)
+    spawned = time.time()
+    w.start()
+    recorder: pyspy.Recorder | None = None
+    try:
+        first = 0.0
+        while True:  # first consumption: lastEventAt leaves the epoch
+            w.check_alive()
+            h = w.health()
+            if h is not None and h.last_event_at > 0:
+                first = time.time()
+                break
+            if time.time() - spawned > 180:
+                raise TimeoutError(f"worker {name}: no record consumed within 180s")
+            time.sleep(0.05)
+        c0, cpu0, rss0 = _count(w), w.cpu_seconds(), w.rss_kib()
+        t0 = time.time()
+        b.say(f"{name}: consuming (startup {first - spawned:.1f}s)")
+        if profile_seconds > 0 and pyspy.available():
+            recorder = pyspy.Recorder(
+                w.pid, min(profile_seconds, window), b.workdir / f"pyspy-{name}.txt"
+            )
+        timeline: list[tuple[float, float]] = [(0.0, c0)]
+        next_say = t0 + 10
+        while True:
+            time.sleep(1.0)
+            w.check_alive()
+            now, c = time.time(), _count(w)
+            timeline.append((round(now - t0, 2), c))
+            if c >= total or now - t0 >= window:
+                break
+            if now >= next_say:
+                back = timeline[max(0, len(timeline) - 11)]
+                rate = (c - back[1]) / max(1e-9, now - t0 - back[0])
+                b.say(f"{name}: {c:,.0f}/{total:,} records ({rate:,.0f}/s)")
+                next_say = now + 10
+        t1 = time.time()
+        c1, cpu1, rss1 = c, w.cpu_seconds(), w.rss_kib()
+        transitions = metric_value(
+            w.scrape(timeout=30).body, "arcbeat_transitions_total", {"reason": "onboarded"}
+        )
+    finally:
+        profile = recorder.finish() if recorder is not None else None
+        w.stop()
+    seconds = t1 - t0
+    processed = c1 - c0
+    # steady: leave out the first 20% of the window (warm-up: JIT-less Python still has
+    # first-time costs, fetch pipelines filling up)
+    cut = next((pt for pt in timeline if pt[0] >= 0.2 * timeline[-1][0]), timeline[0])
+    steady = (c1 - cut[1]) / (timeline[-1][0] - cut[0]) if timeline[-1][0] > cut[0] else 0.0
+    out: dict[str, Any] = {
+        "settings": {
+            "processingGuarantee": settings.processing_guarantee,
+            "availabilityWindows": settings.availability_windows,
+            "commitInterval": settings.commit_interval,
+        },
+        "startupSeconds": round(first - spawned, 2),
+        "records": int(processed),
+        "seconds": round(seconds, 2),
+        "rate": round(processed / seconds, 1) if seconds > 0 else 0.0,
+        "steadyRate": round(steady, 1),
+        "caughtUp": c1 >= total,
+        "cpuSeconds": round(cpu1 - cpu0, 2),
+        "cpuUtilisation": round((cpu1 - cpu0) / seconds, 3) if seconds > 0 else 0.0,
+        "cpuMicrosecondsPerRecord": round((cpu1 - cpu0) / processed * 1e6, 1)
+        if processed
+        else None,
+        "machinesOnboarded": int(transitions),
+        "rssGrowthKiB": rss1 - rss0,
+        "rssGrowthBytesPerRecord": round((rss1 - rss0) * 1024 / processed, 1)
+        if processed
+        else None,
+        "timeline": timeline[:: max(1, len(timeline) // 60)],
+    }
+    if profile_seconds > 0:
+        out["pyspy"] = pyspy.profile_json(profile)
+    b.say(
+        f"{name}: {processed:,.0f} records in {seconds:.1f}s = {out['rate']:,.0f}/s "
+        f"(steady {steady:,.0f}/s, CPU {out['cpuUtilisation']:.0%} of a core)"
+    )
+    return out
+
+
+def _consume_json(c: ConsumeFigures | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "tool": c.tool,
+        "records": c.records,
+        "seconds": round(c.seconds, 3),
+        "rate": round(c.rate, 1),
+        "detail": c.detail,
+    }
+
+
+def run_throughput(
+    b: Bench,
+    machines: int,
+    rounds: int,
+    window: float,
+    *,
+    variants: bool,
+    profile_seconds: float,
+) -> dict[str, Any]:
+    s = b.phase_settings("tput")
+    create_deployment_topics(s)
+    b.say(f"throughput: encoding {machines:,} machines x {rounds} rounds")
+    enc = FleetEncoder(s, machines).encode(range(machines), rounds=rounds, block=1000)
+    total, size = enc.count, enc.size
+    load = asyncio.run(produce(s, s.heartbeats_topic, enc, progress=b.say, label="load"))
+    del enc
+    isolation = "read_committed" if s.processing_guarantee == "exactly_once" else "read_uncommitted"
+    b.say("throughput: raw consumers (aiokafka getmany, kcat) over the same records")
+    _, aio, kc = run_raw(s, s.heartbeats_topic, isolation)
+    b.say(
+        f"aiokafka: {aio.rate:,.0f}/s; kcat: {kc.rate:,.0f}/s"
+        if kc
+        else f"aiokafka {aio.rate:,.0f}/s"
+    )
+    worker = measure_worker(b, s, "tput", total, window, profile_seconds=profile_seconds)
+    out: dict[str, Any] = {
+        "machines": machines,
+        "rounds": rounds,
+        "records": total,
+        "recordBytes": round(size / total, 1),
+        "mix": "per block of 1,000 machines: 1 first heartbeat (onboarded: transition + "
+        "status record) : 2 repeat heartbeats (table update)",
+        "window": window,
+        "load": {
+            "records": load.records,
+            "seconds": round(load.seconds, 2),
+            "rate": round(load.rate, 1),
+        },
+        "worker": worker,
+        "aiokafka": _consume_json(aio),
+        "kcat": _consume_json(kc),
+        "ratioWorkerToAiokafka": round(worker["rate"] / aio.rate, 4) if aio.rate else None,
+    }
+    if variants:
+        # Same records, one knob changed each: what the defaults cost.
+        out["variants"] = {}
+        for name, change in (
+            ("at_least_once", {"processing_guarantee": "at_least_once"}),
+            ("no_availability_windows", {"availability_windows": False}),
+        ):
+            vs = s.replace(app_id=f"{s.app_id}-{name.replace('_', '-')}", **change)
+            out["variants"][name] = measure_worker(
+                b, vs, f"tput-{name}", total, max(15.0, window / 3)
+            )
+    return out
