@@ -129,6 +129,17 @@ def why(key: str, report: dict[str, Any]) -> str:
                 f"({eng.get('rate', 0):,.0f}/s in one process), so most of the worker's time is "
                 "spent outside the decision logic"
             )
+        if (w.get("longestStallSeconds") or 0) >= 3:
+            stall = (
+                f"processing stopped for {w['longestStallSeconds']}s inside the window "
+                f"(best 10 s: {w.get('peakRate10s', 0):,.0f}/s)"
+            )
+            if w.get("producerBufferFullWarnings"):
+                stall += (
+                    f"; faust logged 'producer buffer full' ({w['producerBufferFullWarnings']}x): "
+                    "the agent waits while queued table writes are sent one at a time"
+                )
+            parts.append(stall)
         spy = w.get("pyspy") or {}
         if spy.get("available"):
             top = ", ".join(f"{c['component']} {_pct(c['share'])}" for c in spy["components"][:5])

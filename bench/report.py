@@ -198,7 +198,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         )
         lines += [
             "",
-            f"Worker / aiokafka: **{_fmt(t.get('ratioWorkerToAiokafka'))}**. Worker start-up to "
+            f"Worker / aiokafka: **{_fmt(t.get('ratioWorkerToAiokafka'))}**. Best 10 s of the "
+            f"worker: {_fmt(w.get('peakRate10s'))}/s; longest spell without progress: "
+            f"{_fmt(w.get('longestStallSeconds'))} s; faust 'producer buffer full' warnings: "
+            f"{_fmt(w.get('producerBufferFullWarnings'))}. Worker start-up to "
             f"first record: {_fmt(w.get('startupSeconds'))} s. VmRSS grew "
             f"{_fmt((w.get('rssGrowthKiB') or 0) / 1024)} MiB over the run "
             f"({_fmt(w.get('machinesOnboarded'))} machines onboarded).",

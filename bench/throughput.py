@@ -9,6 +9,7 @@ block of 1,000 machines, so every stretch of the log holds the same mix: one fir
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -21,6 +22,29 @@ from arcbeat.bench.worker_process import WorkerProcess, metric_value
 from arcbeat.streams.settings import Settings
 
 HEARTBEATS = "arcbeat_heartbeats_received_total"
+
+
+def timeline_stats(timeline: list[tuple[float, float]]) -> dict[str, float]:
+    """Longest spell without progress and best 10-second rate, from (seconds, count) samples."""
+    stall = longest = 0.0
+    for (t0, c0), (t1, c1) in itertools.pairwise(timeline):
+        stall = stall + (t1 - t0) if c1 <= c0 else 0.0
+        longest = max(longest, stall)
+    peak = 0.0
+    j = 0
+    for i, (t0, c0) in enumerate(timeline):
+        j = max(j, i + 1)
+        while j < len(timeline) and timeline[j][0] - t0 < 10.0:
+            j += 1
+        if j < len(timeline):
+            t1, c1 = timeline[j]
+            peak = max(peak, (c1 - c0) / (t1 - t0))
+    return {"longestStallSeconds": round(longest, 2), "peakRate10s": round(peak, 1)}
+
+
+def producer_buffer_warnings(log: str) -> int:
+    """faust logs "producer buffer full" each time the agent stops to drain table writes."""
+    return log.count("producer buffer full")
 
 
 def _count(w: WorkerProcess) -> float:
@@ -113,6 +137,10 @@ def measure_worker(
         "rssGrowthBytesPerRecord": round((rss1 - rss0) * 1024 / processed, 1)
         if processed
         else None,
+        **timeline_stats(timeline),
+        "producerBufferFullWarnings": producer_buffer_warnings(
+            w.log_path.read_text(errors="replace") if w.log_path.is_file() else ""
+        ),
         "timeline": timeline[:: max(1, len(timeline) // 60)],
     }
     if profile_seconds > 0:

@@ -337,20 +337,26 @@ class Engine:
                     ):
                         due.append(k)
             due = list(dict.fromkeys(due))
+        # First mark who is late now, so that the local evidence of a mass silence (below)
+        # counts every machine this tick found late.
+        looked: list[tuple[str, Machine, bool]] = []
         for key in due:
             raw = self.store.get(key)
             if raw is None:
                 idx.keys.discard(key)
                 continue
             m = decode_machine(raw)
-            state = m.state
             became_late = (
-                state.status is Status.CONNECTED
+                m.state.status is Status.CONNECTED
                 and key not in idx.late
-                and now >= state.last_heartbeat_at + self.late_after
+                and now >= m.state.last_heartbeat_at + self.late_after
             )
             if became_late:
                 self._set_late(idx, key, m.info, True)
+            looked.append((key, m, became_late))
+        suspicious = self._locally_silent_scopes(idx) if looked else set()
+        for key, m, became_late in looked:
+            state = m.state
             # A held machine stays held for late_after past its scope's recovery: the agents
             # that report again come back over a heartbeat interval, not all at the instant
             # the verdict flips, and they must never flip (SPEC §3 rule 3).
@@ -360,7 +366,10 @@ class Engine:
                 and (v.silent or (held and now < v.since + self.late_after))
                 for s in scopes_of(m.info)
             )
-            if not silent and self._await_verdict(idx, key, state, now, became_late, decided_at):
+            waiting = not silent and (
+                key in idx.pending or (became_late and not suspicious.isdisjoint(scopes_of(m.info)))
+            )
+            if waiting and self._await_verdict(idx, key, state, now, decided_at):
                 idx.wheel.schedule(key, now)  # look again at the next tick
                 continue
             step = on_deadline(state, now, self.timing, scope_silent=silent)
@@ -390,13 +399,25 @@ class Engine:
             out.append(self._snapshot(p, idx, bucket * self.settings.fleet_snapshot_interval))
         return out, counts
 
+    def _locally_silent_scopes(self, idx: PartitionIndex) -> set[str]:
+        """Scopes whose machines in this partition alone look like a mass silence.
+
+        Only then does a machine found late and due in one tick wait for the shared verdict:
+        a lone outage seen after a restart is declared at once, as before.
+        """
+        ratio = self.settings.outage_ratio
+        return {
+            scope
+            for scope, connected in idx.connected_by_scope().items()
+            if idx.late_by_scope.get(scope, 0) >= max(1.0, ratio * connected)
+        }
+
     def _await_verdict(
         self,
         idx: PartitionIndex,
         key: str,
         state: MachineState,
         now: float,
-        became_late: bool,
         decided_at: float | None,
     ) -> bool:
         """Whether a due machine must wait for the mass-silence decision to catch up.
@@ -416,8 +437,6 @@ class Engine:
             return False
         since = idx.pending.get(key)
         if since is None:
-            if not became_late:
-                return False
             since = idx.pending[key] = now
         grace = self.settings.commit_interval + self.settings.check_interval
         if decided_at >= since + grace or now >= since + self.timing.outage_hold:

@@ -102,7 +102,7 @@ class Settings:
     web_port: int = 6066
     data_dir: str = "state/worker"
     processing_guarantee: str = "exactly_once"
-    producer_buffer: int = 20_000  # table writes queued before the agent waits (faust: 100)
+    producer_buffer: int = 1000  # table writes queued before the agent waits (faust: 100)
     commit_interval: float = 0.5  # transaction/offset commit cadence (bounds output latency)
     # consumer-group session: how long a crashed (kill -9) worker keeps its partitions before
     # the group hands them to the others (Kafka's minimum is 6 s by default)

@@ -186,6 +186,8 @@ class Pipeline:
                         self.window_counts[hb.key] += 1  # type: ignore[union-attr]
                 self.processed[p] = msg.offset + 1
 
+        app.on_before_shutdown.connect(self._stop_tick_producer, weak=False)  # type: ignore[arg-type]
+
         @app.timer(settings.check_interval)  # type: ignore[untyped-decorator]
         async def tick() -> None:
             await self._produce_ticks()
@@ -221,6 +223,11 @@ class Pipeline:
             emits.extend(scope_emits)
         if emits:
             await self._send(emits, p)
+
+    async def _stop_tick_producer(self, sender: Any = None, **_: Any) -> None:
+        if self.tick_producer is not None:
+            producer, self.tick_producer = self.tick_producer, None
+            await producer.stop()
 
     async def _produce_ticks(self) -> None:
         active = self.active_partitions()
