@@ -87,6 +87,12 @@ async def _declare_internal_topics(pipe: Pipeline) -> None:
             topic_configs={"cleanup.policy": "compact"},
         ),
         NewTopic(
+            pipe.ticks.changelog_topic.get_topic_name(),
+            s.partitions,
+            1,
+            topic_configs={"cleanup.policy": "compact"},
+        ),
+        NewTopic(
             pipe.scopes.changelog_topic.get_topic_name(),
             s.partitions,
             1,

@@ -311,6 +311,7 @@ class Engine:
         *,
         wall_now: float,
         decided_at: float | None = None,
+        previous_tick: float | None = None,
     ) -> tuple[list[Emit], dict[str, ScopeCounts]]:
         """A tick appended to partition ``p`` at broker time ``now``.
 
@@ -318,7 +319,9 @@ class Engine:
         ``p`` due at or before ``now`` really was silent (SPEC §3 rule 1).
 
         ``decided_at``: broker time of the latest mass-silence decision (None: no decider,
-        e.g. a single-partition deployment without the global table).
+        e.g. a single-partition deployment without the global table). ``previous_tick``: the
+        broker time of this partition's previous tick, kept in the changelog so that a replay
+        after a crash decides exactly as the first run did.
         """
         idx = self.index_for(p)
         self.stats.last_event_at = max(self.stats.last_event_at, now)
@@ -355,7 +358,7 @@ class Engine:
                 self._set_late(idx, key, m.info, True)
             looked.append((key, m, became_late))
         suspicious = self._locally_silent_scopes(idx) if looked else set()
-        for key, m, became_late in looked:
+        for key, m, _became_late in looked:
             state = m.state
             # A held machine stays held for late_after past its scope's recovery: the agents
             # that report again come back over a heartbeat interval, not all at the instant
@@ -366,8 +369,15 @@ class Engine:
                 and (v.silent or (held and now < v.since + self.late_after))
                 for s in scopes_of(m.info)
             )
+            # late and due in one tick: no tick of this partition fell between the moment it
+            # became late and its deadline (judged from the log, not from memory, so that a
+            # replay after a crash decides exactly as the first run did)
+            unseen_late = (
+                previous_tick is not None
+                and previous_tick < state.last_heartbeat_at + self.late_after
+            )
             waiting = not silent and (
-                key in idx.pending or (became_late and not suspicious.isdisjoint(scopes_of(m.info)))
+                key in idx.pending or (unseen_late and not suspicious.isdisjoint(scopes_of(m.info)))
             )
             if waiting and self._await_verdict(idx, key, state, now, decided_at):
                 idx.wheel.schedule(key, now)  # look again at the next tick

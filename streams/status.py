@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["heartbeat", "connect", "disconnect"]
 
@@ -115,6 +115,23 @@ def _transition(
     return tr, number, window, flap_count
 
 
+def _moved(state: MachineState, tr: Transition, window: float, flaps: int, **extra: Any) -> Step:
+    """The step of a transition: the status moves, and the counters follow it."""
+    return Step(
+        replace(
+            state,
+            status=tr.status,
+            last_status_change=tr.at,
+            transitions=tr.number,
+            flap_window=window,
+            flap_count=flaps,
+            **extra,
+        ),
+        tr,
+        Outcome.APPLIED,
+    )
+
+
 def is_stale(state: MachineState, sequence: int | None, sent_at: float) -> bool:
     """A duplicate or older heartbeat: same/lower sequence and not sent later.
 
@@ -174,26 +191,14 @@ def on_message(
                 None,
                 Outcome.EXPIRED_IGNORED,
             )
-        tr, number, window, flaps = _transition(
+        tr, _, window, flaps = _transition(
             state, Status.CONNECTED, Reason.REONBOARDED, arrived_at, arrived_at, timing
         )
-        return Step(
-            replace(
-                state,
-                status=Status.CONNECTED,
-                last_heartbeat_at=arrived_at,
-                last_status_change=arrived_at,
-                last_sent_at=sent_at,
-                sequence=sequence,
-                transitions=number,
-                flap_window=window,
-                flap_count=flaps,
-                held_since=None,
-                expired_heartbeats=0,
-            ),
-            tr,
-            Outcome.APPLIED,
-        )
+        return _moved(
+            state, tr, window, flaps,
+            last_heartbeat_at=arrived_at, last_sent_at=sent_at, sequence=sequence,
+            held_since=None, expired_heartbeats=0,
+        )  # fmt: skip
 
     # Arrival order in one partition is the broker's; never move "last seen" backwards.
     last = max(state.last_heartbeat_at, arrived_at)
@@ -205,21 +210,10 @@ def on_message(
         held_since=None,
     )
     if state.status is Status.DISCONNECTED:
-        tr, number, window, flaps = _transition(
+        tr, _, window, flaps = _transition(
             state, Status.CONNECTED, Reason.HEARTBEAT_RESUMED, arrived_at, last, timing
         )
-        return Step(
-            replace(
-                seen,
-                status=Status.CONNECTED,
-                last_status_change=arrived_at,
-                transitions=number,
-                flap_window=window,
-                flap_count=flaps,
-            ),
-            tr,
-            Outcome.APPLIED,
-        )
+        return _moved(seen, tr, window, flaps)
     return Step(seen, None, Outcome.APPLIED)
 
 
@@ -258,7 +252,7 @@ def on_deadline(
         ):
             return Step(state, None, Outcome.HELD)
         mass = state.held_since is not None
-        tr, number, window, flaps = _transition(
+        tr, _, window, flaps = _transition(
             state,
             Status.DISCONNECTED,
             Reason.HEARTBEAT_TIMEOUT,
@@ -268,38 +262,15 @@ def on_deadline(
             detection_delay=now - due,
             mass_outage=mass,
         )
-        return Step(
-            replace(
-                state,
-                status=Status.DISCONNECTED,
-                last_status_change=now,
-                transitions=number,
-                flap_window=window,
-                flap_count=flaps,
-                held_since=None,
-            ),
-            tr,
-            Outcome.APPLIED,
-        )
+        return _moved(state, tr, window, flaps, held_since=None)
     if state.status is Status.DISCONNECTED:
         due = state.last_status_change + timing.expire_after
         if now < due:
             return Step(state, None, Outcome.APPLIED)
-        tr, number, window, flaps = _transition(
+        tr, _, window, flaps = _transition(
             state, Status.EXPIRED, Reason.EXPIRED, now, state.last_heartbeat_at, timing
         )
-        return Step(
-            replace(
-                state,
-                status=Status.EXPIRED,
-                last_status_change=now,
-                transitions=number,
-                flap_window=window,
-                flap_count=flaps,
-            ),
-            tr,
-            Outcome.APPLIED,
-        )
+        return _moved(state, tr, window, flaps)
     return Step(state, None, Outcome.APPLIED)
 
 

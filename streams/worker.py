@@ -58,6 +58,8 @@ class Pipeline:
         self.scopes = app.GlobalTable(
             "scopes", partitions=n, key_type=str, value_type=bytes, recovery_buffer_size=1
         )
+        # the last tick read per partition (partitioned like the heartbeats: a local write)
+        self.ticks = app.Table("ticks", partitions=n, key_type=str, value_type=bytes)
         self.engine = Engine(settings, self.machines)
         self.window_counts: Any = None
         if settings.availability_windows:
@@ -195,13 +197,16 @@ class Pipeline:
     async def _tick(self, p: int, now: float) -> None:
         engine = self.engine
         raw_decided = self.scopes.get("d|")
+        raw_previous = self.ticks.get(str(p))
         emits, counts = engine.handle_tick(
             p,
             now,
             self.verdicts(),
             wall_now=time.time(),
             decided_at=float(orjson.loads(raw_decided)) if raw_decided else 0.0,
+            previous_tick=float(orjson.loads(raw_previous)) if raw_previous else None,
         )
+        self.ticks[str(p)] = orjson.dumps(now)  # in the transaction: replays see the same
         # Publish this partition's scope counts when they changed (global table write).
         for scope, c in counts.items():
             k = f"c|{scope}|{p}"

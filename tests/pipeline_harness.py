@@ -1159,7 +1159,7 @@ def judge(
         def held(key: str, deadline: float) -> bool:
             loc = truth.locations.get(key, "")
             return any(
-                a - 2.0 <= deadline <= b + s.outage_hold
+                a - max(2.0, verdict_fuzz) <= deadline <= b + s.outage_hold
                 for scope in ("fleet", f"location={loc}")
                 for a, b in silent.get(scope, ())
             )
