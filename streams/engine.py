@@ -342,23 +342,22 @@ class Engine:
             due = list(dict.fromkeys(due))
         # First mark who is late now, so that the local evidence of a mass silence (below)
         # counts every machine this tick found late.
-        looked: list[tuple[str, Machine, bool]] = []
+        looked: list[tuple[str, Machine]] = []
         for key in due:
             raw = self.store.get(key)
             if raw is None:
                 idx.keys.discard(key)
                 continue
             m = decode_machine(raw)
-            became_late = (
+            if (
                 m.state.status is Status.CONNECTED
                 and key not in idx.late
                 and now >= m.state.last_heartbeat_at + self.late_after
-            )
-            if became_late:
+            ):
                 self._set_late(idx, key, m.info, True)
-            looked.append((key, m, became_late))
+            looked.append((key, m))
         suspicious = self._locally_silent_scopes(idx) if looked else set()
-        for key, m, _became_late in looked:
+        for key, m in looked:
             state = m.state
             # A held machine stays held for late_after past its scope's recovery: the agents
             # that report again come back over a heartbeat interval, not all at the instant

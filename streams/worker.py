@@ -266,6 +266,3 @@ class Pipeline:
 
     def lag(self) -> dict[int, int]:
         return {p: max(0, end - self.processed.get(p, 0)) for p, end in self.end_offsets.items()}
-
-    def fleet_snapshot_now(self) -> dict[str, Any]:
-        return {"at": rfc3339(time.time())}
