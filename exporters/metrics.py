@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from arcbeat.streams.engine import EngineStats, Histogram, Verdict
@@ -55,6 +55,15 @@ def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
         buckets.append((repr(float(bound)), acc))
     buckets.append(("+Inf", h.count))
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum)
+
+
+def _counter(
+    name: str, doc: str, labels: list[str], values: Mapping[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for label_values, n in sorted(values.items()):
+        family.add_metric(list(label_values), n)
+    return family
 
 
 class WorkerCollector(Collector):
@@ -104,35 +113,22 @@ class WorkerCollector(Collector):
             subs.add_metric(list(sub_status), n)
         yield subs
 
-        hb = CounterMetricFamily(
-            "arcbeat_heartbeats_received", "Accepted agent messages by kind.", labels=["kind"]
-        )
-        for kind, n in sorted(st.heartbeats.items()):
-            hb.add_metric([kind], n)
-        yield hb
-
-        rej = CounterMetricFamily(
-            "arcbeat_rejects", "Messages sent to the DLQ, by reason.", labels=["reason"]
-        )
-        for reason, n in sorted(st.rejects.items()):
-            rej.add_metric([reason], n)
-        yield rej
-
-        tr = CounterMetricFamily(
-            "arcbeat_transitions", "Status transitions emitted.", labels=["from", "to", "reason"]
-        )
-        for labels3, n in sorted(st.transitions.items()):
-            tr.add_metric(list(labels3), n)
-        yield tr
-
-        out = CounterMetricFamily(
-            "arcbeat_message_outcomes",
-            "What accepted messages did (stale, expired_ignored, ...).",
-            labels=["outcome"],
-        )
-        for outcome, n in sorted(st.outcomes.items()):
-            out.add_metric([outcome], n)
-        yield out
+        yield _counter(
+            "arcbeat_heartbeats_received", "Accepted agent messages by kind.", ["kind"],
+            {(k,): n for k, n in st.heartbeats.items()},
+        )  # fmt: skip
+        yield _counter(
+            "arcbeat_rejects", "Messages sent to the DLQ, by reason.", ["reason"],
+            {(r,): n for r, n in st.rejects.items()},
+        )  # fmt: skip
+        yield _counter(
+            "arcbeat_transitions", "Status transitions emitted.", ["from", "to", "reason"],
+            st.transitions,
+        )  # fmt: skip
+        yield _counter(
+            "arcbeat_message_outcomes", "What accepted messages did (stale, expired_ignored, ...).",
+            ["outcome"], {(o,): n for o, n in st.outcomes.items()},
+        )  # fmt: skip
 
         yield _histogram(
             "arcbeat_detection_delay_seconds",
