@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from arcbeat.streams.engine import EngineStats, Histogram, Verdict
 from prometheus_client.core import (
@@ -58,7 +59,10 @@ def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
 
 
 def _counter(
-    name: str, doc: str, labels: list[str], values: Mapping[tuple[str, ...], int]
+    name: str,
+    doc: str,
+    labels: list[str],
+    values: Mapping[Any, int],  # keys: tuples of label values
 ) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labels)
     for label_values, n in sorted(values.items()):
