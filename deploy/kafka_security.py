@@ -94,10 +94,15 @@ def ensure_passwords(state_root: Path, users: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def salted_password(password: str, salt: bytes) -> bytes:
+    """SCRAM-SHA-512's SaltedPassword (RFC 5802): what the broker stores, not the password."""
+    return hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+
+
 def scram_argument(user: str, password: str, *, salt: bytes | None = None) -> str:
     """``--add-scram`` value in the salted form (the password itself never leaves Python)."""
     salt = salt or secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+    salted = salted_password(password, salt)
     b64 = base64.b64encode
     return (
         f"SCRAM-SHA-512=[name={user},iterations={SCRAM_ITERATIONS},"
@@ -346,3 +351,58 @@ async def create_acls(
     if failures:
         raise StackError("kafka: the broker refused ACLs: " + "; ".join(failures))
     return sent
+
+
+# -- SCRAM users on a running broker -------------------------------------------------------------
+
+
+async def sync_scram_users(
+    bootstrap: str, options: Mapping[str, Any], passwords: Mapping[str, str]
+) -> list[str]:
+    """Upsert the SCRAM-SHA-512 credential of every user in ``passwords`` on a running broker.
+
+    ``format --add-scram`` only works on the first start; users added to the settings later
+    (a new agent principal), or whose password file was replaced (rotation), are written
+    here with AlterUserScramCredentials, in the salted form. Returns the users that had no
+    credential before (found with DescribeUserScramCredentials).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+    from arcbeat.deploy.scram_protocol import (
+        SCRAM_SHA_512,
+        AlterUserScramCredentialsRequest,
+        DescribeUserScramCredentialsRequest,
+    )
+    from arcbeat.deploy.topics import close_quietly
+
+    users = sorted(passwords)
+    if not users:
+        return []
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="arcbeat-scram", **dict(options)
+    )
+    try:
+        await admin.start()
+        described = await admin._send_request(DescribeUserScramCredentialsRequest(users))
+        known = {
+            r["user"]
+            for r in described.to_object()["results"]
+            if int(r["error_code"]) == 0 and r["credential_infos"]
+        }
+        upserts = []
+        for user in users:
+            salt = secrets.token_bytes(16)
+            salted = salted_password(passwords[user], salt)
+            upserts.append((user, SCRAM_SHA_512, SCRAM_ITERATIONS, salt, salted))
+        response = await admin._send_request(AlterUserScramCredentialsRequest(upserts))
+    except Exception as exc:
+        raise StackError(f"kafka: syncing SCRAM users on {bootstrap} failed: {exc!r}") from exc
+    finally:
+        await close_quietly(admin)
+    failures = [
+        f"{r['user_name']}: {r['error_message'] or 'error ' + str(r['error_code'])}"
+        for r in response.to_object()["results"]
+        if int(r["error_code"])
+    ]
+    if failures:
+        raise StackError("kafka: the broker refused SCRAM credentials: " + "; ".join(failures))
+    return [u for u in users if u not in known]

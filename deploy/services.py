@@ -375,9 +375,16 @@ class Kafka(Service):
             return
         bindings = kafka_security.acl_bindings(self.settings)
         options = self.client_options()
-        n = run_sync(
-            lambda: kafka_security.create_acls(f"{LOOPBACK}:{self.ports[0]}", options, bindings)
-        )
+        bootstrap = f"{LOOPBACK}:{self.ports[0]}"
+        admin = kafka_security.ADMIN_USER
+        users = [u for u in kafka_security.users_of(self.settings) if u != admin]
+        # the password files are the truth: users added to the settings after the first
+        # format get their credential now, a replaced password file rotates it
+        passwords = kafka_security.ensure_passwords(self.paths.root, users)
+        added = run_sync(lambda: kafka_security.sync_scram_users(bootstrap, options, passwords))
+        if added:
+            progress(f"kafka: SCRAM users added: {', '.join(added)}")
+        n = run_sync(lambda: kafka_security.create_acls(bootstrap, options, bindings))
         progress(
             f"kafka: SASL_SSL on {self.address}, {n} ACLs for prefix "
             f"{self.settings.topic_prefix!r}; CA and passwords in "

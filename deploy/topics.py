@@ -17,7 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ HEARTBEAT_TOPIC_MAX_BYTES = 2 * 1024 * 1024
 # a rejected message is kept whole, base64-encoded when not UTF-8 (4/3 of its size)
 DLQ_TOPIC_MAX_BYTES = 2 * HEARTBEAT_TOPIC_MAX_BYTES
 _TOPIC_ALREADY_EXISTS = 36
+_AUTHORIZATION_FAILED = (29, 31)  # TOPIC_, CLUSTER_AUTHORIZATION_FAILED
 
 T = TypeVar("T")
 
@@ -77,46 +78,81 @@ async def ensure_topics_async(
     Returns ``{topic: "created" | "exists"}``. Raises :class:`StackError` when the broker
     cannot be reached or refuses a topic.
     """
-    specs = topic_specs(prefix, partitions)
+    return await ensure_specs_async(
+        bootstrap, topic_specs(prefix, partitions), timeout=timeout, options=options
+    )
+
+
+async def ensure_specs_async(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    *,
+    timeout: float = 30.0,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Create the topics of ``specs`` that do not exist yet.
+
+    Existing topics are found first with a metadata request, so a principal that may only
+    describe and use them (a worker on a secured broker, whose topics an admin created)
+    never sends a CreateTopics it is not allowed to.
+    """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="arcbeat-topics",
         request_timeout_ms=int(timeout * 1000),
         **dict(options or {}),
     )
+    names = [s.name for s in specs]
     try:
         await asyncio.wait_for(admin.start(), timeout)
-        response = await admin.create_topics(
-            [
-                NewTopic(s.name, s.partitions, replication_factor=1, topic_configs=s.configs)
-                for s in specs
-            ],
-            timeout_ms=int(timeout * 1000),
-        )
+        described = await admin.describe_topics(names)
+        present = {str(t["topic"]) for t in described if int(t["error_code"]) == 0}
+        missing = [s for s in specs if s.name not in present]
+        outcome = {name: "exists" for name in names if name in present}
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(s.name, s.partitions, replication_factor=1, topic_configs=s.configs)
+                    for s in missing
+                ],
+                timeout_ms=int(timeout * 1000),
+            )
+            outcome.update(_outcomes(response.to_object(), bootstrap))
     except StackError:
         raise
     except Exception as exc:
         raise StackError(
-            f"topics: cannot create topics {[s.name for s in specs]} on Kafka at {bootstrap}: "
+            f"topics: cannot create topics {names} on Kafka at {bootstrap}: "
             f"{exc!r}. Is the broker up? (`arcbeat stack status`)"
         ) from exc
     finally:
         await close_quietly(admin)
-    return _outcomes(response.to_object(), bootstrap)
+    return outcome
 
 
 def _outcomes(obj: dict[str, Any], bootstrap: str) -> dict[str, str]:
     result: dict[str, str] = {}
     failures: list[str] = []
+    denied: list[str] = []
     for entry in obj.get("topic_errors", []):
         name, code = str(entry["topic"]), int(entry["error_code"])
         if code == 0:
             result[name] = "created"
         elif code == _TOPIC_ALREADY_EXISTS:
             result[name] = "exists"
+        elif code in _AUTHORIZATION_FAILED:
+            denied.append(name)
         else:
             message = entry.get("error_message") or f"error code {code}"
             failures.append(f"{name}: {message}")
+    if denied:
+        raise StackError(
+            f"topics: Kafka at {bootstrap} does not let this principal see or create "
+            f"{', '.join(sorted(denied))} (authorization failed). Check kafka_username: an "
+            "agent principal may only write heartbeats. The deployment's topics are created "
+            "by an admin (`arcbeat stack up` on the local stack, which also grants arcbeat's "
+            "users their ACLs, or `python -m arcbeat.deploy.topics` with admin credentials)"
+        )
     if failures:
         raise StackError(f"topics: Kafka at {bootstrap} refused to create: {'; '.join(failures)}")
     return result

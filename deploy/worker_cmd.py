@@ -13,8 +13,10 @@ from collections import Counter
 from typing import Any
 
 import faust
-from arcbeat.deploy.stack import Stack
+from arcbeat.deploy.errors import StackError
+from arcbeat.deploy.topics import TopicSpec, ensure_specs_async, topic_specs
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
+from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.machines import scopes_of
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.status import is_flapping
@@ -70,53 +72,32 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
     )
 
 
-async def _declare_internal_topics(pipe: Pipeline) -> None:
-    """Create the tables' changelog topics before the worker starts.
+async def _declare_topics(pipe: Pipeline) -> None:
+    """Make sure the deployment's topics and the tables' changelog topics exist.
 
-    Faust creates them itself, but its consumer may check their partition counts against
-    stale metadata on the very first event and crash the agent (PartitionsMismatch).
+    Faust creates changelogs itself, but its consumer may check their partition counts
+    against stale metadata on the very first event and crash the agent (PartitionsMismatch).
+    Runs with the worker's own credentials: on a secured broker the worker may create its
+    ``<app_id>-*`` topics, while the deployment's topics are an admin's (``arcbeat stack up``).
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
     s = pipe.settings
-    topics = [
-        NewTopic(
-            pipe.machines.changelog_topic.get_topic_name(),
-            s.partitions,
-            1,
-            topic_configs={"cleanup.policy": "compact"},
-        ),
-        NewTopic(
-            pipe.ticks.changelog_topic.get_topic_name(),
-            s.partitions,
-            1,
-            topic_configs={"cleanup.policy": "compact"},
-        ),
-        NewTopic(
-            pipe.scopes.changelog_topic.get_topic_name(),
-            s.partitions,
-            1,
-            topic_configs={"cleanup.policy": "compact"},
-        ),
+    compact = {"cleanup.policy": "compact"}
+    internal = [
+        TopicSpec(pipe.machines.changelog_topic.get_topic_name(), s.partitions, compact),
+        TopicSpec(pipe.ticks.changelog_topic.get_topic_name(), s.partitions, compact),
+        TopicSpec(pipe.scopes.changelog_topic.get_topic_name(), s.partitions, compact),
     ]
     if pipe.window_counts is not None:
-        topics.append(
-            NewTopic(
+        internal.append(
+            TopicSpec(
                 pipe.window_counts.table.changelog_topic.get_topic_name(),
                 s.partitions,
-                1,
-                topic_configs={
-                    "cleanup.policy": "compact,delete",
-                    "retention.ms": str(int(s.window * 3 * 1000)),
-                },
+                {"cleanup.policy": "compact,delete", "retention.ms": str(int(s.window * 3000))},
             )
         )
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(topics)  # existing ones are reported, not raised
-    finally:
-        await admin.close()
+    options = client_options(s)
+    specs = topic_specs(s.topic_prefix, s.partitions) + internal
+    await ensure_specs_async(s.kafka_bootstrap, specs, options=options)
 
 
 def build_worker(settings: Settings, worker_id: int = 0) -> Pipeline:
@@ -139,8 +120,11 @@ def _print_transition(value: bytes) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     settings = Settings.load()
     pipe = build_worker(settings, args.id)
-    Stack(settings).ensure_topics()
-    asyncio.run(_declare_internal_topics(pipe))
+    try:
+        asyncio.run(_declare_topics(pipe))
+    except StackError as exc:
+        print(f"arcbeat worker: {exc}", file=sys.stderr)
+        return 2
     if args.print_transitions:
         pipe.on_emit.append(lambda e: _print_transition(e.value) if e.topic == "status" else None)
     logging.getLogger("arcbeat").setLevel(args.loglevel.upper())

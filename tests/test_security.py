@@ -9,17 +9,21 @@ in logs or reprs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import ssl
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -34,6 +38,8 @@ from arcbeat.streams.identity import IdentityBindings, make_binding
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.records import resource_id
 from arcbeat.streams.settings import Settings
+
+from tests.pipeline_harness import E2E_TIMING, free_port_block, wait_for
 
 KAFKA_PORT = 29093
 CONTROLLER_PORT = 29094
@@ -291,3 +297,191 @@ def test_fuzz_decode_heartbeat_small() -> None:
     assert result["ok"], result["violations"]
     assert result["inputs"] >= 4000
     assert "accepted" in result["outcomes"] and "schema" in result["outcomes"]
+
+
+# -- users added after the first format, and rotation ------------------------------------------
+
+
+async def _agent_can_write(settings: Settings) -> bool:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        request_timeout_ms=10_000,
+        **client_options(settings),
+    )
+    try:
+        await asyncio.wait_for(producer.start(), 30)
+        await producer.send_and_wait(settings.heartbeats_topic, b"{}", key=b"late")
+        return True
+    except KafkaError:
+        return False
+    finally:
+        await producer.stop()
+
+
+def test_scram_user_added_after_format_and_rotated(secure: SecureKafka) -> None:
+    """A principal added to kafka_agent_users later gets its SCRAM credential and ACLs on the
+    next `stack up`; replacing its password file rotates the credential."""
+    late = "agent-late"
+    settings = secure.settings.replace(kafka_agent_users=(*secure.settings.kafka_agent_users, late))
+    lines: list[str] = []
+    Stack(settings, only=("kafka",)).up(lines.append)
+    assert f"kafka: SCRAM users added: {late}" in lines, lines
+    as_late = ks.client_settings(settings, secure.root, late)
+    assert asyncio.run(_agent_can_write(as_late))
+    old = secure.password(late)
+    ks.password_file(secure.root, late).write_text("rotated-" + uuid.uuid4().hex + "\n")
+    lines.clear()
+    Stack(settings, only=("kafka",)).up(lines.append)
+    assert not any("SCRAM users added" in line for line in lines), lines  # a rotation only
+    assert asyncio.run(_agent_can_write(as_late))
+    assert not asyncio.run(_agent_can_write(as_late.replace(kafka_password=old)))
+
+
+# -- the whole pipeline over SASL_SSL, each process as its own principal ----------------------
+
+
+def _pipeline_env(secure: SecureKafka, user: str, **extra: str) -> dict[str, str]:
+    s = secure.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCBEAT_")}
+    env.update(
+        {
+            "ARCBEAT_CONFIG": str(secure.root / "none.toml"),
+            "ARCBEAT_STATE_DIR": str(secure.root),
+            "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "ARCBEAT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "ARCBEAT_KAFKA_USERNAME": user,
+            "ARCBEAT_KAFKA_PASSWORD_FILE": str(ks.password_file(secure.root, user)),
+            "ARCBEAT_KAFKA_CA_FILE": str(ks.secrets_dir(secure.root) / "ca.pem"),
+            "ARCBEAT_TOPIC_PREFIX": s.topic_prefix,
+            "ARCBEAT_APP_ID": s.app_id,
+            "ARCBEAT_PARTITIONS": str(s.partitions),
+            "ARCBEAT_REGIONS": "*",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({"ARCBEAT_" + k.upper(): v for k, v in {**E2E_TIMING, **extra}.items()})
+    return env
+
+
+def _spawn(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "arcbeat.deploy.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _influx(url: str, db: str, q: str) -> list[list[Any]]:
+    query = urllib.parse.urlencode({"db": db, "q": q})
+    with urllib.request.urlopen(f"{url}/query?{query}", timeout=10) as r:
+        body = json.loads(r.read())
+    series = body["results"][0].get("series") or [{"values": []}]
+    return list(series[0]["values"])
+
+
+def test_worker_simulator_and_history_over_sasl_ssl(
+    secure: SecureKafka, stack: Stack, tmp_path: Path
+) -> None:
+    """The worker (principal `worker`), the simulator (`agent-1`) and the history exporter
+    (`history`) run against the SASL_SSL-only broker with the ACLs `stack up` grants: every
+    onboarding and outage reaches the status topic and InfluxDB. The worker started with an
+    agent's credentials is refused with a clear message."""
+    base = free_port_block(3)
+    influx_url, db = stack.settings.influx_url, f"sec_{uuid.uuid4().hex[:8]}"
+    worker_env = _pipeline_env(
+        secure, "worker", web_port=str(base), data_dir=str(tmp_path / "data")
+    )
+    refused = subprocess.run(
+        [sys.executable, "-m", "arcbeat.deploy.cli", "worker"],
+        env=_pipeline_env(secure, "agent-2", web_port=str(base + 2), data_dir=str(tmp_path / "d2")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "authorization failed" in refused.stderr and "kafka_username" in refused.stderr
+    worker = _spawn(worker_env, tmp_path / "worker.log", "worker", "--loglevel", "info")
+    history = _spawn(
+        _pipeline_env(
+            secure,
+            "history",
+            history_port=str(base + 1),
+            influx_url=influx_url,
+            influx_db=db,
+            capacity_source_url=f"http://127.0.0.1:{base}",
+        ),
+        tmp_path / "history.log",
+        "history",
+    )
+    try:
+
+        def worker_ready() -> bool | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{base}/healthz", timeout=2) as r:
+                    return len(json.loads(r.read()).get("partitions", [])) == 3 or None
+            except OSError:
+                return None
+
+        wait_for("the SASL_SSL worker to own 3 partitions", worker_ready, timeout=90)
+        n = 40
+        sim = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "arcbeat.deploy.cli",
+                "simulate",
+                "-n",
+                str(n),
+                "--duration",
+                "12",
+                "--scenario",
+                "steady,outages",
+                "--outage-fraction",
+                "0.25",
+                "--outage-duration",
+                "8",
+            ],
+            env=_pipeline_env(secure, "agent-1"),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert sim.returncode == 0, sim.stdout[-2000:] + sim.stderr[-2000:]
+        assert "0 errors" in sim.stdout + sim.stderr
+
+        def transitions() -> list[list[Any]] | None:
+            rows = _influx(
+                influx_url, db, "SELECT count(machine_name) FROM transitions GROUP BY status"
+            )
+            got = _influx(influx_url, db, "SHOW TAG VALUES FROM transitions WITH KEY = status")
+            return rows if {"Connected", "Disconnected"} <= {v[1] for v in got} else None
+
+        wait_for("transitions in InfluxDB via the history principal", transitions, timeout=60)
+        connected = _influx(
+            influx_url, db, "SELECT count(machine_name) FROM transitions WHERE status = 'Connected'"
+        )
+        assert connected and connected[0][1] >= n  # every machine onboarded
+    finally:
+        _stop(worker)
+        _stop(history)
+        with contextlib.suppress(OSError):
+            _influx(influx_url, db, f'DROP DATABASE "{db}"')
+    for name in ("worker.log", "history.log"):
+        text = (tmp_path / name).read_text(errors="replace")
+        assert "AuthorizationFailed" not in text and "Traceback" not in text, text[-3000:]
