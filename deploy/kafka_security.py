@@ -26,7 +26,7 @@ import hashlib
 import ipaddress
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ def users_of(settings: Settings) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -83,13 +83,14 @@ def password_file(state_root: Path, user: str) -> Path:
     return secrets_dir(state_root) / f"{user}.password"
 
 
-def ensure_passwords(state_root: Path, users: Iterable[str]) -> dict[str, str]:
-    """A random password per user, created once and kept (the metadata log holds its hash)."""
+def ensure_passwords(folder: Path, users: Iterable[str]) -> dict[str, str]:
+    """A random password per user in ``folder``, created once and kept (the broker keeps
+    only its salted hash)."""
     out: dict[str, str] = {}
     for user in users:
-        path = password_file(state_root, user)
+        path = folder / f"{user}.password"
         if not path.is_file():
-            _write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
+            write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
         out[user] = path.read_text(encoding="utf-8").strip()
     return out
 
@@ -113,16 +114,13 @@ def scram_argument(user: str, password: str, *, salt: bytes | None = None) -> st
 # -- certificates -------------------------------------------------------------------------------
 
 
-def ensure_certificates(
-    state_root: Path, hosts: Iterable[str] = ("127.0.0.1", "localhost")
-) -> Path:
-    """A CA and a broker certificate for ``hosts`` (once per state folder); returns ca.pem."""
+def ensure_certificates(folder: Path, hosts: Iterable[str] = ("127.0.0.1", "localhost")) -> Path:
+    """A CA and a broker certificate for ``hosts`` in ``folder`` (once); returns ca.pem."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    folder = secrets_dir(state_root)
     ca_pem, broker_pem = folder / "ca.pem", folder / "broker.pem"
     if ca_pem.is_file() and broker_pem.is_file():
         return ca_pem
@@ -182,66 +180,102 @@ def ensure_certificates(
     pem = serialization.Encoding.PEM
     pkcs8 = serialization.PrivateFormat.PKCS8
     plain = serialization.NoEncryption()
-    _write_private(folder / "ca.key", ca_key.private_bytes(pem, pkcs8, plain))
+    write_private(folder / "ca.key", ca_key.private_bytes(pem, pkcs8, plain))
     # Kafka's PEM keystore: the PKCS#8 key followed by the certificate chain, one file
-    _write_private(
+    write_private(
         broker_pem,
         key.private_bytes(pem, pkcs8, plain) + cert.public_bytes(pem) + ca_cert.public_bytes(pem),
     )
-    _write_private(ca_pem, ca_cert.public_bytes(pem))
+    write_private(ca_pem, ca_cert.public_bytes(pem))
     return ca_pem
 
 
 # -- broker configuration ---------------------------------------------------------------------
 
 
-def _jaas(module: str, user: str, password: str, extra: str = "") -> str:
+def jaas_line(module: str, user: str, password: str, extra: str = "") -> str:
     quoted = password.replace("\\", "\\\\").replace('"', '\\"')
     return f'{module} required username="{user}" password="{quoted}"{extra};'
 
 
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One SASL_SSL client listener: where it binds and what it advertises."""
+
+    name: str  # e.g. SASL_SSL (local stack), INTERNAL / EXTERNAL (compose)
+    bind: str  # host:port ("" host = every interface)
+    advertised: str  # host:port clients are sent to
+
+
 def server_properties(
-    kafka_port: int, controller_port: int, secrets_folder: Path, admin_password: str
+    listeners: Sequence[Listener],
+    controller: Listener,
+    secrets_folder: Path,
+    admin_password: str,
 ) -> str:
-    """The lines that turn the plaintext template into a SASL_SSL broker (later keys win)."""
+    """The lines that turn the plaintext template into a SASL_SSL broker (later keys win).
+
+    The first listener is the inter-broker one. The local stack has one listener on
+    loopback; compose has INTERNAL (containers) and EXTERNAL (the host).
+    """
     plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
     pw = admin_password.replace("\\", "\\\\").replace('"', '\\"')
-    host = "127.0.0.1"
-    return "\n".join(
-        [
-            "",
-            "# ---- kafka_security = sasl_ssl (written by `arcbeat stack`; overrides the above)",
-            f"listeners=SASL_SSL://{host}:{kafka_port},CONTROLLER://{host}:{controller_port}",
-            f"advertised.listeners=SASL_SSL://{host}:{kafka_port},"
-            f"CONTROLLER://{host}:{controller_port}",
-            "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
-            "inter.broker.listener.name=SASL_SSL",
-            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
-            "sasl.enabled.mechanisms=SCRAM-SHA-512",
-            "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512",
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
-            + _jaas(scram, ADMIN_USER, admin_password),
-            # the controller cannot check SCRAM before it has read the metadata log: PLAIN,
-            # loopback only, one static user (admin)
-            "sasl.mechanism.controller.protocol=PLAIN",
-            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
-            "listener.name.controller.plain.sasl.jaas.config="
-            + _jaas(plain, ADMIN_USER, admin_password, f' user_{ADMIN_USER}="{pw}"'),
-            "ssl.keystore.type=PEM",
-            f"ssl.keystore.location={secrets_folder / 'broker.pem'}",
-            "ssl.truststore.type=PEM",
-            f"ssl.truststore.location={secrets_folder / 'ca.pem'}",
-            f"ssl.enabled.protocols={TLS_PROTOCOLS}",
-            "ssl.protocol=TLSv1.3",
-            "ssl.client.auth=none",
-            "ssl.endpoint.identification.algorithm=https",
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            f"super.users=User:{ADMIN_USER}",
-            "allow.everyone.if.no.acl.found=false",
-            "",
+    every = [*listeners, controller]
+    lines = [
+        "",
+        "# ---- kafka_security = sasl_ssl (written by arcbeat; overrides the above)",
+        "listeners=" + ",".join(f"{x.name}://{x.bind}" for x in every),
+        "advertised.listeners=" + ",".join(f"{x.name}://{x.advertised}" for x in every),
+        f"controller.listener.names={controller.name}",
+        f"controller.quorum.bootstrap.servers={controller.advertised}",
+        "listener.security.protocol.map="
+        + ",".join(
+            [f"{controller.name}:SASL_PLAINTEXT"] + [f"{x.name}:SASL_SSL" for x in listeners]
+        ),
+        f"inter.broker.listener.name={listeners[0].name}",
+        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+    ]
+    for x in listeners:
+        low = x.name.lower()
+        lines += [
+            f"listener.name.{low}.sasl.enabled.mechanisms=SCRAM-SHA-512",
+            f"listener.name.{low}.scram-sha-512.sasl.jaas.config="
+            + jaas_line(scram, ADMIN_USER, admin_password),
         ]
-    )
+    low = controller.name.lower()
+    lines += [
+        # the controller cannot check SCRAM before it has read the metadata log: PLAIN,
+        # never published, one static user (admin)
+        "sasl.mechanism.controller.protocol=PLAIN",
+        f"listener.name.{low}.sasl.enabled.mechanisms=PLAIN",
+        f"listener.name.{low}.plain.sasl.jaas.config="
+        + jaas_line(plain, ADMIN_USER, admin_password, f' user_{ADMIN_USER}="{pw}"'),
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={secrets_folder / 'broker.pem'}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={secrets_folder / 'ca.pem'}",
+        f"ssl.enabled.protocols={TLS_PROTOCOLS}",
+        "ssl.protocol=TLSv1.3",
+        "ssl.client.auth=none",
+        "ssl.endpoint.identification.algorithm=https",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users=User:{ADMIN_USER}",
+        "allow.everyone.if.no.acl.found=false",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def local_server_properties(
+    kafka_port: int, controller_port: int, secrets_folder: Path, admin_password: str
+) -> str:
+    """The local stack's broker: one SASL_SSL listener and the controller, on loopback."""
+    host = "127.0.0.1"
+    client = Listener("SASL_SSL", f"{host}:{kafka_port}", f"{host}:{kafka_port}")
+    controller = Listener("CONTROLLER", f"{host}:{controller_port}", f"{host}:{controller_port}")
+    return server_properties([client], controller, secrets_folder, admin_password)
 
 
 def admin_settings(settings: Settings, state_root: Path) -> Settings:

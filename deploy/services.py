@@ -283,11 +283,12 @@ class Kafka(Service):
         scram: list[str] = []
         if self.secure:
             root = self.paths.root
-            kafka_security.ensure_certificates(root)
+            folder = kafka_security.secrets_dir(root)
+            kafka_security.ensure_certificates(folder)
             passwords = kafka_security.ensure_passwords(
-                root, kafka_security.users_of(self.settings)
+                folder, kafka_security.users_of(self.settings)
             )
-            text += kafka_security.server_properties(
+            text += kafka_security.local_server_properties(
                 kport, cport, kafka_security.secrets_dir(root), passwords[kafka_security.ADMIN_USER]
             )
             scram = [kafka_security.scram_argument(u, p) for u, p in passwords.items()]
@@ -380,7 +381,9 @@ class Kafka(Service):
         users = [u for u in kafka_security.users_of(self.settings) if u != admin]
         # the password files are the truth: users added to the settings after the first
         # format get their credential now, a replaced password file rotates it
-        passwords = kafka_security.ensure_passwords(self.paths.root, users)
+        passwords = kafka_security.ensure_passwords(
+            kafka_security.secrets_dir(self.paths.root), users
+        )
         added = run_sync(lambda: kafka_security.sync_scram_users(bootstrap, options, passwords))
         if added:
             progress(f"kafka: SCRAM users added: {', '.join(added)}")

@@ -19,10 +19,13 @@ import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from arcbeat.deploy.errors import StackError
+
+if TYPE_CHECKING:
+    from arcbeat.streams.settings import Settings
 
 HEARTBEAT_TOPIC_MAX_BYTES = 2 * 1024 * 1024
 # A DLQ record carries the rejected payload plus the reason, so it gets a little more room.
@@ -182,13 +185,15 @@ def run_sync(make: Callable[[], Awaitable[T]]) -> T:
 
 
 def main() -> int:
-    """``python -m arcbeat.deploy.topics``: create the topics of the configured prefix.
+    """``python -m arcbeat.deploy.topics [--acls]``: create the topics of the configured prefix.
 
     Used by docker-compose's one-shot ``topics`` service; settings come from ``ARCBEAT_*``.
+    ``--acls`` (as admin, SASL_SSL): also upsert SCRAM users and grant arcbeat's ACLs.
     """
     from arcbeat.streams.kafka_client import client_options
     from arcbeat.streams.settings import Settings, SettingsError
 
+    grant = "--acls" in sys.argv[1:]
     try:
         settings = Settings.load()
         options = client_options(settings)
@@ -200,12 +205,39 @@ def main() -> int:
                 options=options,
             )
         )
+        if grant:
+            added = _grant(settings, options)
     except (StackError, SettingsError) as exc:
         print(f"arcbeat topics: error: {exc}", file=sys.stderr)
         return 1
     for name, what in outcome.items():
         print(f"{name}: {what}")
+    if grant:
+        print(f"SCRAM users added: {', '.join(added) or 'none'}; ACLs granted")
     return 0
+
+
+def _grant(settings: Settings, options: Mapping[str, Any]) -> list[str]:
+    """``--acls`` (run as admin on a secured broker): upsert the SCRAM users whose password
+    files sit next to ``kafka_password_file`` (compose's secrets volume), then grant every
+    arcbeat principal its ACLs. Returns the users that were new."""
+    from pathlib import Path
+
+    from arcbeat.deploy import kafka_security as ks
+
+    folder = Path(settings.kafka_password_file).parent
+    users = [u for u in ks.users_of(settings) if u != ks.ADMIN_USER]
+    missing = [u for u in users if not (folder / f"{u}.password").is_file()]
+    if missing:
+        raise StackError(
+            f"topics --acls: no password file for {', '.join(missing)} in {folder}; run "
+            "`python -m arcbeat.deploy.compose_secrets` with the same ARCBEAT_KAFKA_AGENT_USERS"
+        )
+    passwords = ks.ensure_passwords(folder, users)
+    bootstrap = settings.kafka_bootstrap
+    added = run_sync(lambda: ks.sync_scram_users(bootstrap, options, passwords))
+    run_sync(lambda: ks.create_acls(bootstrap, options, ks.acl_bindings(settings)))
+    return added
 
 
 if __name__ == "__main__":
