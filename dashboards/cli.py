@@ -58,7 +58,12 @@ def add_dashboards_commands(subparsers: Any) -> argparse.ArgumentParser:
         "--token",
         default=os.environ.get("GRAFANA_TOKEN"),
         help="service account token with the Admin role, needed for datasources "
-        "(default: $GRAFANA_TOKEN; prefer the variable, a flag shows in `ps`)",
+        "(default: $GRAFANA_TOKEN; prefer the variable or --token-file, a flag shows in `ps`)",
+    )
+    push.add_argument(
+        "--token-file",
+        default=os.environ.get("GRAFANA_TOKEN_FILE"),
+        help="read the token from the first line of this file (default: $GRAFANA_TOKEN_FILE)",
     )
     push.add_argument("--folder", default="arcbeat", help="folder uid and title (default: arcbeat)")
     push.add_argument(
@@ -100,9 +105,21 @@ def cmd_push(args: argparse.Namespace) -> int:
     from arcbeat.exporters.grafana_push import GrafanaPushError, datasource_payloads, push
     from arcbeat.streams.settings import Settings, SettingsError
 
+    if not args.token and args.token_file:
+        try:
+            lines = Path(args.token_file).expanduser().read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            print(
+                f"arcbeat dashboards push: --token-file / GRAFANA_TOKEN_FILE: cannot read "
+                f"{args.token_file}: {exc.strerror or exc}; point it at a readable file "
+                "holding the token",
+                file=sys.stderr,
+            )
+            return 2
+        args.token = lines[0].strip() if lines else ""
     if not args.token:
         print(
-            "arcbeat dashboards push: no token; pass --token or set GRAFANA_TOKEN "
+            "arcbeat dashboards push: no token; pass --token-file or set GRAFANA_TOKEN "
             "(a Grafana service account token with the Admin role)",
             file=sys.stderr,
         )

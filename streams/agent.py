@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
 from arcbeat.streams.identity import signature_headers
-from arcbeat.streams.kafka_client import client_options, read_secret
+from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.records import (
     MAX_OS_NAME,
     MAX_OS_VERSION,
@@ -34,7 +34,7 @@ from arcbeat.streams.records import (
     parse_resource_id,
     resource_id,
 )
-from arcbeat.streams.settings import Settings, SettingsError, parse_duration
+from arcbeat.streams.settings import Settings, SettingsError, parse_duration, read_secret
 
 DEFAULT_SUBSCRIPTION: Final = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP: Final = "local"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import Settings, SettingsError, read_secret
 
 __all__ = ["KafkaAuth", "client_options", "faust_credentials", "kafka_auth", "ssl_context"]
 
@@ -31,24 +31,6 @@ class KafkaAuth:
     username: str
     password: str = field(repr=False)
     ca_file: str
-
-
-def read_secret(value: str, path: str, name: str) -> str:
-    """``value``, else the first line of the file ``path`` ('' when neither is set).
-
-    ``name`` is the setting, for the error message; the secret itself is never shown.
-    """
-    if value or not path:
-        return value
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(
-            f"setting {name}_file (ARCBEAT_{name.upper()}_FILE): cannot read {path}: "
-            f"{exc.strerror or exc}; point it at a readable file holding the secret"
-        ) from None
-    lines = text.splitlines()
-    return lines[0].strip() if lines else ""
 
 
 def kafka_auth(settings: Settings) -> KafkaAuth:

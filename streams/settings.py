@@ -116,8 +116,10 @@ class Settings:
     influx_db: str = "arcbeat"
     influx_org: str = "arcbeat"
     influx_token: str = field(default="", repr=False)
+    influx_token_file: str = ""  # read when influx_token is empty (first line)
     influx_username: str = ""
     influx_password: str = field(default="", repr=False)
+    influx_password_file: str = ""  # read when influx_password is empty (first line)
     influx_batch_size: int = 5000
     influx_flush_interval: float = 1.0
     fleet_snapshot_interval: float = 10.0
@@ -263,9 +265,31 @@ class Settings:
                     f"{where}: unknown setting {key!r}; known settings: {', '.join(sorted(known))}"
                 )
             parsed[key] = _convert(known[key], raw, where)
+        # secrets kept in files (Docker/Kubernetes secrets) are read once, here
+        for name in ("influx_token", "influx_password"):
+            if not parsed.get(name) and parsed.get(f"{name}_file"):
+                parsed[name] = read_secret("", parsed[f"{name}_file"], name)
         settings = cls(**parsed)
         settings.validate()
         return settings
+
+
+def read_secret(value: str, path: str, name: str) -> str:
+    """``value``, else the first line of the file ``path`` ('' when neither is set).
+
+    ``name`` is the setting, for the error message; the secret itself is never shown.
+    """
+    if value or not path:
+        return value
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(
+            f"setting {name}_file (ARCBEAT_{name.upper()}_FILE): cannot read {path}: "
+            f"{exc.strerror or exc}; point it at a readable file holding the secret"
+        ) from None
+    lines = text.splitlines()
+    return lines[0].strip() if lines else ""
 
 
 _DURATION_FIELDS = {

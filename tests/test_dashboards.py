@@ -607,3 +607,21 @@ async def test_cli_push_against_the_stub(fake_grafana, capsys):
     assert fake.datasources["arcbeat-prometheus"]["url"] == "http://prometheus:9090"
     assert fake.datasources["arcbeat-influxdb"]["url"] == "http://influxdb:8086"
     assert "pushed 3 dashboards and 2 datasources" in capsys.readouterr().out
+
+
+async def test_cli_push_reads_the_token_from_a_file(fake_grafana, capsys, tmp_path):
+    _fake, url = fake_grafana
+    token = tmp_path / "grafana.token"
+    token.write_text(FakeGrafana.GOOD + "\n")
+    code = await asyncio.to_thread(
+        _cli, "dashboards", "push", "--url", url, "--token", "", "--token-file", str(token)
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert FakeGrafana.GOOD not in captured.out + captured.err
+    missing = tmp_path / "missing.token"
+    code = await asyncio.to_thread(
+        _cli, "dashboards", "push", "--url", url, "--token", "", "--token-file", str(missing)
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and str(missing) in err and "GRAFANA_TOKEN_FILE" in err

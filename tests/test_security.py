@@ -37,7 +37,7 @@ from arcbeat.streams.engine import Engine
 from arcbeat.streams.identity import IdentityBindings, make_binding
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.records import resource_id
-from arcbeat.streams.settings import Settings
+from arcbeat.streams.settings import Settings, SettingsError
 
 from tests.pipeline_harness import E2E_TIMING, free_port_block, wait_for
 
@@ -485,3 +485,26 @@ def test_worker_simulator_and_history_over_sasl_ssl(
     for name in ("worker.log", "history.log"):
         text = (tmp_path / name).read_text(errors="replace")
         assert "AuthorizationFailed" not in text and "Traceback" not in text, text[-3000:]
+
+
+def test_influx_credentials_from_files_never_shown(tmp_path: Path) -> None:
+    token, password = "tok-" + uuid.uuid4().hex, "pw-" + uuid.uuid4().hex
+    (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "password").write_text(password + "\n")
+    env = {
+        "ARCBEAT_INFLUX_TOKEN_FILE": str(tmp_path / "token"),
+        "ARCBEAT_INFLUX_USERNAME": "arcbeat",
+        "ARCBEAT_INFLUX_PASSWORD_FILE": str(tmp_path / "password"),
+    }
+    s = Settings.load(env=env, toml_path=tmp_path / "none.toml")
+    assert (s.influx_token, s.influx_password) == (token, password)
+    assert token not in repr(s) and password not in repr(s)
+    # a value given directly wins over the file
+    direct = Settings.load(env={**env, "ARCBEAT_INFLUX_TOKEN": "direct"}, toml_path=tmp_path / "x")
+    assert direct.influx_token == "direct"
+    with pytest.raises(SettingsError) as info:
+        Settings.load(
+            env={"ARCBEAT_INFLUX_TOKEN_FILE": str(tmp_path / "absent")},
+            toml_path=tmp_path / "none.toml",
+        )
+    assert "ARCBEAT_INFLUX_TOKEN_FILE" in str(info.value) and "absent" in str(info.value)
