@@ -482,9 +482,12 @@ def test_worker_simulator_and_history_over_sasl_ssl(
         _stop(history)
         with contextlib.suppress(OSError):
             _influx(influx_url, db, f'DROP DATABASE "{db}"')
+    secrets = [secure.password(u) for u in ("worker", "history", "agent-1", "agent-2")]
     for name in ("worker.log", "history.log"):
         text = (tmp_path / name).read_text(errors="replace")
         assert "AuthorizationFailed" not in text and "Traceback" not in text, text[-3000:]
+        assert not any(secret in text for secret in secrets), f"a password is in {name}"
+    assert not any(secret in refused.stdout + refused.stderr for secret in secrets)
 
 
 def test_influx_credentials_from_files_never_shown(tmp_path: Path) -> None:
