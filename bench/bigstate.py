@@ -1,7 +1,7 @@
 """A million machines in state: worker memory, start and restart to caught-up, /metrics scrape.
 
-State is seeded into the changelogs (:mod:`arcbeat.bench.seeding`): the machines table and the
-windowed heartbeat counts, with ``disconnected`` of the machines Disconnected. Timing is long
+State is seeded into the changelog (:mod:`arcbeat.bench.seeding`): the machines table, each
+machine with an open availability window, ``disconnected`` of them Disconnected. Timing is long
 (interval 1 h, disconnect_after 3 h) so that nothing becomes due while the phase runs: the
 figures are those of a quiet, fully loaded worker.
 
@@ -27,7 +27,7 @@ from arcbeat.bench.context import Bench
 from arcbeat.bench.detection import wait_caught_up
 from arcbeat.bench.fleetload import produce_many
 from arcbeat.bench.kafka_admin import create_compacted, create_deployment_topics
-from arcbeat.bench.seeding import StateSeeder, machines_changelog, window_counts_changelog
+from arcbeat.bench.seeding import StateSeeder, machines_changelog
 from arcbeat.bench.worker_process import WorkerProcess, metric_value, series_count
 from arcbeat.streams.status import Status
 
@@ -64,7 +64,7 @@ def run_bigstate(b: Bench, machines: int, disconnected: int, *, scrapes: int = 3
         "big", heartbeat_interval=LONG_INTERVAL, disconnect_after=3 * LONG_INTERVAL
     )
     create_deployment_topics(s)
-    create_compacted(s, [machines_changelog(s.app_id), window_counts_changelog(s.app_id)])
+    create_compacted(s, [machines_changelog(s.app_id)])
 
     # 1. an idle worker: same settings, nothing in state
     idle = b.worker(s, "big-idle")
@@ -90,14 +90,13 @@ def run_bigstate(b: Bench, machines: int, disconnected: int, *, scrapes: int = 3
         return float(now - (m / machines) * s.heartbeat_interval)
 
     def parts() -> Any:
-        for table, counts in seeder.chunks(
+        for table in seeder.chunks(
             range(machines), status_of=status_of, last_heartbeat_of=last_of, window_counts=True
         ):
             yield machines_changelog(s.app_id), table
-            yield window_counts_changelog(s.app_id), counts
 
     b.say(f"memory: seeding {machines:,} machines ({len(disc):,} Disconnected) into the changelogs")
-    seeded = asyncio.run(produce_many(s, parts(), progress=b.say, label="seed", total=2 * machines))
+    seeded = asyncio.run(produce_many(s, parts(), progress=b.say, label="seed", total=machines))
 
     # 3. restart: the idle worker was stopped (SIGTERM); start it again with the state in its
     # changelogs, time it to caught-up; then measure memory and scrape /metrics

@@ -278,7 +278,7 @@ def run_detection(
     topic = machines_changelog(s.app_id)
     chunks = (
         (topic, table)
-        for table, _ in seeder.chunks(
+        for table in seeder.chunks(
             range(machines),
             status_of=lambda m: Status.CONNECTED,
             last_heartbeat_of=plan.last_heartbeat,

@@ -270,7 +270,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"## {_fmt(big.get('machines'))} machines in state: memory, restart, /metrics",
             "",
             f"State written to the changelogs ({_fmt(big.get('seeded', {}).get('records'))} "
-            f"records: machines table + windowed heartbeat counts), "
+            f"records: the machines table, availability windows included), "
             f"{_fmt(big.get('disconnected'))} machines Disconnected; after the restart the worker "
             f"reported {big.get('fleetAfterRestart')}.",
             "",

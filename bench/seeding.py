@@ -21,16 +21,11 @@ from arcbeat.streams.scenarios import Fleet, FleetSpec
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.simulate import fleet_locations
 from arcbeat.streams.status import MachineState, Status
-from faust.windows import TumblingWindow
 
 
 def machines_changelog(app_id: str) -> str:
     """Faust names a table's changelog ``<app id>-<table name>-changelog``."""
     return f"{app_id}-machines-changelog"
-
-
-def window_counts_changelog(app_id: str) -> str:
-    return f"{app_id}-heartbeat-counts-changelog"
 
 
 class StateSeeder:
@@ -40,7 +35,6 @@ class StateSeeder:
         self.settings = settings
         self.fleet = Fleet(FleetSpec(machines=n, seed=seed, locations=fleet_locations(settings)))
         self.partitioner = KeyPartitioner(settings.partitions)
-        self.window = TumblingWindow(settings.window, expires=settings.window)
 
     def key(self, m: int) -> str:
         return str(self.fleet.key(m))
@@ -48,7 +42,10 @@ class StateSeeder:
     def partition(self, m: int) -> int:
         return int(self.partitioner(self.fleet.key(m).encode()))
 
-    def machine_value(self, m: int, status: Status, last_heartbeat_at: float) -> bytes:
+    def machine_value(
+        self, m: int, status: Status, last_heartbeat_at: float, *, counted: bool = False
+    ) -> bytes:
+        """``counted``: the last heartbeat is counted in its availability window."""
         fm = self.fleet.machine(m)
         window = last_heartbeat_at - (last_heartbeat_at % self.settings.window)
         disconnected = status is Status.DISCONNECTED
@@ -79,6 +76,8 @@ class StateSeeder:
             fm.tags,
             0.0,
         )
+        if counted:
+            return bytes(encode_machine(Machine(state, info, window, 1)))
         return bytes(encode_machine(Machine(state, info)))
 
     def chunks(
@@ -89,18 +88,16 @@ class StateSeeder:
         last_heartbeat_of: Callable[[int], float],
         window_counts: bool,
         chunk: int = 50_000,
-    ) -> Iterator[tuple[Encoded, Encoded]]:
-        """(machines changelog, heartbeat-counts changelog) records, ``chunk`` machines a time."""
+    ) -> Iterator[Encoded]:
+        """Machines changelog records, ``chunk`` machines a time; ``window_counts``: each with
+        its last heartbeat counted in an open availability window, as processing leaves it."""
         for start in range(machines.start, machines.stop, chunk):
-            table, counts = Encoded(), Encoded()
+            table = Encoded()
             for m in range(start, min(start + chunk, machines.stop)):
                 key = self.fleet.key(m)
-                kb = key.encode()
-                p = int(self.partitioner(kb))
-                last = last_heartbeat_of(m)
-                status = status_of(m)
-                table.add(p, orjson.dumps(key), self.machine_value(m, status, last))
-                if window_counts:
-                    for start_end in self.window.ranges(last):
-                        counts.add(p, orjson.dumps([key, list(start_end)]), b"1")
-            yield table, counts
+                p = int(self.partitioner(key.encode()))
+                value = self.machine_value(
+                    m, status_of(m), last_heartbeat_of(m), counted=window_counts
+                )
+                table.add(p, orjson.dumps(key), value)
+            yield table

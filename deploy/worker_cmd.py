@@ -87,14 +87,6 @@ async def _declare_topics(pipe: Pipeline) -> None:
         TopicSpec(pipe.ticks.changelog_topic.get_topic_name(), s.partitions, compact),
         TopicSpec(pipe.scopes.changelog_topic.get_topic_name(), s.partitions, compact),
     ]
-    if pipe.window_counts is not None:
-        internal.append(
-            TopicSpec(
-                pipe.window_counts.table.changelog_topic.get_topic_name(),
-                s.partitions,
-                {"cleanup.policy": "compact,delete", "retention.ms": str(int(s.window * 3000))},
-            )
-        )
     options = client_options(s)
     specs = topic_specs(s.topic_prefix, s.partitions) + internal
     await ensure_specs_async(s.kafka_bootstrap, specs, options=options)

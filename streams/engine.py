@@ -100,6 +100,7 @@ class PartitionIndex:
         "pending",
         "snapshot_bucket",
         "wheel",
+        "windows",
     )
 
     def __init__(self, granularity: float) -> None:
@@ -113,6 +114,8 @@ class PartitionIndex:
         # key -> tick time: late and due in one tick (a backlog was just read), waiting for a
         # scope verdict that has seen it late before it may be declared
         self.pending: dict[str, float] = {}
+        # availability: window start -> machines with an open count in that window
+        self.windows: dict[float, set[str]] = {}
         self.snapshot_bucket = -1
 
     def connected_by_scope(self) -> Counter[str]:
@@ -154,6 +157,8 @@ class Engine:
         self.partitions: dict[int, PartitionIndex] = {}
         self.stats = EngineStats()
         self._accepts_region = settings.accepts_region
+        self.window = settings.window if settings.availability_windows else 0.0
+        self.expected = max(1, round(settings.window / settings.heartbeat_interval))
 
     # ---- assignment -------------------------------------------------------------------
 
@@ -184,6 +189,8 @@ class Engine:
             idx.disconnected.add(key)
         if m.state.held_since is not None:
             idx.held.add(key)
+        if m.window_start is not None:
+            idx.windows.setdefault(m.window_start, set()).add(key)
         self._schedule(idx, key, m.state)
 
     def _schedule(self, idx: PartitionIndex, key: str, state: MachineState) -> None:
@@ -289,16 +296,19 @@ class Engine:
         if step.outcome is Outcome.STALE or step.outcome is Outcome.UNKNOWN_DISCONNECT:
             return [], hb
         info = MachineInfo.from_heartbeat(hb, arrived_at)
-        new = Machine(step.state, info) if step.state is not None else None
-        if new is None:
+        out: list[Emit] = []
+        new: Machine | None = None
+        if step.state is not None:
+            new = self._count(idx, hb.key, old, Machine(step.state, info), hb, arrived_at, out)
+            self.store[hb.key] = encode_machine(new)
+        else:
+            if old is not None:
+                self._close_window(idx, hb.key, old, out)
             if old_raw is not None:
                 del self.store[hb.key]
-        else:
-            self.store[hb.key] = encode_machine(new)
         self._recount(idx, hb.key, old, new)
         if new is not None:
             self._schedule(idx, hb.key, new.state)
-        out: list[Emit] = []
         if step.transition is not None:
             out.append(self._status_emit(hb.key, info, step.transition, wall_now))
         return out, hb
@@ -326,6 +336,8 @@ class Engine:
         idx = self.index_for(p)
         self.stats.last_event_at = max(self.stats.last_event_at, now)
         out: list[Emit] = []
+        if idx.windows:
+            self._close_windows(idx, now, out)
         due = idx.wheel.pop_due(now)
         if idx.held:
             # a scope that recovered releases its held machines soon (late_after, below),
@@ -386,7 +398,7 @@ class Engine:
                 self.stats.outcomes["held"] += 1
             assert step.state is not None
             if step.state != state:
-                new = Machine(step.state, m.info)
+                new = Machine(step.state, m.info, m.window_start, m.received)
                 self.store[key] = encode_machine(new)
                 if step.state.held_since is not None:
                     idx.held.add(key)
@@ -407,6 +419,78 @@ class Engine:
             idx.snapshot_bucket = bucket
             out.append(self._snapshot(p, idx, bucket * self.settings.fleet_snapshot_interval))
         return out, counts
+
+    # ---- availability windows ---------------------------------------------------------------
+
+    def _count(
+        self,
+        idx: PartitionIndex,
+        key: str,
+        old: Machine | None,
+        new: Machine,
+        hb: Heartbeat,
+        arrived_at: float,
+        out: list[Emit],
+    ) -> Machine:
+        """``new`` with this heartbeat counted in its tumbling window (broker time).
+
+        A heartbeat of a later window closes the machine's open one first (a tick may not
+        have reached its end yet); a disconnect message is not a heartbeat and counts nothing.
+        """
+        start, received = (old.window_start, old.received) if old is not None else (None, 0)
+        if self.window and hb.kind != "disconnect":
+            w = math.floor(arrived_at / self.window) * self.window
+            if start is not None and start != w:
+                assert old is not None
+                self._close_window(idx, key, old, out)
+                start, received = None, 0
+            start, received = w, received + 1
+            idx.windows.setdefault(w, set()).add(key)
+        return Machine(new.state, new.info, start, received)
+
+    def _close_window(self, idx: PartitionIndex, key: str, m: Machine, out: list[Emit]) -> None:
+        if m.window_start is None:
+            return
+        keys = idx.windows.get(m.window_start)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del idx.windows[m.window_start]
+        out.append(self._window_emit(key, m))
+
+    def _close_windows(self, idx: PartitionIndex, now: float, out: list[Emit]) -> None:
+        """Every window that ended by the tick's time: all of its heartbeats are before the
+        tick in the log, so its counts are final (the same on a replay)."""
+        for w in sorted(w for w in idx.windows if w + self.window <= now):
+            for key in sorted(idx.windows.pop(w)):
+                raw = self.store.get(key)
+                if raw is None:
+                    continue
+                m = decode_machine(raw)
+                if m.window_start != w:
+                    continue
+                out.append(self._window_emit(key, m))
+                self.store[key] = encode_machine(Machine(m.state, m.info))
+
+    def _window_emit(self, key: str, m: Machine) -> Emit:
+        start = m.window_start or 0.0
+        i = m.info
+        return Emit(
+            "fleet",
+            key.encode(),
+            orjson.dumps(
+                {
+                    "type": "WindowCounts",
+                    "resourceId": i.resource_id,
+                    "subscriptionId": i.subscription_id,
+                    "location": i.location,
+                    "windowStart": rfc3339(start),
+                    "windowEnd": rfc3339(start + self.window),
+                    "received": m.received,
+                    "expected": self.expected,
+                }
+            ),
+        )
 
     def _locally_silent_scopes(self, idx: PartitionIndex) -> set[str]:
         """Scopes whose machines in this partition alone look like a mass silence.

@@ -51,6 +51,10 @@ class MachineInfo:
 class Machine:
     state: MachineState
     info: MachineInfo
+    # availability: heartbeats received in the tumbling window starting at window_start
+    # (None: no open window); kept in the same record so counting costs no second write
+    window_start: float | None = None
+    received: int = 0
 
 
 _STATUS = {s.value: s for s in Status}
@@ -86,6 +90,8 @@ def encode_machine(m: Machine) -> bytes:
                     i.agent_version,
                     i.tags,
                     i.skew,
+                    m.window_start,
+                    m.received,
                 ]
             )
         )
@@ -110,6 +116,8 @@ def decode_machine(raw: bytes) -> Machine:
             expired_heartbeats=v[10],
         ),
         MachineInfo(*v[11:22]),
+        v[22] if len(v) > 22 else None,  # records written before availability moved here
+        v[23] if len(v) > 23 else 0,
     )
 
 

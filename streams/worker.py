@@ -10,7 +10,6 @@ not read. Because decisions are a function of the log, a replay after a crash de
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -24,9 +23,7 @@ from arcbeat.streams.deadlines import ScopeCounts, sum_counts
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.partitioner import KeyPartitioner
-from arcbeat.streams.records import rfc3339
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.tables import PerPartitionWindowTable
 from faust.types import TP
 
 log = logging.getLogger("arcbeat.worker")
@@ -61,26 +58,12 @@ class Pipeline:
         # the last tick read per partition (partitioned like the heartbeats: a local write)
         self.ticks = app.Table("ticks", partitions=n, key_type=str, value_type=bytes)
         self.engine = Engine(settings, self.machines)
-        self.window_counts: Any = None
-        if settings.availability_windows:
-            counts = app.tables.add(
-                PerPartitionWindowTable(
-                    app,
-                    name="heartbeat-counts",
-                    default=int,
-                    beacon=app.tables.beacon,
-                    partitions=n,
-                    on_window_close=self._on_window_close,
-                )
-            )
-            self.window_counts = counts.tumbling(settings.window, expires=settings.window)
         self._partitioner = KeyPartitioner(n)
         self.processed: dict[int, int] = {}  # partition -> next offset to process
         self.end_offsets: dict[int, int] = {}
         self.published: dict[str, ScopeCounts] = {}
         self.tick_producer: AIOKafkaProducer | None = None
         self.on_emit: list[Callable[[Emit], None]] = []
-        self._pending: set[asyncio.Future[Any]] = set()
         self._define()
 
     # ---- helpers ------------------------------------------------------------------------
@@ -108,32 +91,6 @@ class Pipeline:
                 connected, late = orjson.loads(raw)
                 parts.setdefault(scope, []).append(ScopeCounts(connected, late))
         return {s: sum_counts(v) for s, v in parts.items()}
-
-    def _on_window_close(self, key: Any, value: Any) -> None:
-        machine_key, (start, end) = key
-        m = self.engine.machine(machine_key)
-        expected = max(1, round((end - start) / self.settings.heartbeat_interval))
-        record = {
-            "type": "WindowCounts",
-            "resourceId": m.info.resource_id if m else machine_key,
-            "subscriptionId": m.info.subscription_id if m else "",
-            "location": m.info.location if m else "",
-            "windowStart": rfc3339(start),
-            "windowEnd": rfc3339(end),
-            "received": int(value),
-            "expected": expected,
-        }
-        if self.tick_producer is not None:
-            task = asyncio.ensure_future(
-                self.tick_producer.send(
-                    self.outputs["fleet"].get_topic_name(),
-                    orjson.dumps(record),
-                    key=machine_key.encode(),
-                    partition=self.partition_of(machine_key),
-                )
-            )
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
 
     async def _send(self, emits: list[Emit], partition: int) -> None:
         for e in emits:
@@ -171,7 +128,7 @@ class Pipeline:
                 if any(h[0] == TICK_HEADER for h in headers):
                     await self._tick(p, msg.timestamp)
                 else:
-                    emits, hb = engine.handle_message(
+                    emits, _ = engine.handle_message(
                         p,
                         msg.offset,
                         msg.key,
@@ -183,9 +140,6 @@ class Pipeline:
                     )
                     if emits:
                         await self._send(emits, p)
-                    counted = hb is not None and hb.kind != "disconnect"
-                    if counted and self.window_counts is not None:
-                        self.window_counts[hb.key] += 1  # type: ignore[union-attr]
                 self.processed[p] = msg.offset + 1
 
         app.on_before_shutdown.connect(self._stop_tick_producer, weak=False)  # type: ignore[arg-type]
