@@ -218,15 +218,20 @@ def test_secrets_folder_is_private_and_scram_values_are_salted(compose_broker: P
     assert "ssl.enabled.protocols=TLSv1.2,TLSv1.3" in props
 
 
-def test_topics_acls_then_each_principal_gets_only_its_rights(compose_broker: Path) -> None:
-    done = subprocess.run(
+def _topics_acls(secrets: Path) -> subprocess.CompletedProcess[str]:
+    """The compose `topics` service's command, with its environment."""
+    return subprocess.run(
         [sys.executable, "-m", "arcbeat.deploy.topics", "--acls"],
-        env=_client_env(compose_broker, "topics"),
+        env=_client_env(secrets, "topics"),
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
     )
+
+
+def test_topics_acls_then_each_principal_gets_only_its_rights(compose_broker: Path) -> None:
+    done = _topics_acls(compose_broker)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "arcbeat.heartbeats: created" in done.stdout
     assert "ACLs granted" in done.stdout
@@ -258,13 +263,6 @@ def test_topics_acls_then_each_principal_gets_only_its_rights(compose_broker: Pa
 
     asyncio.run(check())
     # a second run is a no-op: topics exist, no user is new
-    again = subprocess.run(
-        [sys.executable, "-m", "arcbeat.deploy.topics", "--acls"],
-        env=_client_env(compose_broker, "topics"),
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    again = _topics_acls(compose_broker)
     assert again.returncode == 0, again.stderr
     assert "SCRAM users added: none" in again.stdout
