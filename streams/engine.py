@@ -459,10 +459,27 @@ class Engine:
         out.append(self._window_emit(key, m))
 
     def _close_windows(self, idx: PartitionIndex, now: float, out: list[Emit]) -> None:
-        """Every window that ended by the tick's time: all of its heartbeats are before the
-        tick in the log, so its counts are final (the same on a replay)."""
+        """Windows that ended by the tick's time: all of their heartbeats are before the tick
+        in the log, so their counts are final.
+
+        Tumbling windows all end at once, so a tick closes at most a budget of them: enough
+        to close a whole partition within a quarter of a window, so that a window boundary
+        (or a restart after a long stop) cannot stall the partition for one huge tick. A
+        machine that reports again closes its own window at once (``_count``); the budget
+        paces only the silent ones.
+        """
+        budget = max(10, math.ceil(len(idx.keys) * self.settings.check_interval * 4 / self.window))
         for w in sorted(w for w in idx.windows if w + self.window <= now):
-            for key in sorted(idx.windows.pop(w)):
+            keys = idx.windows[w]
+            if len(keys) <= budget:
+                del idx.windows[w]
+                batch = sorted(keys)
+            else:
+                # any `budget` of them: which ones a tick picks is seen by no reader (what a
+                # crashed run closed was never committed), only that each closes once
+                batch = [keys.pop() for _ in range(budget)]
+            budget -= len(batch)
+            for key in batch:
                 raw = self.store.get(key)
                 if raw is None:
                     continue
@@ -471,6 +488,8 @@ class Engine:
                     continue
                 out.append(self._window_emit(key, m))
                 self.store[key] = encode_machine(Machine(m.state, m.info))
+            if budget <= 0:
+                break
 
     def _window_emit(self, key: str, m: Machine) -> Emit:
         start = m.window_start or 0.0

@@ -126,6 +126,16 @@ def test_duplicates_and_disconnects_count_nothing_and_windows_can_be_off() -> No
     assert _windows(emitted) == []
 
 
+def test_a_window_boundary_is_closed_over_several_ticks() -> None:
+    """50 silent machines, a budget of 10 a tick: no tick does all the work, none is lost."""
+    engine = Engine(_settings(), {})
+    for m in range(50):
+        _message(engine, m, T0 + m * 0.1, m)
+    per_tick = [len(_windows(_tick(engine, T0 + WINDOW + i))) for i in range(7)]
+    assert per_tick == [10, 10, 10, 10, 10, 0, 0]
+    assert not engine.index_for(0).windows
+
+
 # -- property: exact counts, each window once, the same after a replay -------------------------
 
 events = st.lists(
