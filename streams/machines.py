@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from arcbeat.streams.records import Heartbeat
+from arcbeat.streams.records import Heartbeat, resource_id
 from arcbeat.streams.status import MachineState, Status
 
 
@@ -62,6 +62,12 @@ _STATUS = {s.value: s for s in Status}
 
 def encode_machine(m: Machine) -> bytes:
     s, i = m.state, m.info
+    # the Resource ID is stored only when it is not the usual spelling of its own parts
+    # (~110 bytes a machine, a tenth of the state at a million machines)
+    rid = i.resource_id
+    stored_rid = (
+        None if rid == resource_id(i.subscription_id, i.resource_group, i.machine_name) else rid
+    )
     # orjson's result keeps a ~4 KiB buffer; a one-time copy to its exact size is what lets a
     # million machines fit (the table holds these bytes for as long as the machine lives)
     return bytes(
@@ -79,7 +85,7 @@ def encode_machine(m: Machine) -> bytes:
                     s.flap_count,
                     s.held_since,
                     s.expired_heartbeats,
-                    i.resource_id,
+                    stored_rid,
                     i.subscription_id,
                     i.resource_group,
                     i.machine_name,
@@ -115,7 +121,7 @@ def decode_machine(raw: bytes) -> Machine:
             held_since=v[9],
             expired_heartbeats=v[10],
         ),
-        MachineInfo(*v[11:22]),
+        MachineInfo(v[11] or resource_id(v[12], v[13], v[14]), *v[12:22]),
         v[22] if len(v) > 22 else None,  # records written before availability moved here
         v[23] if len(v) > 23 else 0,
     )
