@@ -10,11 +10,13 @@ commits the source offset and the table changelog writes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from faust.transport.consumer import TransactionManager
 from faust.types import TP
 
+log = logging.getLogger("arcbeat.transactions")
 _installed = False
 
 
@@ -68,7 +70,42 @@ def install_source_partition_transactions() -> None:
 
     TransactionManager.send = send  # type: ignore[method-assign]
     _install_broker_highwaters()
+    _install_concurrent_commits()
     _installed = True
+
+
+def _install_concurrent_commits() -> None:
+    """Commit the partitions' transactions concurrently, not one after the other.
+
+    faust gives every partition its own transactional producer and commits them in a loop:
+    three broker round trips each (offsets, EndTxn, a new transaction), during which sends
+    to that partition wait. With a dozen partitions a commit took a dozen times longer than
+    one; each producer keeps its own lock, so running them together changes no ordering.
+    """
+    import asyncio
+
+    from faust.transport.drivers.aiokafka import Producer
+
+    async def commit_transactions(
+        self: Producer,
+        tid_to_offset_map: Any,
+        group_id: str,
+        start_new_transaction: bool = True,
+    ) -> None:
+        async def one(transactional_id: str, offsets: Any) -> None:
+            async with self._trn_locks[transactional_id]:
+                producer = self._transaction_producers.get(transactional_id)
+                if producer is None:  # as faust: a partition revoked meanwhile
+                    log.warning("commit invoked for unknown transaction %s", transactional_id)
+                    return
+                await producer.send_offsets_to_transaction(offsets, group_id)
+                await producer.commit_transaction()
+                if start_new_transaction:
+                    await producer.begin_transaction()
+
+        await asyncio.gather(*(one(tid, offs) for tid, offs in tid_to_offset_map.items()))
+
+    Producer.commit_transactions = commit_transactions  # type: ignore[method-assign]
 
 
 def _install_broker_highwaters() -> None:
