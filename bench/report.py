@@ -226,10 +226,11 @@ def render_markdown(r: dict[str, Any]) -> str:
             "",
             f"## Detection delay and Connected latency, {_fmt(d.get('machines'))} machines",
             "",
-            f"Compressed time: heartbeat_interval {_fmt(d.get('interval'))} s, disconnect_after "
-            f"{_fmt(d.get('disconnectAfter'))} s (the interval is chosen so the live load, "
-            f"{_fmt(d.get('liveRate'))}/s, is {_fmt(d.get('utilisationTarget'))} of the worker's "
-            f"measured rate {_fmt(d.get('rateHint'))}/s). {_fmt(d.get('silent'))} machines go "
+            f"heartbeat_interval {_fmt(d.get('interval'))} s, disconnect_after "
+            f"{_fmt(d.get('disconnectAfter'))} s: the live load, {_fmt(d.get('liveRate'))}/s, is "
+            f"the fleet's own (one heartbeat per machine per interval), capped at half the "
+            f"worker's measured rate; here {_fmt(d.get('utilisationTarget'))} of "
+            f"{_fmt(d.get('rateHint'))}/s. {_fmt(d.get('silent'))} machines go "
             f"silent over a {_fmt(d.get('window'))} s window and resume 5 s after being "
             f"declared. Worker caught up {_fmt(d.get('startupWithStateSeconds'))} s after start "
             f"with the fleet in state; {_fmt(d.get('excludedBeforeReady'))} deadlines fell before "
