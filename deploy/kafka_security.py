@@ -440,3 +440,15 @@ async def sync_scram_users(
     if failures:
         raise StackError("kafka: the broker refused SCRAM credentials: " + "; ".join(failures))
     return [u for u in users if u not in known]
+
+
+async def grant_principals(
+    bootstrap: str, options: Mapping[str, Any], settings: Settings, folder: Path
+) -> tuple[list[str], int]:
+    """Bring a running broker in line with the password files in ``folder``: every arcbeat
+    user's SCRAM credential (upserted: a new user is added, a replaced file rotates it) and
+    every principal's ACLs. Returns (users that were new, ACLs sent)."""
+    users = [u for u in users_of(settings) if u != ADMIN_USER]
+    passwords = ensure_passwords(folder, users)
+    added = await sync_scram_users(bootstrap, options, passwords)
+    return added, await create_acls(bootstrap, options, acl_bindings(settings))

@@ -289,7 +289,7 @@ class Kafka(Service):
                 folder, kafka_security.users_of(self.settings)
             )
             text += kafka_security.local_server_properties(
-                kport, cport, kafka_security.secrets_dir(root), passwords[kafka_security.ADMIN_USER]
+                kport, cport, folder, passwords[kafka_security.ADMIN_USER]
             )
             scram = [kafka_security.scram_argument(u, p) for u, p in passwords.items()]
         self.server_properties.write_text(text)
@@ -374,24 +374,17 @@ class Kafka(Service):
     def after_healthy(self, progress: Progress) -> None:
         if not self.secure:
             return
-        bindings = kafka_security.acl_bindings(self.settings)
         options = self.client_options()
         bootstrap = f"{LOOPBACK}:{self.ports[0]}"
-        admin = kafka_security.ADMIN_USER
-        users = [u for u in kafka_security.users_of(self.settings) if u != admin]
-        # the password files are the truth: users added to the settings after the first
-        # format get their credential now, a replaced password file rotates it
-        passwords = kafka_security.ensure_passwords(
-            kafka_security.secrets_dir(self.paths.root), users
+        folder = kafka_security.secrets_dir(self.paths.root)
+        added, n = run_sync(
+            lambda: kafka_security.grant_principals(bootstrap, options, self.settings, folder)
         )
-        added = run_sync(lambda: kafka_security.sync_scram_users(bootstrap, options, passwords))
         if added:
             progress(f"kafka: SCRAM users added: {', '.join(added)}")
-        n = run_sync(lambda: kafka_security.create_acls(bootstrap, options, bindings))
         progress(
             f"kafka: SASL_SSL on {self.address}, {n} ACLs for prefix "
-            f"{self.settings.topic_prefix!r}; CA and passwords in "
-            f"{kafka_security.secrets_dir(self.paths.root)}"
+            f"{self.settings.topic_prefix!r}; CA and passwords in {folder}"
         )
 
 

@@ -272,7 +272,7 @@ class Stack:
 
         Defaults: ``settings.topic_prefix`` and ``settings.partitions``. Returns
         ``{topic: "created" | "exists"}``. With ``kafka_security = "sasl_ssl"`` the stack
-        works as ``admin`` and also grants the prefix's ACLs (idempotent).
+        works as ``admin`` and also grants another prefix's ACLs (idempotent).
         """
         pre = self.settings.topic_prefix if prefix is None else prefix
         n = self.settings.partitions if partitions is None else partitions
@@ -280,7 +280,8 @@ class Stack:
         kafka = self.service("kafka")
         options = kafka.client_options() if isinstance(kafka, Kafka) else {}
         outcome = run_sync(lambda: ensure_topics_async(bootstrap, pre, n, options=options))
-        if options:
+        if options and pre != self.settings.topic_prefix:
+            # the deployment's own prefix was granted by `up` (Kafka.after_healthy)
             bindings = kafka_security.acl_bindings(self.settings, pre)
             run_sync(lambda: kafka_security.create_acls(bootstrap, options, bindings))
         return outcome

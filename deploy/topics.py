@@ -233,10 +233,8 @@ def _grant(settings: Settings, options: Mapping[str, Any]) -> list[str]:
             f"topics --acls: no password file for {', '.join(missing)} in {folder}; run "
             "`python -m arcbeat.deploy.compose_secrets` with the same ARCBEAT_KAFKA_AGENT_USERS"
         )
-    passwords = ks.ensure_passwords(folder, users)
     bootstrap = settings.kafka_bootstrap
-    added = run_sync(lambda: ks.sync_scram_users(bootstrap, options, passwords))
-    run_sync(lambda: ks.create_acls(bootstrap, options, ks.acl_bindings(settings)))
+    added, _ = run_sync(lambda: ks.grant_principals(bootstrap, options, settings, folder))
     return added
 
 
