@@ -299,7 +299,8 @@ class Engine:
         out: list[Emit] = []
         new: Machine | None = None
         if step.state is not None:
-            new = self._count(idx, hb.key, old, Machine(step.state, info), hb, arrived_at, out)
+            start, received = self._count(idx, hb.key, old, hb.kind, arrived_at, out)
+            new = Machine(step.state, info, start, received)
             self.store[hb.key] = encode_machine(new)
         else:
             if old is not None:
@@ -427,18 +428,17 @@ class Engine:
         idx: PartitionIndex,
         key: str,
         old: Machine | None,
-        new: Machine,
-        hb: Heartbeat,
+        kind: str,
         arrived_at: float,
         out: list[Emit],
-    ) -> Machine:
-        """``new`` with this heartbeat counted in its tumbling window (broker time).
+    ) -> tuple[float | None, int]:
+        """The machine's window start and count with this message counted (broker time).
 
         A heartbeat of a later window closes the machine's open one first (a tick may not
         have reached its end yet); a disconnect message is not a heartbeat and counts nothing.
         """
         start, received = (old.window_start, old.received) if old is not None else (None, 0)
-        if self.window and hb.kind != "disconnect":
+        if self.window and kind != "disconnect":
             w = math.floor(arrived_at / self.window) * self.window
             if start is not None and start != w:
                 assert old is not None
@@ -446,7 +446,7 @@ class Engine:
                 start, received = None, 0
             start, received = w, received + 1
             idx.windows.setdefault(w, set()).add(key)
-        return Machine(new.state, new.info, start, received)
+        return start, received
 
     def _close_window(self, idx: PartitionIndex, key: str, m: Machine, out: list[Emit]) -> None:
         if m.window_start is None:
