@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from arcbeat.bench import environment
-from arcbeat.bench.bigstate import run_bigstate
 from arcbeat.bench.context import Bench
-from arcbeat.bench.detection import run_detection
 from arcbeat.bench.engine_profile import run_engine_profile
 from arcbeat.bench.goals import evaluate
 from arcbeat.bench.kafka_admin import delete_topics_with_prefix, run_prefix
@@ -35,6 +33,18 @@ from arcbeat.streams.records import rfc3339
 from arcbeat.streams.settings import Settings, SettingsError
 
 DEFAULT_OUT = Path("bench/reports")
+
+
+def _detection() -> Any:
+    from arcbeat.bench.detection import run_detection
+
+    return run_detection
+
+
+def _bigstate() -> Any:
+    from arcbeat.bench.bigstate import run_bigstate
+
+    return run_bigstate
 
 
 def _positive(text: str) -> int:
@@ -217,7 +227,7 @@ def run_bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             "detection",
             report,
             errors,
-            lambda: run_detection(
+            lambda: _detection()(
                 b,
                 machines,
                 rate_hint,
@@ -226,7 +236,7 @@ def run_bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                 utilisation=detection_utilisation(machines, settings, rate_hint),
             ),
         )
-        _phase(b, "bigState", report, errors, lambda: run_bigstate(b, big, big_disc))
+        _phase(b, "bigState", report, errors, lambda: _bigstate()(b, big, big_disc))
     finally:
         b.stop_all()
         if not args.keep_topics:

@@ -16,8 +16,10 @@ import faust
 from arcbeat.deploy.errors import StackError
 from arcbeat.deploy.topics import TopicSpec, ensure_specs_async, topic_specs
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
+from arcbeat.streams.batch import checkpoints_topic
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.machines import scopes_of
+from arcbeat.streams.scopes import scopes_topic
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.status import is_flapping
 from arcbeat.streams.web import WorkerAPI
@@ -48,8 +50,8 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
     held: Counter[str] = Counter()
     flapping = 0
     now = engine.stats.last_event_at
-    for idx in engine.partitions.values():
-        for key in idx.held:
+    for idx in list(engine.partitions.values()):
+        for key in list(idx.held):
             m = engine.machine(key)
             if m is not None:
                 for s in scopes_of(m.info):
@@ -72,21 +74,35 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
     )
 
 
-async def _declare_topics(pipe: Pipeline) -> None:
-    """Make sure the deployment's topics and the tables' changelog topics exist.
+def internal_specs(settings: Settings) -> list[TopicSpec]:
+    """The worker's own topics: checkpoints (one partition per heartbeats partition) and the
+    shared scope state (one partition, read whole by every worker). Both are compacted; the
+    checkpoint topic rolls segments often so that replaced checkpoints are cleaned soon."""
+    return [
+        TopicSpec(
+            checkpoints_topic(settings),
+            settings.partitions,
+            {
+                "cleanup.policy": "compact",
+                "max.message.bytes": str(16 * 1024 * 1024),
+                "segment.bytes": str(64 * 1024 * 1024),
+                "segment.ms": str(15 * 60 * 1000),
+                "min.cleanable.dirty.ratio": "0.2",
+                "delete.retention.ms": str(60 * 60 * 1000),
+            },
+        ),
+        TopicSpec(scopes_topic(settings), 1, {"cleanup.policy": "compact"}),
+    ]
 
-    Faust creates changelogs itself, but its consumer may check their partition counts
-    against stale metadata on the very first event and crash the agent (PartitionsMismatch).
+
+async def _declare_topics(pipe: Pipeline) -> None:
+    """Make sure the deployment's topics and the worker's own topics exist.
+
     Runs with the worker's own credentials: on a secured broker the worker may create its
     ``<app_id>-*`` topics, while the deployment's topics are an admin's (``arcbeat stack up``).
     """
     s = pipe.settings
-    compact = {"cleanup.policy": "compact"}
-    internal = [
-        TopicSpec(pipe.machines.changelog_topic.get_topic_name(), s.partitions, compact),
-        TopicSpec(pipe.ticks.changelog_topic.get_topic_name(), s.partitions, compact),
-        TopicSpec(pipe.scopes.changelog_topic.get_topic_name(), s.partitions, compact),
-    ]
+    internal = internal_specs(s)
     options = client_options(s)
     specs = topic_specs(s.topic_prefix, s.partitions) + internal
     await ensure_specs_async(s.kafka_bootstrap, specs, options=options)
@@ -99,6 +115,8 @@ def build_worker(settings: Settings, worker_id: int = 0) -> Pipeline:
     registry.register(
         WorkerCollector(lambda: snapshot_of(pipe), max_machine_series=settings.max_machine_series)
     )
+    # /metrics serves this registry (faust's sensors would describe faust's own event path,
+    # which the worker does not use)
     setup_prometheus_sensors(pipe.app, "/metrics", registry, name_prefix="arcbeat_faust")
     web: Any = pipe.app.web  # the aiohttp driver: its Application is web_app
     WorkerAPI(pipe).register(web.web_app)
@@ -133,7 +151,10 @@ def add_worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = sub.add_parser(
         "worker",
         help="run a stream processor (start as many as you like: one consumer group)",
-        description="The Faust stream processor. Web API and /metrics on ARCBEAT_WEB_PORT + id.",
+        description=(
+            "The stream processor: a batched heartbeat loop in a Faust worker process. "
+            "Web API, /healthz, /readyz and /metrics on ARCBEAT_WEB_PORT + id."
+        ),
     )
     p.add_argument("--id", type=int, default=0, help="worker number: web port = base + id")
     p.add_argument("--loglevel", default="warning", help="debug, info, warning, error")
@@ -141,7 +162,3 @@ def add_worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--print-transitions", action="store_true", help="print each status record emitted"
     )
     p.set_defaults(func=run_worker)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

@@ -1,8 +1,10 @@
 """Per-partition processing: heartbeats and ticks in, table writes and output records out.
 
-Kafka-free on purpose (the Faust agent feeds it and sends what it returns), so the whole
-decision logic — lag gating by ticks, the deadline wheel, scope counts, mass-silence holds —
-is exercised by plain tests. ``store`` is the Faust table (or any MutableMapping).
+Kafka-free on purpose (the worker's batch loop feeds it and sends what it returns), so the
+whole decision logic — lag gating by ticks, the deadline wheel, scope counts, mass-silence
+holds — is exercised by plain tests. The state of each partition lives in plain memory
+(:class:`PartitionIndex`); it is a function of the heartbeats log, so a checkpoint plus the
+log after it rebuilds it exactly (:mod:`arcbeat.streams.checkpoint`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,10 +22,14 @@ from arcbeat.streams.identity import IdentityBindings, load_bindings
 from arcbeat.streams.machines import (
     Machine,
     MachineInfo,
-    decode_machine,
-    encode_machine,
+    Slot,
+    fingerprint,
+    from_slot,
+    info_fingerprint,
     scopes_of,
+    to_slot,
 )
+from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import Heartbeat, Reject, decode_heartbeat, dlq_record, rfc3339
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.status import (
@@ -88,16 +94,21 @@ CountKey = tuple[str, str, str, str]  # status, location, os_type, subscription_
 
 
 class PartitionIndex:
-    """In-memory, derived (rebuilt from the table on assignment): never in the changelog."""
+    """One partition's machines and the indexes derived from them.
+
+    ``machines``, ``late``, ``pending``, ``previous_tick`` and ``snapshot_bucket`` are state
+    (checkpointed); everything else is derived from them on restore.
+    """
 
     __slots__ = (
         "counts",
         "disconnected",
         "held",
-        "keys",
         "late",
         "late_by_scope",
+        "machines",
         "pending",
+        "previous_tick",
         "snapshot_bucket",
         "wheel",
         "windows",
@@ -108,7 +119,7 @@ class PartitionIndex:
         self.counts: Counter[CountKey] = Counter()
         self.late: set[str] = set()
         self.late_by_scope: Counter[str] = Counter()
-        self.keys: set[str] = set()
+        self.machines: dict[str, Slot] = {}
         self.disconnected: set[str] = set()  # for the per-machine offline series
         self.held: set[str] = set()  # Disconnected held by a ScopeSilent verdict
         # key -> tick time: late and due in one tick (a backlog was just read), waiting for a
@@ -117,6 +128,9 @@ class PartitionIndex:
         # availability: window start -> machines with an open count in that window
         self.windows: dict[float, set[str]] = {}
         self.snapshot_bucket = -1
+        # broker time of this partition's previous tick: judged from the log, so that a
+        # replay decides exactly as the first run did
+        self.previous_tick: float | None = None
 
     def connected_by_scope(self) -> Counter[str]:
         out: Counter[str] = Counter()
@@ -135,12 +149,16 @@ class Engine:
     def __init__(
         self,
         settings: Settings,
-        store: MutableMapping[str, bytes],
         *,
         identity: IdentityBindings | None = None,
+        fast_path: bool = True,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.fast_path = fast_path  # False: every message takes the general path (tests)
+        # True while a partition's log is replayed after a restart: its transitions were
+        # emitted (and counted) by the run that committed them
+        self.replaying = False
+        self._partitioner = KeyPartitioner(settings.partitions)
         # signed heartbeats required when bindings are configured (a bad file fails at start)
         if identity is None and settings.identity_bindings:
             identity = load_bindings(settings.identity_bindings)
@@ -162,19 +180,8 @@ class Engine:
 
     # ---- assignment -------------------------------------------------------------------
 
-    def rebuild(self, active: Iterable[int], partition_of: Callable[[str], int]) -> int:
-        """Index the table's machines of the actively owned partitions (one pass)."""
-        wanted = set(active)
-        self.partitions = {p: PartitionIndex(self.granularity) for p in wanted}
-        n = 0
-        for key, raw in list(self.store.items()):
-            p = partition_of(key)
-            idx = self.partitions.get(p)
-            if idx is None:
-                continue  # a standby or foreign partition: not ours to act on
-            self._index(idx, key, decode_machine(raw))
-            n += 1
-        return n
+    def partition_of(self, key: str) -> int:
+        return int(self._partitioner(key.encode()))
 
     def index_for(self, p: int) -> PartitionIndex:
         idx = self.partitions.get(p)
@@ -182,8 +189,39 @@ class Engine:
             idx = self.partitions[p] = PartitionIndex(self.granularity)
         return idx
 
+    def release(self, p: int) -> None:
+        """Forget a partition this worker no longer owns."""
+        self.partitions.pop(p, None)
+
+    def adopt(
+        self,
+        p: int,
+        machines: dict[str, Slot],
+        *,
+        late: Iterable[str] = (),
+        pending: Mapping[str, float] | None = None,
+        previous_tick: float | None = None,
+        snapshot_bucket: int = -1,
+    ) -> PartitionIndex:
+        """Install a partition's restored state and derive its indexes (one pass)."""
+        idx = self.partitions[p] = PartitionIndex(self.granularity)
+        idx.machines = machines
+        idx.previous_tick = previous_tick
+        idx.snapshot_bucket = snapshot_bucket
+        if pending:
+            idx.pending.update(pending)
+        for key, slot in machines.items():
+            m = from_slot(slot)
+            slot.ok = m.state.status is Status.CONNECTED and m.state.held_since is None
+            slot.fp = info_fingerprint(m.info)
+            self._index(idx, key, m)
+        for key in late:
+            known = machines.get(key)
+            if known is not None:
+                self._set_late(idx, key, from_slot(known).info, True)
+        return idx
+
     def _index(self, idx: PartitionIndex, key: str, m: Machine) -> None:
-        idx.keys.add(key)
         idx.counts[_count_key(m.state, m.info)] += 1
         if m.state.status is Status.DISCONNECTED:
             idx.disconnected.add(key)
@@ -192,6 +230,13 @@ class Engine:
         if m.window_start is not None:
             idx.windows.setdefault(m.window_start, set()).add(key)
         self._schedule(idx, key, m.state)
+
+    def _load(self, idx: PartitionIndex, key: str) -> Machine | None:
+        slot = idx.machines.get(key)
+        return from_slot(slot) if slot is not None else None
+
+    def _save(self, idx: PartitionIndex, key: str, m: Machine) -> None:
+        idx.machines[key] = to_slot(m)
 
     def _schedule(self, idx: PartitionIndex, key: str, state: MachineState) -> None:
         at = deadline(state, self.timing)
@@ -230,13 +275,11 @@ class Engine:
         idx.pending.pop(key, None)
         if new is not None:
             idx.counts[_count_key(new.state, new.info)] += 1
-            idx.keys.add(key)
             if new.state.status is Status.DISCONNECTED:
                 idx.disconnected.add(key)
             if new.state.held_since is not None:
                 idx.held.add(key)
         else:
-            idx.keys.discard(key)
             idx.wheel.unschedule(key)
 
     # ---- input --------------------------------------------------------------------------
@@ -287,8 +330,17 @@ class Engine:
             stats.clock_skew += 1
 
         idx = self.index_for(p)
-        old_raw = self.store.get(hb.key)
-        old = decode_machine(old_raw) if old_raw is not None else None
+        mkey = hb.key
+        slot = idx.machines.get(mkey)
+        if (
+            slot is not None
+            and slot.ok
+            and self.fast_path
+            and hb.kind == "heartbeat"
+            and self._fast_heartbeat(idx, mkey, slot, hb, arrived_at)
+        ):
+            return [], hb
+        old = from_slot(slot) if slot is not None else None
         step = on_message(
             old.state if old else None, hb.kind, arrived_at, hb.sent_at, hb.sequence, self.timing
         )
@@ -299,20 +351,59 @@ class Engine:
         out: list[Emit] = []
         new: Machine | None = None
         if step.state is not None:
-            start, received = self._count(idx, hb.key, old, hb.kind, arrived_at, out)
+            start, received = self._count(idx, mkey, old, hb.kind, arrived_at, out)
             new = Machine(step.state, info, start, received)
-            self.store[hb.key] = encode_machine(new)
+            self._save(idx, mkey, new)
         else:
             if old is not None:
-                self._close_window(idx, hb.key, old, out)
-            if old_raw is not None:
-                del self.store[hb.key]
-        self._recount(idx, hb.key, old, new)
+                self._close_window(idx, mkey, old, out)
+            idx.machines.pop(mkey, None)
+        self._recount(idx, mkey, old, new)
         if new is not None:
-            self._schedule(idx, hb.key, new.state)
+            self._schedule(idx, mkey, new.state)
         if step.transition is not None:
-            out.append(self._status_emit(hb.key, info, step.transition, wall_now))
+            out.append(self._status_emit(mkey, info, step.transition, wall_now))
         return out, hb
+
+    def _fast_heartbeat(
+        self, idx: PartitionIndex, key: str, slot: Slot, hb: Heartbeat, arrived_at: float
+    ) -> bool:
+        """A heartbeat of a Connected machine that changes nothing durable: the common case.
+
+        Same result as the general path (``on_message`` + ``_count``), minus the decode and
+        encode of the record: only the per-heartbeat fields move. False: take the general path.
+        """
+        if key in idx.late or key in idx.pending:
+            return False  # counts and scope bookkeeping change
+        seq, sent = hb.sequence, hb.sent_at
+        if seq is not None and slot.seq is not None and seq <= slot.seq and sent <= slot.sent:
+            return False  # stale: counted by the general path
+        w = 0.0
+        if self.window:
+            w = math.floor(arrived_at / self.window) * self.window
+            if slot.wstart != w:
+                return False  # opens (or closes and opens) a window
+        if slot.fp != fingerprint(
+            hb.resource_id,
+            hb.location,
+            hb.os_type,
+            hb.os_name,
+            hb.os_version,
+            hb.agent_version,
+            hb.tags,
+        ):
+            return False  # descriptive fields changed: a new record
+        if arrived_at > slot.hb:
+            slot.hb = arrived_at
+        if sent > slot.sent:
+            slot.sent = sent
+        if seq is not None:
+            slot.seq = seq
+        slot.skew = round(arrived_at - sent, 3)
+        if self.window:
+            slot.received += 1
+        self.stats.outcomes["applied"] += 1
+        return True
 
     def handle_tick(
         self,
@@ -322,19 +413,18 @@ class Engine:
         *,
         wall_now: float,
         decided_at: float | None = None,
-        previous_tick: float | None = None,
     ) -> tuple[list[Emit], dict[str, ScopeCounts]]:
         """A tick appended to partition ``p`` at broker time ``now``.
 
         Everything appended to ``p`` before the tick has been processed, so every machine of
         ``p`` due at or before ``now`` really was silent (SPEC §3 rule 1).
 
-        ``decided_at``: broker time of the latest mass-silence decision (None: no decider,
-        e.g. a single-partition deployment without the global table). ``previous_tick``: the
-        broker time of this partition's previous tick, kept in the changelog so that a replay
-        after a crash decides exactly as the first run did.
+        ``verdicts`` and ``decided_at`` (broker time of the latest mass-silence decision;
+        None: no decider) are the ones the tick record carries, so that a replay of the log
+        decides exactly as the first run did.
         """
         idx = self.index_for(p)
+        previous_tick, idx.previous_tick = idx.previous_tick, now
         self.stats.last_event_at = max(self.stats.last_event_at, now)
         out: list[Emit] = []
         if idx.windows:
@@ -344,12 +434,13 @@ class Engine:
             # a scope that recovered releases its held machines soon (late_after, below),
             # not at the hold's end
             silent_scopes = {s for s, v in verdicts.items() if v.silent}
-            due.extend(k for k in list(idx.held) if not silent_scopes)
-            if silent_scopes:
+            if not silent_scopes:  # no scope is silent: every held machine is looked at
+                due.extend(idx.held)
+            else:
                 for k in list(idx.held):
-                    raw = self.store.get(k)
-                    if raw is not None and not (
-                        set(scopes_of(decode_machine(raw).info)) & silent_scopes
+                    slot = idx.machines.get(k)
+                    if slot is not None and not (
+                        set(scopes_of(from_slot(slot).info)) & silent_scopes
                     ):
                         due.append(k)
             due = list(dict.fromkeys(due))
@@ -357,11 +448,10 @@ class Engine:
         # counts every machine this tick found late.
         looked: list[tuple[str, Machine]] = []
         for key in due:
-            raw = self.store.get(key)
-            if raw is None:
-                idx.keys.discard(key)
+            slot = idx.machines.get(key)
+            if slot is None:
                 continue
-            m = decode_machine(raw)
+            m = from_slot(slot)
             if (
                 m.state.status is Status.CONNECTED
                 and key not in idx.late
@@ -397,10 +487,11 @@ class Engine:
             step = on_deadline(state, now, self.timing, scope_silent=silent)
             if step.outcome is Outcome.HELD:
                 self.stats.outcomes["held"] += 1
-            assert step.state is not None
+            if step.state is None:  # on_deadline always returns a state
+                raise RuntimeError(f"no state after a deadline for {key}")
             if step.state != state:
                 new = Machine(step.state, m.info, m.window_start, m.received)
-                self.store[key] = encode_machine(new)
+                self._save(idx, key, new)
                 if step.state.held_since is not None:
                     idx.held.add(key)
                 if step.transition is not None:
@@ -440,8 +531,7 @@ class Engine:
         start, received = (old.window_start, old.received) if old is not None else (None, 0)
         if self.window and kind != "disconnect":
             w = math.floor(arrived_at / self.window) * self.window
-            if start is not None and start != w:
-                assert old is not None
+            if old is not None and start is not None and start != w:
                 self._close_window(idx, key, old, out)
                 start, received = None, 0
             start, received = w, received + 1
@@ -468,7 +558,9 @@ class Engine:
         machine that reports again closes its own window at once (``_count``); the budget
         paces only the silent ones.
         """
-        budget = max(10, math.ceil(len(idx.keys) * self.settings.check_interval * 4 / self.window))
+        budget = max(
+            10, math.ceil(len(idx.machines) * self.settings.check_interval * 4 / self.window)
+        )
         for w in sorted(w for w in idx.windows if w + self.window <= now):
             keys = idx.windows[w]
             if len(keys) <= budget:
@@ -480,14 +572,11 @@ class Engine:
                 batch = [keys.pop() for _ in range(budget)]
             budget -= len(batch)
             for key in batch:
-                raw = self.store.get(key)
-                if raw is None:
+                slot = idx.machines.get(key)
+                if slot is None or slot.wstart != w:
                     continue
-                m = decode_machine(raw)
-                if m.window_start != w:
-                    continue
-                out.append(self._window_emit(key, m))
-                self.store[key] = encode_machine(Machine(m.state, m.info))
+                out.append(self._window_emit(key, from_slot(slot)))
+                slot.wstart, slot.received = None, 0
             if budget <= 0:
                 break
 
@@ -600,9 +689,11 @@ class Engine:
         if tr.detection_delay is not None:
             # decided at tick time tr.at; reported against when it was really emitted
             delay = round(tr.detection_delay + (changed_at - tr.at), 3)
-            self.stats.detection_delay.observe(max(delay, 0.0))
+            if not self.replaying:
+                self.stats.detection_delay.observe(max(delay, 0.0))
         prev = tr.previous.value if tr.previous else None
-        self.stats.transitions[(prev or "none", tr.status.value, tr.reason.value)] += 1
+        if not self.replaying:
+            self.stats.transitions[(prev or "none", tr.status.value, tr.reason.value)] += 1
         record = {
             "type": "StatusChanged",
             # the decision time keeps ids unique across a Deleted -> re-onboarded machine
@@ -648,19 +739,17 @@ class Engine:
     # ---- queries (HTTP API, metrics) -----------------------------------------------------
 
     def machine(self, key: str) -> Machine | None:
-        raw = self.store.get(key)
-        return decode_machine(raw) if raw is not None else None
+        """A machine of a partition this worker owns (None: unknown here)."""
+        idx = self.partitions.get(self.partition_of(key))
+        return self._load(idx, key) if idx is not None else None
 
     def owned_keys(self) -> Iterable[str]:
-        for idx in self.partitions.values():
-            yield from idx.keys
+        for idx in list(self.partitions.values()):
+            yield from list(idx.machines)
 
     def disconnected_keys(self) -> Iterable[str]:
         for idx in self.partitions.values():
             yield from idx.disconnected
-
-    def held_count(self) -> int:
-        return sum(len(idx.held) for idx in self.partitions.values())
 
     def counts(self) -> Counter[CountKey]:
         total: Counter[CountKey] = Counter()

@@ -1,7 +1,7 @@
-"""What the machines table stores per machine, and its compact wire form.
+"""What a worker keeps per machine, and its compact form.
 
-The table value is one orjson array (not a dict with field names): at a million machines the
-names alone would cost ~250 bytes each in memory and in the changelog.
+The durable record is one orjson array (not a dict with field names): at a million machines
+the names alone would cost ~250 bytes each in memory and in the checkpoints.
 """
 
 from __future__ import annotations
@@ -60,71 +60,157 @@ class Machine:
 _STATUS = {s.value: s for s in Status}
 
 
-def encode_machine(m: Machine) -> bytes:
-    s, i = m.state, m.info
+class Slot:
+    """One machine in a worker's memory: its durable record plus the fields every heartbeat
+    moves.
+
+    ``rec`` holds what changes rarely (status, counters, descriptive fields) as compact bytes;
+    a heartbeat that changes nothing of it only updates the plain attributes below, so the
+    common case costs no encode, no decode and no write (see :meth:`Engine.handle_message`).
+    """
+
+    __slots__ = ("fp", "hb", "ok", "rec", "received", "sent", "seq", "skew", "wstart")
+
+    def __init__(
+        self,
+        rec: bytes,
+        ok: bool,
+        fp: int,
+        hb: float,
+        sent: float,
+        seq: int | None,
+        wstart: float | None,
+        received: int,
+        skew: float,
+    ) -> None:
+        self.rec = rec
+        self.ok = ok  # Connected and not held: a plain heartbeat may take the fast path
+        self.fp = fp  # fingerprint of the descriptive fields (see fingerprint())
+        self.hb = hb  # last_heartbeat_at (broker time)
+        self.sent = sent  # last_sent_at (agent clock)
+        self.seq = seq
+        self.wstart = wstart  # availability window start (None: no open window)
+        self.received = received
+        self.skew = skew
+
+
+def fingerprint(
+    resource_id: str,
+    location: str,
+    os_type: str,
+    os_name: str | None,
+    os_version: str | None,
+    agent_version: str,
+    tags: dict[str, str],
+) -> int:
+    """Equal for equal descriptive fields (a mismatch only costs the slow path)."""
+    return hash(
+        (resource_id, location, os_type, os_name or "", os_version or "", agent_version,
+         tuple(tags.items()) if tags else ())
+    )  # fmt: skip
+
+
+def info_fingerprint(i: MachineInfo) -> int:
+    return fingerprint(
+        i.resource_id, i.location, i.os_type, i.os_name, i.os_version, i.agent_version, i.tags
+    )
+
+
+def _exact(raw: bytes) -> bytes:
+    # orjson's result keeps a ~4 KiB buffer; a one-time copy to its exact size is what lets a
+    # million machines fit (the slot holds these bytes for as long as the record is unchanged)
+    return bytes(memoryview(raw))
+
+
+def encode_record(state: MachineState, info: MachineInfo) -> bytes:
+    """The durable part of a machine (everything but the per-heartbeat fields)."""
+    s, i = state, info
     # the Resource ID is stored only when it is not the usual spelling of its own parts
     # (~110 bytes a machine, a tenth of the state at a million machines)
     rid = i.resource_id
     stored_rid = (
         None if rid == resource_id(i.subscription_id, i.resource_group, i.machine_name) else rid
     )
-    # orjson's result keeps a ~4 KiB buffer; a one-time copy to its exact size is what lets a
-    # million machines fit (the table holds these bytes for as long as the machine lives)
-    return bytes(
-        memoryview(
-            orjson.dumps(
-                [
-                    1,  # format version
-                    s.status.value,
-                    s.last_heartbeat_at,
-                    s.last_status_change,
-                    s.last_sent_at,
-                    s.sequence,
-                    s.transitions,
-                    s.flap_window,
-                    s.flap_count,
-                    s.held_since,
-                    s.expired_heartbeats,
-                    stored_rid,
-                    i.subscription_id,
-                    i.resource_group,
-                    i.machine_name,
-                    i.location,
-                    i.os_type,
-                    i.os_name,
-                    i.os_version,
-                    i.agent_version,
-                    i.tags,
-                    i.skew,
-                    m.window_start,
-                    m.received,
-                ]
-            )
+    return _exact(
+        orjson.dumps(
+            [
+                2,  # format version
+                s.status.value,
+                s.last_status_change,
+                s.transitions,
+                s.flap_window,
+                s.flap_count,
+                s.held_since,
+                s.expired_heartbeats,
+                stored_rid,
+                i.subscription_id,
+                i.resource_group,
+                i.machine_name,
+                i.location,
+                i.os_type,
+                i.os_name,
+                i.os_version,
+                i.agent_version,
+                i.tags,
+            ]
         )
     )
 
 
-def decode_machine(raw: bytes) -> Machine:
-    v: list[Any] = orjson.loads(raw)
-    if v[0] != 1:
-        raise ValueError(f"machines table: unknown record format {v[0]!r}")
+def to_slot(m: Machine) -> Slot:
+    s = m.state
+    return Slot(
+        encode_record(s, m.info),
+        s.status is Status.CONNECTED and s.held_since is None,
+        info_fingerprint(m.info),
+        s.last_heartbeat_at,
+        s.last_sent_at,
+        s.sequence,
+        m.window_start,
+        m.received,
+        m.info.skew,
+    )
+
+
+def from_slot(slot: Slot) -> Machine:
+    v: list[Any] = orjson.loads(slot.rec)
+    if v[0] != 2:
+        raise ValueError(f"machine record: unknown format {v[0]!r}")
     return Machine(
         MachineState(
             status=_STATUS[v[1]],
-            last_heartbeat_at=v[2],
-            last_status_change=v[3],
-            last_sent_at=v[4],
-            sequence=v[5],
-            transitions=v[6],
-            flap_window=v[7],
-            flap_count=v[8],
-            held_since=v[9],
-            expired_heartbeats=v[10],
+            last_heartbeat_at=slot.hb,
+            last_status_change=v[2],
+            last_sent_at=slot.sent,
+            sequence=slot.seq,
+            transitions=v[3],
+            flap_window=v[4],
+            flap_count=v[5],
+            held_since=v[6],
+            expired_heartbeats=v[7],
         ),
-        MachineInfo(v[11] or resource_id(v[12], v[13], v[14]), *v[12:22]),
-        v[22] if len(v) > 22 else None,  # records written before availability moved here
-        v[23] if len(v) > 23 else 0,
+        MachineInfo(
+            v[8] or resource_id(v[9], v[10], v[11]),
+            subscription_id=v[9],
+            resource_group=v[10],
+            machine_name=v[11],
+            location=v[12],
+            os_type=v[13],
+            os_name=v[14],
+            os_version=v[15],
+            agent_version=v[16],
+            tags=v[17],
+            skew=slot.skew,
+        ),
+        slot.wstart,
+        slot.received,
     )
+
+
+def status_of(slot: Slot) -> Status:
+    """The status without decoding the whole record (the value is the record's 2nd item)."""
+    rec = slot.rec
+    return _STATUS[rec[4 : rec.index(b'"', 4)].decode()]
 
 
 def scopes_of(info: MachineInfo) -> tuple[str, str]:

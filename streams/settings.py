@@ -101,16 +101,19 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: str = "state/worker"
-    processing_guarantee: str = "exactly_once"
-    producer_buffer: int = 1000  # table writes queued before the agent waits (faust: 100)
-    # how long the producer gathers records into one request: changelog and output writes
-    # are small and many, and each produce request costs ~0.1 ms of Python; outputs are
-    # visible only at the transaction commit (commit_interval) anyway
+    # how long the producer gathers records into one request: outputs are visible only at
+    # the transaction commit (commit_interval) anyway
     producer_linger: float = 0.1
     commit_interval: float = 0.5  # transaction/offset commit cadence (bounds output latency)
-    # consumer-group session: how long a crashed (kill -9) worker keeps its partitions before
-    # the group hands them to the others (Kafka's minimum is 6 s by default)
-    session_timeout: float = 60.0
+    # each partition's state is checkpointed this often; a restart replays the heartbeats
+    # log since the latest checkpoint (at most this long a stretch of it)
+    checkpoint_interval: float = 120.0
+    # consumer-group session: how long a crashed worker that does not come back keeps its
+    # partitions before the group hands them to the others. A worker started again under
+    # the same instance id takes them back at once (static membership).
+    session_timeout: float = 20.0
+    # static group membership id; empty: <app_id>-<hostname>-<worker id>
+    instance_id: str = ""
     availability_windows: bool = True  # per-machine heartbeat counts per window (availability)
     # metrics (SPEC 5)
     max_machine_series: int = 10_000
@@ -193,8 +196,14 @@ class Settings:
             raise bad("window", "must be > 0")
         if not 0 <= self.producer_linger <= 1:
             raise bad("producer_linger", f"must be 0..1s, got {self.producer_linger:g}s")
-        if self.session_timeout < 1:
-            raise bad("session_timeout", f"must be >= 1s, got {self.session_timeout:g}s")
+        if self.session_timeout < 6:
+            raise bad(
+                "session_timeout",
+                f"must be >= 6s (the broker's group.min.session.timeout.ms), "
+                f"got {self.session_timeout:g}s",
+            )
+        if self.checkpoint_interval < 1:
+            raise bad("checkpoint_interval", f"must be >= 1s, got {self.checkpoint_interval:g}s")
         if not 0 < self.outage_ratio <= 1:
             raise bad("outage_ratio", f"must be in (0, 1], got {self.outage_ratio}")
         if self.outage_min_machines < 1:
@@ -209,8 +218,6 @@ class Settings:
             raise bad("history_port", f"must be a TCP port, got {self.history_port}")
         if self.influx_api not in ("v1", "v2"):
             raise bad("influx_api", f"must be v1 or v2, got {self.influx_api!r}")
-        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
-            raise bad("processing_guarantee", "must be exactly_once or at_least_once")
         if self.capacity_source_url and not re.match(r"https?://", self.capacity_source_url):
             raise bad(
                 "capacity_source_url",
@@ -311,6 +318,7 @@ _DURATION_FIELDS = {
     "commit_interval",
     "producer_linger",
     "session_timeout",
+    "checkpoint_interval",
     "capacity_interval",
 }
 

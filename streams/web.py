@@ -1,5 +1,5 @@
-"""The worker HTTP API (SPEC §7): /machines, /machines/{resourceId}, /fleet, /capacity,
-/healthz.
+"""The worker HTTP API: /machines, /machines/{resourceId}, /fleet, /capacity, /healthz,
+/readyz.
 
 Each worker answers for the partitions it owns; a query without ``local=1`` is routed to the
 owner of the key (one machine) or fanned out to every worker (lists, fleet), so any worker
@@ -20,7 +20,6 @@ from arcbeat.streams.fleet_summary import FleetSummary, SummaryError, merge_all
 from arcbeat.streams.machines import Machine
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.status import is_flapping
-from faust.types import TP
 
 if TYPE_CHECKING:
     from arcbeat.streams.worker import Pipeline
@@ -72,18 +71,16 @@ class WorkerAPI:
         app.router.add_get("/fleet", self.fleet)
         app.router.add_get("/capacity", self.capacity)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
 
     # ---- routing helpers -----------------------------------------------------------------
 
     def _urls(self) -> set[str]:
-        return {str(u).rstrip("/") for u in self._assignor()._tps_url.values()}
-
-    def _assignor(self) -> Any:
-        # faust's PartitionAssignor keeps the partition -> worker URL map in _tps_url
-        return self.pipe.app.assignor
+        # every partition's owner, as the owners announce themselves on the scope board
+        return set(self.pipe.board.owners().values())
 
     def _me(self) -> str:
-        return str(self.pipe.app.conf.canonical_url).rstrip("/")
+        return self.pipe.url()
 
     async def _fan_out(self, path: str, params: dict[str, str]) -> list[Any]:
         others = self._urls() - {self._me()}
@@ -150,15 +147,14 @@ class WorkerAPI:
             return aioweb.json_response(machine_json(key, m, self.pipe, time.time()))
         if request.query.get("local") == "1":
             return _error(404, f"no machine {rid} on this worker")
-        tp = TP(self.pipe.machines.changelog_topic.get_topic_name(), self.pipe.partition_of(key))
-        owner = self._assignor()._tps_url.get(tp)
-        if owner is None or str(owner).rstrip("/") == self._me():
+        owner = self.pipe.board.owners().get(self.pipe.partition_of(key))
+        if owner is None or owner == self._me():
             return _error(
                 404,
                 f"no machine {rid}: it never sent an accepted heartbeat, "
                 "or it disconnected (Deleted)",
             )
-        url = f"{str(owner).rstrip('/')}/machines{rid}"
+        url = f"{owner}/machines{rid}"
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
             http.get(url, params={"local": "1"}) as r,
@@ -204,7 +200,7 @@ class WorkerAPI:
         engine = self.pipe.engine
         # Copy the keys first: the sets change while we yield to the event loop.
         partitions = dict(engine.partitions)
-        keys = [k for idx in partitions.values() for k in list(idx.keys)]
+        keys = [k for idx in partitions.values() for k in list(idx.machines)]
         out = FleetSummary(
             partitions=frozenset(partitions), partitions_total=self.pipe.settings.partitions
         )
@@ -248,17 +244,26 @@ class WorkerAPI:
             return _error(503, str(exc))
         return aioweb.json_response({**merged.to_dict(), **meta, "workers": 1 + len(parts)})
 
+    def _state(self) -> dict[str, Any]:
+        return {
+            "worker": self.pipe.worker_id,
+            "partitions": sorted(self.pipe.engine.partitions),
+            "lag": sum(self.pipe.lag().values()),
+            "lastEventAt": rfc3339(self.pipe.engine.stats.last_event_at),
+        }
+
     async def healthz(self, request: aioweb.Request) -> aioweb.Response:
-        lag = self.pipe.lag()
-        return aioweb.json_response(
-            {
-                "status": "ok",
-                "worker": self.pipe.worker_id,
-                "partitions": sorted(self.pipe.engine.partitions),
-                "lag": sum(lag.values()),
-                "lastEventAt": rfc3339(self.pipe.engine.stats.last_event_at),
-            }
-        )
+        """Liveness: the process and its heartbeat loop run (not whether it owns anything)."""
+        alive, reason = self.pipe.alive()
+        body = {"status": "ok" if alive else "failing", "reason": reason, **self._state()}
+        return aioweb.json_response(body, status=200 if alive else 503)
+
+    async def readyz(self, request: aioweb.Request) -> aioweb.Response:
+        """Readiness: owns partitions, recovered their state, and within one tick of the log
+        end (503 with the reason until then)."""
+        ready, reason = self.pipe.readiness()
+        body = {"status": "ready" if ready else "not ready", "reason": reason, **self._state()}
+        return aioweb.json_response(body, status=200 if ready else 503)
 
 
 def _error(status: int, detail: str) -> aioweb.Response:

@@ -1,15 +1,17 @@
-"""The stream processor: Faust topics, tables, the agent, the tick timer and the HTTP API.
+"""The stream processor: the Faust app, the batched heartbeat loop, ticks and shared state.
 
 Ticks: every ``check_interval`` each worker appends a small control record (header
-``arcbeat-tick``) to every heartbeats partition it actively owns. The broker stamps it with
-LogAppendTime. When the agent reaches a tick, everything appended before it has been
-processed, so deadlines up to the tick's timestamp can be decided without ever being fooled by
-lag (SPEC §3 rule 1); a worker that is stopped or behind produces no decision for data it has
-not read. Because decisions are a function of the log, a replay after a crash decides the same.
+``arcbeat-tick``) to every heartbeats partition it owns. The broker stamps it with
+LogAppendTime. When the loop reaches a tick, everything appended before it has been
+processed, so deadlines up to the tick's timestamp can be decided without ever being fooled
+by lag (a worker that is stopped or behind produces no decision for data it has not read).
+The tick also carries the mass-silence verdicts as of its writing, so decisions are a
+function of the partition's log alone, and a replay after a crash decides the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -19,204 +21,131 @@ import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 from arcbeat.streams.app import create_app
-from arcbeat.streams.deadlines import ScopeCounts, sum_counts
+from arcbeat.streams.batch import DECIDER_PARTITION, TICK_HEADER, HeartbeatLoop
+from arcbeat.streams.deadlines import ScopeCounts
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.partitioner import KeyPartitioner
+from arcbeat.streams.scopes import ScopeBoard, encode_verdicts
 from arcbeat.streams.settings import Settings
-from faust.types import TP
 
 log = logging.getLogger("arcbeat.worker")
 
-TICK_HEADER = "arcbeat-tick"
-DECIDER_PARTITION = 0  # the owner of heartbeats partition 0 decides scope verdicts, once
+__all__ = ["DECIDER_PARTITION", "TICK_HEADER", "Pipeline"]
 
 
 class Pipeline:
     def __init__(self, settings: Settings, *, worker_id: str = "0") -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.app = create_app(settings, worker_id=worker_id)
-        app = self.app
-        n = settings.partitions
-        self.heartbeats = app.topic(settings.heartbeats_topic, partitions=n)
-        self.outputs = {
-            "status": app.topic(settings.status_topic, partitions=n),
-            "dlq": app.topic(settings.dlq_topic, partitions=n),
-            "fleet": app.topic(f"{settings.topic_prefix}.fleet", partitions=n),
-        }
-        self.machines = app.Table("machines", partitions=n, key_type=str, value_type=bytes)
-        # Scope counts per partition ("c|<scope>|<p>") and verdicts ("v|<scope>"): every worker
-        # reads all of it, so the mass-silence decision is the same with one worker or many.
-        # recovery_buffer_size=1: faust applies changelog records of partitions this worker
-        # does not write in batches of recovery_buffer_size (default 1000), so another
-        # worker's verdicts and counts would reach this one only every 1000 writes; 1 applies
-        # each at once (the setting faust's GlobalTable docstring gives for several workers).
-        self.scopes = app.GlobalTable(
-            "scopes", partitions=n, key_type=str, value_type=bytes, recovery_buffer_size=1
+        self.app: faust.App = create_app(settings, worker_id=worker_id)
+        self.engine = Engine(settings)
+        self.board = ScopeBoard(settings)
+        self.loop = HeartbeatLoop(
+            settings, self.engine, self.board, worker_id=worker_id, url=self.url
         )
-        # the last tick read per partition (partitioned like the heartbeats: a local write)
-        self.ticks = app.Table("ticks", partitions=n, key_type=str, value_type=bytes)
-        self.engine = Engine(settings, self.machines)
-        self._partitioner = KeyPartitioner(n)
-        self.processed: dict[int, int] = {}  # partition -> next offset to process
-        self.end_offsets: dict[int, int] = {}
-        self.published: dict[str, ScopeCounts] = {}
         self.tick_producer: AIOKafkaProducer | None = None
-        self.on_emit: list[Callable[[Emit], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
         self._define()
+
+    @property
+    def on_emit(self) -> list[Callable[[Emit], None]]:
+        return self.loop.on_emit
 
     # ---- helpers ------------------------------------------------------------------------
 
-    def partition_of(self, key: str) -> int:
-        return self._partitioner(key.encode())
+    def url(self) -> str:
+        return str(self.app.conf.canonical_url).rstrip("/")
 
-    def active_partitions(self) -> set[int]:
-        topic = self.settings.heartbeats_topic
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+    def partition_of(self, key: str) -> int:
+        return self.engine.partition_of(key)
 
     def verdicts(self) -> dict[str, Verdict]:
-        out: dict[str, Verdict] = {}
-        for k, raw in self.scopes.items():
-            if k.startswith("v|"):
-                silent, since, machines = orjson.loads(raw)
-                out[k[2:]] = Verdict(bool(silent), float(since), int(machines))
-        return out
+        return self.board.verdicts()
 
     def totals(self) -> dict[str, ScopeCounts]:
-        parts: dict[str, list[ScopeCounts]] = {}
-        for k, raw in self.scopes.items():
-            if k.startswith("c|"):
-                scope = k[2:].rsplit("|", 1)[0]
-                connected, late = orjson.loads(raw)
-                parts.setdefault(scope, []).append(ScopeCounts(connected, late))
-        return {s: sum_counts(v) for s, v in parts.items()}
+        return self.board.totals()
 
-    async def _send(self, emits: list[Emit], partition: int) -> None:
-        for e in emits:
-            await self.outputs[e.topic].send(key=e.key, value=e.value, partition=partition)
-            for cb in self.on_emit:
-                cb(e)
+    def lag(self) -> dict[int, int]:
+        return self.loop.lag()
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.failed is not None:
+            return False, f"failed: {self.failed}"
+        return self.loop.readiness()
+
+    def alive(self) -> tuple[bool, str]:
+        """Liveness: the loop runs and has polled Kafka recently."""
+        if self.failed is not None:
+            return False, f"the heartbeat loop stopped: {self.failed}"
+        if self._task is not None and self._task.done():
+            return False, "the heartbeat loop stopped"
+        silent = time.monotonic() - self.loop.last_loop_at
+        if silent > max(30.0, 10 * self.settings.check_interval):
+            return False, f"the heartbeat loop has not polled Kafka for {silent:.0f}s"
+        return True, "ok"
 
     # ---- Faust definitions --------------------------------------------------------------
 
     def _define(self) -> None:
-        app, engine, settings = self.app, self.engine, self.settings
-        hb_topic_name = settings.heartbeats_topic
+        app, settings = self.app, self.settings
 
-        @self.machines.on_recover
-        async def rebuild() -> None:
-            active = self.active_partitions()
-            t0 = time.monotonic()
-            n = engine.rebuild(active, self.partition_of)
-            self.published.clear()  # another worker may have written these partitions' counts
-            log.info(
-                "indexed %d machines of %d active partitions in %.2fs",
-                n,
-                len(active),
-                time.monotonic() - t0,
-            )
+        @app.task  # type: ignore[untyped-decorator]
+        async def heartbeats() -> None:
+            await self._run()
 
-        @app.agent(self.heartbeats, name="heartbeats")
-        async def process(stream: faust.StreamT[Any]) -> None:
-            async for event in stream.events():
-                msg = event.message
-                p = msg.partition
-                headers = msg.headers or ()
-                if isinstance(headers, dict):
-                    headers = list(headers.items())
-                if any(h[0] == TICK_HEADER for h in headers):
-                    await self._tick(p, msg.timestamp)
-                else:
-                    emits, _ = engine.handle_message(
-                        p,
-                        msg.offset,
-                        msg.key,
-                        msg.value,
-                        msg.timestamp,
-                        topic=hb_topic_name,
-                        wall_now=time.time(),
-                        headers=headers,
-                    )
-                    if emits:
-                        await self._send(emits, p)
-                self.processed[p] = msg.offset + 1
-
-        app.on_before_shutdown.connect(self._stop_tick_producer, weak=False)  # type: ignore[arg-type]
+        app.on_before_shutdown.connect(self._shutdown, weak=False)  # type: ignore[arg-type]
 
         @app.timer(settings.check_interval)  # type: ignore[untyped-decorator]
         async def tick() -> None:
             await self._produce_ticks()
 
-    async def _tick(self, p: int, now: float) -> None:
-        engine = self.engine
-        raw_decided = self.scopes.get("d|")
-        raw_previous = self.ticks.get(str(p))
-        emits, counts = engine.handle_tick(
-            p,
-            now,
-            self.verdicts(),
-            wall_now=time.time(),
-            decided_at=float(orjson.loads(raw_decided)) if raw_decided else 0.0,
-            previous_tick=float(orjson.loads(raw_previous)) if raw_previous else None,
-        )
-        self.ticks[str(p)] = orjson.dumps(now)  # in the transaction: replays see the same
-        # Publish this partition's scope counts when they changed (global table write).
-        for scope, c in counts.items():
-            k = f"c|{scope}|{p}"
-            if self.published.get(k) != c:
-                self.scopes[k] = orjson.dumps([c.connected, c.late])
-                self.published[k] = c
-        for k in [k for k in self.published if k.endswith(f"|{p}")]:
-            scope = k[2:].rsplit("|", 1)[0]
-            if scope not in counts:
-                self.scopes[k] = orjson.dumps([0, 0])
-                del self.published[k]
-        if p == DECIDER_PARTITION:
-            scope_emits, changed = engine.decide_scopes(now, self.totals(), self.verdicts())
-            for scope, v in changed.items():
-                self.scopes[f"v|{scope}"] = orjson.dumps([v.silent, v.since, v.machines])
-            # when the latest decision was taken: machines found late and due in one tick wait
-            # for a decision newer than their counts (Engine._await_verdict)
-            self.scopes["d|"] = orjson.dumps(now)
-            emits.extend(scope_emits)
-        if emits:
-            await self._send(emits, p)
+    async def _run(self) -> None:
+        try:
+            await self.board.start()
+            await self.loop.start()
+            self._task = asyncio.current_task()
+            await self.loop.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # a worker that cannot process must not look healthy: /healthz turns 503 and the
+            # process stops, so that a supervisor starts it again (state comes from Kafka)
+            self.failed = exc
+            log.exception("the heartbeat loop failed; stopping the worker")
+            self.app._crash(exc)  # faust's worker stops with an error exit status
+            raise
 
-    async def _stop_tick_producer(self, sender: Any = None, **_: Any) -> None:
-        if self.tick_producer is not None:
-            producer, self.tick_producer = self.tick_producer, None
-            await producer.stop()
+    async def _shutdown(self, sender: Any = None, **_: Any) -> None:
+        try:
+            await self.loop.stop()
+        finally:
+            await self.board.stop()
+            if self.tick_producer is not None:
+                producer, self.tick_producer = self.tick_producer, None
+                await producer.stop()
 
     async def _produce_ticks(self) -> None:
-        active = self.active_partitions()
-        if not active:
+        partitions = self.loop.tick_partitions()
+        if not partitions or not self.board.ready.is_set():
             return
         if self.tick_producer is None:
             self.tick_producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.kafka_bootstrap,
-                acks=1,
+                acks="all",
                 linger_ms=0,
-                max_request_size=4 * 1024 * 1024,
                 **client_options(self.settings),
             )
             await self.tick_producer.start()
         topic = self.settings.heartbeats_topic
-        value = orjson.dumps({"type": "tick", "worker": self.worker_id})
-        for p in sorted(active):
+        value = orjson.dumps(
+            {
+                "type": "tick",
+                "worker": self.worker_id,
+                "verdicts": encode_verdicts(self.board.verdicts()),
+                "decidedAt": self.board.decided_at() or 0.0,
+            }
+        )
+        for p in partitions:
             await self.tick_producer.send(topic, value, partition=p, headers=[(TICK_HEADER, b"1")])
-        await self._refresh_lag(active)
-
-    async def _refresh_lag(self, active: set[int]) -> None:
-        consumer = self.app.consumer
-        try:
-            ends = await consumer.highwaters(
-                *[TP(self.settings.heartbeats_topic, p) for p in active]
-            )
-        except Exception:  # lag is reporting only; never let it stop ticking
-            ends = {}
-        # only partitions owned now: a stale gauge for a moved partition would look like lag
-        self.end_offsets = {tp.partition: end for tp, end in ends.items() if tp.partition in active}
-
-    def lag(self) -> dict[int, int]:
-        return {p: max(0, end - self.processed.get(p, 0)) for p, end in self.end_offsets.items()}
+        await self.loop.refresh_lag()

@@ -935,7 +935,7 @@ class ObservabilityRun:
 
     def _healthz(self, i: int) -> dict[str, Any] | None:
         try:
-            doc: dict[str, Any] = http_json(f"{self.worker_url(i)}/healthz", timeout=3)
+            doc: dict[str, Any] = http_json(f"{self.worker_url(i)}/readyz", timeout=3)
         except (OSError, ValueError):
             return None
         return doc

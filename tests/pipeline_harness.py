@@ -201,17 +201,26 @@ class WorkerProcess:
         h = self.healthz()
         return set(h["partitions"]) if h else set()
 
+    def readyz(self) -> tuple[int, dict[str, Any]] | None:
+        try:
+            status, body = self.get("/readyz")
+        except OSError:
+            return None
+        return (status, body) if isinstance(body, dict) else None
+
     def wait_ready(self, *, timeout: float = 90.0, partitions: set[int] | None = None) -> None:
-        """Until /healthz answers and the worker owns partitions (``partitions`` exactly)."""
+        """Until /readyz says ready (owns partitions, recovered, caught up), owning
+        ``partitions`` exactly when given."""
 
         def probe() -> bool | None:
             if not self.alive():
                 raise AssertionError(
                     f"worker {self.id} exited with {self.proc.returncode}\n{self.log_tail()}"
                 )
-            h = self.healthz()
-            if h is None or not h["partitions"]:
+            r = self.readyz()
+            if r is None or r[0] != 200:
                 return None
+            h = r[1]
             if partitions is not None and set(h["partitions"]) != partitions:
                 return None
             return True

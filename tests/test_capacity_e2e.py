@@ -331,7 +331,7 @@ def test_capacity_from_worker_counts_to_cli_metrics_and_influxdb(deployment: Dep
     def owns_all() -> bool | None:
         assert worker.alive(), f"worker exited with {worker.proc.returncode}\n{worker.tail()}"
         with contextlib.suppress(OSError):
-            status, body = http_get(f"{base}/healthz")
+            status, body = http_get(f"{base}/readyz")
             if status == 200 and len(body["partitions"]) == PARTITIONS:
                 return True
         return None

@@ -432,7 +432,7 @@ def test_worker_simulator_and_history_over_sasl_ssl(
 
         def worker_ready() -> bool | None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{base}/healthz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{base}/readyz", timeout=2) as r:
                     return len(json.loads(r.read()).get("partitions", [])) == 3 or None
             except OSError:
                 return None

@@ -1,0 +1,579 @@
+"""The heartbeat path: one consumer, batches per partition, one transaction per partition.
+
+Records of the heartbeats topic are read in batches (``getmany``) and fed to the
+:class:`Engine` in one pass over plain in-memory state. A heartbeat that changes nothing
+durable costs no framework event, no table write and no changelog record; what it changed
+is recovered from the heartbeats log itself, which the broker already keeps.
+
+Exactly-once: each owned partition has its own transactional producer
+(``<app_id>-hb-<p>``), so the next owner of a partition fences the previous one. Every
+``commit_interval`` a partition's outputs (status, DLQ, fleet), its shared scope writes,
+any checkpoint, and its consumed offset commit in one transaction. The committed offset
+carries a pointer to the partition's latest checkpoint (offset metadata), so a new owner
+restores the checkpoint and replays the log from the checkpoint's offset up to the committed
+offset with its outputs suppressed (they were committed already): decisions are a function
+of the log, so the replay rebuilds the exact state that produced them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError, ProducerFenced
+from arcbeat.streams import checkpoint
+from arcbeat.streams.checkpoint import Pointer
+from arcbeat.streams.deadlines import ScopeCounts
+from arcbeat.streams.engine import Emit, Engine, PartitionIndex
+from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.scopes import ScopeBoard, decode_verdicts
+from arcbeat.streams.settings import Settings
+
+log = logging.getLogger("arcbeat.batch")
+
+TICK_HEADER = "arcbeat-tick"
+DECIDER_PARTITION = 0  # the owner of heartbeats partition 0 decides scope verdicts, once
+MAX_RECORDS = 20_000  # per getmany: bounds the time between commits under a backlog
+MIB = 1024 * 1024
+
+
+def checkpoints_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-checkpoints"
+
+
+def instance_id(settings: Settings, worker_id: str) -> str:
+    """Static group membership: a worker started again under the same id takes its
+    partitions back at once, without waiting for the session timeout (KIP-345)."""
+    return settings.instance_id or f"{settings.app_id}-{socket.gethostname()}-{worker_id}"
+
+
+@dataclass
+class Owned:
+    """A heartbeats partition this worker was assigned."""
+
+    p: int
+    tp: TopicPartition
+    state: str = "recovering"  # recovering -> replaying -> live
+    producer: AIOKafkaProducer | None = None
+    in_txn: bool = False
+    position: int = 0  # next offset to process
+    committed: int = -1  # offset committed with its outputs
+    replay_until: int = 0  # outputs of records before this offset were committed already
+    pointer: Pointer | None = None
+    checkpoint_at: float = 0.0  # monotonic time of the latest checkpoint
+    sends: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
+    published: dict[str, ScopeCounts] = field(default_factory=dict)
+
+
+@dataclass
+class Parked:
+    """A revoked partition's state, kept in case the next assignment gives it back."""
+
+    idx: PartitionIndex
+    position: int
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: HeartbeatLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self.loop.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self.loop.assigned(assigned)
+
+
+class HeartbeatLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        board: ScopeBoard,
+        *,
+        worker_id: str,
+        url: Callable[[], str],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.board = board
+        self.worker_id = worker_id
+        self.url = url
+        self.group = settings.app_id
+        self.topic = settings.heartbeats_topic
+        self.ckpt_topic = checkpoints_topic(settings)
+        self.out_topics = {
+            "status": settings.status_topic,
+            "dlq": settings.dlq_topic,
+            "fleet": f"{settings.topic_prefix}.fleet",
+        }
+        self.owned: dict[int, Owned] = {}
+        self.parked: dict[int, Parked] = {}
+        self.end_offsets: dict[int, int] = {}
+        self.on_emit: list[Callable[[Emit], None]] = []
+        self.started = False
+        self.last_loop_at = time.monotonic()
+        self.recovered_at: float | None = None
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._last_commit = time.monotonic()
+        self._stopping = False
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        options = client_options(s)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **options)
+        await self._admin.start()
+        session_ms = round(s.session_timeout * 1000)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=self.group,
+            group_instance_id=instance_id(s, self.worker_id),
+            client_id=f"{s.app_id}-worker-{self.worker_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=min(3000, session_ms // 3),
+            max_partition_fetch_bytes=4 * MIB,
+            **options,
+        )
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        await self._consumer.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        async with self._lock:
+            await self._commit_all(final=True)
+            for o in list(self.owned.values()):
+                await self._close_producer(o)
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            await admin.close()
+
+    async def run(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("start the heartbeat loop first")
+        interval = self.settings.commit_interval
+        while not self._stopping:
+            batch = await consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+            self.last_loop_at = time.monotonic()
+            async with self._lock:
+                wall = time.time()
+                for tp, records in batch.items():
+                    o = self.owned.get(tp.partition)
+                    if o is None or o.state == "recovering":
+                        continue  # revoked meanwhile, or fetched before the pause took
+                    self._process(o, records, wall)
+                    if o.sends:
+                        await self._flush(o)
+                if time.monotonic() - self._last_commit >= interval:
+                    await self._commit_all()
+
+    # ---- processing ---------------------------------------------------------------------
+
+    def _process(self, o: Owned, records: list[ConsumerRecord[Any, Any]], wall: float) -> None:
+        engine = self.engine
+        handle = engine.handle_message
+        p, topic, replay_until = o.p, self.topic, o.replay_until
+        sends = o.sends
+        for r in records:
+            off = r.offset
+            if off < o.position:
+                continue  # already processed (a fetch from before a seek)
+            replay = off < replay_until
+            headers = r.headers
+            if headers and any(h[0] == TICK_HEADER for h in headers):
+                emits = self._tick(o, r, wall, replay)
+            else:
+                if replay:
+                    engine.replaying = True
+                emits, _ = handle(
+                    p, off, r.key, r.value, r.timestamp / 1000.0,
+                    topic=topic, wall_now=wall, headers=headers,
+                )  # fmt: skip
+                engine.replaying = False
+            o.position = off + 1
+            if emits and not replay:
+                for e in emits:
+                    sends.append((self.out_topics[e.topic], e.key, e.value))
+                    for cb in self.on_emit:
+                        cb(e)
+        if o.state == "replaying" and o.position >= replay_until:
+            o.state = "live"
+            log.info("partition %d: replayed up to offset %d, live", p, replay_until)
+
+    def _tick(self, o: Owned, r: ConsumerRecord[Any, Any], wall: float, replay: bool) -> list[Emit]:
+        engine, board, p = self.engine, self.board, o.p
+        now = r.timestamp / 1000.0
+        try:
+            body = orjson.loads(r.value) if r.value else {}
+        except orjson.JSONDecodeError:
+            body = {}
+        verdicts = decode_verdicts(body.get("verdicts"))
+        decided_at = body.get("decidedAt")
+        engine.replaying = replay
+        emits, counts = engine.handle_tick(
+            p, now, verdicts, wall_now=wall, decided_at=float(decided_at or 0.0)
+        )
+        engine.replaying = False
+        if replay:
+            return emits
+        # this partition's scope counts, when they changed (shared with every worker)
+        for scope, c in counts.items():
+            if o.published.get(scope) != c:
+                self._board_write(o, f"c|{scope}|{p}", orjson.dumps([c.connected, c.late]))
+                o.published[scope] = c
+        for scope in [s for s in o.published if s not in counts]:
+            self._board_write(o, f"c|{scope}|{p}", orjson.dumps([0, 0]))
+            del o.published[scope]
+        if p == DECIDER_PARTITION:
+            scope_emits, changed = engine.decide_scopes(now, board.totals(), board.verdicts())
+            for scope, v in changed.items():
+                self._board_write(o, f"v|{scope}", orjson.dumps([v.silent, v.since, v.machines]))
+            # when the latest decision was taken: machines found late and due in one tick wait
+            # for a decision newer than their counts (Engine._await_verdict)
+            self._board_write(o, "d|", orjson.dumps(now))
+            emits = emits + scope_emits
+        return emits
+
+    def _board_write(self, o: Owned, key: str, value: bytes) -> None:
+        self.board.write(o.p, key, value)
+        o.sends.append((self.board.topic, key.encode(), value))
+
+    async def _flush(self, o: Owned) -> None:
+        producer = o.producer
+        if producer is None:
+            o.sends.clear()
+            return
+        if not o.in_txn:
+            await producer.begin_transaction()
+            o.in_txn = True
+        board_topic = self.board.topic
+        for topic, key, value in o.sends:
+            # outputs go to the source partition number; the scope state has one partition
+            partition = 0 if topic == board_topic else o.p
+            await producer.send(topic, value, key=key, partition=partition)
+        o.sends.clear()
+
+    # ---- commits and checkpoints ----------------------------------------------------------
+
+    async def _commit_all(self, *, final: bool = False) -> None:
+        self._last_commit = time.monotonic()
+        live = [o for o in self.owned.values() if o.state == "live" and o.producer is not None]
+        due = [o for o in live if o.position > o.committed or o.in_txn]
+        ckpt = None if final else self._checkpoint_due(live)
+        if ckpt is not None and ckpt not in due:
+            due.append(ckpt)
+        if due:
+            await asyncio.gather(*(self._commit(o, o is ckpt) for o in due))
+
+    def _checkpoint_due(self, live: list[Owned]) -> Owned | None:
+        """At most one partition's checkpoint per commit: the one waiting longest."""
+        now = time.monotonic()
+        every = self.settings.checkpoint_interval
+        due = [o for o in live if o.pointer is None or now - o.checkpoint_at >= every]
+        return min(due, key=lambda o: o.checkpoint_at) if due else None
+
+    async def _commit(self, o: Owned, with_checkpoint: bool) -> None:
+        producer = o.producer
+        if producer is None:
+            return
+        try:
+            if o.sends:
+                await self._flush(o)
+            if not o.in_txn:
+                await producer.begin_transaction()
+                o.in_txn = True
+            pointer = o.pointer
+            if with_checkpoint:
+                pointer = await self._write_checkpoint(o, producer)
+            meta = pointer.encode() if pointer is not None else ""
+            await producer.send_offsets_to_transaction({o.tp: (o.position, meta)}, self.group)
+            await producer.commit_transaction()
+        except ProducerFenced:
+            log.warning("partition %d: another worker took it over (fenced)", o.p)
+            await self._lose(o)
+            return
+        except KafkaError as exc:
+            log.warning("partition %d: commit failed (%s); recovering it from Kafka", o.p, exc)
+            await self._lose(o)
+            self._recover_later([o.tp])
+            return
+        o.in_txn = False
+        o.committed = o.position
+        self.board.committed_partition(o.p)
+        if with_checkpoint and pointer is not None:
+            o.pointer = pointer
+            o.checkpoint_at = time.monotonic()
+
+    async def _write_checkpoint(self, o: Owned, producer: AIOKafkaProducer) -> Pointer:
+        idx = self.engine.partitions.get(o.p)
+        if idx is None:
+            idx = self.engine.index_for(o.p)
+        t0 = time.monotonic()
+        records = checkpoint.encode(idx, o.p, o.position)
+        old = o.pointer
+        cid = (old.id + 1) if old is not None else 1
+        futures = []
+        for n, value in enumerate(records):
+            futures.append(
+                await producer.send(
+                    self.ckpt_topic, value, key=checkpoint.record_key(o.p, cid, n), partition=o.p
+                )
+            )
+        if old is not None:  # the previous checkpoint's records: compaction removes them
+            for n in range(old.records):
+                await producer.send(
+                    self.ckpt_topic, None, key=checkpoint.record_key(o.p, old.id, n), partition=o.p
+                )
+        first = await futures[0]
+        log.info(
+            "partition %d: checkpoint %d at offset %d (%d machines, %d records, %.2fs)",
+            o.p, cid, o.position, len(idx.machines), len(records), time.monotonic() - t0,
+        )  # fmt: skip
+        return Pointer(o.position, first.offset, len(records), cid)
+
+    # ---- assignment ---------------------------------------------------------------------
+
+    async def revoked(self, tps: Sequence[TopicPartition]) -> None:
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        async with self._lock:
+            mine = [self.owned[tp.partition] for tp in tps if tp.partition in self.owned]
+            live = [o for o in mine if o.state == "live"]
+            await asyncio.gather(*(self._commit(o, False) for o in live))
+            for o in mine:
+                idx = self.engine.partitions.pop(o.p, None)
+                if idx is not None and o.state == "live" and o.committed == o.position:
+                    self.parked[o.p] = Parked(idx, o.position)
+                await self._lose(o)
+
+    async def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        mine = [tp for tp in tps if tp.topic == self.topic]
+        for tp in mine:
+            self.owned[tp.partition] = Owned(tp.partition, tp)
+        if mine:
+            consumer.pause(*mine)
+            self._recover_later(mine)
+        log.info("assigned heartbeats partitions %s", sorted(tp.partition for tp in mine))
+
+    def _recover_later(self, tps: list[TopicPartition]) -> None:
+        previous = self._recovery
+
+        async def go() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.gather(previous, return_exceptions=True)
+            await self._recover(tps)
+
+        self._recovery = asyncio.create_task(go(), name="arcbeat-recovery")
+
+    async def _lose(self, o: Owned) -> None:
+        self.owned.pop(o.p, None)
+        self.engine.release(o.p)
+        self.board.forget(o.p)
+        await self._close_producer(o)
+
+    async def _close_producer(self, o: Owned) -> None:
+        producer, o.producer = o.producer, None
+        o.in_txn = False
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _start_producer(self, o: Owned) -> None:
+        s = self.settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            transactional_id=f"{s.app_id}-hb-{o.p}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=round(s.producer_linger * 1000),
+            max_request_size=8 * MIB,
+            client_id=f"{s.app_id}-worker-{self.worker_id}-p{o.p}",
+            **client_options(s),
+        )
+        # starting fences the partition's previous owner: its open transaction is aborted
+        await producer.start()
+        o.producer = producer
+
+    async def _recover(self, tps: list[TopicPartition]) -> None:
+        consumer, admin = self._consumer, self._admin
+        if consumer is None or admin is None:
+            return
+        t0 = time.monotonic()
+        owned = [self.owned[tp.partition] for tp in tps if tp.partition in self.owned]
+        if not owned:
+            return
+        await asyncio.gather(*(self._start_producer(o) for o in owned))
+        committed = await admin.list_consumer_group_offsets(
+            self.group, partitions=[o.tp for o in owned]
+        )
+        await self.board.ready.wait()
+        await self.board.sync()  # the previous owners' last committed scope writes
+        reads: list[tuple[Owned, Pointer, int | None]] = []
+        for o in owned:
+            om = committed.get(o.tp)
+            c = om.offset if om is not None and om.offset >= 0 else None
+            pointer = Pointer.decode(om.metadata if om is not None else None)
+            parked = self.parked.pop(o.p, None)
+            o.published = self.board.published_counts(o.p)
+            if parked is not None and c is not None and parked.position == c:
+                # given back unchanged: keep the state in memory
+                self.engine.partitions[o.p] = parked.idx
+                o.pointer, o.position, o.committed = pointer, c, c
+                o.checkpoint_at = time.monotonic()
+                consumer.seek(o.tp, c)
+                o.state = "live"
+            elif pointer is not None:
+                reads.append((o, pointer, c))
+            else:
+                # no checkpoint yet: rebuild from the start of the log
+                self.engine.adopt(o.p, {})
+                await consumer.seek_to_beginning(o.tp)
+                o.position = await consumer.position(o.tp)
+                o.committed = c if c is not None else -1
+                o.replay_until = c or 0
+                o.state = "replaying" if o.position < o.replay_until else "live"
+        if reads:
+            await self._restore(reads)
+        for o in owned:
+            self.board.write(o.p, f"o|{o.p}", self.url().encode())
+        await self._publish_owners(owned)
+        consumer.resume(*[o.tp for o in owned if o.p in self.owned])
+        self.recovered_at = time.monotonic()
+        log.info(
+            "recovered partitions %s in %.2fs (%d machines)",
+            sorted(o.p for o in owned),
+            time.monotonic() - t0,
+            sum(len(i.machines) for i in self.engine.partitions.values()),
+        )
+
+    async def _restore(self, reads: list[tuple[Owned, Pointer, int | None]]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        s = self.settings
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=16 * MIB,
+            fetch_max_bytes=64 * MIB,
+            client_id=f"{s.app_id}-worker-{self.worker_id}-restore",
+            **client_options(s),
+        )
+        await reader.start()
+        try:
+            wanted = {o.p: (o, ptr) for o, ptr, _ in reads}
+            got: dict[int, list[bytes]] = {p: [] for p in wanted}
+            tps = {p: TopicPartition(self.ckpt_topic, p) for p in wanted}
+            reader.assign(list(tps.values()))
+            for p, (_, ptr) in wanted.items():
+                reader.seek(tps[p], ptr.first)
+            open_ = set(wanted)
+            while open_:
+                batch = await reader.getmany(timeout_ms=1000)
+                for tp, records in batch.items():
+                    p = tp.partition
+                    if p not in open_:
+                        continue
+                    ptr = wanted[p][1]
+                    prefix = f"{p}:{ptr.id}:".encode()
+                    for r in records:
+                        if r.key is not None and r.key.startswith(prefix) and r.value:
+                            got[p].append(r.value)
+                    if len(got[p]) >= ptr.records:
+                        open_.discard(p)
+                        reader.pause(tp)
+        finally:
+            await reader.stop()
+        for o, ptr, c in reads:
+            header, machines = checkpoint.decode(got[o.p][: ptr.records])
+            checkpoint.restore(self.engine, o.p, header, machines)
+            o.pointer = ptr
+            o.checkpoint_at = time.monotonic()
+            o.position = ptr.offset
+            o.committed = c if c is not None else ptr.offset
+            o.replay_until = c if c is not None else ptr.offset
+            consumer.seek(o.tp, ptr.offset)
+            o.state = "replaying" if o.position < o.replay_until else "live"
+
+    async def _publish_owners(self, owned: list[Owned]) -> None:
+        """Tell every worker who owns these partitions (API queries are routed by it)."""
+        producer = next((o.producer for o in owned if o.producer is not None), None)
+        if producer is None:
+            return
+        url = self.url().encode()
+        # outside any transaction of the partition: a one-record transaction of its own
+        async with producer.transaction():
+            for o in owned:
+                await producer.send(self.board.topic, url, key=f"o|{o.p}".encode(), partition=0)
+        for o in owned:
+            self.board.committed_partition(o.p)
+
+    # ---- ticks, lag, readiness ------------------------------------------------------------
+
+    def tick_partitions(self) -> list[int]:
+        return sorted(self.owned)
+
+    async def refresh_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None or not self.owned:
+            self.end_offsets = {}
+            return
+        tps = [o.tp for o in self.owned.values()]
+        try:
+            ends = await consumer.end_offsets(tps)
+        except Exception:  # lag is reporting only; never let it stop ticking
+            return
+        self.end_offsets = {tp.partition: end for tp, end in ends.items()}
+
+    def lag(self) -> dict[int, int]:
+        return {
+            p: max(0, end - o.position)
+            for p, end in self.end_offsets.items()
+            if (o := self.owned.get(p)) is not None
+        }
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.started or not self.board.ready.is_set():
+            return False, "starting"
+        if not self.owned:
+            return False, "no partitions"
+        if any(o.state == "recovering" for o in self.owned.values()):
+            return False, "recovering"
+        if not self.end_offsets:
+            return False, "catching up: lag unknown"
+        lag = sum(self.lag().values())
+        replaying = [o for o in self.owned.values() if o.state == "replaying"]
+        if replaying or lag > 0:
+            return False, f"catching up: lag {lag}"
+        return True, "ready"

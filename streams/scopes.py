@@ -1,0 +1,202 @@
+"""Shared scope state: per-partition scope counts, mass-silence verdicts, partition owners.
+
+A scope's machines are spread over partitions owned by different workers, so each worker
+publishes its partitions' counts here, the owner of partition 0 decides the verdicts, and
+every worker reads all of it. The state is a compacted topic (``<app_id>-scopes``, one
+partition) that every worker reads from the start with ``read_committed``. Counts and
+verdicts are written inside the transaction of the partition that computed them, so a
+verdict and its ``ScopeSilent`` record commit together, exactly once.
+
+Keys: ``c|<scope>|<p>`` counts of partition p (``[connected, late]``), ``v|<scope>`` a
+verdict (``[silent, since, machines]``), ``d|`` when the latest decision was taken,
+``o|<p>`` the URL of the worker that owns partition p (for routing API queries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from arcbeat.streams.deadlines import ScopeCounts, sum_counts
+from arcbeat.streams.engine import Verdict
+from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.settings import Settings
+
+log = logging.getLogger("arcbeat.scopes")
+
+
+def scopes_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-scopes"
+
+
+def verdicts_of(view: Mapping[str, bytes]) -> dict[str, Verdict]:
+    out: dict[str, Verdict] = {}
+    for k, raw in view.items():
+        if k.startswith("v|"):
+            silent, since, machines = orjson.loads(raw)
+            out[k[2:]] = Verdict(bool(silent), float(since), int(machines))
+    return out
+
+
+def encode_verdicts(verdicts: Mapping[str, Verdict]) -> dict[str, list[object]]:
+    """Verdicts as a tick record carries them."""
+    return {s: [v.silent, v.since, v.machines] for s, v in verdicts.items()}
+
+
+def decode_verdicts(raw: object) -> dict[str, Verdict]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(s): Verdict(bool(v[0]), float(v[1]), int(v[2])) for s, v in raw.items()}
+
+
+class ScopeBoard:
+    """Every worker's view of the shared scope state.
+
+    ``committed`` is what the topic holds (read_committed). Only the owner of partition p
+    writes p's keys (and only the owner of partition 0 the verdicts), so this worker's own
+    writes override what it reads back, which may lag: ``pending`` holds writes whose
+    transaction is open, ``own`` those committed. Both are grouped by partition, so that the
+    decider sees its own verdict at once, and a revoked partition's writes are forgotten with
+    it (its next owner reads them back from the topic).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = scopes_topic(settings)
+        self.committed: dict[str, bytes] = {}
+        self.pending: dict[int, dict[str, bytes]] = {}
+        self.own: dict[int, dict[str, bytes]] = {}
+        self.position = 0
+        self.ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tp = TopicPartition(self.topic, 0)
+
+    # ---- view ---------------------------------------------------------------------------
+
+    def view(self) -> dict[str, bytes]:
+        out = dict(self.committed)
+        for layer in (self.own, self.pending):
+            for writes in layer.values():
+                out.update(writes)
+        return out
+
+    def get(self, key: str) -> bytes | None:
+        for layer in (self.pending, self.own):
+            for writes in layer.values():
+                if key in writes:
+                    return writes[key]
+        return self.committed.get(key)
+
+    def verdicts(self) -> dict[str, Verdict]:
+        return verdicts_of(self.view())
+
+    def decided_at(self) -> float | None:
+        raw = self.get("d|")
+        return float(orjson.loads(raw)) if raw else None
+
+    def totals(self) -> dict[str, ScopeCounts]:
+        parts: dict[str, list[ScopeCounts]] = {}
+        for k, raw in self.view().items():
+            if k.startswith("c|"):
+                scope = k[2:].rsplit("|", 1)[0]
+                connected, late = orjson.loads(raw)
+                parts.setdefault(scope, []).append(ScopeCounts(connected, late))
+        return {s: sum_counts(v) for s, v in parts.items()}
+
+    def owners(self) -> dict[int, str]:
+        return {int(k[2:]): v.decode() for k, v in self.committed.items() if k.startswith("o|")}
+
+    def published_counts(self, p: int) -> dict[str, ScopeCounts]:
+        """Partition p's counts as the board holds them (after a takeover: the old owner's)."""
+        out: dict[str, ScopeCounts] = {}
+        suffix = f"|{p}"
+        for k, raw in self.view().items():
+            if k.startswith("c|") and k.endswith(suffix):
+                connected, late = orjson.loads(raw)
+                out[k[2 : -len(suffix)]] = ScopeCounts(connected, late)
+        return out
+
+    # ---- writes (the caller sends the same records in partition p's transaction) ---------
+
+    def write(self, p: int, key: str, value: bytes) -> None:
+        self.pending.setdefault(p, {})[key] = value
+
+    def committed_partition(self, p: int) -> None:
+        """p's transaction committed."""
+        writes = self.pending.pop(p, None)
+        if writes:
+            self.own.setdefault(p, {}).update(writes)
+
+    def aborted(self, p: int) -> None:
+        """p's transaction aborted: its open writes never happened."""
+        self.pending.pop(p, None)
+
+    def forget(self, p: int) -> None:
+        """p was revoked: its next owner reads p's keys from the topic."""
+        self.pending.pop(p, None)
+        self.own.pop(p, None)
+
+    # ---- reading the topic --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            client_id=f"{s.app_id}-scopes-reader",
+            **client_options(s),
+        )
+        await self._consumer.start()
+        self._consumer.assign([self._tp])
+        await self._consumer.seek_to_beginning(self._tp)
+        self._task = asyncio.create_task(self._read(), name="arcbeat-scopes-reader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    async def sync(self, timeout: float = 30.0) -> None:
+        """Wait until everything committed to the topic so far has been read."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the scope board is not started")
+        end = (await consumer.end_offsets([self._tp]))[self._tp]
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.position < end:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(
+                    f"{self.topic}: read up to offset {self.position} of {end} in {timeout:g}s"
+                )
+            await asyncio.sleep(0.02)
+
+    async def _read(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        tp = self._tp
+        end = (await consumer.end_offsets([tp]))[tp]
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    key = r.key.decode() if r.key else ""
+                    if r.value is None:
+                        self.committed.pop(key, None)
+                    else:
+                        self.committed[key] = r.value
+            # the position also moves over transaction markers, which carry no record
+            self.position = await consumer.position(tp)
+            if not self.ready.is_set() and self.position >= end:
+                self.ready.set()
+                log.info("scope board: %d keys read from %s", len(self.committed), self.topic)
