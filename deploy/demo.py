@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -89,6 +92,24 @@ async def _print_transitions(settings: Settings, until: float) -> int:
     return n
 
 
+def _wait_ready(url: str, timeout: float) -> None:
+    """Until the worker's /readyz says ready (owns partitions, recovered, caught up)."""
+    deadline = time.monotonic() + timeout
+    reason = "not answering yet"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    print(f"  worker ready ({url})", flush=True)
+                    return
+        except urllib.error.HTTPError as exc:
+            reason = json.loads(exc.read() or b"{}").get("reason", str(exc))
+        except OSError as exc:
+            reason = str(exc)
+        time.sleep(0.3)
+    print(f"  worker not ready after {timeout:g}s ({reason}); going on", flush=True)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     env = {**os.environ, **DEMO_ENV}
     os.environ.update(DEMO_ENV)
@@ -111,7 +132,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     start("worker", "worker")
     start("history", "history")
-    time.sleep(args.warmup)
+    _wait_ready(f"http://{settings.web_host}:{settings.web_port}/readyz", args.warmup)
     start(
         "simulate",
         "simulate",
@@ -156,5 +177,7 @@ def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--machines", type=int, default=1000)
     p.add_argument("--duration", type=float, default=120.0, help="seconds of simulation")
-    p.add_argument("--warmup", type=float, default=12.0, help="seconds for the worker to join")
+    p.add_argument(
+        "--warmup", type=float, default=60.0, help="longest wait for the worker to be ready"
+    )
     p.set_defaults(func=run_demo)

@@ -36,6 +36,7 @@ from arcbeat.streams.checkpoint import Pointer
 from arcbeat.streams.deadlines import ScopeCounts
 from arcbeat.streams.engine import Emit, Engine, PartitionIndex
 from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.leave_group import leave_as_static_member
 from arcbeat.streams.scopes import ScopeBoard, decode_verdicts
 from arcbeat.streams.settings import Settings
 
@@ -167,6 +168,11 @@ class HeartbeatLoop:
                 await self._close_producer(o)
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
+            # a planned stop hands the partitions over now, not after the session timeout
+            if await leave_as_static_member(
+                consumer, self.group, instance_id(self.settings, self.worker_id)
+            ):
+                log.info("left consumer group %s", self.group)
             await consumer.stop()
         if self._admin is not None:
             admin, self._admin = self._admin, None
