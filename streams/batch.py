@@ -194,7 +194,13 @@ class HeartbeatLoop:
                         continue  # revoked meanwhile, or fetched before the pause took
                     self._process(o, records, wall)
                     if o.sends:
-                        await self._flush(o)
+                        try:
+                            await self._flush(o)
+                        except ProducerFenced:
+                            log.warning("partition %d: another worker took it over", o.p)
+                            await self._lose(o)
+                        except KafkaError as exc:
+                            await self._rewind(o, f"sending its outputs failed ({exc})")
                 if time.monotonic() - self._last_commit >= interval:
                     await self._commit_all()
 
@@ -324,9 +330,7 @@ class HeartbeatLoop:
             await self._lose(o)
             return
         except KafkaError as exc:
-            log.warning("partition %d: commit failed (%s); recovering it from Kafka", o.p, exc)
-            await self._lose(o)
-            self._recover_later([o.tp])
+            await self._rewind(o, f"its commit failed ({exc})")
             return
         o.in_txn = False
         o.committed = o.position
@@ -396,9 +400,39 @@ class HeartbeatLoop:
         async def go() -> None:
             if previous is not None and not previous.done():
                 await asyncio.gather(previous, return_exceptions=True)
-            await self._recover(tps)
+            delay = 0.5
+            while not self._stopping:
+                try:
+                    await self._recover(tps)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # e.g. the broker is restarting: try again
+                    log.warning(
+                        "recovering partitions %s failed (%s: %s); trying again in %.1fs",
+                        sorted(tp.partition for tp in tps), type(exc).__name__, exc, delay,
+                    )  # fmt: skip
+                    for tp in tps:
+                        o = self.owned.get(tp.partition)
+                        if o is not None:
+                            await self._close_producer(o)
+                            o.state = "recovering"
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
 
         self._recovery = asyncio.create_task(go(), name="arcbeat-recovery")
+
+    async def _rewind(self, o: Owned, why: str) -> None:
+        """Forget what was processed since the last commit (it was aborted) and recover the
+        partition from Kafka, as a new owner would."""
+        log.warning("partition %d: %s; recovering it from Kafka", o.p, why)
+        await self._lose(o)
+        consumer = self._consumer
+        if consumer is None or self._stopping or o.tp not in consumer.assignment():
+            return
+        self.owned[o.p] = Owned(o.p, o.tp)
+        consumer.pause(o.tp)
+        self._recover_later([o.tp])
 
     async def _lose(self, o: Owned) -> None:
         self.owned.pop(o.p, None)
