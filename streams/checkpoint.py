@@ -43,11 +43,11 @@ class Pointer:
             return None
         try:
             v = orjson.loads(text)
-            if v[0] != FORMAT:
-                return None
+            if not isinstance(v, list) or not v or v[0] != FORMAT:
+                return None  # not ours: replay the whole log
             return cls(int(v[1]), int(v[2]), int(v[3]), int(v[4]))
         except (orjson.JSONDecodeError, IndexError, TypeError, ValueError):
-            return None  # not ours: replay the whole log
+            return None
 
 
 def record_key(p: int, checkpoint_id: int, n: int) -> bytes:

@@ -444,6 +444,9 @@ class Engine:
                     ):
                         due.append(k)
             due = list(dict.fromkeys(due))
+        # in key order: the records of one tick come out the same in a replay (the wheel's
+        # buckets are sets, whose order depends on how they were filled)
+        due.sort()
         # First mark who is late now, so that the local evidence of a mass silence (below)
         # counts every machine this tick found late.
         looked: list[tuple[str, Machine]] = []

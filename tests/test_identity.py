@@ -159,7 +159,7 @@ def test_bad_bindings_file_says_what_and_where(tmp_path: Path, text: str, fragme
 
 def _engine(identity: IdentityBindings | None) -> Engine:
     settings = Settings.load(env={}, regions="*")
-    return Engine(settings, {}, identity=identity)
+    return Engine(settings, identity=identity)
 
 
 def test_engine_rejects_unsigned_heartbeats_to_the_dlq_when_bound() -> None:
@@ -192,5 +192,5 @@ def test_engine_without_bindings_ignores_headers() -> None:
 def test_engine_loads_bindings_from_the_setting(tmp_path: Path) -> None:
     f = tmp_path / "b.json"
     f.write_text(json.dumps({"agent-1": {"secret": SECRET_1.decode(), "allow": [SUB_A]}}))
-    engine = Engine(Settings.load(env={}, identity_bindings=str(f)), {})
+    engine = Engine(Settings.load(env={}, identity_bindings=str(f)))
     assert engine.identity is not None and "agent-1" in engine.identity.principals

@@ -207,7 +207,6 @@ async def test_signed_agent_through_sasl_ssl_to_worker_principal(secure: SecureK
     await consumer.start()
     engine = Engine(
         s,
-        {},
         identity=IdentityBindings(
             {"agent-1": make_binding("agent-1", IDENTITY_SECRET.encode(), [SUB_A])}
         ),

@@ -1,9 +1,9 @@
-"""Availability windows in the engine (pure: a dict as the table, no Kafka).
+"""Availability windows in the engine (pure: in-memory state, no Kafka).
 
 Heartbeats are counted per machine in tumbling windows of broker time, inside the machine's
-own table record; a window's counts are emitted once, as a WindowCounts record on the fleet
-topic, by the first tick at or after its end (or by the machine's next heartbeat in a later
-window), and the same log replayed from any committed point emits the same records.
+own record; a window's counts are emitted once, as a WindowCounts record on the fleet topic,
+by the first tick at or after its end (or by the machine's next heartbeat in a later window),
+and a checkpoint taken at any offset plus the log after it emits the same records.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections import Counter
 from typing import Any
 
 import orjson
+from arcbeat.streams import checkpoint
 from arcbeat.streams.engine import Emit, Engine
-from arcbeat.streams.machines import decode_machine
 from arcbeat.streams.records import heartbeat_payload, parse_rfc3339, resource_id
 from arcbeat.streams.settings import Settings
 from hypothesis import given, settings
@@ -75,7 +75,7 @@ def _windows(emits: list[Emit]) -> list[tuple[str, float, int]]:
 
 
 def test_a_tick_after_the_window_end_emits_its_count_once() -> None:
-    engine = Engine(_settings(), {})
+    engine = Engine(_settings())
     emitted: list[Emit] = []
     for i in range(7):
         emitted += _message(engine, 0, T0 + i, i)
@@ -85,12 +85,13 @@ def test_a_tick_after_the_window_end_emits_its_count_once() -> None:
     emitted += _tick(engine, T0 + 10.5)
     assert _windows(emitted) == [(_rid(0), T0, 7)]
     key = _rid(0).lower()
-    m = decode_machine(engine.store[key])
+    m = engine.machine(key)
+    assert m is not None
     assert (m.window_start, m.received) == (None, 0)  # closed in the record too
 
 
 def test_a_heartbeat_in_a_later_window_closes_the_open_one() -> None:
-    engine = Engine(_settings(), {})
+    engine = Engine(_settings())
     emitted = _message(engine, 0, T0 + 1, 0) + _message(engine, 0, T0 + 2, 1)
     emitted += _message(engine, 0, T0 + 25, 2)  # no tick in between (a stalled ticker)
     assert _windows(emitted) == [(_rid(0), T0, 2)]
@@ -99,7 +100,7 @@ def test_a_heartbeat_in_a_later_window_closes_the_open_one() -> None:
 
 
 def test_duplicates_and_disconnects_count_nothing_and_windows_can_be_off() -> None:
-    engine = Engine(_settings(), {})
+    engine = Engine(_settings())
     rid = _rid(0)
     key = rid.lower().encode()
     value = heartbeat_payload(
@@ -121,14 +122,14 @@ def test_duplicates_and_disconnects_count_nothing_and_windows_can_be_off() -> No
     emits, _ = engine.handle_message(0, 2, key, bye, T0 + 1, topic="hb", wall_now=T0)
     assert _windows(emits) == [(rid, T0, 1)]
     assert _windows(_tick(engine, T0 + 10)) == []
-    off = Engine(_settings(availability_windows=False), {})
+    off = Engine(_settings(availability_windows=False))
     emitted = [e for i in range(3) for e in _message(off, 0, T0 + i, i)] + _tick(off, T0 + 20)
     assert _windows(emitted) == []
 
 
 def test_a_window_boundary_is_closed_over_several_ticks() -> None:
     """50 silent machines, a budget of 10 a tick: no tick does all the work, none is lost."""
-    engine = Engine(_settings(), {})
+    engine = Engine(_settings())
     for m in range(50):
         _message(engine, m, T0 + m * 0.1, m)
     per_tick = [len(_windows(_tick(engine, T0 + WINDOW + i))) for i in range(7)]
@@ -172,20 +173,17 @@ def test_window_counts_are_exact_once_and_replay_safe(
     truth = Counter(
         (_rid(m), math.floor(at / WINDOW) * WINDOW) for kind, m, at in log if kind == "hb"
     )
-    engine = Engine(_settings(), {})
+    engine = Engine(_settings())
     emitted = _run(engine, log)
     assert Counter({(rid, w): n for rid, w, n in emitted}) == truth
     assert len(emitted) == len(truth)  # each (machine, window) once
-    # a crash after `cut` records: a new engine over the table as it was then (the
-    # changelog, committed with that offset) and the rest of the log emits what the first
-    # run emitted after `cut`
+    # a crash after `cut` records: a new engine restored from a checkpoint taken at that
+    # offset, fed the rest of the log, emits exactly what the first run emitted after `cut`
     cut = min(cut, len(log))
-    store: dict[str, bytes] = {}
-    first = Engine(_settings(), store)
-    _run(first, log[:cut])
-    replay = Engine(_settings(), dict(store))
-    replay.rebuild([0], lambda key: 0)
-    assert (
-        _run(replay, log, start=cut)
-        == _run(Engine(_settings(), {}), log)[len(_run(Engine(_settings(), {}), log[:cut])) :]
-    )
+    first = Engine(_settings())
+    before = _run(first, log[:cut])
+    header, machines = checkpoint.decode(checkpoint.encode(first.index_for(0), 0, cut))
+    assert header["offset"] == cut
+    replay = Engine(_settings())
+    checkpoint.restore(replay, 0, header, machines)
+    assert _run(replay, log, start=cut) == emitted[len(before) :]
