@@ -556,8 +556,7 @@ class HeartbeatLoop:
         finally:
             await reader.stop()
         for o, ptr, c in reads:
-            header, machines = checkpoint.decode(got[o.p][: ptr.records])
-            checkpoint.restore(self.engine, o.p, header, machines)
+            checkpoint.restore(self.engine, o.p, checkpoint.decode(got[o.p][: ptr.records]))
             o.pointer = ptr
             o.checkpoint_at = time.monotonic()
             o.position = ptr.offset

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from arcbeat.streams.engine import Engine, PartitionIndex
-from arcbeat.streams.machines import Slot, _exact
+from arcbeat.streams.machines import Slot, to_row
 
 FORMAT = 1
 CHUNK_MACHINES = 4000  # ~1 MB a chunk: well under the producer's 4 MiB request size
@@ -54,6 +54,17 @@ def record_key(p: int, checkpoint_id: int, n: int) -> bytes:
     return f"{p}:{checkpoint_id}:{n}".encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A decoded checkpoint: its header, the machines' slots, and per machine the record
+    fields the indexes are built from (status, location, os type, subscription, last status
+    change, held since), in the slots' order."""
+
+    header: dict[str, Any]
+    machines: dict[str, Slot]
+    index: list[tuple[str, str, str, str, float, float | None]]
+
+
 def encode(idx: PartitionIndex, p: int, offset: int) -> list[bytes]:
     """The records of a checkpoint of ``idx`` at heartbeats offset ``offset``: a header, then
     chunks of machines."""
@@ -72,45 +83,42 @@ def encode(idx: PartitionIndex, p: int, offset: int) -> list[bytes]:
     out = [header]
     items = list(idx.machines.items())
     for i in range(0, len(items), CHUNK_MACHINES):
-        out.append(
-            orjson.dumps(
-                [
-                    [k, orjson.Fragment(s.rec), s.hb, s.sent, s.seq, s.wstart, s.received, s.skew]
-                    for k, s in items[i : i + CHUNK_MACHINES]
-                ]
-            )
-        )
+        out.append(orjson.dumps([to_row(k, s) for k, s in items[i : i + CHUNK_MACHINES]]))
     return out
 
 
-def decode(records: Iterable[bytes]) -> tuple[dict[str, Any], dict[str, Slot]]:
-    """The header and the machines of a checkpoint's records (in order)."""
+def decode(records: Iterable[bytes]) -> Restored:
+    """A checkpoint's records (in order), decoded."""
     it: Iterator[bytes] = iter(records)
     header: dict[str, Any] = orjson.loads(next(it))
     if header.get("format") != FORMAT:
         raise ValueError(f"checkpoint: unknown format {header.get('format')!r}")
     machines: dict[str, Slot] = {}
-    dumps = orjson.dumps
+    index: list[tuple[str, str, str, str, float, float | None]] = []
+    add = index.append
     for raw in it:
-        for k, rec, hb, sent, seq, wstart, received, skew in orjson.loads(raw):
-            # ok and fp are derived when the partition is adopted
-            machines[k] = Slot(_exact(dumps(rec)), False, 0, hb, sent, seq, wstart, received, skew)
+        for k, rec, hb, sent, seq, wstart, received, skew, fp, *ix in orjson.loads(raw):
+            ok = ix[0] == "Connected" and ix[5] is None
+            machines[k] = Slot(rec.encode(), ok, fp, hb, sent, seq, wstart, received, skew)
+            add(tuple(ix))  # type: ignore[arg-type]
     if len(machines) != header["machines"]:
         raise ValueError(
             f"checkpoint of partition {header['partition']}: {len(machines)} machines read, "
             f"{header['machines']} written"
         )
-    return header, machines
+    return Restored(header, machines, index)
 
 
-def restore(engine: Engine, p: int, header: dict[str, Any], machines: dict[str, Slot]) -> int:
+def restore(engine: Engine, p: int, cp: Restored) -> int:
     """Install a decoded checkpoint as partition ``p``'s state; returns the machine count."""
+    h = cp.header
     engine.adopt(
         p,
-        machines,
-        late=header.get("late", ()),
-        pending=header.get("pending") or {},
-        previous_tick=header.get("previousTick"),
-        snapshot_bucket=header.get("snapshotBucket", -1),
+        cp.machines,
+        cp.index,
+        late=h.get("late", ()),
+        pending=h.get("pending") or {},
+        previous_tick=h.get("previousTick"),
+        snapshot_bucket=h.get("snapshotBucket", -1),
     )
-    return len(machines)
+    return len(cp.machines)

@@ -25,8 +25,8 @@ from arcbeat.streams.machines import (
     Slot,
     fingerprint,
     from_slot,
-    info_fingerprint,
     scopes_of,
+    scopes_of_location,
     to_slot,
 )
 from arcbeat.streams.partitioner import KeyPartitioner
@@ -39,6 +39,7 @@ from arcbeat.streams.status import (
     Timing,
     Transition,
     deadline,
+    deadline_of,
     on_deadline,
     on_message,
 )
@@ -91,6 +92,7 @@ class Verdict:
 
 
 CountKey = tuple[str, str, str, str]  # status, location, os_type, subscription_id
+_STATUS = {s.value: s for s in Status}
 
 
 class PartitionIndex:
@@ -197,28 +199,49 @@ class Engine:
         self,
         p: int,
         machines: dict[str, Slot],
+        index: Sequence[tuple[str, str, str, str, float, float | None]],
         *,
         late: Iterable[str] = (),
         pending: Mapping[str, float] | None = None,
         previous_tick: float | None = None,
         snapshot_bucket: int = -1,
     ) -> PartitionIndex:
-        """Install a partition's restored state and derive its indexes (one pass)."""
+        """Install a partition's restored state and derive its indexes in one pass.
+
+        ``index`` holds, per machine in ``machines``' order, the record fields the indexes
+        need (status, location, os type, subscription, last status change, held since), so
+        that a million machines are indexed without decoding a record or building a state.
+        """
         idx = self.partitions[p] = PartitionIndex(self.granularity)
         idx.machines = machines
         idx.previous_tick = previous_tick
         idx.snapshot_bucket = snapshot_bucket
         if pending:
             idx.pending.update(pending)
-        for key, slot in machines.items():
-            m = from_slot(slot)
-            slot.ok = m.state.status is Status.CONNECTED and m.state.held_since is None
-            slot.fp = info_fingerprint(m.info)
-            self._index(idx, key, m)
-        for key in late:
-            known = machines.get(key)
-            if known is not None:
-                self._set_late(idx, key, from_slot(known).info, True)
+        counts, windows, timing = idx.counts, idx.windows, self.timing
+        schedule, late_after = idx.wheel.schedule, self.late_after
+        for (key, slot), (status, location, os_type, sub, changed, held) in zip(
+            machines.items(), index, strict=True
+        ):
+            counts[(status, location, os_type, sub)] += 1
+            st = _STATUS[status]
+            if st is Status.DISCONNECTED:
+                idx.disconnected.add(key)
+            if held is not None:
+                idx.held.add(key)
+            if slot.wstart is not None:
+                windows.setdefault(slot.wstart, set()).add(key)
+            at = deadline_of(st, slot.hb, changed, held, timing)
+            if at is not None:
+                if st is Status.CONNECTED and held is None:
+                    at = min(at, slot.hb + late_after)  # late is marked below
+                schedule(key, at)
+        late = set(late)
+        for key, (_, location, *_rest) in zip(machines, index, strict=True):
+            if key in late:
+                idx.late.add(key)
+                for s in scopes_of_location(location):
+                    idx.late_by_scope[s] += 1
         return idx
 
     def _index(self, idx: PartitionIndex, key: str, m: Machine) -> None:

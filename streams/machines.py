@@ -7,6 +7,7 @@ the names alone would cost ~250 bytes each in memory and in the checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -103,11 +104,15 @@ def fingerprint(
     agent_version: str,
     tags: dict[str, str],
 ) -> int:
-    """Equal for equal descriptive fields (a mismatch only costs the slow path)."""
-    return hash(
-        (resource_id, location, os_type, os_name or "", os_version or "", agent_version,
-         tuple(tags.items()) if tags else ())
-    )  # fmt: skip
+    """Equal for equal descriptive fields (a mismatch only costs the general path).
+
+    64 bits of BLAKE2b, the same in every process (unlike ``hash()``), so checkpoints carry
+    it and a restore does not recompute it.
+    """
+    data = orjson.dumps(
+        (resource_id, location, os_type, os_name or "", os_version or "", agent_version, tags)
+    )
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
 
 
 def info_fingerprint(i: MachineInfo) -> int:
@@ -213,6 +218,27 @@ def status_of(slot: Slot) -> Status:
     return _STATUS[rec[4 : rec.index(b'"', 4)].decode()]
 
 
+# A checkpoint row: the slot, plus the record fields a restore indexes by (so that a restore
+# neither parses the record nor builds a Machine): status, location, os type, subscription,
+# last status change, held since.
+Row = tuple[
+    str, str, float, float, "int | None", "float | None", int, float, int,
+    str, str, str, str, float, "float | None",
+]  # fmt: skip
+
+
+def to_row(key: str, slot: Slot) -> list[Any]:
+    v = orjson.loads(slot.rec)
+    return [
+        key, slot.rec.decode(), slot.hb, slot.sent, slot.seq, slot.wstart, slot.received,
+        slot.skew, slot.fp, v[1], v[12], v[13], v[9], v[2], v[6],
+    ]  # fmt: skip
+
+
 def scopes_of(info: MachineInfo) -> tuple[str, str]:
     """The mass-silence scopes a machine belongs to."""
-    return ("fleet", f"location={info.location}")
+    return scopes_of_location(info.location)
+
+
+def scopes_of_location(location: str) -> tuple[str, str]:
+    return ("fleet", f"location={location}")

@@ -18,6 +18,7 @@ from typing import Any
 DEFAULT_REGIONS: tuple[str, ...] = ("westus2", "westeurope", "westasia")
 KAFKA_SECURITY_PROTOCOLS: tuple[str, ...] = ("PLAINTEXT", "SSL", "SASL_SSL")
 KAFKA_SASL_MECHANISMS: tuple[str, ...] = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+MAX_REPLICATION = 32767  # Kafka stores replication factors as int16
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -69,6 +70,13 @@ class Settings:
     kafka_bootstrap: str = "localhost:9092"
     topic_prefix: str = "arcbeat"  # topics: <prefix>.heartbeats, <prefix>.status, ...
     partitions: int = 12
+    # copies of every topic arcbeat creates (deployment topics and the worker's own
+    # <app_id>-checkpoints / <app_id>-scopes); 0 = auto: 3, or every broker of a cluster
+    # with fewer (1 on the single local broker)
+    replication_factor: int = 0
+    # min.insync.replicas of those topics (acks=all writes need this many copies in sync);
+    # 0 = auto: 2 when a topic has 3 or more copies, else 1
+    min_insync_replicas: int = 0
     app_id: str = "arcbeat"  # Faust app id = consumer group
     # Kafka client security (every arcbeat client; see arcbeat.streams.kafka_client)
     kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_SSL
@@ -210,6 +218,19 @@ class Settings:
             raise bad("outage_min_machines", "must be >= 1")
         if self.partitions < 1:
             raise bad("partitions", "must be >= 1")
+        for name in ("replication_factor", "min_insync_replicas"):
+            value = getattr(self, name)
+            if not 0 <= value <= MAX_REPLICATION:
+                raise bad(
+                    name, f"must be 0 (auto) or a number of copies 1-{MAX_REPLICATION}, got {value}"
+                )
+        if 0 < self.replication_factor < self.min_insync_replicas:
+            raise bad(
+                "min_insync_replicas",
+                f"{self.min_insync_replicas} is more than replication_factor "
+                f"({self.replication_factor}): every acks=all write would fail; use at most "
+                f"{self.replication_factor}, or 0 (auto)",
+            )
         for port_name in ("web_port", "kafka_controller_port", "influx_rpc_port"):
             port = getattr(self, port_name)
             if not 1 <= port <= 65535:

@@ -219,12 +219,25 @@ def on_message(
 
 def deadline(state: MachineState, timing: Timing) -> float | None:
     """When this machine next needs a look, or None (Expired machines wait for ``connect``)."""
-    if state.status is Status.CONNECTED:
-        if state.held_since is not None:
-            return state.held_since + timing.outage_hold
-        return state.last_heartbeat_at + timing.disconnect_after
-    if state.status is Status.DISCONNECTED:
-        return state.last_status_change + timing.expire_after
+    return deadline_of(
+        state.status, state.last_heartbeat_at, state.last_status_change, state.held_since, timing
+    )
+
+
+def deadline_of(
+    status: Status,
+    last_heartbeat_at: float,
+    last_status_change: float,
+    held_since: float | None,
+    timing: Timing,
+) -> float | None:
+    """:func:`deadline` from the fields it reads (restoring a checkpoint builds no state)."""
+    if status is Status.CONNECTED:
+        if held_since is not None:
+            return held_since + timing.outage_hold
+        return last_heartbeat_at + timing.disconnect_after
+    if status is Status.DISCONNECTED:
+        return last_status_change + timing.expire_after
     return None
 
 

@@ -371,9 +371,9 @@ def test_a_plain_heartbeat_takes_the_fast_path() -> None:
 
 def _take_checkpoint(first: Engine, into: Engine, offsets: Mapping[int, int]) -> None:
     for p, idx in first.partitions.items():
-        header, machines = checkpoint.decode(checkpoint.encode(idx, p, offsets.get(p, 0)))
-        assert header["offset"] == offsets.get(p, 0)
-        checkpoint.restore(into, p, header, machines)
+        cp = checkpoint.decode(checkpoint.encode(idx, p, offsets.get(p, 0)))
+        assert cp.header["offset"] == offsets.get(p, 0)
+        checkpoint.restore(into, p, cp)
 
 
 @settings(max_examples=120, deadline=None)
@@ -409,9 +409,9 @@ def test_a_checkpoint_while_a_window_boundary_is_being_closed_loses_no_window() 
         hb(first, m, T0 + m * 0.1, seq=1)
     closed = _window_counts(tick(first, T0 + 10))
     assert len(closed) == 10
-    header, machines = checkpoint.decode(checkpoint.encode(first.partitions[0], 0, 26))
+    cp = checkpoint.decode(checkpoint.encode(first.partitions[0], 0, 26))
     restored = Engine(_settings(partitions=1, disconnect_after=1000.0))
-    checkpoint.restore(restored, 0, header, machines)
+    checkpoint.restore(restored, 0, cp)
     later = [_window_counts(tick(restored, T0 + 10 + i)) for i in (1, 2, 3)]
     assert [len(c) for c in later] == [10, 5, 0]
     assert sorted(closed + [rid for c in later for rid in c]) == sorted(_rid(m) for m in range(25))
@@ -454,17 +454,17 @@ def test_checkpoint_round_trip_keeps_every_machine_and_the_partition_state(
     monkeypatch.setattr(checkpoint, "CHUNK_MACHINES", 3)  # several chunks
     records = checkpoint.encode(idx, 0, 42)
     assert len(records) == 1 + 3  # a header, then 3 + 3 + 2 machines
-    header, machines = checkpoint.decode(records)
-    assert (header["offset"], header["partition"], header["machines"]) == (42, 0, 8)
-    assert header["late"] == sorted(idx.late)
-    assert header["pending"] == idx.pending
-    assert header["previousTick"] == idx.previous_tick == (T0 + 5.4 if hold else T0 + 5)
-    assert header["snapshotBucket"] == idx.snapshot_bucket
-    assert {k: from_slot(s) for k, s in machines.items()} == {
+    cp = checkpoint.decode(records)
+    assert (cp.header["offset"], cp.header["partition"], cp.header["machines"]) == (42, 0, 8)
+    assert cp.header["late"] == sorted(idx.late)
+    assert cp.header["pending"] == idx.pending
+    assert cp.header["previousTick"] == idx.previous_tick == (T0 + 5.4 if hold else T0 + 5)
+    assert cp.header["snapshotBucket"] == idx.snapshot_bucket
+    assert {k: from_slot(s) for k, s in cp.machines.items()} == {
         k: from_slot(s) for k, s in idx.machines.items()
     }
     restored = Engine(_settings(partitions=1))
-    assert checkpoint.restore(restored, 0, header, machines) == 8
+    assert checkpoint.restore(restored, 0, cp) == 8
     assert state(restored) == state(engine)
     for m in range(8):
         assert restored.machine(_key(m)) == engine.machine(_key(m))
@@ -483,8 +483,8 @@ def test_checkpoint_decode_refuses_a_short_or_foreign_checkpoint(
     foreign = orjson.dumps({**orjson.loads(records[0]), "format": 99})
     with pytest.raises(ValueError, match="unknown format"):
         checkpoint.decode([foreign, *records[1:]])
-    header, machines = checkpoint.decode(checkpoint.encode(Engine(_settings()).index_for(2), 2, 0))
-    assert machines == {} and header["previousTick"] is None and header["late"] == []
+    cp = checkpoint.decode(checkpoint.encode(Engine(_settings()).index_for(2), 2, 0))
+    assert cp.machines == {} and cp.header["previousTick"] is None and cp.header["late"] == []
 
 
 @given(

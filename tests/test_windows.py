@@ -182,8 +182,8 @@ def test_window_counts_are_exact_once_and_replay_safe(
     cut = min(cut, len(log))
     first = Engine(_settings())
     before = _run(first, log[:cut])
-    header, machines = checkpoint.decode(checkpoint.encode(first.index_for(0), 0, cut))
-    assert header["offset"] == cut
+    cp = checkpoint.decode(checkpoint.encode(first.index_for(0), 0, cut))
+    assert cp.header["offset"] == cut
     replay = Engine(_settings())
-    checkpoint.restore(replay, 0, header, machines)
+    checkpoint.restore(replay, 0, cp)
     assert _run(replay, log, start=cut) == emitted[len(before) :]
