@@ -495,7 +495,7 @@ class HeartbeatLoop:
                 reads.append((o, pointer, c))
             else:
                 # no checkpoint yet: rebuild from the start of the log
-                self.engine.adopt(o.p, {})
+                self.engine.adopt(o.p, {}, [])
                 await consumer.seek_to_beginning(o.tp)
                 o.position = await consumer.position(o.tp)
                 o.committed = c if c is not None else -1

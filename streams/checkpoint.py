@@ -100,7 +100,7 @@ def decode(records: Iterable[bytes]) -> Restored:
         for k, rec, hb, sent, seq, wstart, received, skew, fp, *ix in orjson.loads(raw):
             ok = ix[0] == "Connected" and ix[5] is None
             machines[k] = Slot(rec.encode(), ok, fp, hb, sent, seq, wstart, received, skew)
-            add(tuple(ix))  # type: ignore[arg-type]
+            add(tuple(ix))
     if len(machines) != header["machines"]:
         raise ValueError(
             f"checkpoint of partition {header['partition']}: {len(machines)} machines read, "
