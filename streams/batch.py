@@ -121,6 +121,7 @@ class HeartbeatLoop:
         self.owned: dict[int, Owned] = {}
         self.parked: dict[int, Parked] = {}
         self.end_offsets: dict[int, int] = {}
+        self.ends_at = 0.0  # monotonic time end_offsets were read
         self.on_emit: list[Callable[[Emit], None]] = []
         self.started = False
         self.last_loop_at = time.monotonic()
@@ -477,6 +478,10 @@ class HeartbeatLoop:
         )
         await self.board.ready.wait()
         await self.board.sync()  # the previous owners' last committed scope writes
+        # Each partition's state after recovery; set only at the end, under the lock: until
+        # then the loop neither processes nor commits the partition, and its producer is this
+        # task's alone.
+        target: dict[int, str] = {}
         reads: list[tuple[Owned, Pointer, int | None]] = []
         for o in owned:
             om = committed.get(o.tp)
@@ -490,7 +495,7 @@ class HeartbeatLoop:
                 o.pointer, o.position, o.committed = pointer, c, c
                 o.checkpoint_at = time.monotonic()
                 consumer.seek(o.tp, c)
-                o.state = "live"
+                target[o.p] = "live"
             elif pointer is not None:
                 reads.append((o, pointer, c))
             else:
@@ -500,13 +505,17 @@ class HeartbeatLoop:
                 o.position = await consumer.position(o.tp)
                 o.committed = c if c is not None else -1
                 o.replay_until = c or 0
-                o.state = "replaying" if o.position < o.replay_until else "live"
+                target[o.p] = "replaying" if o.position < o.replay_until else "live"
         if reads:
-            await self._restore(reads)
+            target.update(await self._restore(reads))
         for o in owned:
             self.board.write(o.p, f"o|{o.p}", self.url().encode())
         await self._publish_owners(owned)
-        consumer.resume(*[o.tp for o in owned if o.p in self.owned])
+        async with self._lock:
+            mine = [o for o in owned if self.owned.get(o.p) is o]
+            for o in mine:
+                o.state = target[o.p]
+            consumer.resume(*[o.tp for o in mine])
         self.recovered_at = time.monotonic()
         log.info(
             "recovered partitions %s in %.2fs (%d machines)",
@@ -515,10 +524,11 @@ class HeartbeatLoop:
             sum(len(i.machines) for i in self.engine.partitions.values()),
         )
 
-    async def _restore(self, reads: list[tuple[Owned, Pointer, int | None]]) -> None:
+    async def _restore(self, reads: list[tuple[Owned, Pointer, int | None]]) -> dict[int, str]:
+        """Restore the partitions' checkpoints; returns each partition's state to go on in."""
         consumer = self._consumer
         if consumer is None:
-            return
+            return {}
         s = self.settings
         reader = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
@@ -555,6 +565,7 @@ class HeartbeatLoop:
                         reader.pause(tp)
         finally:
             await reader.stop()
+        target: dict[int, str] = {}
         for o, ptr, c in reads:
             checkpoint.restore(self.engine, o.p, checkpoint.decode(got[o.p][: ptr.records]))
             o.pointer = ptr
@@ -563,7 +574,8 @@ class HeartbeatLoop:
             o.committed = c if c is not None else ptr.offset
             o.replay_until = c if c is not None else ptr.offset
             consumer.seek(o.tp, ptr.offset)
-            o.state = "replaying" if o.position < o.replay_until else "live"
+            target[o.p] = "replaying" if o.position < o.replay_until else "live"
+        return target
 
     async def _publish_owners(self, owned: list[Owned]) -> None:
         """Tell every worker who owns these partitions (API queries are routed by it)."""
@@ -591,9 +603,10 @@ class HeartbeatLoop:
         tps = [o.tp for o in self.owned.values()]
         try:
             ends = await consumer.end_offsets(tps)
-        except Exception:  # lag is reporting only; never let it stop ticking
+        except Exception:  # reporting only; never let it stop ticking (readiness sees it)
             return
         self.end_offsets = {tp.partition: end for tp, end in ends.items()}
+        self.ends_at = time.monotonic()
 
     def lag(self) -> dict[int, int]:
         return {
@@ -611,6 +624,13 @@ class HeartbeatLoop:
             return False, "recovering"
         if not self.end_offsets:
             return False, "catching up: lag unknown"
+        # the log's end is known from a recent tick, and the loop polls: else Kafka is away
+        stale = max(10.0, 5 * self.settings.check_interval)
+        now = time.monotonic()
+        if now - self.ends_at > stale:
+            return False, f"waiting for Kafka: log end not read for {now - self.ends_at:.0f}s"
+        if now - self.last_loop_at > stale:
+            return False, f"waiting for Kafka: no poll for {now - self.last_loop_at:.0f}s"
         lag = sum(self.lag().values())
         replaying = [o for o in self.owned.values() if o.state == "replaying"]
         if replaying or lag > 0:

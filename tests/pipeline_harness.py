@@ -317,6 +317,13 @@ class SimulatorProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
 
+    def stop(self, timeout: float) -> GroundTruth:
+        """End the run now (SIGTERM: the simulator flushes, writes its `end` record and exits
+        0), then load its ground truth."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGTERM)
+        return self.wait(timeout)
+
 
 class Deployment:
     """An isolated arcbeat deployment on the shared broker."""
