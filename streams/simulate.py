@@ -29,6 +29,7 @@ from typing import Any, Final
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import OutOfOrderSequenceNumber
 from aiokafka.structs import RecordMetadata
 from arcbeat.streams.agent import stop_on_signals
 from arcbeat.streams.groundtruth import GroundTruthWriter
@@ -71,6 +72,11 @@ def fleet_locations(settings: Settings) -> tuple[str, ...]:
     """The locations to spread the fleet over: the configured regions (defaults for ``*``)."""
     regions = tuple(r for r in settings.regions if r != "*")
     return regions or DEFAULT_REGIONS
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    with contextlib.suppress(Exception):
+        await producer.stop()
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -188,6 +194,8 @@ class Simulator:
         self._stamp_ts = math.nan
         self.lag = 0.0  # how far behind schedule the sender is
         self._stamp_text = b""
+        self._renew = False  # the producer failed for good: the next send makes a new one
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self, stop_event: asyncio.Event) -> SimulationResult:
@@ -199,6 +207,7 @@ class Simulator:
             self.partitioner = KeyPartitioner(len(self.partitions))
             await self._loop(stop_event)
         finally:
+            producer = self.producer
             try:
                 await producer.flush()
                 await self._drain(timeout=30.0)
@@ -435,6 +444,8 @@ class Simulator:
         extra: dict[str, Any] | None = None,
     ) -> None:
         assert self.producer is not None
+        if self._renew:
+            await self._renew_producer()
         record: dict[str, Any] | None = None
         if self.truth is not None:
             record = {
@@ -485,9 +496,22 @@ class Simulator:
         self.outstanding -= 1
         self.errors += 1
         self._last_error = repr(exc)
+        if isinstance(exc, OutOfOrderSequenceNumber):
+            # fatal for an idempotent producer (its sequence state is lost, e.g. after a
+            # broker restart outlived a batch): an agent carries on with a new one
+            self._renew = True
         if record is not None and self.truth is not None:
             record["error"] = repr(exc)
             self.truth.write(record)
+
+    async def _renew_producer(self) -> None:
+        self._renew = False
+        old, self.producer = self.producer, make_producer(self.settings)
+        await self.producer.start()
+        if old is not None:  # its failed sends are already counted
+            task = asyncio.create_task(_stop_quietly(old))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

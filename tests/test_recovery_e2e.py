@@ -65,12 +65,6 @@ READY_TIMEOUT = 60.0
 LAG_REASON = re.compile(r"^catching up: lag (\d+)$")
 
 
-def liveness_grace(settings: Settings) -> float:
-    """How long /healthz stays 200 while the loop cannot poll Kafka (Pipeline.alive), less a
-    margin for this loaded machine: a longer broker outage may turn it 503, by design."""
-    return max(30.0, 10 * settings.check_interval) - 5.0
-
-
 def _name(tag: str) -> str:
     return f"e2e-{tag}-{uuid.uuid4().hex[:8]}"
 
@@ -487,9 +481,9 @@ def test_kill_9_soak_with_a_broker_restart(broker: Broker, tmp_path: Path) -> No
                     f"and /readyz 200 {trace.ready_after:.2f}s after the broker answered "
                     f"({trace.summary()})"
                 )
-                _, early = probe.between(down, down + liveness_grace(dep.settings))
+                _, early = probe.between(down, up)  # liveness holds through a broker outage
                 if set(early) != {200}:
-                    problems.append(f"/healthz in the broker's first outage seconds: {early}")
+                    problems.append(f"/healthz while the broker was down: {early}")
                 why = fleet_known(w, n)
                 if why:
                     problems.append(f"after the broker restart {why}")
@@ -546,8 +540,8 @@ def test_broker_restart_declares_nothing_false(broker: Broker, tmp_path: Path) -
             f"broker restart: worker processes new events {flowing:.2f}s after the broker "
             f"answered, /readyz 200 after {trace.ready_after:.2f}s ({trace.summary()})"
         )
-        _, early = probe.between(down, down + liveness_grace(dep.settings))
-        assert set(early) == {200}, f"/healthz in the broker's first outage seconds: {early}"
+        _, early = probe.between(down, up)  # liveness holds through a broker outage
+        assert set(early) == {200}, f"/healthz while the broker was down: {early}"
         assert time.time() < sim.started + 48, "the broker came back after the outage window"
         truth = sim.wait(120)
         stopped = truth.stopped("outage-permanent")
