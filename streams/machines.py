@@ -7,7 +7,6 @@ the names alone would cost ~250 bytes each in memory and in the checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -86,39 +85,13 @@ class Slot:
     ) -> None:
         self.rec = rec
         self.ok = ok  # Connected and not held: a plain heartbeat may take the fast path
-        self.fp = fp  # fingerprint of the descriptive fields (see fingerprint())
+        self.fp = fp  # digest of the last accepted heartbeat's head, 0: none (Engine)
         self.hb = hb  # last_heartbeat_at (broker time)
         self.sent = sent  # last_sent_at (agent clock)
         self.seq = seq
         self.wstart = wstart  # availability window start (None: no open window)
         self.received = received
         self.skew = skew
-
-
-def fingerprint(
-    resource_id: str,
-    location: str,
-    os_type: str,
-    os_name: str | None,
-    os_version: str | None,
-    agent_version: str,
-    tags: dict[str, str],
-) -> int:
-    """Equal for equal descriptive fields (a mismatch only costs the general path).
-
-    64 bits of BLAKE2b, the same in every process (unlike ``hash()``), so checkpoints carry
-    it and a restore does not recompute it.
-    """
-    data = orjson.dumps(
-        (resource_id, location, os_type, os_name or "", os_version or "", agent_version, tags)
-    )
-    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
-
-
-def info_fingerprint(i: MachineInfo) -> int:
-    return fingerprint(
-        i.resource_id, i.location, i.os_type, i.os_name, i.os_version, i.agent_version, i.tags
-    )
 
 
 def _exact(raw: bytes) -> bytes:
@@ -162,12 +135,12 @@ def encode_record(state: MachineState, info: MachineInfo) -> bytes:
     )
 
 
-def to_slot(m: Machine) -> Slot:
+def to_slot(m: Machine, fp: int) -> Slot:
     s = m.state
     return Slot(
         encode_record(s, m.info),
         s.status is Status.CONNECTED and s.held_since is None,
-        info_fingerprint(m.info),
+        fp,
         s.last_heartbeat_at,
         s.last_sent_at,
         s.sequence,

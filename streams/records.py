@@ -304,6 +304,35 @@ def heartbeat_payload(
     return orjson.dumps(body)
 
 
+# The usual layout of a heartbeat ends with sentAt, then optionally the sequence, as
+# heartbeat_payload writes it. A message in that layout splits into the bytes before sentAt
+# (everything that describes the machine) and the two fields every heartbeat changes.
+_SENT_AT: Final = b',"sentAt":"'
+_TAIL_RE: Final = re.compile(
+    rb'(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3}|\.\d{6})?Z)"(?:,"sequence":(0|[1-9]\d{0,17}))?\}'
+)
+
+
+def split_heartbeat(raw: bytes) -> tuple[bytes, float, int | None] | None:
+    """``(head, sentAt, sequence)`` of a message in the usual layout, else None.
+
+    Only the tail is checked here: a head is trusted only after the full decoder accepted a
+    message with the very same head (see ``Engine.handle_message``).
+    """
+    i = raw.rfind(_SENT_AT)
+    if i < 0:
+        return None
+    m = _TAIL_RE.fullmatch(raw, i + len(_SENT_AT))
+    if m is None:
+        return None
+    try:
+        sent = _fromiso(m.group(1).decode()).timestamp()
+    except ValueError:  # e.g. month 13: the full decoder explains it
+        return None
+    seq = m.group(2)
+    return raw[:i], sent, int(seq) if seq is not None else None
+
+
 def heartbeat_key(resource_id: str) -> bytes:
     """The Kafka message key for a Resource ID."""
     return resource_id.lower().encode()

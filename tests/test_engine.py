@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -293,7 +294,7 @@ def hb(
     emits, accepted = engine.handle_message(
         engine.partition_of(key), 0, key.encode(), value, at, topic="hb", wall_now=at
     )
-    assert accepted is not None
+    assert accepted
     return emits
 
 
@@ -829,6 +830,7 @@ def test_readiness_states() -> None:
     a.state, a.position = "replaying", 4
     assert loop.readiness() == (False, "catching up: lag unknown")
     loop.end_offsets = {0: 10, 3: 10}
+    loop.ends_at = loop.last_loop_at = time.monotonic()
     assert loop.lag() == {0: 6, 3: 0}
     assert loop.readiness() == (False, "catching up: lag 6")
     a.position = 10
@@ -837,6 +839,15 @@ def test_readiness_states() -> None:
     assert loop.readiness() == (True, "ready")
     b.position = 7
     assert loop.readiness() == (False, "catching up: lag 3")
+    # Kafka away (a broker restart): the log end was not read, or the loop did not poll
+    b.position = 10
+    loop.ends_at -= 60
+    assert loop.readiness() == (False, "waiting for Kafka: log end not read for 60s")
+    loop.ends_at += 60
+    loop.last_loop_at -= 45
+    assert loop.readiness() == (False, "waiting for Kafka: no poll for 45s")
+    loop.last_loop_at += 45
+    assert loop.readiness() == (True, "ready")
 
 
 def test_lag_counts_owned_partitions_only_and_never_below_zero() -> None:
@@ -844,3 +855,25 @@ def test_lag_counts_owned_partitions_only_and_never_below_zero() -> None:
     _own(loop, 0, "live", position=12)
     loop.end_offsets = {0: 10, 5: 100}
     assert loop.lag() == {0: 0}
+
+
+def test_a_known_head_with_a_bad_tail_still_goes_to_the_dlq() -> None:
+    """The fast path trusts a head it has seen accepted, never the tail."""
+    engine = Engine(_settings(partitions=1))
+    hb(engine, 0, T0, seq=1)
+    key = _key(0)
+    good = heartbeat_payload(
+        _rid(0), location=LOC, os_type="linux", agent_version="1.0", sent_at=T0 + 1, sequence=2
+    )
+    head = good[: good.rfind(b',"sentAt":"')]
+    for tail in (b',"sentAt":"2024-13-01T00:00:00Z","sequence":3}', b',"sentAt":"x"}'):
+        emits, accepted = engine.handle_message(
+            0, 9, key.encode(), head + tail, T0 + 2, topic="hb", wall_now=T0 + 2
+        )
+        assert not accepted and [e.topic for e in emits] == ["dlq"]
+    emits, accepted = engine.handle_message(
+        0, 10, key.encode(), good, T0 + 3, topic="hb", wall_now=T0 + 3
+    )
+    assert accepted and emits == []
+    m = engine.machine(key)
+    assert m is not None and m.state.last_heartbeat_at == T0 + 3 and m.state.sequence == 2

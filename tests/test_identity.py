@@ -166,7 +166,7 @@ def test_engine_rejects_unsigned_heartbeats_to_the_dlq_when_bound() -> None:
     raw, key = payload()
     engine = _engine(BINDINGS)
     emits, hb = engine.handle_message(0, 5, key, raw, 1.7e9, topic="t", wall_now=1.7e9)
-    assert hb is None and [e.topic for e in emits] == ["dlq"]
+    assert not hb and [e.topic for e in emits] == ["dlq"]
     record = orjson.loads(emits[0].value)
     assert record["reason"] == "unauthorized" and record["offset"] == 5
     assert engine.stats.rejects["unauthorized"] == 1
@@ -180,13 +180,13 @@ def test_engine_rejects_unsigned_heartbeats_to_the_dlq_when_bound() -> None:
         wall_now=1.7e9,
         headers=signature_headers("agent-1", SECRET_1, raw),
     )
-    assert hb is not None and [e.topic for e in emits] == ["status"]
+    assert hb and [e.topic for e in emits] == ["status"]
 
 
 def test_engine_without_bindings_ignores_headers() -> None:
     raw, key = payload()
     emits, hb = _engine(None).handle_message(0, 0, key, raw, 1.7e9, topic="t", wall_now=1.7e9)
-    assert hb is not None and [e.topic for e in emits] == ["status"]
+    assert hb and [e.topic for e in emits] == ["status"]
 
 
 def test_engine_loads_bindings_from_the_setting(tmp_path: Path) -> None:

@@ -515,3 +515,50 @@ def test_payload_helper_matches_encode() -> None:
     hb = decode(raw)
     assert isinstance(hb, Heartbeat)
     assert encode_heartbeat(hb) == raw
+
+
+# ---- split_heartbeat: the head/tail split of the worker's fast path ---------------------------
+
+
+def test_split_heartbeat_takes_the_usual_layout() -> None:
+    from arcbeat.streams.records import split_heartbeat
+
+    rid = (
+        "/subscriptions/12345678-1234-1234-1234-123456789abc/resourceGroups/rg"
+        "/providers/Microsoft.HybridCompute/machines/m1"
+    )
+    raw = heartbeat_payload(
+        rid, location="westeurope", os_type="linux", agent_version="1.0",
+        sent_at="2024-05-01T12:00:00.250Z", sequence=7, tags={"a": "b"},
+    )  # fmt: skip
+    parts = split_heartbeat(raw)
+    assert parts is not None
+    head, sent, seq = parts
+    assert raw.startswith(head) and head.endswith(b'"tags":{"a":"b"}')
+    assert (sent, seq) == (parse_rfc3339("2024-05-01T12:00:00.250Z"), 7)
+    no_seq = heartbeat_payload(
+        rid, location="westeurope", os_type="linux", agent_version="1.0",
+        sent_at="2024-05-01T12:00:00Z",
+    )  # fmt: skip
+    assert split_heartbeat(no_seq) == (no_seq[: no_seq.rfind(b',"sentAt"')], 1714564800.0, None)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b'"sentAt": "2024-05-01T12:00:00Z"}',  # a space: not the usual layout
+        b'"sentAt":"2024-05-01T12:00:00Z","sequence":7,"x":1}',  # a field after the sequence
+        b'"sentAt":"2024-05-01T12:00:00Z","sequence":07}',  # not a JSON number
+        b'"sentAt":"2024-05-01T12:00:00Z","sequence":-1}',
+        b'"sentAt":"2024-05-01T12:00:00Z","sequence":1234567890123456789}',  # 19 digits
+        b'"sentAt":"2024-13-01T12:00:00Z"}',  # month 13: the full decoder explains it
+        b'"sentAt":"2016-12-31T23:59:60Z"}',  # a leap second: the full decoder takes it
+        b'"sentAt":"2024-05-01T12:00:00+02:00"}',
+        b'"sentAt":"2024-05-01T12:00:00Z"',  # cut short
+    ],
+)
+def test_split_heartbeat_leaves_anything_else_to_the_decoder(tail: bytes) -> None:
+    from arcbeat.streams.records import split_heartbeat
+
+    assert split_heartbeat(b'{"resourceId":"x",' + tail) is None
+    assert split_heartbeat(b'{"resourceId":"x"}') is None

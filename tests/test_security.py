@@ -230,7 +230,7 @@ async def test_signed_agent_through_sasl_ssl_to_worker_principal(secure: SecureK
                             headers=list(r.headers),
                         )
                         reason = json.loads(emits[0].value).get("reason") if emits else None
-                        verdicts[r.key.decode()] = "ok" if hb is not None else str(reason)
+                        verdicts[r.key.decode()] = "ok" if hb else str(reason)
     finally:
         await consumer.stop()
     assert verdicts == {mine.lower(): "ok", forged.lower(): "unauthorized"}
