@@ -30,7 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import ConsumerStoppedError, KafkaError, ProducerFenced
 from arcbeat.streams import checkpoint
 from arcbeat.streams.checkpoint import Pointer
 from arcbeat.streams.deadlines import ScopeCounts
@@ -131,7 +131,7 @@ class HeartbeatLoop:
         self._admin: AIOKafkaAdminClient | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._last_commit = time.monotonic()
-        self._stopping = False
+        self.stopping = False
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class HeartbeatLoop:
         self.started = True
 
     async def stop(self) -> None:
-        self._stopping = True
+        self.stopping = True
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
@@ -184,8 +184,13 @@ class HeartbeatLoop:
         if consumer is None:
             raise RuntimeError("start the heartbeat loop first")
         interval = self.settings.commit_interval
-        while not self._stopping:
-            batch = await consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+        while not self.stopping:
+            try:
+                batch = await consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+            except ConsumerStoppedError:
+                # stop() stopped the consumer: a planned stop, unless nothing asked for one
+                self.last_loop_at = time.monotonic()
+                return
             self.last_loop_at = time.monotonic()
             async with self._lock:
                 wall = time.time()
@@ -402,7 +407,7 @@ class HeartbeatLoop:
             if previous is not None and not previous.done():
                 await asyncio.gather(previous, return_exceptions=True)
             delay = 0.5
-            while not self._stopping:
+            while not self.stopping:
                 try:
                     await self._recover(tps)
                     return
@@ -429,7 +434,7 @@ class HeartbeatLoop:
         log.warning("partition %d: %s; recovering it from Kafka", o.p, why)
         await self._lose(o)
         consumer = self._consumer
-        if consumer is None or self._stopping or o.tp not in consumer.assignment():
+        if consumer is None or self.stopping or o.tp not in consumer.assignment():
             return
         self.owned[o.p] = Owned(o.p, o.tp)
         consumer.pause(o.tp)

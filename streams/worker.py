@@ -107,6 +107,9 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
+            if self.loop.stopping:  # an error while shutting down: the process ends anyway
+                log.warning("the heartbeat loop ended while stopping: %r", exc)
+                return
             # a worker that cannot process must not linger: it exits with an error status so
             # that its supervisor starts it again (its state comes back from Kafka)
             self.failed = exc
