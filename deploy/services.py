@@ -8,9 +8,11 @@ how to prepare its configuration under the state folder, and a health check that
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import importlib.resources
+import json
 import os
 import re
 import shutil
@@ -19,13 +21,15 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from arcbeat.deploy import kafka_security
 from arcbeat.deploy.errors import StackError
 from arcbeat.deploy.topics import close_quietly, run_sync
@@ -84,14 +88,17 @@ class StatePaths:
     def pid(self, service: str) -> Path:
         return self.pids / f"{service}.pid"
 
+    @property
+    def cluster_file(self) -> Path:
+        """The layout of a multi-broker Kafka (broker count, cluster id)."""
+        return self.root / "kafka-cluster.json"
+
     def create(self) -> None:
+        # Kafka's folders (kafka/ or kafka-<n>/) are made by each broker's prepare()
         for sub in (
-            "conf/kafka",
             "conf/alertmanager",
             "logs",
             "pids",
-            "kafka/data",
-            "kafka/logs",
             "prometheus/data",
             "alertmanager/data",
             "influxdb/meta",
@@ -172,6 +179,132 @@ def kafka_port(settings: Settings) -> int:
     return _url_port("kafka_bootstrap", f"kafka://{first}", 9092)
 
 
+MAX_BROKERS = 9
+BROKER_PORT_STEP = 100  # broker n of a cluster listens on the first port + 100 * (n - 1)
+
+
+def broker_ports(settings: Settings, brokers: int) -> list[tuple[int, int]]:
+    """(client port, controller port) of each broker of a local Kafka of ``brokers`` nodes.
+
+    One broker: the first ``kafka_bootstrap`` address and ``kafka_controller_port``. More:
+    the addresses of ``kafka_bootstrap`` when it lists one per broker, else the first
+    address's port + 100 per broker (9092, 9192, 9292); controllers on
+    ``kafka_controller_port`` + 0, 1, 2, ...
+    """
+    check_brokers(brokers)
+    controller = settings.kafka_controller_port
+    if brokers == 1:
+        return [(kafka_port(settings), controller)]
+    addresses = [a.strip() for a in settings.kafka_bootstrap.split(",") if a.strip()]
+    if len(addresses) == brokers:
+        clients = [
+            _url_port("kafka_bootstrap", f"kafka://{address}", 9092) for address in addresses
+        ]
+    elif len(addresses) == 1:
+        first = kafka_port(settings)
+        clients = [first + BROKER_PORT_STEP * i for i in range(brokers)]
+    else:
+        raise StackError(
+            f"setting kafka_bootstrap lists {len(addresses)} addresses "
+            f"({settings.kafka_bootstrap!r}) for a local Kafka of {brokers} brokers: list one "
+            "address per broker, or only the first (the others then listen on its port + "
+            f"{BROKER_PORT_STEP}, + {2 * BROKER_PORT_STEP}, ...)"
+        )
+    out = [(port, controller + i) for i, port in enumerate(clients)]
+    for port in (p for pair in out for p in pair):
+        if not 1 <= port <= 65535:
+            raise StackError(
+                f"a local Kafka of {brokers} brokers would listen on port {port}: move it with "
+                "ARCBEAT_KAFKA_BOOTSTRAP / ARCBEAT_KAFKA_CONTROLLER_PORT"
+            )
+    return out
+
+
+def cluster_bootstrap(settings: Settings, brokers: int) -> str:
+    """The bootstrap list (every broker) for clients of a local Kafka of ``brokers``."""
+    return ",".join(f"{LOOPBACK}:{client}" for client, _ in broker_ports(settings, brokers))
+
+
+def check_brokers(brokers: int) -> None:
+    if not 1 <= brokers <= MAX_BROKERS:
+        raise StackError(
+            f"stack: --brokers must be 1 (the default: one broker, also the controller) to "
+            f"{MAX_BROKERS}, got {brokers}; 3 gives a cluster that survives one broker's loss"
+        )
+
+
+def recorded_brokers(paths: StatePaths) -> int | None:
+    """How many brokers the Kafka of this state folder was formatted with (None: none yet)."""
+    record = paths.cluster_file
+    if record.is_file():
+        try:
+            brokers = int(json.loads(record.read_text())["brokers"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StackError(
+                f"stack: {record} is unreadable ({exc!r}); it records the layout of this state "
+                "folder's Kafka. Restore it, or stop the stack and remove the Kafka folders "
+                f"(kafka-<n>/ and {record.name}) under {paths.root} to start over"
+            ) from None
+        check_brokers(brokers)
+        return brokers
+    if (paths.root / "kafka" / "data" / "meta.properties").exists():
+        return 1
+    return None
+
+
+def record_cluster(paths: StatePaths, brokers: int) -> str:
+    """Write (once) the layout of a multi-broker Kafka; returns its cluster id."""
+    record = paths.cluster_file
+    if record.is_file():
+        return str(json.loads(record.read_text())["cluster_id"])
+    cluster_id = new_cluster_id()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"brokers": brokers, "cluster_id": cluster_id}) + "\n")
+    tmp.replace(record)
+    return cluster_id
+
+
+# Kafka's own Uuid.randomUuid() never hands out these two, nor an id starting with "-"
+_RESERVED_IDS = {bytes(16), bytes(15) + b"\x01"}  # Uuid.ZERO_UUID, Uuid.METADATA_TOPIC_ID
+
+
+def new_cluster_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A random Kafka cluster id: 16 bytes, URL-safe base64 without padding (22 chars).
+
+    Like Kafka's ``Uuid.randomUuid()``, ids that start with ``-`` are drawn again: command
+    line parsers read them as an option (``kafka-storage format -t -abc...``).
+    """
+    while True:
+        raw = random_bytes(16)
+        if len(raw) != 16:
+            raise ValueError(f"random_bytes(16) returned {len(raw)} bytes")
+        text = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        if raw not in _RESERVED_IDS and not text.startswith("-"):
+            return text
+
+
+def set_properties(text: str, values: Mapping[str, str | None], header: str) -> str:
+    """``text`` (a Java .properties file) with each key of ``values`` set where it is
+    (``None``: the line is dropped); keys it does not have are appended under ``header``."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for line in text.splitlines():
+        stripped = line.strip()
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
+        if stripped.startswith("#") or key not in values:
+            out.append(line)
+            continue
+        seen.add(key)
+        value = values[key]
+        if value is not None:
+            out.append(f"{key}={value}")
+    rest = [f"{k}={v}" for k, v in values.items() if k not in seen and v is not None]
+    if rest:
+        out += ["", header, *rest]
+    return "\n".join(out) + "\n"
+
+
 def _require(tool: str, package: str) -> str:
     found = shutil.which(tool)
     if found is None:
@@ -244,42 +377,83 @@ class Service:
 
 
 class Kafka(Service):
-    name = "kafka"
+    """One Kafka node (broker and KRaft controller in one process).
+
+    The single-broker stack (``brokers == 1``) is service ``kafka`` with its folders in
+    ``<state>/kafka`` and a standalone controller. Node ``n`` of a cluster of ``brokers`` is
+    service ``kafka-<n>`` with ``<state>/kafka-<n>/{data,logs}``; every node is a voter of
+    a static controller quorum, and Kafka's own topics get 3 copies with 2 in sync.
+    """
+
     start_timeout = 120.0  # JVM start on a busy 2-core machine, first start includes format
     stop_timeout = 30.0  # controlled shutdown flushes logs and snapshots
     heap = "1g"
 
+    def __init__(
+        self, settings: Settings, paths: StatePaths, node: int = 1, brokers: int = 1
+    ) -> None:
+        super().__init__(settings, paths)
+        check_brokers(brokers)
+        if not 1 <= node <= brokers:
+            raise StackError(f"kafka: node {node} of a {brokers}-broker cluster does not exist")
+        self.node = node
+        self.brokers = brokers
+        self.name = "kafka" if brokers == 1 else f"kafka-{node}"
+        if brokers > 1:
+            self.heap = "512m"  # three JVMs share a small machine
+
     @property
     def ports(self) -> list[int]:
-        return [kafka_port(self.settings), self.settings.kafka_controller_port]
+        return list(broker_ports(self.settings, self.brokers)[self.node - 1])
+
+    @property
+    def folder(self) -> Path:
+        return self.paths.root / self.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.folder / "logs"
 
     @property
     def server_properties(self) -> Path:
-        return self.paths.conf / "kafka" / "server.properties"
+        return self.paths.conf / self.name / "server.properties"
 
     @property
     def log4j_properties(self) -> Path:
-        return self.paths.conf / "kafka" / "log4j2.properties"
+        return self.paths.conf / self.name / "log4j2.properties"
 
     @property
     def marker(self) -> str:
         return str(self.server_properties)
 
     def extra_logs(self) -> list[Path]:
-        return [self.paths.root / "kafka" / "logs" / "server.log"]
+        return [self.logs_dir / "server.log"]
 
     def require_tools(self) -> None:
         _require("java", "openjdk-17-jre-headless")
+        if self.brokers > 1 and self.secure:
+            raise StackError(
+                "stack: kafka_security = sasl_ssl runs a single broker only; use "
+                "ARCBEAT_KAFKA_SECURITY=plaintext for a local cluster (--brokers > 1)"
+            )
 
     def prepare(self, progress: Progress) -> None:
         src = package_dir() / "kafka"
         kport, cport = self.ports
+        for folder in (self.data_dir, self.logs_dir, self.server_properties.parent):
+            folder.mkdir(parents=True, exist_ok=True)
         text = render_template(
             src / "server.properties",
             kafka_port=kport,
             controller_port=cport,
-            data_dir=self.paths.root / "kafka" / "data",
+            data_dir=self.data_dir,
         )
+        if self.brokers > 1:
+            text = set_properties(text, self.cluster_properties(), "# ---- cluster (arcbeat)")
         scram: list[str] = []
         if self.secure:
             root = self.paths.root
@@ -297,6 +471,28 @@ class Kafka(Service):
         shutil.copyfile(src / "log4j2.properties", self.log4j_properties)
         ensure_jars(self.paths, progress)
         self._format(progress, scram)
+
+    def cluster_properties(self) -> dict[str, str | None]:
+        """What node ``n`` of a multi-broker cluster changes in the packaged template."""
+        voters = ",".join(
+            f"{i}@{LOOPBACK}:{controller}"
+            for i, (_, controller) in enumerate(broker_ports(self.settings, self.brokers), 1)
+        )
+        copies = str(min(3, self.brokers))
+        in_sync = "2" if self.brokers >= 3 else "1"
+        return {
+            "node.id": str(self.node),
+            # a static quorum: every node is a voter (3 nodes: one may be down)
+            "controller.quorum.bootstrap.servers": None,
+            "controller.quorum.voters": voters,
+            "default.replication.factor": copies,
+            "min.insync.replicas": in_sync,
+            "offsets.topic.replication.factor": copies,
+            "transaction.state.log.replication.factor": copies,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": copies,
+            "share.coordinator.state.topic.min.isr": in_sync,
+        }
 
     @property
     def secure(self) -> bool:
@@ -317,27 +513,40 @@ class Kafka(Service):
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j_properties}",
-            f"-Dkafka.logs.dir={self.paths.root / 'kafka' / 'logs'}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
             "-cp",
             f"{self.paths.jars}/*",
         ]
 
-    def _format(self, progress: Progress, scram: list[str]) -> None:
-        data = self.paths.root / "kafka" / "data"
-        if (data / "meta.properties").exists():
-            return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        progress(f"kafka: formatting storage in {data} (cluster id {cluster_id}, first start)")
-        argv = [
+    def format_argv(self, cluster_id: str) -> list[str]:
+        """The storage format command (without the SCRAM users).
+
+        ``--cluster-id=<id>`` in one argument: an id is never read as an option, whatever
+        character it starts with.
+        """
+        quorum = ["--standalone"] if self.brokers == 1 else []  # cluster: static voters
+        return [
             *self._java("256m"),
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
-            "-t",
-            cluster_id,
+            *quorum,
+            f"--cluster-id={cluster_id}",
             "-c",
             str(self.server_properties),
         ]
+
+    def _format(self, progress: Progress, scram: list[str]) -> None:
+        data = self.data_dir
+        if (data / "meta.properties").exists():
+            return
+        if self.brokers == 1:
+            cluster_id = new_cluster_id()
+        else:
+            cluster_id = record_cluster(self.paths, self.brokers)
+        progress(
+            f"{self.name}: formatting storage in {data} (cluster id {cluster_id}, first start)"
+        )
+        argv = self.format_argv(cluster_id)
         shown = " ".join(argv) + (f" --add-scram <{len(scram)} users, redacted>" if scram else "")
         for arg in scram:
             argv += ["--add-scram", arg]
@@ -357,7 +566,7 @@ class Kafka(Service):
                 rc = -1
         if rc != 0:
             raise StackError(
-                f"kafka: formatting the storage failed (exit {rc}).\n"
+                f"{self.name}: formatting the storage failed (exit {rc}).\n"
                 f"log: {self.log} (last lines below)\n{tail(self.log)}"
             )
 
@@ -369,7 +578,10 @@ class Kafka(Service):
         if not port_open(port):
             return f"nothing listens on {LOOPBACK}:{port}"
         options = self.client_options()
-        return run_sync(lambda: kafka_metadata(f"{LOOPBACK}:{port}", timeout=5.0, **options))
+        node = self.node if self.brokers > 1 else None
+        return run_sync(
+            lambda: kafka_metadata(f"{LOOPBACK}:{port}", timeout=5.0, node=node, **options)
+        )
 
     def after_healthy(self, progress: Progress) -> None:
         if not self.secure:
@@ -388,8 +600,11 @@ class Kafka(Service):
         )
 
 
-async def kafka_metadata(bootstrap: str, timeout: float, **options: object) -> str | None:
-    """None if a metadata request to ``bootstrap`` succeeds and lists a broker."""
+async def kafka_metadata(
+    bootstrap: str, timeout: float, node: int | None = None, **options: object
+) -> str | None:
+    """None if a metadata request to ``bootstrap`` succeeds and lists a broker (``node``:
+    lists that node, i.e. it has joined its cluster)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="arcbeat-stack",
@@ -403,9 +618,96 @@ async def kafka_metadata(bootstrap: str, timeout: float, **options: object) -> s
         return f"metadata request to {bootstrap} failed: {exc!r}"
     finally:
         await close_quietly(admin)
-    if not info.get("brokers"):
+    brokers = {int(b["node_id"]) for b in info.get("brokers") or ()}
+    if not brokers:
         return f"metadata from {bootstrap} lists no broker yet"
+    if node is not None and node not in brokers:
+        return f"node {node} has not joined its cluster yet (brokers up: {sorted(brokers)})"
     return None
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    """Partition health of a Kafka cluster, as one metadata request sees it."""
+
+    brokers: tuple[int, ...]  # node ids of the brokers up
+    partitions: int
+    under_replicated: int  # fewer replicas in sync than assigned
+    under_min_isr: int  # fewer in sync than min.insync.replicas: acks=all writes fail
+    offline: int  # no leader
+    leaders: Counter[int] = field(default_factory=Counter)  # node -> partitions it is the leader of
+    lagging: Counter[int] = field(default_factory=Counter)  # node -> of them under-replicated
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "brokers": list(self.brokers),
+            "partitions": self.partitions,
+            "under_replicated": self.under_replicated,
+            "under_min_isr": self.under_min_isr,
+            "offline": self.offline,
+        }
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.brokers)} broker(s) up {list(self.brokers)}, {self.partitions} "
+            f"partitions, {self.under_replicated} under-replicated, {self.offline} offline"
+            + (f", {self.under_min_isr} below min.insync.replicas" if self.under_min_isr else "")
+        )
+
+
+async def cluster_report(bootstrap: str, timeout: float = 10.0, **options: object) -> ClusterReport:
+    """Leaders, in-sync replicas and under-replicated partitions of every topic."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="arcbeat-stack",
+        request_timeout_ms=int(timeout * 1000),
+        **options,
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        info = await admin.describe_cluster()
+        topics = await admin.describe_topics()
+        names = [str(t["topic"]) for t in topics if int(t["error_code"]) == 0]
+        configs = (
+            await admin.describe_configs(
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, n, {"min.insync.replicas": None})
+                    for n in names
+                ]
+            )
+            if names
+            else []
+        )
+    finally:
+        await close_quietly(admin)
+    min_isr: dict[str, int] = {}
+    for response in configs:
+        for res in response.to_object().get("resources", []):
+            for entry in res.get("config_entries", []):
+                if entry["config_names"] == "min.insync.replicas" and entry["config_value"]:
+                    min_isr[str(res["resource_name"])] = int(entry["config_value"])
+    leaders: Counter[int] = Counter()
+    lagging: Counter[int] = Counter()
+    total = under = below = offline = 0
+    for t in topics:
+        if int(t["error_code"]) != 0:
+            continue
+        for part in t["partitions"]:
+            total += 1
+            leader = int(part["leader"])
+            isr = len(part["isr"])
+            if leader < 0:
+                offline += 1
+            else:
+                leaders[leader] += 1
+            if isr < len(part["replicas"]):
+                under += 1
+                if leader >= 0:
+                    lagging[leader] += 1
+            if isr < min_isr.get(str(t["topic"]), 1):
+                below += 1
+    brokers = tuple(sorted(int(b["node_id"]) for b in info.get("brokers") or ()))
+    return ClusterReport(brokers, total, under, below, offline, leaders, lagging)
 
 
 def ensure_jars(paths: StatePaths, progress: Progress) -> None:
@@ -631,10 +933,10 @@ class InfluxDB(Service):
         progress(f"influxdb: database {db!r} ready")
 
 
-def build_services(settings: Settings, paths: StatePaths) -> list[Service]:
+def build_services(settings: Settings, paths: StatePaths, brokers: int = 1) -> list[Service]:
     """The services in start order (Kafka first: it takes longest to come up)."""
     return [
-        Kafka(settings, paths),
+        *(Kafka(settings, paths, node, brokers) for node in range(1, brokers + 1)),
         Prometheus(settings, paths),
         Alertmanager(settings, paths),
         InfluxDB(settings, paths),

@@ -1,8 +1,8 @@
 """`arcbeat stack up | down | status`: the local single-machine stack.
 
-Apache Kafka (KRaft, one node), Prometheus, Alertmanager and InfluxDB 1.x run as detached
-processes on loopback; data, logs, pid files, rendered configs and the Kafka jar cache all live
-under ``settings.state_dir``::
+Apache Kafka (KRaft, one node; ``up --brokers 3``: three), Prometheus, Alertmanager and
+InfluxDB 1.x run as detached processes on loopback; data, logs, pid files, rendered configs
+and the Kafka jar cache all live under ``settings.state_dir``::
 
     state/conf/        rendered configuration (from the installed arcbeat.deploy package)
     state/logs/        <service>.log (stdout/stderr), maven.log
@@ -10,6 +10,10 @@ under ``settings.state_dir``::
     state/jars/        Kafka jars from Maven Central (+ .pom.sha256: refreshed on POM change)
     state/kafka/{data,logs}  state/prometheus/data  state/alertmanager/data
     state/influxdb/{meta,data,wal}
+
+A state folder formatted for several brokers has services ``kafka-1`` .. ``kafka-N`` with
+``state/kafka-<n>/{data,logs}`` and ``state/kafka-cluster.json`` (broker count, cluster
+id); ``status`` and ``down`` read the broker count from there.
 
 ``up`` is idempotent (a running healthy service is only reported; stale pid files are
 cleared), ``down`` stops every service of this state folder and leaves no process behind.
@@ -19,27 +23,34 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arcbeat.deploy import kafka_security, processes
 from arcbeat.deploy.errors import StackError
 from arcbeat.deploy.services import (
+    ClusterReport,
     Kafka,
     Progress,
     Service,
     StatePaths,
     build_services,
+    check_brokers,
+    cluster_bootstrap,
+    cluster_report,
     port_open,
+    record_cluster,
+    recorded_brokers,
     tail,
 )
-from arcbeat.deploy.topics import ensure_topics_async, run_sync
+from arcbeat.deploy.topics import Replication, Warn, ensure_topics_async, run_sync
 from arcbeat.streams.settings import Settings, SettingsError
 
 __all__ = ["ServiceStatus", "Stack", "StackError", "add_stack_commands"]
@@ -57,6 +68,7 @@ class ServiceStatus:
     healthy: bool  # its health check passes
     detail: str  # "ok" or why not
     log: Path
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. a broker's partition counts
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +79,7 @@ class ServiceStatus:
             "healthy": self.healthy,
             "detail": self.detail,
             "log": str(self.log),
+            **self.extra,
         }
 
 
@@ -77,19 +90,49 @@ def _quiet(_message: str) -> None:
 class Stack:
     """The local stack of one state folder (``settings.state_dir``)."""
 
-    def __init__(self, settings: Settings, *, only: tuple[str, ...] = ()) -> None:
-        """``only``: manage just these services (e.g. ``("kafka",)`` for a test broker)."""
+    def __init__(
+        self, settings: Settings, *, only: tuple[str, ...] = (), brokers: int | None = None
+    ) -> None:
+        """``only``: manage just these services (e.g. ``("kafka",)`` for a test broker, or
+        ``("kafka-2",)`` for one broker of a cluster). ``brokers``: how many Kafka brokers
+        (default: as the state folder was formatted, 1 for a new one); a state folder keeps
+        the broker count it was formatted with."""
         self.settings = settings
         self.paths = StatePaths.of(settings)
-        services = build_services(settings, self.paths)
+        recorded = recorded_brokers(self.paths)
+        if brokers is not None:
+            check_brokers(brokers)
+            if recorded is not None and brokers != recorded:
+                raise StackError(
+                    f"stack: the Kafka of {self.paths.root} was formatted with {recorded} "
+                    f"broker(s), not {brokers}. Use another state folder (ARCBEAT_STATE_DIR), "
+                    f"or `arcbeat stack down` and remove its Kafka data ("
+                    + ("kafka/" if recorded == 1 else f"kafka-1/ .. kafka-{recorded}/, ")
+                    + ("" if recorded == 1 else self.paths.cluster_file.name)
+                    + ") to start over"
+                )
+        self.brokers = brokers or recorded or 1
+        services = build_services(settings, self.paths, self.brokers)
         unknown = set(only) - {s.name for s in services}
         if unknown:
-            raise StackError(f"stack: no service(s) {sorted(unknown)}")
+            raise StackError(
+                f"stack: no service(s) {sorted(unknown)}; this stack has "
+                f"{[s.name for s in services]}"
+            )
         self.services: list[Service] = [s for s in services if not only or s.name in only]
 
     @property
     def state_dir(self) -> Path:
         return self.paths.root
+
+    @property
+    def bootstrap(self) -> str:
+        """Every broker's address, for clients (``ARCBEAT_KAFKA_BOOTSTRAP``)."""
+        return cluster_bootstrap(self.settings, self.brokers)
+
+    def brokers_of(self) -> list[Kafka]:
+        """The Kafka nodes this stack manages."""
+        return [s for s in self.services if isinstance(s, Kafka)]
 
     def service(self, name: str) -> Service:
         for svc in self.services:
@@ -113,6 +156,8 @@ class Stack:
 
     def _up(self, say: Progress) -> dict[str, ServiceStatus]:
         say(f"stack: state folder {self.paths.root}")
+        if self.brokers > 1:
+            record_cluster(self.paths, self.brokers)
         waiting: list[tuple[Service, int, float]] = []
         for svc in self.services:
             pid = self._pid(svc)
@@ -146,6 +191,11 @@ class Stack:
             svc.after_healthy(say)
         statuses = self.status()
         say("stack: up (" + ", ".join(f"{s.name} {s.address}" for s in statuses.values()) + ")")
+        if self.brokers > 1 and self.brokers_of():
+            say(
+                f"stack: Kafka cluster of {self.brokers} brokers; clients: "
+                f"ARCBEAT_KAFKA_BOOTSTRAP={self.bootstrap}"
+            )
         return statuses
 
     def _check_ports(self) -> None:
@@ -209,7 +259,23 @@ class Stack:
 
     def _down(self, say: Progress) -> list[str]:
         stopped: list[str] = []
+        brokers: list[Service] = [s for s in self.services if isinstance(s, Kafka)]
         for svc in reversed(self.services):  # consumers of Kafka's data first, Kafka last
+            if svc not in brokers:
+                stopped += self._stop([svc], say)
+        # the brokers of a cluster stop together: one at a time, the last ones would lose
+        # their controller quorum and wait for it in their controlled shutdown
+        stopped += self._stop(brokers, say)
+        left = {svc.name: processes.find(svc.marker) for svc in self.services}
+        if any(left.values()):
+            raise StackError(f"stack: processes still running after down: {left}")
+        return stopped
+
+    def _stop(self, svcs: list[Service], say: Progress) -> list[str]:
+        """SIGTERM the processes of ``svcs`` at once, SIGKILL what outlives the longest
+        stop timeout; returns the names of those that were running."""
+        running: dict[str, list[int]] = {}
+        for svc in svcs:
             pids = set(processes.find(svc.marker))
             pid = processes.read_pid(svc.pid_file)
             if pid is not None and processes.is_ours(pid, svc.marker):
@@ -218,24 +284,33 @@ class Stack:
                 self._clear_stale_pid(svc, say)
                 say(f"{svc.name}: not running")
                 continue
+            running[svc.name] = sorted(pids)
             say(f"{svc.name}: stopping (pid {', '.join(map(str, sorted(pids)))})")
-            started = time.monotonic()
-            try:
-                killed = processes.terminate(sorted(pids), svc.stop_timeout)
-            except TimeoutError as exc:
-                raise StackError(f"{svc.name}: could not stop it: {exc}") from exc
-            self._clear_pid(svc)
-            how = "killed after SIGTERM timed out" if killed else "stopped"
-            say(f"{svc.name}: {how} in {time.monotonic() - started:.1f} s")
-            stopped.append(svc.name)
-        left = {svc.name: processes.find(svc.marker) for svc in self.services}
-        if any(left.values()):
-            raise StackError(f"stack: processes still running after down: {left}")
-        return stopped
+        if not running:
+            return []
+        names = list(running)
+        started = time.monotonic()
+        timeout = max(s.stop_timeout for s in svcs if s.name in running)
+        try:
+            killed = processes.terminate([p for ps in running.values() for p in ps], timeout)
+        except TimeoutError as exc:
+            raise StackError(f"{', '.join(names)}: could not stop: {exc}") from exc
+        for svc in svcs:
+            if svc.name in running:
+                self._clear_pid(svc)
+                how = (
+                    "killed after SIGTERM timed out"
+                    if set(killed) & set(running[svc.name])
+                    else "stopped"
+                )
+                say(f"{svc.name}: {how} in {time.monotonic() - started:.1f} s")
+        return names
 
     # -- status -----------------------------------------------------------------------------
     def status(self) -> dict[str, ServiceStatus]:
-        """Each service with pid, address and whether its health check passes."""
+        """Each service with pid, address and whether its health check passes; a healthy
+        broker's detail also counts the partitions it is the leader of and how many of
+        them are under-replicated (fewer replicas in sync than assigned)."""
         result: dict[str, ServiceStatus] = {}
         for svc in self.services:
             pid = self._pid(svc)
@@ -259,27 +334,72 @@ class Stack:
                 detail=detail,
                 log=svc.log,
             )
+        healthy = [b for b in self.brokers_of() if result[b.name].healthy]
+        if healthy:
+            self._add_partition_health(result, healthy)
         return result
+
+    def _add_partition_health(self, result: dict[str, ServiceStatus], up: list[Kafka]) -> None:
+        try:
+            report = self.cluster(up)
+        except Exception as exc:  # status still answers while a broker is slow or failing
+            for b in up:
+                s = result[b.name]
+                result[b.name] = _with(s, detail=f"ok (partition health unknown: {exc!r})")
+            return
+        for b in up:
+            s = result[b.name]
+            leader_of, lagging = report.leaders[b.node], report.lagging[b.node]
+            result[b.name] = _with(
+                s,
+                detail=f"ok; leader of {leader_of} partitions, {lagging} under-replicated",
+                extra={
+                    "node": b.node,
+                    "leader_of": leader_of,
+                    "under_replicated": lagging,
+                    "cluster": report.as_dict(),
+                },
+            )
+
+    def cluster(self, brokers: list[Kafka] | None = None) -> ClusterReport:
+        """Partition health of the stack's Kafka (asked of the first broker that answers)."""
+        nodes = brokers or self.brokers_of()
+        if not nodes:
+            raise StackError("stack: this stack manages no Kafka broker")
+        bootstrap = ",".join(b.address for b in nodes)
+        options = nodes[0].client_options()
+        return run_sync(lambda: cluster_report(bootstrap, timeout=10.0, **options))
 
     def healthy(self) -> bool:
         return all(s.healthy for s in self.status().values())
 
     # -- topics -----------------------------------------------------------------------------
     def ensure_topics(
-        self, prefix: str | None = None, partitions: int | None = None
+        self,
+        prefix: str | None = None,
+        partitions: int | None = None,
+        *,
+        warn: Warn | None = None,
     ) -> dict[str, str]:
-        """Create ``<prefix>.heartbeats|status|heartbeats.dlq|fleet`` if missing.
+        """Create ``<prefix>.heartbeats|status|heartbeats.dlq|fleet`` if missing, with the
+        replication of the settings; existing ones must have ``partitions`` partitions and
+        that replication (see :func:`arcbeat.deploy.topics.ensure_specs_async`).
 
         Defaults: ``settings.topic_prefix`` and ``settings.partitions``. Returns
         ``{topic: "created" | "exists"}``. With ``kafka_security = "sasl_ssl"`` the stack
-        works as ``admin`` and also grants another prefix's ACLs (idempotent).
+        works as ``admin`` and also grants another prefix's ACLs (idempotent). ``warn``
+        hears of too little replication on a multi-broker cluster (default: logged).
         """
         pre = self.settings.topic_prefix if prefix is None else prefix
         n = self.settings.partitions if partitions is None else partitions
         bootstrap = self.settings.kafka_bootstrap
-        kafka = self.service("kafka")
-        options = kafka.client_options() if isinstance(kafka, Kafka) else {}
-        outcome = run_sync(lambda: ensure_topics_async(bootstrap, pre, n, options=options))
+        options = Kafka(self.settings, self.paths, 1, self.brokers).client_options()
+        replication = Replication.of(self.settings)
+        outcome = run_sync(
+            lambda: ensure_topics_async(
+                bootstrap, pre, n, options=options, replication=replication, warn=warn
+            )
+        )
         if options and pre != self.settings.topic_prefix:
             # the deployment's own prefix was granted by `up` (Kafka.after_healthy)
             bindings = kafka_security.acl_bindings(self.settings, pre)
@@ -340,14 +460,18 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-def _load_stack() -> Stack:
-    return Stack(Settings.load())
+def _warn(message: str) -> None:
+    print(f"stack: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _load_stack(brokers: int | None = None) -> Stack:
+    return Stack(Settings.load(), brokers=brokers)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    stack = _load_stack()
+    stack = _load_stack(args.brokers)
     stack.up(_print)
-    stack.ensure_topics()
+    stack.ensure_topics(warn=_warn)
     _print(f"stack: topics of prefix {stack.settings.topic_prefix!r} ready")
     return 0
 
@@ -368,7 +492,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def format_status(statuses: dict[str, ServiceStatus], state_dir: Path) -> str:
-    """A small table: service, pid, address, health, detail."""
+    """A small table: service, pid, address, health, detail; then Kafka's partition health
+    (under-replicated partitions of the whole cluster) when a broker answered."""
     rows = [("SERVICE", "PID", "ADDRESS", "HEALTHY", "DETAIL")]
     for s in statuses.values():
         rows.append((s.name, str(s.pid or "-"), s.address, "yes" if s.healthy else "no", s.detail))
@@ -377,8 +502,24 @@ def format_status(statuses: dict[str, ServiceStatus], state_dir: Path) -> str:
         "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
         for r in rows
     ]
+    cluster = next((s.extra["cluster"] for s in statuses.values() if "cluster" in s.extra), None)
+    if cluster is not None:
+        lines.append(
+            f"kafka: {len(cluster['brokers'])} broker(s) up {cluster['brokers']}, "
+            f"{cluster['partitions']} partitions, {cluster['under_replicated']} "
+            f"under-replicated, {cluster['offline']} offline"
+            + (
+                f", {cluster['under_min_isr']} below min.insync.replicas (acks=all writes fail)"
+                if cluster["under_min_isr"]
+                else ""
+            )
+        )
     lines.append(f"state: {state_dir}  (logs in {state_dir / 'logs'})")
     return "\n".join(lines)
+
+
+def _with(status: ServiceStatus, **changes: Any) -> ServiceStatus:
+    return dataclasses.replace(status, **changes)
 
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -409,9 +550,22 @@ def add_stack_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     sub = stack.add_subparsers(dest="stack_command", required=True, metavar="{up,down,status}")
     up = sub.add_parser("up", help="start every service and wait until healthy (idempotent)")
+    up.add_argument(
+        "--brokers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Kafka brokers (default: as the state folder was formatted, else 1); 3 gives a "
+        "cluster that survives the loss of one broker: brokers on the first "
+        "ARCBEAT_KAFKA_BOOTSTRAP port + 0, 100, 200, each also a KRaft controller",
+    )
     up.set_defaults(func=_guarded(_cmd_up))
     down = sub.add_parser("down", help="stop every service of the state folder")
     down.set_defaults(func=_guarded(_cmd_down))
-    status = sub.add_parser("status", help="pid, address and health of each service")
+    status = sub.add_parser(
+        "status",
+        help="pid, address and health of each service; each broker's partitions (leader of, "
+        "under-replicated)",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_guarded(_cmd_status))

@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 from arcbeat.deploy.errors import StackError
-from arcbeat.deploy.topics import TopicSpec, ensure_specs_async, topic_specs
+from arcbeat.deploy.topics import Replication, TopicSpec, ensure_specs_async, topic_specs
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
 from arcbeat.streams.batch import checkpoints_topic
 from arcbeat.streams.kafka_client import client_options
@@ -91,12 +91,14 @@ def internal_specs(settings: Settings) -> list[TopicSpec]:
                 "delete.retention.ms": str(60 * 60 * 1000),
             },
         ),
-        TopicSpec(scopes_topic(settings), 1, {"cleanup.policy": "compact"}),
+        TopicSpec(scopes_topic(settings), 1, {"cleanup.policy": "compact"}, partitions_setting=""),
     ]
 
 
 async def _declare_topics(pipe: Pipeline) -> None:
-    """Make sure the deployment's topics and the worker's own topics exist.
+    """Make sure the deployment's topics and the worker's own topics exist, with the
+    partitions and replication of the settings (a mismatch stops the worker with the topic
+    named; too little replication on a multi-broker cluster is a warning on stderr).
 
     Runs with the worker's own credentials: on a secured broker the worker may create its
     ``<app_id>-*`` topics, while the deployment's topics are an admin's (``arcbeat stack up``).
@@ -105,7 +107,13 @@ async def _declare_topics(pipe: Pipeline) -> None:
     internal = internal_specs(s)
     options = client_options(s)
     specs = topic_specs(s.topic_prefix, s.partitions) + internal
-    await ensure_specs_async(s.kafka_bootstrap, specs, options=options)
+    await ensure_specs_async(
+        s.kafka_bootstrap,
+        specs,
+        options=options,
+        replication=Replication.of(s),
+        warn=lambda m: print(f"arcbeat worker: warning: {m}", file=sys.stderr, flush=True),
+    )
 
 
 def build_worker(settings: Settings, worker_id: int = 0) -> Pipeline:
