@@ -76,8 +76,10 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
 
 def internal_specs(settings: Settings) -> list[TopicSpec]:
     """The worker's own topics: checkpoints (one partition per heartbeats partition) and the
-    shared scope state (one partition, read whole by every worker). Both are compacted; the
-    checkpoint topic rolls segments often so that replaced checkpoints are cleaned soon."""
+    shared scope state (one partition, read whole by every worker). Both are compacted and
+    roll segments often, so that replaced checkpoints and the scope state's superseded values
+    (partition 0's owner writes one a tick) are cleaned soon: a worker start reads what is
+    left, which must not grow with uptime."""
     return [
         TopicSpec(
             checkpoints_topic(settings),
@@ -91,7 +93,17 @@ def internal_specs(settings: Settings) -> list[TopicSpec]:
                 "delete.retention.ms": str(60 * 60 * 1000),
             },
         ),
-        TopicSpec(scopes_topic(settings), 1, {"cleanup.policy": "compact"}, partitions_setting=""),
+        TopicSpec(
+            scopes_topic(settings),
+            1,
+            {
+                "cleanup.policy": "compact",
+                "segment.ms": str(10 * 60 * 1000),
+                "min.cleanable.dirty.ratio": "0.1",
+                "delete.retention.ms": str(60 * 60 * 1000),
+            },
+            partitions_setting="",
+        ),
     ]
 
 

@@ -16,7 +16,7 @@ import orjson
 from arcbeat.streams.engine import Engine, PartitionIndex
 from arcbeat.streams.machines import Slot, to_row
 
-FORMAT = 1
+FORMAT = 2  # 2: rows carry the fingerprint and the indexed fields
 CHUNK_MACHINES = 4000  # ~1 MB a chunk: well under the producer's 4 MiB request size
 
 
