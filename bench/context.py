@@ -28,8 +28,8 @@ WORKER_SETTINGS = (
     "check_interval",
     "window",
     "regions",
-    "processing_guarantee",
     "commit_interval",
+    "checkpoint_interval",
     "availability_windows",
     "max_machine_series",
 )
@@ -76,8 +76,13 @@ class Bench:
             topic_prefix=f"{self.prefix}-{phase}", app_id=f"{self.prefix}-{phase}", **changes
         )
 
-    def worker(self, settings: Settings, name: str) -> WorkerProcess:
-        """A worker process for ``settings`` (own web port and data folder), not started."""
+    def worker(
+        self, settings: Settings, name: str, *, loglevel: str | None = None
+    ) -> WorkerProcess:
+        """A worker process for ``settings`` (own web port and data folder), not started.
+
+        Workers of the same settings share the app id, so a worker created again for them
+        is the same group member (static membership) taking the same partitions back."""
         port = free_port()
         data = self.workdir / f"worker-{name}"
         s = settings.replace(web_port=port, data_dir=str(data))
@@ -85,7 +90,7 @@ class Bench:
             worker_env(s),
             port=port,
             log_path=self.workdir / f"worker-{name}.log",
-            loglevel=self.worker_loglevel,
+            loglevel=loglevel or self.worker_loglevel,
         )
         self.workers.append(w)
         return w

@@ -1,8 +1,16 @@
 """The engine alone: ``Engine.handle_message`` over pre-encoded records, in this process.
 
-No Kafka, no Faust: a dict is the table. This is the ceiling of the decision logic itself
-(decode, status machine, state encode, index, status record), and cProfile says where its
-time goes. The same record mix as the throughput phase.
+No Kafka: the per-partition state in memory is all there is. This is the ceiling of the
+decision logic itself (decode, status machine, slot update, status record), and cProfile says
+where its time goes. Figures:
+
+- the throughput mix (per block of 1,000 machines: one first heartbeat, two repeats);
+- the fast path: one more heartbeat of every known Connected machine (nothing durable
+  changes: only the slot's per-heartbeat fields move), against the same records with the
+  fast path switched off (every heartbeat through ``on_message`` and a new slot);
+- memory: what processing allocates per machine, and the slot itself;
+- checkpoints: encoding every partition's state, decoding and restoring it (what a restart
+  costs before it replays the log), and a tick over the state.
 """
 
 from __future__ import annotations
@@ -16,106 +24,51 @@ import tracemalloc
 from typing import Any
 
 from arcbeat.bench.fleetload import FleetEncoder
+from arcbeat.streams import checkpoint
 from arcbeat.streams.engine import Engine
-from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.settings import Settings
 
+Records = list[tuple[int, bytes, bytes]]
 
-def _records(settings: Settings, machines: int, rounds: int) -> list[tuple[int, bytes, bytes]]:
-    enc = FleetEncoder(settings, machines).encode(range(machines), rounds=rounds, block=1000)
-    # back into log order per block: interleave partitions the way one consumer would see them
-    out: list[tuple[int, bytes, bytes]] = []
+
+def _log_order(enc: Any) -> Records:
+    # partition by partition, the way one consumer's batches hand them to the engine
+    out: Records = []
     for p, records in sorted(enc.by_partition.items()):
-        out.extend((p, k, v) for k, v, _ in records)
+        out.extend((p, k, v) for k, v, _, _ in records)
     return out
 
 
-def _run(settings: Settings, records: list[tuple[int, bytes, bytes]]) -> tuple[Engine, float]:
-    store: dict[str, bytes] = {}
-    engine = Engine(settings, store)
+def _records(settings: Settings, machines: int, rounds: int) -> tuple[Records, Records]:
+    """The throughput mix, and one more heartbeat of every machine after it."""
+    fleet = FleetEncoder(settings, machines)
+    mix = fleet.encode(range(machines), rounds=rounds, block=1000)
+    more = fleet.encode(range(machines), rounds=1, first_kind="heartbeat", first_sequence=rounds)
+    return _log_order(mix), _log_order(more)
+
+
+def _run(engine: Engine, settings: Settings, records: Records, start: float) -> float:
     handle = engine.handle_message
     topic = settings.heartbeats_topic
-    now = time.time()
     t0 = time.perf_counter()
     for i, (p, key, value) in enumerate(records):
-        handle(p, i, key, value, now + i * 1e-5, topic=topic, wall_now=now)
-    return engine, time.perf_counter() - t0
+        handle(p, i, key, value, start + i * 1e-5, topic=topic, wall_now=start)
+    return time.perf_counter() - t0
 
 
-def _state_bytes(engine: Engine) -> int:
-    store: Any = engine.store
-    total = sys.getsizeof(store)
-    for k, v in store.items():
-        total += sys.getsizeof(k) + sys.getsizeof(v)
-    return total
-
-
-def _index_bytes(settings: Settings, store: dict[str, bytes]) -> tuple[int, int]:
-    """Bytes allocated by the table values as stored, and by ``Engine.rebuild``'s index."""
-    compact = {k: bytes(memoryview(v)) for k, v in store.items()}  # exact-size copies
-    partitioner = KeyPartitioner(settings.partitions)
-    parts = {k: int(partitioner(k.encode())) for k in compact}
-    gc.collect()
-    tracemalloc.start()
-    engine = Engine(settings, compact)
-    engine.rebuild(range(settings.partitions), parts.__getitem__)
-    index, _ = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    del engine
-    return index, len(compact)
-
-
-def _value_allocation(snapshot: tracemalloc.Snapshot, machines: int) -> float | None:
-    """Average block size of the allocation site that holds one block per machine and the
-    most bytes: the encoded table values (``encode_machine``)."""
-    best: tracemalloc.Statistic | None = None
-    for stat in snapshot.statistics("lineno"):
-        frame = stat.traceback[0]
-        if (
-            stat.count == machines
-            and frame.filename.endswith("machines.py")
-            and (best is None or stat.size > best.size)
-        ):
-            best = stat
-    return round(best.size / best.count, 1) if best is not None else None
-
-
-def run_engine_profile(settings: Settings, machines: int, rounds: int = 3) -> dict[str, Any]:
-    records = _records(settings, machines, rounds)
-    gc.collect()
-    engine, seconds = _run(settings, records)
-    n = len(records)
-    table_bytes = _state_bytes(engine)
-    del engine
-    gc.collect()
-
-    # memory: what the engine keeps per machine (table values + derived index)
-    tracemalloc.start()
-    engine, _ = _run(settings, records)
-    traced, _peak = tracemalloc.get_traced_memory()
-    snapshot = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    store: dict[str, bytes] = engine.store
-    values = list(store.values())
-    value_sizes = [sys.getsizeof(v) for v in values]
-    # what the allocator holds for the stored values (tracemalloc sees the real block size)
-    value_alloc = _value_allocation(snapshot, len(values))
-    index_bytes, tracked = _index_bytes(settings, store)
-    del engine, store, values
-    gc.collect()
-
+def _profile(fn: Any, n: int, top: int = 15) -> list[dict[str, Any]]:
     profiler = cProfile.Profile()
     profiler.enable()
-    _run(settings, records)
+    fn()
     profiler.disable()
-    stats = pstats.Stats(profiler)
-    total_time = max(1e-9, sum(row[2] for row in stats.stats.values()))  # type: ignore[attr-defined]
-    top: list[dict[str, Any]] = []
-    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+    stats: Any = pstats.Stats(profiler)
+    total_time = max(1e-9, sum(row[2] for row in stats.stats.values()))
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)
     rows = [row for row in rows if "/bench/" not in row[0][0]]  # the harness itself
-    for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in rows[:15]:
+    out: list[dict[str, Any]] = []
+    for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in rows[:top]:
         where = filename.rsplit("/", 2)
-        top.append(
+        out.append(
             {
                 "function": f"{func} ({'/'.join(where[-2:])}:{line})",
                 "calls": ncalls,
@@ -124,16 +77,111 @@ def run_engine_profile(settings: Settings, machines: int, rounds: int = 3) -> di
                 "cumulativeShare": round(cumtime / total_time, 4),
             }
         )
+    return out
+
+
+def _slot_bytes(engine: Engine) -> float:
+    """Average bytes of a machine's key, slot and record (sizes of the objects themselves)."""
+    total = n = 0
+    for idx in engine.partitions.values():
+        for key, slot in idx.machines.items():
+            total += sys.getsizeof(key) + sys.getsizeof(slot) + sys.getsizeof(slot.rec)
+            n += 1
+    return total / n if n else 0.0
+
+
+def _checkpoint_figures(engine: Engine, settings: Settings, machines: int) -> dict[str, Any]:
+    """Encode every partition's state as a checkpoint, decode it, restore it into a new engine."""
+    t0 = time.perf_counter()
+    encoded = {p: checkpoint.encode(idx, p, 0) for p, idx in engine.partitions.items()}
+    t_encode = time.perf_counter() - t0
+    size = sum(len(r) for records in encoded.values() for r in records)
+    fresh = Engine(settings)
+    t0 = time.perf_counter()
+    decoded = {p: checkpoint.decode(records) for p, records in encoded.items()}
+    t_decode = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for p, restored in decoded.items():
+        checkpoint.restore(fresh, p, restored)
+    t_restore = time.perf_counter() - t0
+    # a tick over the restored state: what each replayed or live tick costs
+    now = time.time()
+    ticks = 0
+    t0 = time.perf_counter()
+    for p in fresh.partitions:
+        for j in range(20):
+            fresh.handle_tick(p, now + j * 1e-3, {}, wall_now=now, decided_at=0.0)
+            ticks += 1
+    t_tick = time.perf_counter() - t0
+    count_keys = max(len(idx.counts) for idx in fresh.partitions.values())
+    return {
+        "bytesPerMachine": round(size / machines, 1),
+        "encodeMicrosecondsPerMachine": round(t_encode / machines * 1e6, 2),
+        "decodeMicrosecondsPerMachine": round(t_decode / machines * 1e6, 2),
+        "restoreMicrosecondsPerMachine": round(t_restore / machines * 1e6, 2),
+        "tickMicroseconds": round(t_tick / ticks * 1e6, 1),
+        "machinesPerPartition": round(machines / max(1, len(fresh.partitions))),
+        "countKeysPerPartition": count_keys,
+    }
+
+
+def run_engine_profile(settings: Settings, machines: int, rounds: int = 3) -> dict[str, Any]:
+    mix, more = _records(settings, machines, rounds)
+    start = time.time()
+
+    # the throughput mix, then the fast path (one more heartbeat per machine)
+    gc.collect()
+    engine = Engine(settings)
+    seconds = _run(engine, settings, mix, start)
+    fast_seconds = _run(engine, settings, more, start + 1)
+    slot_bytes = _slot_bytes(engine)
+    ckpt = _checkpoint_figures(engine, settings, machines)
+    del engine
+    gc.collect()
+
+    # the same extra heartbeats through the general path (fast path off)
+    slow = Engine(settings, fast_path=False)
+    _run(slow, settings, mix, start)
+    slow_seconds = _run(slow, settings, more, start + 1)
+    del slow
+    gc.collect()
+
+    # memory: what building the state by processing leaves allocated per machine
+    tracemalloc.start()
+    engine = Engine(settings)
+    _run(engine, settings, mix, start)
+    traced, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del engine
+    gc.collect()
+
+    def mix_run() -> None:
+        _run(Engine(settings), settings, mix, start)
+
+    warm = Engine(settings)
+    _run(warm, settings, mix, start)
+
+    def fast_run() -> None:
+        _run(warm, settings, more, start + 2)
+
+    profile = _profile(mix_run, len(mix))
+    fast_profile = _profile(fast_run, len(more))
+    n = len(mix)
     return {
         "machines": machines,
         "records": n,
         "seconds": round(seconds, 3),
         "rate": round(n / seconds, 1),
         "microsecondsPerRecord": round(seconds / n * 1e6, 2),
-        "tableBytesPerMachine": round(table_bytes / machines, 1),
+        "fastPath": {
+            "records": len(more),
+            "rate": round(len(more) / fast_seconds, 1),
+            "microsecondsPerRecord": round(fast_seconds / len(more) * 1e6, 2),
+            "generalPathMicrosecondsPerRecord": round(slow_seconds / len(more) * 1e6, 2),
+        },
         "engineBytesPerMachine": round(traced / machines, 1),
-        "storedValueBytes": round(sum(value_sizes) / max(1, len(value_sizes)), 1),
-        "storedValueAllocationBytes": value_alloc,
-        "rebuiltIndexBytesPerMachine": round(index_bytes / max(1, tracked), 1),
-        "profile": top,
+        "slotBytesPerMachine": round(slot_bytes, 1),
+        "checkpoint": ckpt,
+        "profile": profile,
+        "fastPathProfile": fast_profile,
     }

@@ -39,6 +39,16 @@ def load_average() -> list[float]:
         return []
 
 
+def cpu_pressure() -> dict[str, float]:
+    """Share of time runnable tasks waited for a CPU (/proc/pressure/cpu, "some" line), over
+    the last 10 s, 60 s and 300 s: how much other processes competed for the cores."""
+    for line in _read("/proc/pressure/cpu").splitlines():
+        if line.startswith("some "):
+            values = dict(kv.split("=", 1) for kv in line.split()[1:])
+            return {k: round(float(values[k]) / 100, 3) for k in ("avg10", "avg60", "avg300")}
+    return {}
+
+
 def machine() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count() or 0,
@@ -46,6 +56,7 @@ def machine() -> dict[str, Any]:
         "cpuModel": cpu_model(),
         "kernel": platform.release(),
         "loadAverage": load_average(),
+        "cpuPressure": cpu_pressure(),
     }
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.scenarios import Fleet, FleetSpec
@@ -20,7 +21,14 @@ from arcbeat.streams.settings import Settings
 from arcbeat.streams.simulate import PayloadFactory, fleet_locations, make_producer
 
 Progress = Callable[[str], None]
-Record = tuple[bytes, bytes, int | None]  # key, value, timestamp in ms (None: now)
+Headers = list[tuple[str, bytes]]
+# key (None: no key), value, timestamp in ms (None: now), headers (None: none)
+Record = tuple[bytes | None, bytes, int | None, Headers | None]
+
+TICK_HEADER = "arcbeat-tick"
+# a tick as a worker writes it, minus its worker id (the worker reads only the verdicts and
+# decidedAt): no scope verdict, no decision taken yet
+TICK_VALUE = orjson.dumps({"type": "tick", "worker": "bench", "verdicts": {}, "decidedAt": 0.0})
 
 
 @dataclass(slots=True)
@@ -31,10 +39,17 @@ class Encoded:
     count: int = 0
     size: int = 0  # bytes of keys and values
 
-    def add(self, p: int, key: bytes, value: bytes, ts_ms: int | None = None) -> None:
-        self.by_partition.setdefault(p, []).append((key, value, ts_ms))
+    def add(
+        self,
+        p: int,
+        key: bytes | None,
+        value: bytes,
+        ts_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        self.by_partition.setdefault(p, []).append((key, value, ts_ms, headers))
         self.count += 1
-        self.size += len(key) + len(value)
+        self.size += len(key or b"") + len(value)
 
     def clear(self) -> None:
         self.by_partition.clear()
@@ -66,12 +81,14 @@ class FleetEncoder:
         *,
         rounds: int = 1,
         first_kind: str = "connect",
+        first_sequence: int = 0,
         sent_at: float | None = None,
         timestamp: float | None = None,
         block: int | None = None,
         into: Encoded | None = None,
     ) -> Encoded:
-        """Round r sends every machine once with sequence r (round 0 is ``first_kind``).
+        """Round r sends every machine once with sequence ``first_sequence + r`` (round 0 is
+        ``first_kind``, the others heartbeats).
 
         With ``block``, rounds are interleaved per block of machines (block 1 rounds 0..r-1,
         then block 2, ...), so any stretch of the log has the same mix of first and repeat
@@ -87,9 +104,22 @@ class FleetEncoder:
             for r in range(rounds):
                 kind = first_kind if r == 0 else "heartbeat"
                 for m in chunk:
-                    body, key = self.factory.payload(m, kind, stamp, r)
+                    body, key = self.factory.payload(m, kind, stamp, first_sequence + r)
                     out.add(self.partition(m), key, body, ts_ms)
         return out
+
+
+def tick_chunks(partitions: int, per_partition: int, chunk: int = 100_000) -> Iterator[Encoded]:
+    """``per_partition`` tick records for every partition (the control records a worker
+    appends every check_interval), ``chunk`` records a time, partitions interleaved."""
+    headers: Headers = [(TICK_HEADER, b"1")]
+    per_chunk = max(1, chunk // max(1, partitions))
+    for start in range(0, per_partition, per_chunk):
+        out = Encoded()
+        for p in range(partitions):
+            for _ in range(min(per_chunk, per_partition - start)):
+                out.add(p, None, TICK_VALUE, None, headers)
+        yield out
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +186,11 @@ async def produce_many(
                     i = cursors[p]
                     batch = producer.create_batch()
                     while i < len(records):
-                        key, value, ts = records[i]
-                        if batch.append(key=key, value=value, timestamp=ts) is None:
+                        key, value, ts, headers = records[i]
+                        if (
+                            batch.append(key=key, value=value, timestamp=ts, headers=headers or [])
+                            is None
+                        ):
                             break
                         i += 1
                     if batch.record_count() == 0:

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Iterable
+from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from arcbeat.deploy.topics import ensure_topics_async
+from arcbeat.streams.checkpoint import Pointer
 from arcbeat.streams.settings import Settings
 
 
 def run_prefix(base: str = "bench") -> str:
-    """``bench-<time>-<random>``: unique per run, valid as topic prefix and Faust app id."""
+    """``bench-<time>-<random>``: unique per run, valid as a topic prefix and an app id."""
     return f"{base}-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
 
 
@@ -33,22 +35,35 @@ async def _admin(settings: Settings) -> AIOKafkaAdminClient:
     return admin
 
 
-def create_compacted(settings: Settings, names: Iterable[str]) -> None:
-    """Changelog-like topics (compacted, ``settings.partitions`` partitions)."""
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A partition's committed offset and the checkpoint its metadata points to."""
 
-    async def go() -> None:
+    offset: int  # -1: nothing committed
+    pointer: Pointer | None
+
+
+def committed_offsets(settings: Settings, partitions: int) -> dict[int, Committed]:
+    """The worker group's committed offsets of the heartbeats partitions, with the pointer
+    to each partition's latest checkpoint (stored as the offset's metadata)."""
+
+    async def go() -> dict[int, Committed]:
         admin = await _admin(settings)
         try:
-            await admin.create_topics(
-                [
-                    NewTopic(n, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})
-                    for n in names
-                ]
-            )
+            tps = [TopicPartition(settings.heartbeats_topic, p) for p in range(partitions)]
+            got = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
         finally:
             await admin.close()
+        out = {}
+        for tp in tps:
+            om = got.get(tp)
+            out[tp.partition] = Committed(
+                om.offset if om is not None else -1,
+                Pointer.decode(om.metadata if om is not None else None),
+            )
+        return out
 
-    asyncio.run(go())
+    return asyncio.run(go())
 
 
 def delete_topics_with_prefix(settings: Settings, prefix: str) -> list[str]:

@@ -1,13 +1,15 @@
-"""Where a running worker spends its CPU: py-spy samples, summed by component.
+"""Where a running worker spends its time: py-spy samples, summed by component.
 
 py-spy (``pip install py-spy``) samples the worker from outside, so it profiles the real
-command under the real load. It is optional: without it the report says so.
+command under the real load; idle samples are kept, so time spent waiting on Kafka shows
+next to the CPU. It is optional: without it the report says so.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -15,36 +17,46 @@ from pathlib import Path
 from typing import Any
 
 # (component, pattern searched in the whole stack), first match wins: order matters, e.g. a
-# table write is called from the agent, and its changelog send from the table.
+# checkpoint's records are sent by the producer, and a transaction commit is called from the
+# batch loop.
 COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("logging (records built for DEBUG)", re.compile(r"\(logging/__init__\.py")),
+    ("logging", re.compile(r"\(logging/__init__\.py")),
     (
-        "metrics sensors (prometheus_client, faust sensors)",
-        re.compile(r"prometheus_client/|faust/sensors/"),
+        "metrics (/metrics scrapes, prometheus_client)",
+        re.compile(r"prometheus_client/|exporters/metrics\.py|snapshot_of"),
     ),
     (
-        "transactions (EOS: add partitions/offsets, commit)",
+        "checkpoints (encode, send, restore)",
+        re.compile(r"streams/checkpoint\.py|_write_checkpoint|_restore \("),
+    ),
+    (
+        "transactions (EOS: begin, add partitions/offsets, commit)",
         re.compile(
             r"_txn|commit_transaction|begin_transaction|send_offsets_to_transaction"
-            r"|_maybe_do_transactional_request"
+            r"|_maybe_do_transactional_request|transaction_manager"
         ),
     ),
     ("producer (aiokafka: batches, produce requests)", re.compile(r"aiokafka/producer/")),
-    ("faust producer buffer (changelog sends)", re.compile(r"ProducerBuffer")),
     (
-        "engine (decode, status machine, state JSON)",
+        "engine (decode, status machine, slots, status records)",
         re.compile(r"streams/(engine|records|machines|status|deadlines|partitioner)\.py"),
     ),
-    ("faust tables (changelog, windowed table)", re.compile(r"faust/tables/|faust/stores/")),
+    ("scope board (shared scope state)", re.compile(r"streams/scopes\.py")),
     (
         "consumer (fetch, decode records)",
         re.compile(r"aiokafka/consumer/|Fetcher\.|_drain_messages|getmany"),
     ),
-    ("worker agent glue (streams/worker.py)", re.compile(r"streams/worker\.py")),
-    ("faust streams, agents, services", re.compile(r"faust/|mode/")),
+    ("batch loop glue (streams/batch.py)", re.compile(r"streams/batch\.py")),
+    ("ticks and lag (streams/worker.py)", re.compile(r"streams/worker\.py")),
+    ("HTTP API (aiohttp, streams/web.py)", re.compile(r"aiohttp/|streams/web\.py")),
+    ("faust app (timers, web server)", re.compile(r"faust/")),
     ("kafka client (connections, protocol)", re.compile(r"aiokafka/")),
 )
-IDLE = "event loop, sockets, other"
+# the innermost frame is the event loop's select: nothing to run, the worker waits on I/O
+WAITING = "waiting (event loop idle: fetches, acks, commits in flight)"
+_SELECT = re.compile(r"\bselect \(selectors\.py")
+OTHER = "other (event loop, callbacks)"
+_HELPER = re.compile(r"_bootstrap \(threading\.py")  # a helper thread's outermost frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +67,25 @@ class Profile:
 
 
 def component_of(stack: str) -> str:
+    if _SELECT.search(stack.rsplit(";", 1)[-1]):
+        return WAITING
     for name, pattern in COMPONENTS:
         if pattern.search(stack):
             return name
-    return IDLE
+    return OTHER
 
 
 def summarize(raw: str, top: int = 15) -> Profile:
-    """Summary of py-spy's ``--format raw`` output (``outer;...;inner count`` per line)."""
+    """Summary of py-spy's ``--format raw`` output (``outer;...;inner count`` per line).
+
+    Only the main thread's samples count: the worker runs on its event loop, and helper
+    threads (name resolution, executors) spend their idle samples waiting on locks."""
     by_component: Counter[str] = Counter()
     by_self: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rstrip().rpartition(" ")
-        if not stack or not count.isdigit():
+        if not stack or not count.isdigit() or _HELPER.search(stack.split(";", 1)[0]):
             continue
         n = int(count)
         total += n
@@ -91,7 +108,9 @@ def available() -> bool:
 class Recorder:
     """``py-spy record`` of a pid for a while, in the background."""
 
-    def __init__(self, pid: int, seconds: float, out: Path, rate: int = 100) -> None:
+    def __init__(
+        self, pid: int, seconds: float, out: Path, rate: int = 100, *, idle: bool = True
+    ) -> None:
         self.out = out
         exe = shutil.which("py-spy")
         if exe is None:
@@ -111,13 +130,17 @@ class Recorder:
                 "--output",
                 str(out),
                 "--nonblocking",
+                *(["--idle"] if idle else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
 
     def finish(self, timeout: float = 60.0) -> Profile | str:
-        """The profile, or why there is none."""
+        """Stop recording (py-spy writes what it has on SIGINT); the profile, or why there is
+        none."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
         try:
             _, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

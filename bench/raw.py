@@ -95,3 +95,38 @@ def run_raw(
     aio = asyncio.run(aiokafka_rate(settings, topic, ends, isolation_level=isolation_level))
     kc = kcat_rate(settings, topic, sum(ends.values()))
     return ends, aio, kc
+
+
+async def read_to_end(settings: Settings, topic: str) -> tuple[int, int, float]:
+    """Read every partition of ``topic`` from the beginning to its end, read_committed, as a
+    worker reads the shared scope state: (offsets read over, records, seconds). Positions,
+    not record offsets, tell the end: transaction markers take offsets but carry no record."""
+    ends = await end_offsets(settings, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(ends) if ends[p] > 0]
+        if not tps:
+            return 0, 0, 0.0
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        n = 0
+        started = time.monotonic()
+        remaining = set(tps)
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            n += sum(len(msgs) for msgs in batches.values())
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp.partition]:
+                    remaining.discard(tp)
+            if time.monotonic() - started > 600:
+                raise TimeoutError(f"{topic}: {remaining} still unread after 600s")
+        seconds = time.monotonic() - started
+    finally:
+        await consumer.stop()
+    return sum(ends.values()), n, seconds

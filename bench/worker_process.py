@@ -1,4 +1,5 @@
-"""A real ``arcbeat worker`` in a subprocess, watched from outside: /healthz, /metrics, RSS, CPU.
+"""A real ``arcbeat worker`` in a subprocess, watched from outside: /readyz, /healthz, /metrics,
+RSS, CPU.
 
 The bench never measures a worker inside its own process: the figures must be those of the
 command an operator runs.
@@ -6,6 +7,7 @@ command an operator runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,14 @@ class Health:
 
 
 @dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    reason: str  # "ready", "starting", "no partitions", "recovering", "catching up: lag N"
+    partitions: int
+    lag: int
+
+
+@dataclass(frozen=True, slots=True)
 class Scrape:
     seconds: float
     body: bytes
@@ -60,6 +71,20 @@ def proc_cpu_seconds(pid: int) -> float:
     fields = stat[stat.rfind(")") + 2 :].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def proc_schedstat(pid: int) -> tuple[float, float]:
+    """Seconds a process's threads ran on a CPU, and seconds they were ready to run but
+    waited for one (run queue), from /proc/<pid>/task/*/schedstat."""
+    on_cpu = waiting = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        on_cpu += int(fields[0])
+        waiting += int(fields[1])
+    return on_cpu / 1e9, waiting / 1e9
 
 
 class WorkerProcess:
@@ -119,6 +144,15 @@ class WorkerProcess:
             return "(no log)"
         return "\n".join(text[-lines:])
 
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to commit or close anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> float:
         """Stop the worker; returns the seconds it took to exit. SIGKILL after ``timeout``."""
         if self.proc is None:
@@ -152,6 +186,28 @@ class WorkerProcess:
         last = parse_rfc3339(data["lastEventAt"]) if data.get("lastEventAt") else 0.0
         return Health(len(data.get("partitions", [])), int(data.get("lag", 0)), last)
 
+    def readiness(self, timeout: float = 5.0) -> Readiness | None:
+        """/readyz (200 ready, 503 with the reason), or None while the web server is not up."""
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=timeout) as r:
+                body, ready = r.read(), True
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                return None
+            body, ready = exc.read(), False
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return None
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        return Readiness(
+            ready,
+            str(data.get("reason", "")),
+            len(data.get("partitions", [])),
+            int(data.get("lag", 0)),
+        )
+
     def scrape(self, timeout: float = 120.0) -> Scrape:
         t0 = time.perf_counter()
         body = self._get("/metrics", timeout)
@@ -166,19 +222,78 @@ class WorkerProcess:
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
 
-    def wait_ready(self, partitions: int, timeout: float, poll: float = 0.2) -> float:
-        """Wait until /healthz answers with every partition assigned; returns when (unix)."""
+    def schedstat(self) -> tuple[float, float]:
+        """(seconds on a CPU, seconds waiting for one) since the process started."""
+        return proc_schedstat(self.pid)
+
+    def wait_ready(
+        self,
+        timeout: float,
+        poll: float = 0.1,
+        *,
+        progress: Callable[[str], None] | None = None,
+        label: str = "worker",
+        every: float = 15.0,
+    ) -> float:
+        """Wait until /readyz answers 200 (partitions owned, state recovered, lag 0); returns
+        when (unix). ``progress`` hears the worker's reason every ``every`` seconds."""
         deadline = time.monotonic() + timeout
+        next_say = time.monotonic() + every
+        last: Readiness | None = None
         while time.monotonic() < deadline:
             self.check_alive()
-            h = self.health()
-            if h is not None and h.partitions >= partitions:
-                return time.time()
+            r = self.readiness()
+            if r is not None:
+                if r.ready:
+                    return time.time()
+                last = r
+            if progress is not None and time.monotonic() >= next_say:
+                why = last.reason if last is not None else "web server not up"
+                progress(f"{label}: not ready after {time.time() - self.started_at:.0f}s ({why})")
+                next_say = time.monotonic() + every
             time.sleep(poll)
+        why = last.reason if last is not None else "the web server never answered"
         raise WorkerError(
-            f"the worker did not get its {partitions} partitions within {timeout:.0f}s; "
-            f"log:\n{self.log_tail()}"
+            f"the worker was not ready within {timeout:.0f}s ({why}); log:\n{self.log_tail()}"
         )
+
+
+HEARTBEATS_RECEIVED = "arcbeat_heartbeats_received_total"
+
+
+def heartbeats_received(w: WorkerProcess, timeout: float = 60.0) -> int:
+    """Accepted agent messages the worker has processed since it started (replay included)."""
+    return int(metric_value(w.scrape(timeout=timeout).body, HEARTBEATS_RECEIVED))
+
+
+def wait_processed(
+    w: WorkerProcess,
+    count: int,
+    timeout: float,
+    *,
+    progress: Callable[[str], None] | None = None,
+    label: str = "worker",
+    every: float = 15.0,
+    poll: float = 0.5,
+) -> float:
+    """Wait until the worker has processed ``count`` heartbeats; returns when (unix)."""
+    deadline = time.monotonic() + timeout
+    next_say = time.monotonic() + every
+    seen = 0
+    while time.monotonic() < deadline:
+        w.check_alive()
+        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            seen = heartbeats_received(w)
+        if seen >= count:
+            return time.time()
+        if progress is not None and time.monotonic() >= next_say:
+            progress(f"{label}: {seen:,}/{count:,} heartbeats processed")
+            next_say = time.monotonic() + every
+        time.sleep(poll)
+    raise WorkerError(
+        f"the worker processed {seen:,} of {count:,} heartbeats within {timeout:.0f}s; "
+        f"log:\n{w.log_tail()}"
+    )
 
 
 def metric_value(body: bytes, name: str, labels: dict[str, str] | None = None) -> float:

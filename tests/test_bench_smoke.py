@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from arcbeat.bench.goals import GOALS, verdict
-from arcbeat.bench.pyspy import summarize
+from arcbeat.bench.pyspy import WAITING, summarize
 from arcbeat.bench.report import REPORT_FIELDS, render_markdown
 from arcbeat.bench.stats import percentile, summary
 from arcbeat.deploy.cli import main
@@ -44,8 +44,22 @@ def test_pyspy_summary_groups_by_component() -> None:
     p = summarize(raw)
     assert p.samples == 100
     shares = dict(p.components)
-    assert shares["engine (decode, status machine, state JSON)"] == 0.3
+    assert shares["engine (decode, status machine, slots, status records)"] == 0.3
     assert shares["producer (aiokafka: batches, produce requests)"] == 0.7
+
+
+def test_pyspy_summary_counts_the_idle_event_loop_as_waiting() -> None:
+    raw = (
+        "run (deploy/cli.py:1);run_forever (asyncio/base_events.py:607);_run_once "
+        "(asyncio/base_events.py:1922);EpollSelector.select (selectors.py:468) 60\n"
+        "run (deploy/cli.py:1);HeartbeatLoop.run (streams/batch.py:195) 40\n"
+        "Thread._bootstrap (threading.py:1002);_worker (concurrent/futures/thread.py:81) 50\n"
+    )
+    p = summarize(raw)
+    assert p.samples == 100  # helper threads left out
+    shares = dict(p.components)
+    assert shares[WAITING] == 0.6
+    assert shares["batch loop glue (streams/batch.py)"] == 0.4
 
 
 @pytest.mark.services
@@ -58,6 +72,14 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
             "2000",
             "--big",
             "4000",
+            "--start-machines",
+            "200",
+            "--restarts",
+            "1",
+            "--tick-hours",
+            "0.1",
+            "--checkpoint-interval",
+            "10",
             "--throughput-window",
             "8",
             "--detect-window",
@@ -92,14 +114,26 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
     assert d["falseDisconnected"] == 0
     assert d["silentNotDeclared"] == 0
 
+    st = report["startup"]
+    assert st["machinesInState"] == st["machinesAfterRestarts"] == st["machinesAfterKills"] == 200
+    assert st["afterStop"]["max"] > 0 and st["afterKill"]["max"] > 0
+
     big = report["bigState"]
-    assert big["fleetAfterRestart"] == {"Connected": 4000 - 200, "Disconnected": 200}
+    assert big["machinesInState"] == big["machinesAfterRestart"] == 4000
     assert big["memory"]["bytesPerMachine"] is not None
     assert big["restartSeconds"] > 0
-    assert big["scrape"]["offlineSeries"] == 200
+    assert big["restartAfterCheckpoint"]["seconds"] > 0
+    assert big["replay"]["replayRecords"] >= big["liveLoad"]["heartbeats"]
+    assert big["scrape"]["series"] > 0
+
+    cu = report["catchUp"]
+    assert cu["machinesAfter"] == 4000
+    assert cu["recordsBehind"] >= cu["heartbeatsWaiting"] == 8000
+    assert cu["seconds"] > 0
 
     e = report["engine"]
-    assert e["rate"] > 0 and e["profile"]
+    assert e["rate"] > 0 and e["profile"] and e["fastPathProfile"]
+    assert e["fastPath"]["rate"] > 0 and e["checkpoint"]["bytesPerMachine"] > 0
 
     keys = {g["key"] for g in report["goals"]}
     assert {g.key for g in GOALS} <= keys
@@ -109,5 +143,18 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
 
     md = (tmp_path / "latest.md").read_text()
     assert md == render_markdown(report)
-    for heading in ("## SPEC §8 goals", "## Throughput", "## Detection", "## Engine only"):
+    assert report["command"].startswith("arcbeat bench --machines 2000") and (
+        report["command"] in md
+    )
+    for heading in (
+        "## SPEC §8 goals",
+        "## Throughput",
+        "## Detection",
+        "## Engine only",
+        "## Start, restart and kill -9",
+        "machines in state: memory, /metrics, restart",
+        "## Catch-up",
+    ):
         assert heading in md
+    for g in report["goals"]:
+        assert g["what"] in md

@@ -501,8 +501,8 @@ def test_pointer_round_trips(offset: int, first: int, records: int, cid: int) ->
 
 @pytest.mark.parametrize(
     "metadata",
-    [None, "", "garbage", "1", "null", '"abc"', "[]", "[1, 2]", "[2, 1, 2, 3, 4]",
-     '[1, "x", 2, 3, 4]', "[1, null, 2, 3, 4]", "{}", '{"a": 1}'],
+    [None, "", "garbage", "1", "null", '"abc"', "[]", "[1, 2]", "[1, 1, 2, 3, 4]",
+     "[9, 1, 2, 3, 4]", '[2, "x", 2, 3, 4]', "[2, null, 2, 3, 4]", "{}", '{"a": 1}'],
 )  # fmt: skip
 def test_pointer_of_foreign_metadata_is_none(metadata: str | None) -> None:
     assert Pointer.decode(metadata) is None
