@@ -461,6 +461,9 @@ class HeartbeatLoop:
             enable_idempotence=True,
             acks="all",
             linger_ms=round(s.producer_linger * 1000),
+            # big batches: a backlog of onboardings makes one status record per heartbeat, and
+            # a send waits whenever its partition's batch is full (16 KiB by default)
+            max_batch_size=1 * MIB,
             max_request_size=8 * MIB,
             client_id=f"{s.app_id}-worker-{self.worker_id}-p{o.p}",
             **client_options(s),

@@ -8,6 +8,7 @@ whose ``detail`` says what is wrong, where (the field path) and how to fix it.
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -179,13 +180,24 @@ _RFC3339_RE: Final = re.compile(
 _fromiso: Final = datetime.fromisoformat
 
 
+_SECONDS: dict[int, str] = {}  # whole second -> "2024-05-01T12:00:00" (the recent ones)
+
+
 def rfc3339(ts: float) -> str:
     """Unix seconds -> ``2024-05-01T12:00:00.123Z`` (milliseconds, or microseconds if needed)."""
-    d = datetime.fromtimestamp(ts, UTC)
-    us = d.microsecond
+    sec = math.floor(ts)
+    us = round((ts - sec) * 1_000_000)
+    if us >= 1_000_000:  # rounding reached the next second
+        sec, us = sec + 1, us - 1_000_000
+    head = _SECONDS.get(sec)
+    if head is None:
+        # formatting a date costs microseconds; records of one second share it
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        head = _SECONDS[sec] = f"{datetime.fromtimestamp(sec, UTC):%Y-%m-%dT%H:%M:%S}"
     if us % 1000 == 0:
-        return f"{d:%Y-%m-%dT%H:%M:%S}.{us // 1000:03d}Z"
-    return f"{d:%Y-%m-%dT%H:%M:%S}.{us:06d}Z"
+        return f"{head}.{us // 1000:03d}Z"
+    return f"{head}.{us:06d}Z"
 
 
 def parse_rfc3339(text: str) -> float:
