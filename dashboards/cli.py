@@ -1,6 +1,6 @@
 """``arcbeat dashboards build`` and ``arcbeat dashboards push``.
 
-The lead's CLI calls :func:`add_dashboards_commands` with its subparsers; each command sets
+The `arcbeat` command calls :func:`add_dashboards_commands` with its subparsers; each command sets
 ``func`` (``(argparse.Namespace) -> int``, the exit code).
 """
 
