@@ -125,7 +125,6 @@ class HeartbeatLoop:
         self.on_emit: list[Callable[[Emit], None]] = []
         self.started = False
         self.last_loop_at = time.monotonic()
-        self.recovered_at: float | None = None
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -524,7 +523,6 @@ class HeartbeatLoop:
             for o in mine:
                 o.state = target[o.p]
             consumer.resume(*[o.tp for o in mine])
-        self.recovered_at = time.monotonic()
         log.info(
             "recovered partitions %s in %.2fs (%d machines)",
             sorted(o.p for o in owned),

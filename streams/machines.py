@@ -185,22 +185,10 @@ def from_slot(slot: Slot) -> Machine:
     )
 
 
-def status_of(slot: Slot) -> Status:
-    """The status without decoding the whole record (the value is the record's 2nd item)."""
-    rec = slot.rec
-    return _STATUS[rec[4 : rec.index(b'"', 4)].decode()]
-
-
-# A checkpoint row: the slot, plus the record fields a restore indexes by (so that a restore
-# neither parses the record nor builds a Machine): status, location, os type, subscription,
-# last status change, held since.
-Row = tuple[
-    str, str, float, float, "int | None", "float | None", int, float, int,
-    str, str, str, str, float, "float | None",
-]  # fmt: skip
-
-
 def to_row(key: str, slot: Slot) -> list[Any]:
+    """A checkpoint row: the slot, plus the record fields a restore indexes by (status,
+    location, os type, subscription, last status change, held since), so that a restore
+    neither parses the record nor builds a Machine."""
     v = orjson.loads(slot.rec)
     return [
         key, slot.rec.decode(), slot.hb, slot.sent, slot.seq, slot.wstart, slot.received,
