@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,6 +43,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
+from arcbeat.deploy.services import port_open
 from arcbeat.deploy.stack import Stack
 from arcbeat.deploy.topics import run_sync
 from arcbeat.streams.groundtruth import expected_silences, read_groundtruth
@@ -92,6 +94,26 @@ def free_port_block(n: int) -> int:
         if ok:
             return base
     raise RuntimeError(f"no block of {n} free TCP ports on 127.0.0.1")
+
+
+def free_port_block_below_ephemeral(n: int) -> int:
+    """A base port such that ``base .. base+n-1`` are free on 127.0.0.1, below Linux's
+    ephemeral range: while a broker is down, clients reconnecting to a port inside that
+    range may be given it as their own source port (a TCP self-connection) and keep it busy."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - n)
+        free = True
+        for port in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    free = False
+                    break
+        if free and not any(port_open(p) for p in range(base, base + n)):
+            return base
+    raise RuntimeError(f"no block of {n} free TCP ports below 32000 on 127.0.0.1")
 
 
 def wait_for(
@@ -1192,3 +1214,49 @@ def judge(
         f"{len(j.ticks)} ticks; cutoff = end - 2 s; all in-scope transitions match"
     )
     return j
+
+
+# ---- what the agents really sent (for the fault tests) ----
+
+
+def send_times(truth: GroundTruth) -> dict[str, list[tuple[float, float]]]:
+    """Per machine, (send time, broker arrival) of each delivered connect/heartbeat, in send
+    order: when the agent sent it, not when the broker got it."""
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for rec in read_groundtruth(truth.path):
+        if rec.get("event") in ("connect", "heartbeat") and "appendedAt" in rec:
+            out[rec["key"]].append((float(rec["t"]), float(rec["appendedAt"])))
+    for sends in out.values():
+        sends.sort()
+    return dict(out)
+
+
+def false_disconnected(j: Judged, truth: GroundTruth) -> list[str]:
+    """Disconnected (heartbeat_timeout, before the end of the run) of a machine whose agent
+    sent its next heartbeat less than disconnect_after after the last one the worker had:
+    the agent kept sending; only the broker (or the worker) was late."""
+    d = j.disconnect_after
+    sends = send_times(truth)
+    out = []
+    for t in j.scoped():
+        if t.reason != "heartbeat_timeout":
+            continue
+        mine = sends.get(t.key, [])
+        # the last one sent of those that arrived then (a backlog arrives in one batch)
+        i = max(
+            (i for i, (_, a) in enumerate(mine) if abs(a - t.last_heartbeat_at) <= 0.002),
+            default=None,
+        )
+        if i is None:
+            out.append(
+                f"{t.key}: Disconnected after a heartbeat not in the ground truth: {t.short()}"
+            )
+            continue
+        sent = mine[i][0]
+        following = mine[i + 1][0] if i + 1 < len(mine) else truth.end
+        if following - sent < d:
+            out.append(
+                f"{t.key}: false Disconnected {t.short()}: the agent sent again "
+                f"{following - sent:.2f}s after the heartbeat sent at {sent:.3f}"
+            )
+    return out

@@ -31,14 +31,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +50,19 @@ from arcbeat.deploy import processes
 from arcbeat.deploy.services import ClusterReport, port_open
 from arcbeat.deploy.stack import Stack, StackError, format_status
 from arcbeat.deploy.topics import TopicSpec, close_quietly, ensure_specs_async, run_sync
-from arcbeat.streams.groundtruth import read_groundtruth
 from arcbeat.streams.settings import Settings
 
 from tests.pipeline_harness import (
     Deployment,
     GroundTruth,
     Judged,
+    false_disconnected,
     free_port_block,
+    free_port_block_below_ephemeral,
     http_get,
     judge,
     say,
+    send_times,
     stats,
     wait_for,
 )
@@ -90,26 +90,6 @@ def _name(tag: str) -> str:
 
 def _sleep_until(t: float) -> None:
     time.sleep(max(0.0, t - time.time()))
-
-
-def _free_block_below_ephemeral(n: int) -> int:
-    """A base port such that ``base .. base+n-1`` are free on 127.0.0.1, below Linux's
-    ephemeral range: while a broker is down, clients reconnecting to a port inside that range
-    may be given it as their own source port (a TCP self-connection) and keep it busy."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 32_000 - n)
-        free = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    free = False
-                    break
-        if free and not any(port_open(p) for p in range(base, base + n)):
-            return base
-    raise RuntimeError(f"no block of {n} free TCP ports below 32000 on 127.0.0.1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +188,7 @@ def cluster(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """Three brokers for this module only; stopped at the end, also when a test fails."""
     root = tmp_path_factory.mktemp("kafka-cluster")
     (root / "jars").symlink_to(stack.paths.jars)  # the stack's jar cache (read only)
-    base = _free_block_below_ephemeral(6)
+    base = free_port_block_below_ephemeral(6)
     settings = Settings.load(
         env={},
         toml_path=root / "none.toml",
@@ -442,43 +422,6 @@ class HistoryProcess:
             http_get(f"{self.url}/query", {"q": f'DROP DATABASE "{self.db}"'})
 
 
-def _send_times(truth: GroundTruth) -> dict[str, list[tuple[float, float]]]:
-    """Per machine, (send time, broker arrival) of each delivered connect/heartbeat."""
-    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for rec in read_groundtruth(truth.path):
-        if rec.get("event") in ("connect", "heartbeat") and "appendedAt" in rec:
-            out[rec["key"]].append((float(rec["t"]), float(rec["appendedAt"])))
-    for sends in out.values():
-        sends.sort()
-    return dict(out)
-
-
-def _false_disconnected(j: Judged, truth: GroundTruth) -> list[str]:
-    """Disconnected of a machine whose agent sent its next heartbeat less than
-    disconnect_after after the last one the worker had: only the brokers were late."""
-    sends = _send_times(truth)
-    out = []
-    for t in j.scoped():
-        if t.reason != "heartbeat_timeout":
-            continue
-        mine = sends.get(t.key, [])
-        # the last heartbeat the worker had (after a write stall, several arrive at once)
-        i = max(
-            (i for i, (_, a) in enumerate(mine) if abs(a - t.last_heartbeat_at) <= 0.002),
-            default=None,
-        )
-        if i is None:
-            out.append(f"{t.key}: Disconnected after a heartbeat not in the ground truth")
-            continue
-        following = mine[i + 1][0] if i + 1 < len(mine) else truth.end
-        if following - mine[i][0] < j.disconnect_after:
-            out.append(
-                f"{t.key}: false Disconnected {t.short()}: its agent sent again "
-                f"{following - mine[i][0]:.2f}s later"
-            )
-    return out
-
-
 def _acknowledged_in_log(dep: Deployment, truth: GroundTruth, j: Judged) -> list[str]:
     """Every message the simulator's producer had acknowledged is in the heartbeats log, at
     the partition and offset it was acknowledged with, with its machine's key."""
@@ -510,7 +453,7 @@ def _arrival_stall(truth: GroundTruth, since: float, until: float) -> float:
     """The longest time (broker arrival) between consecutive heartbeats of any machine that
     kept sending, for heartbeats sent in [since, until]."""
     worst = 0.0
-    for sends in _send_times(truth).values():
+    for sends in send_times(truth).values():
         window = [(s, a) for s, a in sends if since <= s <= until]
         for (s0, a0), (s1, a1) in itertools.pairwise(window):
             if s1 - s0 < 1.5:  # consecutive heartbeats, no outage between them
@@ -597,7 +540,7 @@ def test_broker_kill_and_clean_stop_lose_nothing(
             f"transitionId {t} on the status topic twice" for t in j.observed.duplicate_ids
         ]
         problems += _acknowledged_in_log(dep, truth, j)
-        problems += _false_disconnected(j, truth)
+        problems += false_disconnected(j, truth)
         scoped = j.scoped()
         by_reason = Counter((t.status, t.reason) for t in scoped)
         say(

@@ -26,11 +26,10 @@ import os
 import random
 import re
 import signal
-import socket
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,6 @@ from arcbeat.deploy import processes
 from arcbeat.deploy.services import port_open
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.deploy.topics import run_sync
-from arcbeat.streams.groundtruth import read_groundtruth
 from arcbeat.streams.records import parse_rfc3339
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.simulate import load
@@ -51,6 +49,8 @@ from tests.pipeline_harness import (
     GroundTruth,
     Judged,
     WorkerProcess,
+    false_disconnected,
+    free_port_block_below_ephemeral,
     judge,
     say,
     stats,
@@ -75,26 +75,6 @@ def _sleep_until(t: float) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # a dedicated broker
-
-
-def _free_ports_below_ephemeral(n: int) -> int:
-    """A base port such that ``base .. base+n-1`` are free on 127.0.0.1, below Linux's
-    ephemeral range: while the broker is down, clients reconnecting to a port inside that
-    range may be given it as their own source port (a TCP self-connection) and keep it busy."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 32_000)
-        free = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    free = False
-                    break
-        if free and not any(port_open(p) for p in range(base, base + n)):
-            return base
-    raise RuntimeError(f"no block of {n} free TCP ports below 32000 on 127.0.0.1")
 
 
 @dataclass
@@ -143,7 +123,7 @@ def broker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
     """A Kafka broker for this module only; stopped at the end, also when a test fails."""
     root = tmp_path_factory.mktemp("recovery-kafka")
     (root / "jars").symlink_to(stack.paths.jars)  # the stack's jar cache (read only)
-    base = _free_ports_below_ephemeral(2)
+    base = free_port_block_below_ephemeral(2)
     settings = Settings.load(
         env={},
         toml_path=root / "none.toml",
@@ -308,49 +288,6 @@ def start_supervised(
 
 # ---------------------------------------------------------------------------------------------
 # checks shared by the runs
-
-
-def send_gaps(truth: GroundTruth) -> dict[str, list[tuple[float, float]]]:
-    """Per machine, (send time, broker arrival) of each delivered connect/heartbeat, in send
-    order: when the agent sent it, not when the broker got it."""
-    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for rec in read_groundtruth(truth.path):
-        if rec.get("event") in ("connect", "heartbeat") and "appendedAt" in rec:
-            out[rec["key"]].append((float(rec["t"]), float(rec["appendedAt"])))
-    for sends in out.values():
-        sends.sort()
-    return dict(out)
-
-
-def false_disconnected(j: Judged, truth: GroundTruth) -> list[str]:
-    """Disconnected (heartbeat_timeout, before the end of the run) of a machine whose agent
-    sent its next heartbeat less than disconnect_after after the last one the worker had:
-    the agent kept sending; only the broker (or the worker) was late."""
-    d = j.disconnect_after
-    sends = send_gaps(truth)
-    out = []
-    for t in j.scoped():
-        if t.reason != "heartbeat_timeout":
-            continue
-        mine = sends.get(t.key, [])
-        # the last one sent of those that arrived then (a backlog arrives in one batch)
-        i = max(
-            (i for i, (_, a) in enumerate(mine) if abs(a - t.last_heartbeat_at) <= 0.002),
-            default=None,
-        )
-        if i is None:
-            out.append(
-                f"{t.key}: Disconnected after a heartbeat not in the ground truth: {t.short()}"
-            )
-            continue
-        sent = mine[i][0]
-        following = mine[i + 1][0] if i + 1 < len(mine) else truth.end
-        if following - sent < d:
-            out.append(
-                f"{t.key}: false Disconnected {t.short()}: the agent sent again "
-                f"{following - sent:.2f}s after the heartbeat sent at {sent:.3f}"
-            )
-    return out
 
 
 def recovery_checks(j: Judged, truth: GroundTruth, printed: set[str]) -> list[str]:
