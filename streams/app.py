@@ -12,6 +12,7 @@ import socket
 from pathlib import Path
 
 import faust
+from arcbeat.streams.api_tls import api_scheme, server_context
 from arcbeat.streams.settings import Settings
 from faust.app.base import BootStrategy
 
@@ -24,16 +25,19 @@ class _WebAndTimers(BootStrategy):
 def create_app(settings: Settings, *, worker_id: str = "0") -> faust.App:
     datadir = Path(settings.data_dir) / f"worker-{worker_id}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    # bind where told; advertise a name other workers can reach (for key routing), with https
+    # when the listener has a certificate (which must then name that host)
+    host = socket.gethostname() if settings.web_host in ("0.0.0.0", "::") else settings.web_host
+    url_host = f"[{host}]" if ":" in host else host
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
-        # bind where told; advertise a name other workers can reach (for key routing)
-        web_host=socket.gethostname()
-        if settings.web_host in ("0.0.0.0", "::")
-        else settings.web_host,
+        web_host=host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
+        web_ssl_context=server_context(settings),
+        canonical_url=f"{api_scheme(settings)}://{url_host}:{settings.web_port}",
         web_in_thread=False,
         datadir=str(datadir),
     )

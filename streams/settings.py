@@ -108,6 +108,15 @@ class Settings:
     # workers
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # worker HTTP API security (arcbeat.streams.auth; README "Securing the API")
+    # "<role> <name> <token>" lines, re-read when the file changes; empty: no authentication,
+    # which a worker accepts only on a loopback web_host (or with api_insecure)
+    api_tokens_file: str = ""
+    api_insecure: bool = False  # serve an unauthenticated API on a routable web_host anyway
+    api_protect_probes: bool = False  # /healthz, /readyz and /metrics need the read role too
+    api_tls_cert: str = ""  # PEM certificate (chain) of the API listener: with api_tls_key, https
+    api_tls_key: str = ""  # PEM private key of api_tls_cert
+    api_tls_ca: str = ""  # PEM CA bundle worker-to-worker calls verify (empty: system CAs)
     data_dir: str = "state/worker"
     # how long the producer gathers records into one request: outputs are visible only at
     # the transaction commit (commit_interval) anyway
@@ -260,6 +269,17 @@ class Settings:
         if self.kafka_security not in ("plaintext", "sasl_ssl"):
             raise bad(
                 "kafka_security", f"must be plaintext or sasl_ssl, got {self.kafka_security!r}"
+            )
+        if bool(self.api_tls_cert) != bool(self.api_tls_key):
+            missing = "api_tls_key" if self.api_tls_cert else "api_tls_cert"
+            raise bad(
+                missing, "api_tls_cert and api_tls_key go together: set both for https, or neither"
+            )
+        if self.api_protect_probes and not self.api_tokens_file:
+            raise bad(
+                "api_protect_probes",
+                "needs api_tokens_file (ARCBEAT_API_TOKENS_FILE): without tokens nobody could "
+                "call the probes",
             )
         if not self.regions:
             raise bad("regions", "must list at least one region, or * for any")

@@ -3,7 +3,8 @@
 
 Each worker answers for the partitions it owns; a query without ``local=1`` is routed to the
 owner of the key (one machine) or fanned out to every worker (lists, fleet), so any worker
-can be asked anything.
+can be asked anything. Each handler declares its role (:func:`arcbeat.streams.auth.require`);
+a routed call carries the caller's Authorization header, so the owner checks the same token.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web as aioweb
+from arcbeat.streams.api_tls import client_context
+from arcbeat.streams.auth import READ, Authenticator, forward_headers, install, require
 from arcbeat.streams.fleet_summary import FleetSummary, SummaryError, merge_all
 from arcbeat.streams.machines import Machine
 from arcbeat.streams.records import rfc3339
@@ -64,8 +67,12 @@ def machine_json(key: str, m: Machine, pipe: Pipeline, now: float) -> dict[str, 
 class WorkerAPI:
     def __init__(self, pipe: Pipeline) -> None:
         self.pipe = pipe
+        self._tls = client_context(pipe.settings)  # verifies https peers (api_tls_ca)
 
-    def register(self, app: aioweb.Application) -> None:
+    def register(self, app: aioweb.Application, authenticator: Authenticator | None = None) -> None:
+        """Add the routes, behind ``authenticator`` (default: from the settings; a SettingsError
+        when they would leave a routable listener open)."""
+        install(app, authenticator or Authenticator.from_settings(self.pipe.settings))
         app.router.add_get("/machines", self.list_machines)
         app.router.add_get(r"/machines/{rid:.+}", self.get_machine)
         app.router.add_get("/fleet", self.fleet)
@@ -82,9 +89,19 @@ class WorkerAPI:
     def _me(self) -> str:
         return self.pipe.url()
 
-    async def _fan_out(self, path: str, params: dict[str, str]) -> list[Any]:
+    def _session(self, request: aioweb.Request) -> aiohttp.ClientSession:
+        """A client for calls on behalf of ``request``'s caller (same Authorization)."""
+        return aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10),
+            headers=forward_headers(request),
+            connector=aiohttp.TCPConnector(ssl=self._tls),
+        )
+
+    async def _fan_out(
+        self, request: aioweb.Request, path: str, params: dict[str, str]
+    ) -> list[Any]:
         others = self._urls() - {self._me()}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with self._session(request) as http:
 
             async def one(url: str) -> Any:
                 async with http.get(url + path, params={**params, "local": "1"}) as r:
@@ -106,6 +123,7 @@ class WorkerAPI:
             out.append(machine_json(key, m, self.pipe, now))
         return out
 
+    @require(READ)
     async def list_machines(self, request: aioweb.Request) -> aioweb.Response:
         q = dict(request.query)
         unknown = set(q) - set(FILTERS) - {"limit", "offset", "local"}
@@ -125,7 +143,9 @@ class WorkerAPI:
         items = self._local_matches(q)
         if q.get("local") != "1":
             filters = {k: v for k, v in q.items() if k in FILTERS}
-            for page in await self._fan_out("/machines", {**filters, "limit": str(MAX_LIMIT)}):
+            for page in await self._fan_out(
+                request, "/machines", {**filters, "limit": str(MAX_LIMIT)}
+            ):
                 items.extend(page["items"])
             items.sort(key=lambda d: d["key"])
             return aioweb.json_response(
@@ -139,6 +159,7 @@ class WorkerAPI:
         items.sort(key=lambda d: d["key"])
         return aioweb.json_response({"total": len(items), "items": items})
 
+    @require(READ)
     async def get_machine(self, request: aioweb.Request) -> aioweb.Response:
         rid = "/" + request.match_info["rid"].lstrip("/")
         key = rid.lower()
@@ -155,10 +176,7 @@ class WorkerAPI:
                 "or it disconnected (Deleted)",
             )
         url = f"{owner}/machines{rid}"
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            http.get(url, params={"local": "1"}) as r,
-        ):
+        async with self._session(request) as http, http.get(url, params={"local": "1"}) as r:
             return aioweb.json_response(await r.json(), status=r.status)
 
     def _local_fleet(self) -> dict[str, Any]:
@@ -173,11 +191,12 @@ class WorkerAPI:
             "byLocation": {k: dict(v) for k, v in by_location.items()},
         }
 
+    @require(READ)
     async def fleet(self, request: aioweb.Request) -> aioweb.Response:
         mine = self._local_fleet()
         if request.query.get("local") == "1":
             return aioweb.json_response(mine)
-        parts = [mine, *await self._fan_out("/fleet", {})]
+        parts = [mine, *await self._fan_out(request, "/fleet", {})]
         by_status: Counter[str] = Counter()
         by_location: dict[str, Counter[str]] = {}
         for part in parts:
@@ -212,6 +231,7 @@ class WorkerAPI:
                 out.add(m.info)
         return out
 
+    @require(READ)
     async def capacity(self, request: aioweb.Request) -> aioweb.Response:
         """Machine counts for capacity planning (exporters.capacity turns them into a report).
 
@@ -227,7 +247,7 @@ class WorkerAPI:
         if request.query.get("local") == "1":
             return aioweb.json_response({**mine.to_dict(), **meta, "workers": 1})
         try:
-            others = await self._fan_out("/capacity", {})
+            others = await self._fan_out(request, "/capacity", {})
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _error(
                 502,
@@ -251,6 +271,8 @@ class WorkerAPI:
             "lag": sum(self.pipe.lag().values()),
             "lastEventAt": rfc3339(self.pipe.engine.stats.last_event_at),
         }
+
+    # the probes declare no role: open, or read with api_protect_probes (auth.PROBE_PATHS)
 
     async def healthz(self, request: aioweb.Request) -> aioweb.Response:
         """Liveness: the process and its heartbeat loop run (not whether it owns anything)."""
