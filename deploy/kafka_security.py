@@ -346,7 +346,8 @@ def acl_bindings(settings: Settings, prefix: str | None = None) -> list[AclBindi
     ]
     out.append(AclBinding(worker, "cluster", "kafka-cluster", "literal", "describe"))
     history = f"User:{settings.kafka_history_user}"
-    for topic in (f"{pre}.status", f"{pre}.fleet"):
+    # the maintenance windows are read without a consumer group, from the beginning
+    for topic in (f"{pre}.status", f"{pre}.fleet", f"{pre}.maintenance"):
         out += [AclBinding(history, "topic", topic, "literal", op) for op in ("read", "describe")]
     out += [
         AclBinding(history, "group", f"{app}-history", "prefixed", op)

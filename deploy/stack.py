@@ -381,9 +381,10 @@ class Stack:
         *,
         warn: Warn | None = None,
     ) -> dict[str, str]:
-        """Create ``<prefix>.heartbeats|status|heartbeats.dlq|fleet`` if missing, with the
-        replication of the settings; existing ones must have ``partitions`` partitions and
-        that replication (see :func:`arcbeat.deploy.topics.ensure_specs_async`).
+        """Create ``<prefix>.heartbeats|status|heartbeats.dlq|fleet|maintenance`` if missing,
+        with the replication of the settings; existing ones must have ``partitions`` partitions
+        (the maintenance topic: 1) and that replication (see
+        :func:`arcbeat.deploy.topics.ensure_specs_async`).
 
         Defaults: ``settings.topic_prefix`` and ``settings.partitions``. Returns
         ``{topic: "created" | "exists"}``. With ``kafka_security = "sasl_ssl"`` the stack

@@ -9,6 +9,9 @@ Topics (``prefix`` = ``settings.topic_prefix``):
 - ``<prefix>.status``: StatusChanged / scope events.
 - ``<prefix>.heartbeats.dlq``: rejected heartbeats with the reason.
 - ``<prefix>.fleet``: per-partition fleet snapshots and window counts.
+- ``<prefix>.maintenance``: maintenance windows (key = window id), one partition read whole
+  by every worker and by ``arcbeat history``; compacted, so it keeps the latest value of
+  each window for as long as the deployment exists.
 
 Replication (settings ``replication_factor`` and ``min_insync_replicas``, 0 = auto): every
 topic arcbeat creates gets the same number of copies and the same ``min.insync.replicas``;
@@ -56,6 +59,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Warn = Callable[[str], None]
 
+# What to do about an existing topic whose partition count is not the one arcbeat needs,
+# for topics whose count does not come from a setting.
+RECREATE_WORKER_TOPIC = "use another ARCBEAT_APP_ID (the worker creates its topics anew)"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -64,6 +71,8 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
     # the setting the partition count comes from ("" = always this many)
     partitions_setting: str = "partitions"
+    # the fix for another partition count when partitions_setting is ""
+    recreate_hint: str = RECREATE_WORKER_TOPIC
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,23 @@ class Replication:
         return f"ARCBEAT_REPLICATION_FACTOR=0, auto: {factor} with {brokers} broker(s) up"
 
 
+def maintenance_topic_name(prefix: str) -> str:
+    """The compacted topic of the maintenance windows of topic prefix ``prefix``."""
+    return f"{prefix}.maintenance"
+
+
+# Compacted, keeping the latest value of each window. Windows change rarely, so a segment is
+# rolled after 10 minutes (at the next write) and cleaned soon after: a worker start reads
+# little more than the current windows. A tombstone (a deleted window) stays readable for a
+# day, so a reader that was stopped for a while still sees the deletion.
+MAINTENANCE_TOPIC_CONFIGS = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(10 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(24 * 60 * 60 * 1000),
+}
+
+
 def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
     """The topics of a deployment with topic prefix ``prefix``."""
     if partitions < 1:
@@ -124,6 +150,16 @@ def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
             {"max.message.bytes": str(DLQ_TOPIC_MAX_BYTES)},
         ),
         TopicSpec(f"{prefix}.fleet", partitions),
+        TopicSpec(
+            maintenance_topic_name(prefix),
+            1,
+            dict(MAINTENANCE_TOPIC_CONFIGS),
+            partitions_setting="",
+            recreate_hint=(
+                "delete it and run `python -m arcbeat.deploy.topics` (or `arcbeat stack up`), "
+                "which creates it with 1 partition, then create its maintenance windows again"
+            ),
+        ),
     ]
 
 
@@ -276,7 +312,7 @@ def check_existing(
                 )
             else:
                 what = f"{partitions} partition(s), arcbeat needs {spec.partitions}"
-                fix = "use another ARCBEAT_APP_ID (the worker creates its topics anew)"
+                fix = spec.recreate_hint
             problems.setdefault((what, fix), []).append(spec.name)
         if copies != factor if rep.factor else copies < factor:
             what = (

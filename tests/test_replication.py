@@ -123,6 +123,7 @@ def test_another_partition_count_names_the_topics_and_the_fix() -> None:
     present["p.status"] = (6, 1)
     present["p.fleet"] = (6, 1)
     present["arcbeat-scopes"] = (3, 1)
+    present["p.maintenance"] = (12, 1)
     with pytest.raises(StackError) as err:
         check_existing(specs, present, Replication(), 1, 1, BOOT)
     text = str(err.value)
@@ -134,6 +135,10 @@ def test_another_partition_count_names_the_topics_and_the_fix() -> None:
     assert (
         "arcbeat-scopes has 3 partition(s), arcbeat needs 1. Fix: use another ARCBEAT_APP_ID"
         in (text)
+    )
+    assert (
+        "p.maintenance has 12 partition(s), arcbeat needs 1. Fix: delete it and run "
+        "`python -m arcbeat.deploy.topics`" in text
     )
     assert "p.heartbeats" not in text
 

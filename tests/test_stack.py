@@ -91,12 +91,24 @@ async def prefix(stack: Stack) -> AsyncIterator[str]:
 
 def test_topic_specs_names_and_configs() -> None:
     specs = {s.name: s for s in topic_specs("p", 3)}
-    assert list(specs) == ["p.heartbeats", "p.status", "p.heartbeats.dlq", "p.fleet"]
+    assert list(specs) == [
+        "p.heartbeats",
+        "p.status",
+        "p.heartbeats.dlq",
+        "p.fleet",
+        "p.maintenance",
+    ]
     hb = specs["p.heartbeats"]
     assert hb.configs["message.timestamp.type"] == "LogAppendTime"
     # far above the worker's own limit, so the worker (not the broker) rejects big messages
     assert int(hb.configs["max.message.bytes"]) >= 100 * Settings().max_message_bytes
+    maintenance = specs.pop("p.maintenance")
     assert all(s.partitions == 3 for s in specs.values())
+    # every worker reads all windows: one partition whatever ARCBEAT_PARTITIONS says, compacted
+    # and rolled often enough that compaction runs
+    assert (maintenance.partitions, maintenance.partitions_setting) == (1, "")
+    assert maintenance.configs["cleanup.policy"] == "compact"
+    assert int(maintenance.configs["segment.ms"]) <= 60 * 60 * 1000
     with pytest.raises(StackError, match="partitions"):
         topic_specs("p", 0)
 
@@ -345,12 +357,19 @@ async def test_topics_are_created_once_with_their_configs(stack: Stack, prefix: 
             [ConfigResource(ConfigResourceType.TOPIC, f"{prefix}.heartbeats")]
         )
         configs = {c[0]: c[1] for c in response.resources[0][4]}
-        topics = await admin.describe_topics([f"{prefix}.{n}" for n in ("status", "fleet")])
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, f"{prefix}.maintenance")]
+        )
+        maintenance = {c[0]: c[1] for c in response.resources[0][4]}
+        names = [f"{prefix}.{n}" for n in ("status", "fleet", "maintenance")]
+        topics = await admin.describe_topics(names)
     finally:
         await admin.close()
     assert configs["message.timestamp.type"] == "LogAppendTime"
     assert int(configs["max.message.bytes"]) == HEARTBEAT_TOPIC_MAX_BYTES
-    assert [len(t["partitions"]) for t in topics] == [2, 2]
+    assert maintenance["cleanup.policy"] == "compact"
+    partitions = {t["topic"]: len(t["partitions"]) for t in topics}
+    assert partitions == dict(zip(names, [2, 2, 1], strict=True))
 
 
 @pytest.mark.services
