@@ -32,6 +32,8 @@ class OfflineMachine:
     machine_name: str
     location: str
     last_heartbeat_at: float
+    # the id of the maintenance window covering the machine, "" when none
+    maintenance: str = ""
 
 
 @dataclass
@@ -46,6 +48,10 @@ class WorkerSnapshot:
     offline: Iterator[OfflineMachine] = field(default_factory=lambda: iter(()))
     offline_total: int = 0
     flapping: int = 0
+    # Disconnected machines inside a maintenance window, by location (owned partitions)
+    maintenance_offline: Counter[str] = field(default_factory=Counter)
+    # maintenance windows in force now (every worker knows every window)
+    maintenance_active: int = 0
 
 
 def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
@@ -184,17 +190,34 @@ class WorkerCollector(Collector):
             held.add_metric([scope], n)
         yield held
 
+        # maintenance: the covering window's id. Empty outside a window, and Prometheus drops
+        # empty labels, so a window's end turns the machine into a new series without it.
         offline = GaugeMetricFamily(
             "arcbeat_machine_offline",
-            "Unix time of the last heartbeat of each Disconnected machine (capped).",
-            labels=["resource_id", "subscription", "resource_group", "machine_name", "location"],
+            "Unix time of the last heartbeat of each Disconnected machine (capped); "
+            "maintenance is the id of the maintenance window covering it, if any.",
+            labels=[
+                "resource_id",
+                "subscription",
+                "resource_group",
+                "machine_name",
+                "location",
+                "maintenance",
+            ],
         )
         shown = 0
         for m in snap.offline:
             if shown >= self._max_series:
                 break
             offline.add_metric(
-                [m.resource_id, m.subscription, m.resource_group, m.machine_name, m.location],
+                [
+                    m.resource_id,
+                    m.subscription,
+                    m.resource_group,
+                    m.machine_name,
+                    m.location,
+                    m.maintenance,
+                ],
                 m.last_heartbeat_at,
             )
             shown += 1
@@ -213,6 +236,22 @@ class WorkerCollector(Collector):
         )
         over_total.add_metric([], self._overflow_total)
         yield over_total
+
+        planned = GaugeMetricFamily(
+            "arcbeat_machines_offline_in_maintenance",
+            "Disconnected machines inside a maintenance window, by location (owned partitions; "
+            "not capped).",
+            labels=["location"],
+        )
+        for location, n in sorted(snap.maintenance_offline.items()):
+            planned.add_metric([location], n)
+        yield planned
+        windows = GaugeMetricFamily(
+            "arcbeat_maintenance_windows_active",
+            "Maintenance windows in force now; every worker exports the same value (use max).",
+        )
+        windows.add_metric([], snap.maintenance_active)
+        yield windows
 
         flap = GaugeMetricFamily("arcbeat_flapping_machines", "Machines flapping this window.")
         flap.add_metric([], snap.flapping)
