@@ -21,6 +21,7 @@ TEST_FILES = sorted((PROM_DIR / "tests").glob("*.yml"))
 # The alert names other parts of arcbeat (Alertmanager, dashboards, README) rely on.
 CONTRACT_ALERTS = {
     "ArcMachineOffline",
+    "ArcMachineOfflineInMaintenance",
     "ArcLocationOfflineRatio",
     "ArcFleetOfflineRatio",
     "ArcScopeSilent",
@@ -123,3 +124,29 @@ def test_scope_silent_exposes_location_for_inhibition() -> None:
     [rule] = [r for r in alert_rules() if r["alert"] == "ArcScopeSilent"]
     assert "max by (scope)" in rule["expr"], "every worker exports the verdict: use max by"
     assert "label_replace(" in rule["expr"] and '"location"' in rule["expr"]
+
+
+def test_maintenance_windows_stay_off_the_ticket_and_page_paths() -> None:
+    """Machines in a maintenance window: ArcMachineOffline leaves them out (its by () keeps
+    the label, so entering or leaving a window is another series), a quiet info alert carries
+    the window id, and the ratio pages subtract them from the offline count."""
+    rules = {r["alert"]: r for r in alert_rules()}
+    offline, planned = rules["ArcMachineOffline"], rules["ArcMachineOfflineInMaintenance"]
+    assert 'arcbeat_machine_offline{maintenance=""}' in offline["expr"]
+    assert 'arcbeat_machine_offline{maintenance!=""}' in planned["expr"]
+    for rule in (offline, planned):
+        assert "location, maintenance)" in rule["expr"]
+    assert planned["labels"]["severity"] == "info"
+    records = {
+        r["record"]: r["expr"]
+        for f in RULE_FILES
+        for group in load_yaml(f)["groups"]
+        for r in group["rules"]
+        if "record" in r
+    }
+    for scope in ("location", "fleet"):
+        assert (
+            "arcbeat_machines_offline_in_maintenance"
+            in records[f"{scope}:arcbeat_offline_unplanned:sum"]
+        )
+        assert f"{scope}:arcbeat_offline_unplanned:sum" in records[f"{scope}:arcbeat_offline:ratio"]

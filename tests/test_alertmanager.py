@@ -138,9 +138,11 @@ def test_machine_alerts_grouped_per_subscription_and_resource_group() -> None:
 
 def _labels_for(name: str, rule: dict[str, Any]) -> dict[str, str]:
     labels = {"alertname": name, **rule.get("labels", {})}
-    if name == "ArcMachineOffline":
+    if name.startswith("ArcMachineOffline"):
         labels |= {"subscription": SUBSCRIPTION, "resource_group": "rg-web"}
         labels |= {"location": "westeurope", "machine_name": "web-01"}
+    if name == "ArcMachineOfflineInMaintenance":
+        labels |= {"maintenance": "mw-1"}
     if name == "ArcScopeSilent":
         labels |= {"scope": "location=westeurope", "location": "westeurope"}
     return labels
@@ -150,7 +152,10 @@ def _labels_for(name: str, rule: dict[str, Any]) -> dict[str, str]:
 def test_each_alert_routes_to_the_receiver_of_its_severity(name: str) -> None:
     rule = rule_alerts()[name]
     labels = _labels_for(name, rule)
+    # planned downtime has its own receiver, whatever the severity
     expected = RECEIVER_BY_SEVERITY[labels["severity"]]
+    if "maintenance" in labels:
+        expected = "maintenance"
     result = amtool(
         "config",
         "routes",
@@ -163,29 +168,63 @@ def test_each_alert_routes_to_the_receiver_of_its_severity(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("resource_group", "receiver"), [("payments-eu", "pager"), ("rg-web", "noc-tickets")]
+    ("resource_group", "maintenance", "receiver"),
+    [
+        ("payments-eu", "", "pager"),
+        ("rg-web", "", "noc-tickets"),
+        # inside a maintenance window nothing pages, not even a critical resource group;
+        # once the window is over (the label is gone) the rows above apply again
+        ("payments-eu", "mw-1", "maintenance"),
+        ("rg-web", "mw-1", "maintenance"),
+    ],
 )
 def test_critical_resource_groups_can_page(
-    tmp_path: Path, resource_group: str, receiver: str
+    tmp_path: Path, resource_group: str, maintenance: str, receiver: str
 ) -> None:
     placeholder = '"<critical-resource-groups>"'
     text = CONFIG.read_text()
     assert placeholder in text
     config = tmp_path / "alertmanager.yml"
     config.write_text(text.replace(placeholder, '"(?i)(sap-prod|payments-.*)"'))
+    labels = [
+        "alertname=ArcMachineOffline",
+        "severity=ticket",
+        f"subscription={SUBSCRIPTION}",
+        f"resource_group={resource_group}",
+        "location=westeurope",
+    ]
+    if maintenance:
+        labels.append(f"maintenance={maintenance}")
     result = amtool(
         "config",
         "routes",
         "test",
         f"--config.file={config}",
         f"--verify.receivers={receiver}",
-        "alertname=ArcMachineOffline",
-        "severity=ticket",
-        f"subscription={SUBSCRIPTION}",
-        f"resource_group={resource_group}",
-        "location=westeurope",
+        *labels,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    if maintenance:
+        assert "pager" not in result.stdout
+
+
+@pytest.mark.parametrize("severity", sorted(RECEIVER_BY_SEVERITY))
+def test_maintenance_label_never_reaches_the_pager(severity: str) -> None:
+    """Whatever an alert's name and severity, a maintenance label routes it to the quiet
+    maintenance receiver only (the route comes before every other)."""
+    for alertname in ("ArcMachineOffline", "ArcLocationOfflineRatio"):
+        result = amtool(
+            "config",
+            "routes",
+            "test",
+            f"--config.file={CONFIG}",
+            "--verify.receivers=maintenance",
+            f"alertname={alertname}",
+            f"severity={severity}",
+            "location=westeurope",
+            "maintenance=mw-1",
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- talking to an Alertmanager ---------------------------------------------------------------
