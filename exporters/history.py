@@ -1,5 +1,8 @@
 """``arcbeat history``: Kafka ``<prefix>.status`` + ``<prefix>.fleet`` -> InfluxDB, losing nothing.
 
+It also writes the maintenance windows of ``<prefix>.maintenance`` as ``maintenance`` points
+(see :meth:`HistoryExporter._follow_maintenance`).
+
 Delivery contract (SPEC §5):
 
 - Offsets are committed only for records whose points InfluxDB accepted (and for records
@@ -14,6 +17,13 @@ Delivery contract (SPEC §5):
 - When InfluxDB refuses the data itself (HTTP 400, e.g. a field type conflict), the batch is
   split until the bad line is found; that one record is logged with topic/partition/offset,
   counted in ``arcbeat_history_skipped_total{reason="rejected"}`` and passed over.
+
+Maintenance windows: a second consumer, without a consumer group, reads the one-partition
+compacted ``<prefix>.maintenance`` topic from the beginning on every start and then follows
+it. Nothing is committed: a restart rewrites the same points (one per window, at its start
+time: an overwrite). A failed write is retried with the same backoff while reading waits, a
+value that cannot become a point is logged and counted like a status record, and a tombstone
+(a deleted window) writes nothing (its point stays as history).
 
 Capacity (SPEC 6): every ``capacity_interval`` (0 = off) the exporter asks a worker for the
 fleet's ``GET /capacity`` counts (``capacity_source_url``, default the local worker), builds
@@ -61,6 +71,8 @@ from arcbeat.exporters.influx_points import (
     REASON_REJECTED,
     PointError,
     capacity_line,
+    decode,
+    maintenance_points,
     value_to_lines,
 )
 from arcbeat.exporters.sinks import InfluxSink, SinkError, make_sink
@@ -86,6 +98,7 @@ __all__ = [
     "history_command",
     "history_group_id",
     "main",
+    "maintenance_topic",
 ]
 
 
@@ -95,6 +108,10 @@ class HistoryError(RuntimeError):
 
 def fleet_topic(settings: Settings) -> str:
     return f"{settings.topic_prefix}.fleet"
+
+
+def maintenance_topic(settings: Settings) -> str:
+    return f"{settings.topic_prefix}.maintenance"
 
 
 def history_group_id(settings: Settings) -> str:
@@ -342,7 +359,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class HistoryExporter:
-    """Consumes status and fleet records and writes them to an :class:`InfluxSink`."""
+    """Consumes status and fleet records (and the maintenance windows) and writes them to an
+    :class:`InfluxSink`."""
 
     def __init__(
         self,
@@ -422,11 +440,13 @@ class HistoryExporter:
             ) from exc
         self._consumer = consumer
         capacity_task: asyncio.Task[None] | None = None
+        maintenance_task: asyncio.Task[None] | None = None
         try:
             if self.serve_metrics:
                 await self._start_web()
             if self.capacity is not None:
                 capacity_task = asyncio.create_task(self.capacity.run(self._stopping))
+            maintenance_task = asyncio.create_task(self._follow_maintenance())
             log.info(
                 "history: %s -> InfluxDB %s (group %s, batch %d, buffer %d)",
                 ", ".join(self.topics),
@@ -439,10 +459,11 @@ class HistoryExporter:
             await self._drain()
         finally:
             self._consumer = None
-            if capacity_task is not None:
-                capacity_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await capacity_task
+            for task in (capacity_task, maintenance_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await consumer.stop()
             await self.sink.close()
             if self._web is not None:
@@ -493,24 +514,97 @@ class HistoryExporter:
             )
         self.metrics.paused.set(1 if full else 0)
 
+    # ---------------------------------------------------------------- maintenance windows
+
+    async def _follow_maintenance(self) -> None:
+        """Read ``<prefix>.maintenance`` from the beginning and write its windows, until stop.
+
+        Its own consumer without a group (nothing to commit, see the module docstring). If
+        the topic does not exist yet, or Kafka refuses, it says so and tries again.
+        """
+        topic = maintenance_topic(self.settings)
+        while not self._stopping.is_set():
+            consumer = AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=None,
+                client_id=f"{self.group_id}-maintenance-{id(self):x}",
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                auto_offset_reset="earliest",
+                **client_options(self.settings),
+            )
+            try:
+                await consumer.start()
+                while not self._stopping.is_set():
+                    batches = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
+                    for records in batches.values():
+                        await self._write_windows(records)
+            except KafkaError as exc:
+                # read again from the beginning: the points already written are overwritten
+                log.warning(
+                    "history: cannot read maintenance windows from %s: %s; is the topic "
+                    "created (`python -m arcbeat.deploy.topics`)? Retrying in 30 s",
+                    topic,
+                    exc,
+                )
+            finally:
+                await consumer.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 30.0)
+
+    async def _write_windows(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """Write the ``maintenance`` points of ``records``; a failed write is retried with
+        backoff until it succeeds or the exporter stops."""
+        now = time.monotonic()
+        lines: list[tuple[_Entry, str]] = []
+        for record in records:
+            if not record.value:  # a deleted window: its point stays as history
+                continue
+            tp = TopicPartition(record.topic, record.partition)
+            try:
+                points = maintenance_points(decode(record.value))
+            except PointError as exc:
+                self._skip(tp, record.offset, exc)
+                continue
+            entry = _Entry(tp, record.offset, points, now)
+            lines.extend((entry, line) for line in points)
+        backoff = self.backoff_initial
+        while lines and not self._stopping.is_set():
+            try:
+                written = await self._write(lines)
+            except SinkError as exc:
+                self.metrics.failures.inc()
+                log.error("history: maintenance windows: %s; retrying in %.1f s", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+                continue
+            self.metrics.written.inc(written)
+            self.metrics.last_write.set(time.time())
+            return
+
     # ---------------------------------------------------------------- records in
 
     def _ingest(self, tp: TopicPartition, record: ConsumerRecord[Any, Any], now: float) -> None:
         try:
             lines = value_to_lines(record.value)
         except PointError as exc:
-            self.metrics.skipped.labels(reason=exc.reason).inc()
-            log.warning(
-                "history: skipping %s[%d]@%d (reason=%s): %s; the record stays in Kafka",
-                tp.topic,
-                tp.partition,
-                record.offset,
-                exc.reason,
-                exc.detail,
-            )
+            self._skip(tp, record.offset, exc)
             lines = []
         self._entries.append(_Entry(tp, record.offset, lines, now))
         self._points += len(lines)
+
+    def _skip(self, tp: TopicPartition, offset: int, exc: PointError) -> None:
+        self.metrics.skipped.labels(reason=exc.reason).inc()
+        log.warning(
+            "history: skipping %s[%d]@%d (reason=%s): %s; the record stays in Kafka",
+            tp.topic,
+            tp.partition,
+            offset,
+            exc.reason,
+            exc.detail,
+        )
 
     # ---------------------------------------------------------------- points out
 
@@ -718,7 +812,8 @@ def add_history_command(
         help="export status and fleet history from Kafka to InfluxDB",
         description=(
             "Consume <prefix>.status and <prefix>.fleet and write InfluxDB points "
-            "(measurements transitions, scope_events, fleet, availability, capacity). "
+            "(measurements transitions, scope_events, fleet, availability, capacity), and "
+            "the maintenance windows of <prefix>.maintenance (measurement maintenance). "
             "Offsets are committed only after InfluxDB accepted the points, so an InfluxDB "
             "outage or a kill loses nothing. Every ARCBEAT_CAPACITY_INTERVAL (default 60s, "
             "0 = off) it also computes the capacity report from a worker's GET /capacity "

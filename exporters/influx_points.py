@@ -21,14 +21,27 @@ Measurements (database/bucket ``arcbeat``)::
                   time = snapshot at (aligned by the worker, so sum() over partitions per
                   time bucket is the fleet)
     availability  tags resource_id, subscription_id, location; fields received, expected
-                  (int), availability (float, received/expected; absent when expected is 0);
-                  time = windowStart
+                  (int), availability (float, received/expected; absent when expected is 0),
+                  planned_seconds (float s of the window inside maintenance windows, 0 if
+                  none); time = windowStart. received and expected already leave planned time
+                  out, so availability excludes planned downtime.
     capacity      tags kind, scope; fields used, limit (int), ratio (float, absent when
                   limit is 0); time = at (aligned by the emitter)
+    maintenance   tag window_id; fields reason, created_by, selector (the selector as JSON),
+                  recurrence (the weekly schedule as JSON, "" for a one-off window),
+                  ended_by ("" unless ended early) (strings), start, end (float unix s;
+                  end is when the window was ended if that was earlier, never before start);
+                  time = start. One point per window: a change (a window ended early)
+                  overwrites it. A recurring window is one point over its whole span; its
+                  occurrences are in the recurrence field.
 
 Capacity snapshots travel on ``<prefix>.fleet`` as
 ``{"type": "CapacitySnapshot", "at": "<RFC3339>", "kind": "...", "scope": "...",
-"used": n, "limit": n}``.
+"used": n, "limit": n}``. Maintenance windows are the values of the compacted
+``<prefix>.maintenance`` topic (``{"id": "mw-...", "selector": {...}, "start": "<RFC3339>",
+"end": "<RFC3339>", "recurrence": null | {...}, "reason": "...", "createdBy": "...",
+"createdAt": "<RFC3339>", "endedBy": null | "...", "endedAt": null | "<RFC3339>"}``, no
+``type``); :func:`maintenance_points` converts one.
 
 Line protocol escaping follows InfluxDB 1.x's parser (also used by 2.x): in measurement
 names commas and spaces are escaped; in tag keys, tag values and field keys commas, spaces
@@ -47,9 +60,12 @@ InfluxQL to read it back (also in :data:`QUERIES`)::
     SELECT sum(connected) AS connected, sum(disconnected) AS disconnected,
            sum(expired) AS expired
       FROM fleet WHERE scope = 'fleet' AND time > now() - 1d GROUP BY time(10s)
-    -- availability of one machine per window
-    SELECT received, expected, availability FROM availability
+    -- availability of one machine per window (planned downtime excluded, and beside it)
+    SELECT received, expected, availability, planned_seconds FROM availability
       WHERE resource_id = '<lower-case resource id>' AND time > now() - 7d
+    -- maintenance windows that started in the last 30 days
+    SELECT window_id, reason, created_by, selector, "end" FROM maintenance
+      WHERE time > now() - 30d
     -- capacity use over time
     SELECT last(used) AS used, last("limit") AS "limit", last(ratio) AS ratio
       FROM capacity WHERE time > now() - 30d GROUP BY time(1h), kind, scope
@@ -76,6 +92,7 @@ __all__ = [
     "escape_string_field",
     "escape_tag",
     "format_line",
+    "maintenance_points",
     "record_to_lines",
     "rfc3339_to_ns",
     "value_to_lines",
@@ -343,6 +360,7 @@ def _window_counts(rec: Mapping[str, Any]) -> list[str]:
     fields: dict[str, FieldValue] = {"received": received, "expected": expected}
     if expected > 0:
         fields["availability"] = received / expected
+    fields["planned_seconds"] = _opt_float(rec, "plannedSeconds", 0.0)
     tags = {
         "resource_id": _req_str(rec, "resourceId").lower(),
         "subscription_id": _opt_str(rec, "subscriptionId"),
@@ -368,6 +386,45 @@ def _capacity_snapshot(rec: Mapping[str, Any]) -> list[str]:
             _req_time(rec, "at"),
         )
     ]
+
+
+def _json_text(value: Any) -> str:
+    """A JSON object as a compact string field, keys sorted so a rewrite writes the same."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def maintenance_points(value: Mapping[str, Any]) -> list[str]:
+    """The ``maintenance`` point of one decoded ``<prefix>.maintenance`` value (a window);
+    PointError(schema, ...) when a required field is missing or of the wrong type."""
+    try:
+        window_id = _req_str(value, "id")
+        selector = value.get("selector")
+        if not isinstance(selector, dict) or not selector:
+            raise PointError(
+                REASON_SCHEMA, f"field 'selector' must be a non-empty object, got {selector!r}"
+            )
+        recurrence = value.get("recurrence")
+        if recurrence is not None and not isinstance(recurrence, dict):
+            raise PointError(
+                REASON_SCHEMA, f"field 'recurrence' must be an object or null, got {recurrence!r}"
+            )
+        start_ns = _req_time(value, "start")
+        end_ns = _req_time(value, "end")
+        if value.get("endedAt") is not None:
+            end_ns = min(end_ns, _req_time(value, "endedAt"))
+        fields: dict[str, FieldValue] = {
+            "reason": _opt_str(value, "reason"),
+            "created_by": _opt_str(value, "createdBy"),
+            "selector": _json_text(selector),
+            "recurrence": "" if recurrence is None else _json_text(recurrence),
+            "ended_by": _opt_str(value, "endedBy"),
+            "start": start_ns / 1e9,
+            # ended before it started: it covered nothing
+            "end": max(start_ns, end_ns) / 1e9,
+        }
+        return [format_line("maintenance", {"window_id": window_id}, fields, start_ns)]
+    except PointError as exc:
+        raise PointError(exc.reason, f"maintenance window: {exc.detail}") from exc
 
 
 _CONVERTERS = {
@@ -435,12 +492,17 @@ QUERIES: Final[Mapping[str, str]] = {
         "WHERE scope =~ /^location=/ AND time > now() - 1d GROUP BY time(10s), scope"
     ),
     "machine_availability": (
-        "SELECT received, expected, availability FROM availability "
+        "SELECT received, expected, availability, planned_seconds FROM availability "
         "WHERE resource_id = '<lower-case resource id>' AND time > now() - 7d"
     ),
     "fleet_availability": (
-        "SELECT sum(received) / sum(expected) AS availability FROM availability "
+        "SELECT sum(received) / sum(expected) AS availability, "
+        "sum(planned_seconds) AS planned_seconds FROM availability "
         "WHERE time > now() - 7d GROUP BY time(1h)"
+    ),
+    "maintenance_windows": (
+        'SELECT window_id, reason, created_by, selector, recurrence, "start", "end", ended_by '
+        "FROM maintenance WHERE time > now() - 30d"
     ),
     "capacity_over_time": (
         'SELECT last(used) AS used, last("limit") AS "limit", last(ratio) AS ratio '

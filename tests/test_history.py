@@ -31,7 +31,12 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from arcbeat.deploy.stack import Stack
 from arcbeat.deploy.topics import ensure_topics_async
-from arcbeat.exporters.history import HistoryExporter, fleet_topic, history_group_id
+from arcbeat.exporters.history import (
+    HistoryExporter,
+    fleet_topic,
+    history_group_id,
+    maintenance_topic,
+)
 from arcbeat.exporters.influx_points import QUERIES
 from arcbeat.exporters.sinks import SinkError, V1Sink, V2Sink, make_sink, quote_ident
 from arcbeat.streams.settings import Settings
@@ -437,6 +442,62 @@ async def test_exports_every_record_type_and_commits(env: Settings) -> None:
     assert sorted(await transition_ids(url, db)) == sorted(ids)
     rows = await influx_rows(url, db, "SELECT count(connected) FROM fleet")
     assert rows[0][1] == 2 * len(snapshots)
+
+
+async def test_maintenance_windows_become_points(env: Settings) -> None:
+    """``<prefix>.maintenance`` (read from the beginning, without a group): one point per
+    window at its start, the latest value of a window winning; a tombstone writes nothing;
+    another exporter (nothing was committed) writes the same points again."""
+    s = env
+    window = {
+        "id": "mw-1",
+        "selector": {"location": "westeurope"},
+        "start": iso(BASE),
+        "end": iso(BASE + 7200),
+        "recurrence": None,
+        "reason": "patching",
+        "createdBy": "alice",
+        "createdAt": iso(BASE - 60),
+        "endedBy": None,
+        "endedAt": None,
+    }
+    ended = {**window, "endedBy": "bob", "endedAt": iso(BASE + 1800)}
+    weekly = {
+        **window,
+        "id": "mw-2",
+        "selector": {"resourceIds": [rid(1)]},
+        "start": iso(BASE + 86400),
+        "end": iso(BASE + 30 * 86400),
+        "recurrence": {"days": ["sat"], "at": "02:00", "duration": 3600.0, "timeZone": "UTC"},
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in (window, weekly, ended):
+            await producer.send(maintenance_topic(s), orjson.dumps(value), key=value["id"].encode())
+        await producer.send(maintenance_topic(s), None, key=b"mw-gone")
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    url, db = s.influx_url, s.influx_db
+    query = 'SELECT window_id, reason, ended_by, "start", "end" FROM maintenance'
+    for group in (history_group_id(s), f"{s.app_id}-again"):
+        registry = CollectorRegistry()
+        exporter = HistoryExporter(s, make_sink(s), registry=registry, group_id=group)
+        async with running(exporter):
+
+            async def written(registry: CollectorRegistry = registry) -> bool:
+                return sample(registry, "arcbeat_history_points_written_total") >= 3
+
+            await wait_for("the maintenance windows", written, 60)
+        rows = await influx_rows(url, db, query)
+        assert [row[1:] for row in rows] == [
+            ["mw-1", "patching", "bob", float(BASE), float(BASE + 1800)],
+            ["mw-2", "patching", "", float(BASE + 86400), float(BASE + 30 * 86400)],
+        ]
+        assert rows[0][0] == "2024-05-01T12:00:00Z"  # time = start
+        assert sample(registry, "arcbeat_history_skipped_total", reason="empty") == 0
 
 
 async def test_influxdb_outage_loses_nothing(

@@ -22,6 +22,7 @@ from arcbeat.exporters.influx_points import (
     escape_string_field,
     escape_tag,
     format_line,
+    maintenance_points,
     record_to_lines,
     rfc3339_to_ns,
     value_to_lines,
@@ -308,10 +309,133 @@ def test_window_counts() -> None:
     (line,) = record_to_lines(rec)
     _, tags, fields, ts = parse_line(line)
     assert tags == {"resource_id": RID.lower(), "subscription_id": SUB, "location": "westeurope"}
-    assert fields == {"received": 11, "expected": 12, "availability": 11 / 12}
+    # no plannedSeconds: no planned downtime in the window
+    assert fields == {
+        "received": 11,
+        "expected": 12,
+        "availability": 11 / 12,
+        "planned_seconds": 0.0,
+    }
     assert ts == 3600 * 10**9
     (line,) = record_to_lines({**rec, "expected": 0, "received": 0})
     assert "availability=" not in line
+
+
+def test_window_counts_with_planned_downtime() -> None:
+    """received/expected already leave planned time out; plannedSeconds is written beside."""
+    rec = {
+        "type": "WindowCounts",
+        "resourceId": RID,
+        "windowStart": "1970-01-01T01:00:00Z",
+        "windowEnd": "1970-01-01T02:00:00Z",
+        "received": 6,
+        "expected": 6,
+        "plannedSeconds": 1800,
+    }
+    _, _, fields, _ = parse_line(record_to_lines(rec)[0])
+    assert fields["availability"] == 1.0
+    assert fields["planned_seconds"] == 1800.0 and isinstance(fields["planned_seconds"], float)
+    # a window entirely in maintenance expects nothing: no availability, only planned time
+    _, _, fields, _ = parse_line(
+        record_to_lines({**rec, "received": 0, "expected": 0, "plannedSeconds": 3600.0})[0]
+    )
+    assert fields == {"received": 0, "expected": 0, "planned_seconds": 3600.0}
+    with pytest.raises(PointError, match="plannedSeconds") as exc:
+        record_to_lines({**rec, "plannedSeconds": "1h"})
+    assert exc.value.reason == "schema"
+
+
+def window(**over: object) -> dict[str, object]:
+    """A ``<prefix>.maintenance`` value (the maintenance window contract)."""
+    rec: dict[str, object] = {
+        "id": "mw-20240501-1200-ab12cd",
+        "selector": {"subscriptionId": SUB, "resourceGroup": "Prod-RG", "tags": {"env": "prod"}},
+        "start": "2024-05-01T12:00:00Z",
+        "end": "2024-05-01T14:00:00Z",
+        "recurrence": None,
+        "reason": 'patching "May"',
+        "createdBy": "alice",
+        "createdAt": "2024-05-01T11:00:00Z",
+        "endedBy": None,
+        "endedAt": None,
+    }
+    rec.update(over)
+    return rec
+
+
+def test_maintenance_point() -> None:
+    (line,) = maintenance_points(window())
+    measurement, tags, fields, ts = parse_line(line)
+    assert measurement == "maintenance"
+    assert tags == {"window_id": "mw-20240501-1200-ab12cd"}
+    assert fields == {
+        "reason": 'patching "May"',
+        "created_by": "alice",
+        "selector": orjson.dumps(
+            {"resourceGroup": "Prod-RG", "subscriptionId": SUB, "tags": {"env": "prod"}}
+        ).decode(),
+        "recurrence": "",
+        "ended_by": "",
+        "start": 1714564800.0,
+        "end": 1714572000.0,
+    }
+    assert ts == 1714564800 * 10**9  # time = start
+    # re-delivery writes the same line (selector keys sorted, no clock)
+    shuffled = window(
+        selector={"tags": {"env": "prod"}, "resourceGroup": "Prod-RG", "subscriptionId": SUB}
+    )
+    assert maintenance_points(shuffled) == [line]
+
+
+def test_maintenance_point_of_an_ended_recurring_window() -> None:
+    recurrence = {
+        "days": ["sat", "sun"],
+        "at": "02:00",
+        "duration": 7200.0,
+        "timeZone": "Europe/Berlin",
+    }
+    rec = window(
+        selector={"resourceIds": [RID]},
+        end="2024-06-01T00:00:00Z",
+        recurrence=recurrence,
+        endedBy="bob",
+        endedAt="2024-05-10T08:30:00Z",
+    )
+    _, _, fields, ts = parse_line(maintenance_points(rec)[0])
+    assert fields["ended_by"] == "bob"
+    # ended early: the point ends when it was ended (same series and time: an overwrite)
+    assert fields["end"] == datetime(2024, 5, 10, 8, 30, tzinfo=UTC).timestamp()
+    assert orjson.loads(str(fields["recurrence"])) == recurrence
+    assert orjson.loads(str(fields["selector"])) == {"resourceIds": [RID]}
+    assert ts == 1714564800 * 10**9
+    # ended before it began: it covered nothing, end = start
+    _, _, fields, _ = parse_line(
+        maintenance_points(window(endedBy="bob", endedAt="2024-05-01T10:00:00Z"))[0]
+    )
+    assert fields["end"] == fields["start"]
+
+
+@pytest.mark.parametrize(
+    ("over", "words"),
+    [
+        ({"id": ""}, "'id'"),
+        ({"selector": None}, "'selector'"),
+        ({"selector": {}}, "'selector'"),
+        ({"start": "soon"}, "'start'"),
+        ({"end": None}, "'end'"),
+        ({"endedAt": "later"}, "'endedAt'"),
+        ({"reason": 7}, "'reason'"),
+        ({"recurrence": "weekly"}, "'recurrence'"),
+        ({"id": "mw-1\\"}, "backslash"),
+        ({"id": "mw-\n1"}, "line break"),
+    ],
+)
+def test_bad_maintenance_windows_say_why(over: dict[str, object], words: str) -> None:
+    with pytest.raises(PointError) as exc:
+        maintenance_points(window(**over))
+    assert exc.value.reason in ("schema", "unrepresentable")
+    assert str(exc.value).startswith("maintenance window: ")
+    assert words in str(exc.value)
 
 
 def test_capacity() -> None:
@@ -376,5 +500,12 @@ def test_extra_fields_are_ignored() -> None:
 
 def test_queries_name_every_measurement() -> None:
     text = " ".join(QUERIES.values())
-    for measurement in ("transitions", "scope_events", "fleet", "availability", "capacity"):
+    for measurement in (
+        "transitions",
+        "scope_events",
+        "fleet",
+        "availability",
+        "capacity",
+        "maintenance",
+    ):
         assert f"FROM {measurement} " in text
