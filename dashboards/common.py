@@ -80,6 +80,50 @@ class InfluxQL(cogbuilder.Builder[cogvariants.Dataquery]):
         return self
 
 
+class InfluxAnnotationQuery(dm.AnnotationQuery):
+    """A raw InfluxQL annotation query of Grafana's InfluxDB datasource.
+
+    The SDK's annotation target only has the fields of Grafana's own annotations, so the
+    InfluxDB target (query and column mapping) is written here. Grafana's InfluxQL backend
+    names each column ``<measurement>.<column>``: text and tags columns match by substring,
+    the end time column exactly, so ``time_end_column`` is given with the measurement.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        query: str,
+        *,
+        text_column: str,
+        tags_columns: Sequence[str],
+        time_end_column: str,
+        icon_color: str,
+    ) -> None:
+        super().__init__(name=name, datasource=INFLUXDB, enable=True, icon_color=icon_color)
+        self.influx_target: dict[str, object] = {
+            "query": " ".join(query.split()),
+            "rawQuery": True,
+            "fromAnnotations": True,
+            "refId": "Anno",
+            "textColumn": text_column,
+            "tagsColumn": ",".join(tags_columns),
+            "timeEndColumn": time_end_column,
+        }
+
+    def to_json(self) -> dict[str, object]:
+        out = super().to_json()
+        out["target"] = self.influx_target
+        return out
+
+
+class InfluxAnnotation(cogbuilder.Builder[dm.AnnotationQuery]):
+    def __init__(self, internal: InfluxAnnotationQuery) -> None:
+        self._internal = internal
+
+    def build(self) -> dm.AnnotationQuery:
+        return self._internal
+
+
 def prom(
     expr: str,
     legend: str | None = None,
@@ -223,6 +267,10 @@ class Board:
             .timezone("utc")
         )
         self._next_id = 1
+
+    def annotation(self, annotation: cogbuilder.Builder[dm.AnnotationQuery]) -> Self:
+        self.builder = self.builder.annotation(annotation)
+        return self
 
     def variable(self, variable: cogbuilder.Builder[dm.VariableModel]) -> Self:
         self.builder = self.builder.with_variable(variable)

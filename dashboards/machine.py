@@ -1,5 +1,7 @@
 """Machine detail: one machine's status timeline, availability per window, transitions and
-last heartbeat (SPEC 5), mostly from the InfluxDB history.
+last heartbeat (SPEC 5), mostly from the InfluxDB history. Availability leaves planned
+downtime (maintenance windows) out; the planned seconds are shown beside it, and the
+maintenance windows are annotations on the time panels.
 
 The machine is picked from InfluxDB tag values, narrowed by subscription, resource group and
 location (also InfluxDB tags): Prometheus only has per-machine series for Disconnected
@@ -16,6 +18,8 @@ from arcbeat.dashboards.common import (
     INFLUXDB,
     WARN,
     Board,
+    InfluxAnnotation,
+    InfluxAnnotationQuery,
     InfluxQL,
     influx_variable,
     organize,
@@ -33,14 +37,31 @@ from grafana_foundation_sdk.models import dashboard as dm
 UID = "arcbeat-machine"
 MACHINE = "\"resource_id\" = '$resource_id'"
 
+# Every maintenance window that overlaps the time range (it starts before the range ends and
+# ends after it starts), from the history's maintenance measurement. Kept simple: all windows,
+# not only those whose selector covers this machine; the tags name the window and its author.
+MAINTENANCE_ANNOTATION = InfluxAnnotationQuery(
+    "Maintenance windows",
+    """SELECT "reason", "window_id", "created_by", "end" * 1000 AS "time_end"
+    FROM "maintenance" WHERE time <= ${__to}ms AND "end" >= ${__from:date:seconds}""",
+    text_column="reason",
+    tags_columns=("window_id", "created_by"),
+    time_end_column="maintenance.time_end",
+    icon_color="blue",
+)
+
 
 def build() -> dict[str, Any]:
     board = Board(
         UID,
         "arcbeat / Machine detail",
-        "One machine: status timeline, availability per window, transitions, last heartbeat.",
+        "One machine: status timeline, availability per window (planned downtime excluded, "
+        "planned seconds beside it), transitions, last heartbeat. The blue regions are "
+        "maintenance windows: all windows in range, not only those covering this machine "
+        "(hover for the reason, the window id and who created it).",
     )
     board.builder = board.builder.time("now-7d", "now").refresh("1m")
+    board.annotation(InfluxAnnotation(MAINTENANCE_ANNOTATION))
     board.variable(
         influx_variable(
             "subscription",
@@ -90,11 +111,11 @@ def build() -> dict[str, Any]:
         stat_panel(
             "Offline for",
             prom('time() - max(arcbeat_machine_offline{resource_id="$resource_id"})', instant=True),
-            w=6,
+            w=4,
             unit="s",
             no_value="not offline",
             description="From the live per-machine series, which exist only while the machine "
-            "is Disconnected.",
+            "is Disconnected (also inside a maintenance window: status stays the truth).",
             steps=((None, WARN), (3600, BAD)),
         ),
         stat_panel(
@@ -118,13 +139,29 @@ def build() -> dict[str, Any]:
                 f"""SELECT sum("received") / sum("expected") AS "availability"
                 FROM "availability" WHERE {MACHINE} AND $timeFilter"""
             ),
-            w=6,
+            w=4,
             unit="percentunit",
             decimals=2,
             no_value="-",
             datasource=INFLUXDB,
-            description="Heartbeats received / expected over the closed windows in range.",
+            description="Heartbeats received / expected over the closed windows in range. "
+            "Time inside maintenance windows is planned, not downtime: it counts in neither "
+            "(see Planned downtime).",
             steps=((None, BAD), (0.9, WARN), (0.99, GOOD)),
+        ),
+        stat_panel(
+            "Planned downtime (range)",
+            InfluxQL(
+                f"""SELECT sum("planned_seconds") AS "planned_seconds"
+                FROM "availability" WHERE {MACHINE} AND $timeFilter"""
+            ),
+            w=4,
+            unit="s",
+            no_value="0",
+            datasource=INFLUXDB,
+            description="Time of the closed windows in range that maintenance windows covered; "
+            "left out of the availability beside it.",
+            steps=((None, "blue"),),
         ),
     )
 
@@ -151,11 +188,13 @@ def build() -> dict[str, Any]:
                 f"""SELECT mean("availability") AS "availability" FROM "availability"
                 WHERE {MACHINE} AND $timeFilter GROUP BY time($__interval) fill(none)"""
             ),
-            w=12,
+            w=8,
             unit="percentunit",
             datasource=INFLUXDB,
             bars=True,
             steps=((None, BAD), (0.9, WARN), (0.99, GOOD)),
+            description="Planned downtime excluded; a window entirely inside maintenance has "
+            "no availability (nothing was expected).",
         )
         .min(0)
         .max(1),
@@ -166,8 +205,21 @@ def build() -> dict[str, Any]:
                 FROM "availability" WHERE {MACHINE} AND $timeFilter
                 GROUP BY time($__interval) fill(none)"""
             ),
-            w=12,
+            w=8,
             datasource=INFLUXDB,
+            description="Expected leaves out the time inside maintenance windows.",
+        ),
+        timeseries_panel(
+            "Planned downtime per window",
+            InfluxQL(
+                f"""SELECT sum("planned_seconds") AS "planned_seconds" FROM "availability"
+                WHERE {MACHINE} AND $timeFilter GROUP BY time($__interval) fill(none)"""
+            ),
+            w=8,
+            unit="s",
+            datasource=INFLUXDB,
+            bars=True,
+            description="Seconds of each window that maintenance windows covered.",
         ),
     )
 

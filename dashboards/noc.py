@@ -1,5 +1,6 @@
-"""NOC overview: fleet by status, who is offline and for how long, transitions, detection
-delay, pipeline health and scope silence (SPEC 5)."""
+"""NOC overview: fleet by status, who is offline and for how long, maintenance windows and
+availability (planned downtime excluded), transitions, detection delay, pipeline health and
+scope silence (SPEC 5)."""
 
 from __future__ import annotations
 
@@ -41,15 +42,25 @@ OFFLINE_FILTER = (
     'subscription=~"$subscription", resource_group=~"$resource_group", location=~"$location"'
 )
 # One series per Disconnected machine; `max by` folds the copies two workers may both
-# export for a moment during a rebalance.
+# export for a moment during a rebalance. maintenance: the window covering it, if any.
 OFFLINE_BY_MACHINE = (
-    "max by (resource_id, machine_name, subscription, resource_group, location) "
+    "max by (resource_id, machine_name, subscription, resource_group, location, maintenance) "
     f"(arcbeat_machine_offline{{{OFFLINE_FILTER}}})"
 )
 INFLUX_FILTER = (
     '"location" =~ /^$location$/ AND "subscription_id" =~ /^$subscription$/ '
     'AND "resource_group" =~ /^$resource_group$/'
 )
+
+
+def with_maintenance_column(expr: str) -> str:
+    """``expr`` with maintenance="-" on machines outside any window, so every table row has
+    the column (Prometheus drops an empty label)."""
+    return f'label_replace({expr}, "maintenance", "-", "maintenance", "")'
+
+
+# Availability points have no resource group tag.
+AVAILABILITY_FILTER = '"location" =~ /^$location$/ AND "subscription_id" =~ /^$subscription$/'
 
 
 def _quantile(q: float, metric: str, ref: str) -> prometheus.Dataquery:
@@ -153,7 +164,9 @@ def build() -> dict[str, Any]:
         bargauge_panel(
             "Offline ratio by location",
             prom(
-                f'sort_desc((sum by (location) (arcbeat_machines{{status="Disconnected", {LOC}}})'
+                f'sort_desc(((sum by (location) (arcbeat_machines{{status="Disconnected", {LOC}}})'
+                f" - (sum by (location) (arcbeat_machines_offline_in_maintenance{{{LOC}}})"
+                f' or sum by (location) (arcbeat_machines{{status="Disconnected", {LOC}}}) * 0))'
                 f" or sum by (location) (arcbeat_machines{{{LOC}}}) * 0) / clamp_min(sum by "
                 f'(location) (arcbeat_machines{{status=~"Connected|Disconnected", {LOC}}}), 1))',
                 "{{location}}",
@@ -163,7 +176,9 @@ def build() -> dict[str, Any]:
             unit="percentunit",
             max_value=1,
             steps=((None, GOOD), (0.05, WARN), (0.2, BAD)),
-            description="Feeds ArcLocationOfflineRatio.",
+            description="Disconnected outside maintenance windows / (Connected + "
+            "Disconnected), as ArcLocationOfflineRatio sees it: a planned reboot of a "
+            "location does not count.",
         ),
     )
 
@@ -209,15 +224,24 @@ def build() -> dict[str, Any]:
         table.Panel()
         .title("Offline machines (how long)")
         .description(
-            "One row per Disconnected machine, longest offline first. Click a machine for its "
-            "detail dashboard."
+            "One row per Disconnected machine, longest offline first; maintenance is the id of "
+            "the maintenance window covering it ('-' for none; planned: no ticket, no page). "
+            "Click a machine for its detail dashboard."
         )
         .datasource(PROMETHEUS)
         .span(16)
         .height(12)
         .unit("s")
-        .with_target(prom(f"sort_desc(time() - {OFFLINE_BY_MACHINE})", table=True, ref="A"))
-        .with_target(prom(f"{OFFLINE_BY_MACHINE} * 1000", table=True, ref="B"))
+        .with_target(
+            prom(
+                f"sort_desc({with_maintenance_column(f'time() - {OFFLINE_BY_MACHINE}')})",
+                table=True,
+                ref="A",
+            )
+        )
+        .with_target(
+            prom(with_maintenance_column(f"{OFFLINE_BY_MACHINE} * 1000"), table=True, ref="B")
+        )
         .with_transformation(merge())
         .with_transformation(
             organize(
@@ -255,6 +279,84 @@ def build() -> dict[str, Any]:
             w=8,
             h=12,
             steps=((None, BAD),),
+        ),
+    )
+
+    # --- maintenance and availability ---------------------------------------------------
+    board.row(
+        "Maintenance and availability",
+        stat_panel(
+            "Active maintenance windows",
+            prom("max(arcbeat_maintenance_windows_active) or vector(0)", instant=True),
+            w=6,
+            description="Maintenance windows in force now (every worker knows every window).",
+            steps=((None, "text"), (1, "blue")),
+        ),
+        stat_panel(
+            "Offline in maintenance",
+            prom(
+                f"sum(arcbeat_machines_offline_in_maintenance{{{LOC}}}) or vector(0)",
+                instant=True,
+            ),
+            w=6,
+            description="Disconnected machines inside a maintenance window: planned downtime, "
+            "left out of the offline-ratio pages; they raise no ticket or page while the window "
+            "lasts.",
+            steps=((None, "text"), (1, "blue")),
+        ),
+        stat_panel(
+            "Availability (range)",
+            InfluxQL(
+                f"""SELECT sum("received") / sum("expected") AS "availability"
+                FROM "availability" WHERE $timeFilter AND {AVAILABILITY_FILTER}"""
+            ),
+            w=6,
+            unit="percentunit",
+            decimals=2,
+            no_value="-",
+            datasource=INFLUXDB,
+            description="Heartbeats received / expected over the closed windows in range "
+            "(location and subscription filters). Time inside maintenance windows is planned, "
+            "not downtime: it counts in neither.",
+            steps=((None, BAD), (0.9, WARN), (0.99, GOOD)),
+        ),
+        stat_panel(
+            "Planned downtime (range)",
+            InfluxQL(
+                f"""SELECT sum("planned_seconds") AS "planned_seconds"
+                FROM "availability" WHERE $timeFilter AND {AVAILABILITY_FILTER}"""
+            ),
+            w=6,
+            unit="s",
+            datasource=INFLUXDB,
+            description="Machine-seconds of the closed windows in range that maintenance "
+            "windows covered, left out of the availability beside it.",
+            steps=((None, "blue"),),
+        ),
+        timeseries_panel(
+            "Availability per interval (planned downtime excluded)",
+            InfluxQL(
+                f"""SELECT sum("received") / sum("expected") AS "availability"
+                FROM "availability" WHERE $timeFilter AND {AVAILABILITY_FILTER}
+                GROUP BY time($__interval) fill(none)"""
+            ),
+            w=12,
+            unit="percentunit",
+            datasource=INFLUXDB,
+            steps=((None, BAD), (0.9, WARN), (0.99, GOOD)),
+        ),
+        timeseries_panel(
+            "Planned downtime per interval",
+            InfluxQL(
+                f"""SELECT sum("planned_seconds") AS "planned_seconds"
+                FROM "availability" WHERE $timeFilter AND {AVAILABILITY_FILTER}
+                GROUP BY time($__interval) fill(none)"""
+            ),
+            w=12,
+            unit="s",
+            datasource=INFLUXDB,
+            bars=True,
+            description="Machine-seconds covered by maintenance windows, per interval.",
         ),
     )
 

@@ -62,6 +62,8 @@ CONTRACT_METRICS = {
     "arcbeat_machine_series_overflow",
     "arcbeat_machine_series_overflow_total",
     "arcbeat_flapping_machines",
+    "arcbeat_machines_offline_in_maintenance",
+    "arcbeat_maintenance_windows_active",
     "arcbeat_capacity_used",
     "arcbeat_capacity_limit",
     "arcbeat_capacity_use_ratio",
@@ -94,8 +96,19 @@ INFLUX_SCHEMA = {
         "received",
         "expected",
         "availability",
+        "planned_seconds",
     },
     "capacity": {"kind", "scope", "used", "limit", "ratio"},
+    "maintenance": {
+        "window_id",
+        "reason",
+        "created_by",
+        "selector",
+        "recurrence",
+        "ended_by",
+        "start",
+        "end",
+    },
 }
 
 
@@ -240,14 +253,63 @@ def test_promql_uses_only_contract_metrics(dashboards):
 def test_influxql_uses_only_the_contract_schema(dashboards):
     known = set(INFLUX_SCHEMA) | set().union(*INFLUX_SCHEMA.values())
     for d in dashboards.values():
-        for q in panel_queries(d) + variable_queries(d):
-            if q.datasource != "influxdb":
-                continue
-            aliases = set(re.findall(r'\bAS "(\w+)"', q.query))
-            measurements = set(re.findall(r'\bFROM "(\w+)"', q.query))
-            assert measurements and measurements <= set(INFLUX_SCHEMA), q.where
-            idents = set(re.findall(r'"(\w+)"', q.query))
-            assert idents <= known | aliases, f"{q.where}: unknown {idents - known - aliases}"
+        queries = [
+            (q.where, q.query)
+            for q in panel_queries(d) + variable_queries(d)
+            if q.datasource == "influxdb"
+        ]
+        queries += [(f"{d['uid']} / annotation", a) for a in _annotation_queries(d)]
+        for where, query in queries:
+            aliases = set(re.findall(r'\bAS "(\w+)"', query))
+            measurements = set(re.findall(r'\bFROM "(\w+)"', query))
+            assert measurements and measurements <= set(INFLUX_SCHEMA), where
+            idents = set(re.findall(r'"(\w+)"', query))
+            assert idents <= known | aliases, f"{where}: unknown {idents - known - aliases}"
+
+
+def _annotation_queries(dashboard: dict[str, Any]) -> list[str]:
+    return [
+        a["target"]["query"]
+        for a in dashboard.get("annotations", {}).get("list", [])
+        if a.get("datasource", {}).get("type") == "influxdb"
+    ]
+
+
+def test_machine_dashboard_shows_maintenance_windows_as_annotations(dashboards):
+    (annotation,) = dashboards["arcbeat-machine"]["annotations"]["list"]
+    assert annotation["datasource"] == {"type": "influxdb", "uid": "arcbeat-influxdb"}
+    assert annotation["enable"] is True
+    target = annotation["target"]
+    assert target["rawQuery"] is True and target["fromAnnotations"] is True
+    query = target["query"]
+    assert 'FROM "maintenance"' in query
+    # windows overlapping the range: started before its end, ended after its start
+    assert "time <= ${__to}ms" in query and '"end" >= ${__from:date:seconds}' in query
+    # start is the point's time; the end in milliseconds is the region's end
+    assert '"end" * 1000 AS "time_end"' in query
+    assert target["timeEndColumn"] == "maintenance.time_end"
+    assert target["textColumn"] == "reason"
+    assert set(target["tagsColumn"].split(",")) == {"window_id", "created_by"}
+    for uid in ("arcbeat-noc", "arcbeat-capacity"):
+        assert not dashboards[uid].get("annotations", {}).get("list")
+
+
+def test_availability_excludes_planned_time_with_planned_seconds_beside_it(dashboards):
+    for uid in ("arcbeat-noc", "arcbeat-machine"):
+        titles = {q.panel_title: q for q in panel_queries(dashboards[uid])}
+        availability = titles["Availability (range)"]
+        assert 'sum("received") / sum("expected")' in availability.query
+        planned = titles["Planned downtime (range)"]
+        assert 'sum("planned_seconds")' in planned.query and 'FROM "availability"' in planned.query
+    noc = {q.panel_title: q for q in panel_queries(dashboards["arcbeat-noc"])}
+    assert noc["Active maintenance windows"].query.startswith(
+        "max(arcbeat_maintenance_windows_active)"
+    )
+    assert "arcbeat_machines_offline_in_maintenance" in noc["Offline in maintenance"].query
+    # the offline table names the covering window
+    assert noc["Offline machines (how long)"].labels[-1] == "maintenance"
+    # the location ratio is the one the page fires on: planned downtime left out
+    assert "arcbeat_machines_offline_in_maintenance" in noc["Offline ratio by location"].query
 
 
 def test_promql_parses_with_promtool(dashboards, tmp_path):
