@@ -16,7 +16,7 @@ import orjson
 from arcbeat.streams.engine import Engine, PartitionIndex
 from arcbeat.streams.machines import Slot, to_row
 
-FORMAT = 2  # 2: rows carry the fingerprint and the indexed fields
+FORMAT = 3  # 3: the header carries the fingerprint seed; rows no clock skew (derived)
 CHUNK_MACHINES = 4000  # ~1 MB a chunk: well under the producer's 4 MiB request size
 
 
@@ -78,6 +78,7 @@ def encode(idx: PartitionIndex, p: int, offset: int) -> list[bytes]:
             "snapshotBucket": idx.snapshot_bucket,
             "late": sorted(idx.late),
             "pending": idx.pending,
+            "seed": idx.seed,
         }
     )
     out = [header]
@@ -97,9 +98,9 @@ def decode(records: Iterable[bytes]) -> Restored:
     index: list[tuple[str, str, str, str, float, float | None]] = []
     add = index.append
     for raw in it:
-        for k, rec, hb, sent, seq, wstart, received, skew, fp, *ix in orjson.loads(raw):
+        for k, rec, hb, sent, seq, wstart, received, fp, *ix in orjson.loads(raw):
             ok = ix[0] == "Connected" and ix[5] is None
-            machines[k] = Slot(rec.encode(), ok, fp, hb, sent, seq, wstart, received, skew)
+            machines[k] = Slot(rec.encode(), ok, fp, hb, sent, seq, wstart, received)
             add(tuple(ix))
     if len(machines) != header["machines"]:
         raise ValueError(
@@ -120,5 +121,6 @@ def restore(engine: Engine, p: int, cp: Restored) -> int:
         pending=h.get("pending") or {},
         previous_tick=h.get("previousTick"),
         snapshot_bucket=h.get("snapshotBucket", -1),
+        seed=h.get("seed"),
     )
     return len(cp.machines)

@@ -69,7 +69,7 @@ class Slot:
     common case costs no encode, no decode and no write (see :meth:`Engine.handle_message`).
     """
 
-    __slots__ = ("fp", "hb", "ok", "rec", "received", "sent", "seq", "skew", "wstart")
+    __slots__ = ("fp", "hb", "ok", "rec", "received", "sent", "seq", "wstart")
 
     def __init__(
         self,
@@ -81,7 +81,6 @@ class Slot:
         seq: int | None,
         wstart: float | None,
         received: int,
-        skew: float,
     ) -> None:
         self.rec = rec
         self.ok = ok  # Connected and not held: a plain heartbeat may take the fast path
@@ -91,7 +90,12 @@ class Slot:
         self.seq = seq
         self.wstart = wstart  # availability window start (None: no open window)
         self.received = received
-        self.skew = skew
+
+    @property
+    def skew(self) -> float:
+        """Arrival minus sentAt of the latest heartbeat, seconds (derived: a million machines
+        would pay 32 bytes each to store it)."""
+        return round(self.hb - self.sent, 3)
 
 
 def _exact(raw: bytes) -> bytes:
@@ -146,7 +150,6 @@ def to_slot(m: Machine, fp: int) -> Slot:
         s.sequence,
         m.window_start,
         m.received,
-        m.info.skew,
     )
 
 
@@ -192,7 +195,7 @@ def to_row(key: str, slot: Slot) -> list[Any]:
     v = orjson.loads(slot.rec)
     return [
         key, slot.rec.decode(), slot.hb, slot.sent, slot.seq, slot.wstart, slot.received,
-        slot.skew, slot.fp, v[1], v[12], v[13], v[9], v[2], v[6],
+        slot.fp, v[1], v[12], v[13], v[9], v[2], v[6],
     ]  # fmt: skip
 
 

@@ -321,8 +321,10 @@ def heartbeat_payload(
 # (everything that describes the machine) and the two fields every heartbeat changes.
 _SENT_AT: Final = b',"sentAt":"'
 _TAIL_RE: Final = re.compile(
-    rb'(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3}|\.\d{6})?Z)"(?:,"sequence":(0|[1-9]\d{0,17}))?\}'
+    rb',"sentAt":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{3}|\.\d{6})?Z"'
+    rb'(?:,"sequence":(0|[1-9]\d{0,17}))?\}'
 )
+_TAIL_SECONDS: dict[bytes, int] = {}  # "2024-05-01T12:00:00" -> unix seconds (recent ones)
 
 
 def split_heartbeat(raw: bytes) -> tuple[bytes, float, int | None] | None:
@@ -334,14 +336,26 @@ def split_heartbeat(raw: bytes) -> tuple[bytes, float, int | None] | None:
     i = raw.rfind(_SENT_AT)
     if i < 0:
         return None
-    m = _TAIL_RE.fullmatch(raw, i + len(_SENT_AT))
+    m = _TAIL_RE.fullmatch(raw, i)
     if m is None:
         return None
-    try:
-        sent = _fromiso(m.group(1).decode()).timestamp()
-    except ValueError:  # e.g. month 13: the full decoder explains it
-        return None
-    seq = m.group(2)
+    whole, frac, seq = m.groups()
+    secs = _TAIL_SECONDS.get(whole)
+    if secs is None:
+        # a fleet's heartbeats of one second share it: parsing a date costs a microsecond
+        try:
+            secs = int(_fromiso(whole.decode() + "+00:00").timestamp())
+        except ValueError:  # e.g. month 13: the full decoder explains it
+            return None
+        if len(_TAIL_SECONDS) > 4096:
+            _TAIL_SECONDS.clear()
+        _TAIL_SECONDS[whole] = secs
+    if frac is None:
+        sent = float(secs)
+    else:
+        # the same rounding as datetime.timestamp(): one division of whole microseconds
+        us = int(frac[1:]) * 1000 if len(frac) == 4 else int(frac[1:])
+        sent = (secs * 1_000_000 + us) / 1_000_000
     return raw[:i], sent, int(seq) if seq is not None else None
 
 
