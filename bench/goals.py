@@ -20,7 +20,8 @@ class Goal:
 GOALS: tuple[Goal, ...] = (
     Goal(
         "throughput",
-        "sustained heartbeats per second, one worker, default settings (exactly-once)",
+        "sustained heartbeats per second, one worker, default settings (exactly-once), "
+        "fleet in steady state (onboarding rate reported beside it)",
         ">= 20,000/s (stretch 50,000)",
         20_000,
         True,
@@ -28,7 +29,7 @@ GOALS: tuple[Goal, ...] = (
     ),
     Goal(
         "throughputRatio",
-        "worker rate / raw aiokafka consume rate of the same records, same run",
+        "sustained worker rate / raw aiokafka consume rate of the same records, same run",
         ">= 0.5",
         0.5,
         True,
@@ -140,7 +141,7 @@ def _get(data: dict[str, Any], *path: str) -> Any:
 
 def measured_values(report: dict[str, Any]) -> dict[str, float | None]:
     return {
-        "throughput": _get(report, "throughput", "worker", "rate"),
+        "throughput": _get(report, "throughput", "sustainedRate"),
         "throughputRatio": _get(report, "throughput", "ratioWorkerToAiokafka"),
         "restart": _get(report, "bigState", "restartSeconds"),
         "restartAfterWeek": _get(report, "bigState", "restartAfterWeek", "seconds"),

@@ -219,7 +219,8 @@ def _throughput(r: dict[str, Any]) -> list[str]:
         f"## {title}",
         "",
         f"{_fmt(t.get('records'))} records ({_fmt(t.get('machines'))} machines x "
-        f"{t.get('rounds')} rounds, {_fmt(t.get('recordBytes'))} B each; {t.get('mix')}), "
+        f"({t.get('rounds')} + {t.get('steadyRounds')}) rounds, "
+        f"{_fmt(t.get('recordBytes'))} B each; {t.get('mix')}), "
         f"loaded at {_fmt(t.get('load', {}).get('rate'))}/s before any consumer started. "
         f"The worker is timed from its first record, for at most {_fmt(t.get('window'))} s.",
         "",
@@ -231,7 +232,8 @@ def _throughput(r: dict[str, Any]) -> list[str]:
             x.get("records"),
             x.get("seconds"),
             x.get("rate"),
-            x.get("steadyRate"),
+            x.get("onboardingRate"),
+            x.get("steadyStateRate"),
             x.get("cpuUtilisation"),
             x.get("runQueueShare"),
             x.get("cpuMicrosecondsPerRecord"),
@@ -253,6 +255,7 @@ def _throughput(r: dict[str, Any]) -> list[str]:
                     None,
                     None,
                     None,
+                    None,
                 ]
             )
     lines += _table(
@@ -261,7 +264,8 @@ def _throughput(r: dict[str, Any]) -> list[str]:
             "records",
             "seconds",
             "records/s",
-            "steady /s",
+            "onboarding /s",
+            "steady state /s",
             "CPU (cores)",
             "waiting for a CPU",
             "CPU us/record",
@@ -275,7 +279,12 @@ def _throughput(r: dict[str, Any]) -> list[str]:
         f"took; CPU pressure of the machine at the end of the phase: "
         f"{_pressure(t.get('cpuPressureAtEnd'))} (10 s / 60 s / 300 s).",
         "",
-        f"Worker / aiokafka: **{_fmt(t.get('ratioWorkerToAiokafka'))}**. Best 10 s of the "
+        "records/s: the whole run; onboarding: the part where a third of the records are "
+        "first heartbeats; steady state: the part where every machine is known (the "
+        "sustained rate).",
+        "",
+        f"Sustained (steady state) worker / aiokafka: "
+        f"**{_fmt(t.get('ratioWorkerToAiokafka'))}**. Best 10 s of the "
         f"worker: {_fmt(w.get('peakRate10s'))}/s; longest spell without progress: "
         f"{_fmt(w.get('longestStallSeconds'))} s. Worker start-up to first record: "
         f"{_fmt(w.get('startupSeconds'))} s. VmRSS grew "
