@@ -27,3 +27,23 @@ def stack() -> Stack:
     except StackError as exc:
         pytest.fail(f"the local stack could not start:\n{exc}", pytrace=False)
     return running
+
+
+# Fixtures that start a service (a broker, Prometheus, Alertmanager, InfluxDB) or need the local
+# stack. A test that uses one, directly or through another fixture, carries the `services`
+# marker, so that `pytest -m "not services"` runs without any service.
+SERVICE_FIXTURES = frozenset({"stack", "secure", "compose_broker", "fast_am"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(sorted(used))})"
+        for item in items
+        if (used := SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())))
+        and item.get_closest_marker("services") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that start or need a service must carry @pytest.mark.services:\n  "
+            + "\n  ".join(unmarked)
+        )

@@ -317,6 +317,7 @@ def unique(prefix: str) -> str:
 # -- the local stack's Alertmanager ------------------------------------------------------------
 
 
+@pytest.mark.services
 def test_stack_alertmanager_inhibits_machines_of_a_silent_location(stack: Stack) -> None:
     """The shared Alertmanager with the production config and timers: inhibition via the API.
 
@@ -483,6 +484,7 @@ def settle() -> None:
     time.sleep(FAST_GROUP_WAIT + 2 * FAST_GROUP_INTERVAL + 1)
 
 
+@pytest.mark.services
 def test_machine_alerts_notify_once_per_resource_group(fast_am: PrivateAlertmanager) -> None:
     run = unique("group")
     web = [machine(run, "rg-web", f"web-{i}", "westeurope") for i in range(3)]
@@ -517,6 +519,7 @@ def test_machine_alerts_notify_once_per_resource_group(fast_am: PrivateAlertmana
     assert len(machine_notifications(got, "rg-db")) == 1, summarize(got)
 
 
+@pytest.mark.services
 def test_location_silence_holds_machine_alerts_until_it_recovers(
     fast_am: PrivateAlertmanager,
 ) -> None:
@@ -577,6 +580,7 @@ def test_location_silence_holds_machine_alerts_until_it_recovers(
     assert released[0]["status"] == "firing"
 
 
+@pytest.mark.services
 def test_fleet_silence_inhibits_every_machine_and_ratio_alert(
     fast_am: PrivateAlertmanager,
 ) -> None:

@@ -200,6 +200,7 @@ def _client_env(secrets: Path, service: str, port: int = INTERNAL) -> dict[str, 
     return env
 
 
+@pytest.mark.services
 def test_secrets_folder_is_private_and_scram_values_are_salted(compose_broker: Path) -> None:
     files = {p.name: p for p in compose_broker.iterdir()}
     for name in ("ca.pem", "broker.pem", "server.properties", "scram.args", "admin.properties"):
@@ -230,6 +231,7 @@ def _topics_acls(secrets: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.services
 def test_topics_acls_then_each_principal_gets_only_its_rights(compose_broker: Path) -> None:
     done = _topics_acls(compose_broker)
     assert done.returncode == 0, done.stdout + done.stderr

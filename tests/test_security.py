@@ -119,6 +119,7 @@ def _handshake(root: Path, version: ssl.TLSVersion) -> str:
         return str(tls.version())
 
 
+@pytest.mark.services
 def test_tls_1_0_and_1_1_refused_1_2_and_1_3_accepted(secure: SecureKafka) -> None:
     for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
         with pytest.raises(ssl.SSLError) as info:
@@ -128,12 +129,14 @@ def test_tls_1_0_and_1_1_refused_1_2_and_1_3_accepted(secure: SecureKafka) -> No
     assert _handshake(secure.root, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
 
 
+@pytest.mark.services
 def test_client_helper_refuses_below_tls_1_2(secure: SecureKafka) -> None:
     ctx = client_options(secure.as_user("agent-1"))["ssl_context"]
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
 
 
+@pytest.mark.services
 async def test_wrong_password_and_plaintext_are_refused(secure: SecureKafka) -> None:
     bad = secure.as_user("agent-1").replace(kafka_password="wrong", kafka_password_file="")
     producer = AIOKafkaProducer(
@@ -152,6 +155,7 @@ async def test_wrong_password_and_plaintext_are_refused(secure: SecureKafka) -> 
     await plain.stop()
 
 
+@pytest.mark.services
 async def test_agent_writes_heartbeats_but_cannot_read_or_write_status(secure: SecureKafka) -> None:
     s = secure.settings
     opts = client_options(secure.as_user("agent-1"))
@@ -184,6 +188,7 @@ async def test_agent_writes_heartbeats_but_cannot_read_or_write_status(secure: S
         await consumer.stop()
 
 
+@pytest.mark.services
 async def test_signed_agent_through_sasl_ssl_to_worker_principal(secure: SecureKafka) -> None:
     """arcbeat agent (signing) -> SASL_SSL -> consumer as the worker principal -> Engine with
     bindings: the agent's own machine passes, a forged one is rejected as unauthorized."""
@@ -247,6 +252,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.services
 def test_secrets_never_in_logs_or_repr(secure: SecureKafka, tmp_path: Path) -> None:
     s = secure.settings
     agent_pw = secure.password("agent-1")
@@ -317,6 +323,7 @@ async def _agent_can_write(settings: Settings) -> bool:
         await producer.stop()
 
 
+@pytest.mark.services
 def test_scram_user_added_after_format_and_rotated(secure: SecureKafka) -> None:
     """A principal added to kafka_agent_users later gets its SCRAM credential and ACLs on the
     next `stack up`; replacing its password file rotates the credential."""
@@ -392,6 +399,7 @@ def _influx(url: str, db: str, q: str) -> list[list[Any]]:
     return list(series[0]["values"])
 
 
+@pytest.mark.services
 def test_worker_simulator_and_history_over_sasl_ssl(
     secure: SecureKafka, stack: Stack, tmp_path: Path
 ) -> None:

@@ -1,0 +1,123 @@
+"""The layering of the packages, read from the source (every import, also inside functions).
+
+- ``arcbeat.streams`` (the stream processor) imports nothing of ``arcbeat.exporters``,
+  ``arcbeat.deploy``, ``arcbeat.dashboards`` or ``arcbeat.bench``;
+- the status machine and the pure models (deadlines, maintenance windows) import nothing of
+  Kafka, aiohttp or I/O, neither themselves nor through the arcbeat modules they import.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIRS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"][
+    "setuptools"
+]["package-dir"]
+
+PURE_MODULES = (
+    "arcbeat.streams.status",
+    "arcbeat.streams.deadlines",
+    "arcbeat.streams.maintenance",
+)
+# Kafka clients, aiohttp, and modules that do network, process or event-loop I/O
+IMPURE = (
+    "aiokafka",
+    "faust",
+    "kafka",
+    "confluent_kafka",
+    "aiohttp",
+    "asyncio",
+    "socket",
+    "ssl",
+    "selectors",
+    "subprocess",
+    "urllib",
+    "http",
+    "niquests",
+    "requests",
+    "influxdb_client",
+    "prometheus_client",
+)
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the distribution: dotted name -> file."""
+    out: dict[str, Path] = {}
+    for package, folder in PACKAGE_DIRS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join((package, *parts))] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(module: str) -> Iterator[str]:
+    """The absolute names a module imports (relative imports resolved)."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            yield name
+            # `from arcbeat.streams import records` imports the module arcbeat.streams.records
+            yield from (f"{name}.{a.name}" for a in node.names if f"{name}.{a.name}" in MODULES)
+
+
+def _within(name: str, roots: tuple[str, ...]) -> bool:
+    return any(name == r or name.startswith(r + ".") for r in roots)
+
+
+def test_every_package_folder_is_read() -> None:
+    assert set(PACKAGE_DIRS) == {
+        "arcbeat.streams",
+        "arcbeat.exporters",
+        "arcbeat.dashboards",
+        "arcbeat.deploy",
+        "arcbeat.bench",
+    }
+    assert {"arcbeat.streams.status", "arcbeat.deploy.cli"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, ("arcbeat.streams",))))
+def test_streams_never_import_the_outer_packages(module: str) -> None:
+    outer = ("arcbeat.exporters", "arcbeat.deploy", "arcbeat.dashboards", "arcbeat.bench")
+    assert not [name for name in _imports(module) if _within(name, outer)]
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_import_no_kafka_aiohttp_or_io(module: str) -> None:
+    seen: set[str] = set()
+    todo = [module]
+    found: list[str] = []
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name in _imports(current):
+            if _within(name, IMPURE):
+                found.append(f"{current} imports {name}")
+            elif name in MODULES:
+                todo.append(name)
+    assert not found, found
+
+
+def test_the_status_machine_imports_no_other_arcbeat_module() -> None:
+    assert not [n for n in _imports("arcbeat.streams.status") if n.startswith("arcbeat")]
