@@ -257,8 +257,14 @@ class HeartbeatLoop:
         verdicts = decode_verdicts(body.get("verdicts"))
         decided_at = body.get("decidedAt")
         engine.replaying = replay
+        windows = body.get("maintenance")
         emits, counts = engine.handle_tick(
-            p, now, verdicts, wall_now=wall, decided_at=float(decided_at or 0.0)
+            p,
+            now,
+            verdicts,
+            wall_now=wall,
+            decided_at=float(decided_at or 0.0),
+            maintenance=windows if isinstance(windows, list) else (),
         )
         engine.replaying = False
         if replay:

@@ -79,6 +79,7 @@ def encode(idx: PartitionIndex, p: int, offset: int) -> list[bytes]:
             "late": sorted(idx.late),
             "pending": idx.pending,
             "seed": idx.seed,
+            "maintenance": idx.planned_json,
         }
     )
     out = [header]
@@ -122,5 +123,6 @@ def restore(engine: Engine, p: int, cp: Restored) -> int:
         previous_tick=h.get("previousTick"),
         snapshot_bucket=h.get("snapshotBucket", -1),
         seed=h.get("seed"),
+        maintenance=h.get("maintenance") or (),
     )
     return len(cp.machines)

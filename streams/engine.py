@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from secrets import randbits
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from arcbeat.streams.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
@@ -29,6 +29,8 @@ from arcbeat.streams.machines import (
     scopes_of_location,
     to_slot,
 )
+from arcbeat.streams.maintenance import Book, MaintenanceError
+from arcbeat.streams.maintenance import decode as decode_window
 from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import (
     Heartbeat,
@@ -148,6 +150,8 @@ class PartitionIndex:
         "late_by_scope",
         "machines",
         "pending",
+        "planned",
+        "planned_json",
         "previous_tick",
         "seed",
         "snapshot_bucket",
@@ -170,6 +174,10 @@ class PartitionIndex:
         # availability: window start -> machines with an open count in that window
         self.windows: dict[float, set[str]] = {}
         self.snapshot_bucket = -1
+        # the maintenance windows the latest tick carried (as JSON: how they are compared and
+        # checkpointed), so that a replay decides with the windows the first run had
+        self.planned = Book()
+        self.planned_json: list[Mapping[str, Any]] = []
         # broker time of this partition's previous tick: judged from the log, so that a
         # replay decides exactly as the first run did
         self.previous_tick: float | None = None
@@ -254,6 +262,7 @@ class Engine:
         previous_tick: float | None = None,
         snapshot_bucket: int = -1,
         seed: int | None = None,
+        maintenance: Sequence[Mapping[str, Any]] = (),
     ) -> PartitionIndex:
         """Install a partition's restored state and derive its indexes in one pass.
 
@@ -269,6 +278,7 @@ class Engine:
         idx.machines = machines
         idx.previous_tick = previous_tick
         idx.snapshot_bucket = snapshot_bucket
+        self._plan(idx, maintenance)
         if pending:
             idx.pending.update(pending)
         counts, windows, timing = idx.counts, idx.windows, self.timing
@@ -324,6 +334,27 @@ class Engine:
         idx.wheel.schedule(key, at)
 
     # ---- late bookkeeping (leading indicator of mass silence) ------------------------------
+
+    def _plan(self, idx: PartitionIndex, windows: Sequence[Mapping[str, Any]]) -> None:
+        """Install the maintenance windows a tick (or a checkpoint) carries."""
+        windows = list(windows)
+        if windows == idx.planned_json:
+            return
+        book = Book()
+        for w in windows:
+            try:
+                window = decode_window(orjson.dumps(w))
+            except MaintenanceError:
+                continue  # the writer checked it; a window no worker can read covers nothing
+            book.apply(window.id, window)
+        idx.planned, idx.planned_json = book, windows
+
+    @staticmethod
+    def _planned_window(idx: PartitionIndex, info: MachineInfo, now: float) -> str | None:
+        return idx.planned.window_for(
+            info.resource_id, info.subscription_id, info.resource_group, info.location,
+            info.tags, now,
+        )  # fmt: skip
 
     def _set_late(self, idx: PartitionIndex, key: str, info: MachineInfo, late: bool) -> None:
         if late == (key in idx.late):
@@ -498,17 +529,20 @@ class Engine:
         *,
         wall_now: float,
         decided_at: float | None = None,
+        maintenance: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[list[Emit], dict[str, ScopeCounts]]:
         """A tick appended to partition ``p`` at broker time ``now``.
 
         Everything appended to ``p`` before the tick has been processed, so every machine of
         ``p`` due at or before ``now`` really was silent (SPEC §3 rule 1).
 
-        ``verdicts`` and ``decided_at`` (broker time of the latest mass-silence decision;
-        None: no decider) are the ones the tick record carries, so that a replay of the log
-        decides exactly as the first run did.
+        ``verdicts``, ``decided_at`` (broker time of the latest mass-silence decision; None: no
+        decider) and ``maintenance`` (the windows that may cover this tick's decisions, as
+        JSON) are the ones the tick record carries, so that a replay of the log decides
+        exactly as the first run did.
         """
         idx = self.index_for(p)
+        self._plan(idx, maintenance)
         previous_tick, idx.previous_tick = idx.previous_tick, now
         self.stats.last_event_at = max(self.stats.last_event_at, now)
         out: list[Emit] = []
@@ -534,27 +568,32 @@ class Engine:
         due.sort()
         # First mark who is late now, so that the local evidence of a mass silence (below)
         # counts every machine this tick found late.
-        looked: list[tuple[str, Machine]] = []
+        # Machines in a maintenance window are left out of the mass-silence evidence: a planned
+        # reboot of a whole location is no outage of it.
+        looked: list[tuple[str, Machine, str | None]] = []
         for key in due:
             slot = idx.machines.get(key)
             if slot is None:
                 continue
             m = from_slot(slot)
-            if (
+            planned = self._planned_window(idx, m.info, now) if len(idx.planned) else None
+            if planned is not None:
+                self._set_late(idx, key, m.info, False)
+            elif (
                 m.state.status is Status.CONNECTED
                 and key not in idx.late
                 and now >= m.state.last_heartbeat_at + self.late_after
             ):
                 self._set_late(idx, key, m.info, True)
-            looked.append((key, m))
+            looked.append((key, m, planned))
         suspicious = self._locally_silent_scopes(idx) if looked else set()
-        for key, m in looked:
+        for key, m, planned in looked:
             state = m.state
             # A held machine stays held for late_after past its scope's recovery: the agents
             # that report again come back over a heartbeat interval, not all at the instant
             # the verdict flips, and they must never flip (SPEC §3 rule 3).
             held = state.held_since is not None
-            silent = any(
+            silent = planned is None and any(
                 (v := verdicts.get(s)) is not None
                 and (v.silent or (held and now < v.since + self.late_after))
                 for s in scopes_of(m.info)
@@ -566,8 +605,13 @@ class Engine:
                 previous_tick is not None
                 and previous_tick < state.last_heartbeat_at + self.late_after
             )
-            waiting = not silent and (
-                key in idx.pending or (unseen_late and not suspicious.isdisjoint(scopes_of(m.info)))
+            waiting = (
+                not silent
+                and planned is None
+                and (
+                    key in idx.pending
+                    or (unseen_late and not suspicious.isdisjoint(scopes_of(m.info)))
+                )
             )
             if waiting and self._await_verdict(idx, key, state, now, decided_at):
                 idx.wheel.schedule(key, now)  # look again at the next tick
@@ -584,7 +628,7 @@ class Engine:
                     idx.held.add(key)
                 if step.transition is not None:
                     self._recount(idx, key, m, new)
-                    out.append(self._status_emit(key, m.info, step.transition, wall_now))
+                    out.append(self._status_emit(key, m.info, step.transition, wall_now, planned))
                 m = new
             self._schedule(idx, key, m.state)
         counts = {
@@ -636,7 +680,7 @@ class Engine:
             keys.discard(key)
             if not keys:
                 del idx.windows[m.window_start]
-        out.append(self._window_emit(key, m))
+        out.append(self._window_emit(idx, key, m))
 
     def _close_windows(self, idx: PartitionIndex, now: float, out: list[Emit]) -> None:
         """Windows that ended by the tick's time: all of their heartbeats are before the tick
@@ -665,14 +709,25 @@ class Engine:
                 slot = idx.machines.get(key)
                 if slot is None or slot.wstart != w:
                     continue
-                out.append(self._window_emit(key, from_slot(slot)))
+                out.append(self._window_emit(idx, key, from_slot(slot)))
                 slot.wstart, slot.received = None, 0
             if budget <= 0:
                 break
 
-    def _window_emit(self, key: str, m: Machine) -> Emit:
+    def _window_emit(self, idx: PartitionIndex, key: str, m: Machine) -> Emit:
         start = m.window_start or 0.0
         i = m.info
+        received, expected, planned = m.received, self.expected, 0.0
+        if len(idx.planned):
+            planned = idx.planned.planned_seconds(
+                i.resource_id, i.subscription_id, i.resource_group, i.location, i.tags,
+                start, start + self.window,
+            )  # fmt: skip
+            if planned > 0.0:
+                # availability excludes planned time: heartbeats expected outside it; those
+                # that came inside it may stand in for missing ones (capped at 100 %)
+                expected = math.floor(self.expected * (1.0 - planned / self.window))
+                received = min(received, expected)
         return Emit(
             "fleet",
             key.encode(),
@@ -684,8 +739,9 @@ class Engine:
                     "location": i.location,
                     "windowStart": rfc3339(start),
                     "windowEnd": rfc3339(start + self.window),
-                    "received": m.received,
-                    "expected": self.expected,
+                    "received": received,
+                    "expected": expected,
+                    "plannedSeconds": round(planned, 3),
                 }
             ),
         )
@@ -773,7 +829,14 @@ class Engine:
 
     # ---- output -------------------------------------------------------------------------
 
-    def _status_emit(self, key: str, info: MachineInfo, tr: Transition, wall_now: float) -> Emit:
+    def _status_emit(
+        self,
+        key: str,
+        info: MachineInfo,
+        tr: Transition,
+        wall_now: float,
+        maintenance: str | None = None,
+    ) -> Emit:
         changed_at = max(wall_now, tr.at)
         delay: float | None = None
         if tr.detection_delay is not None:
@@ -805,6 +868,8 @@ class Engine:
             "detectionDelaySeconds": delay,
             "flapping": tr.flapping,
             "massOutage": tr.mass_outage,
+            # the maintenance window the machine was in when declared (planned: no page)
+            "maintenance": maintenance,
         }
         return Emit("status", key.encode(), orjson.dumps(record))
 
@@ -840,6 +905,10 @@ class Engine:
     def disconnected_keys(self) -> Iterable[str]:
         for idx in self.partitions.values():
             yield from idx.disconnected
+
+    def held_keys(self) -> list[str]:
+        """Machines whose Disconnected a ScopeSilent verdict holds."""
+        return [k for idx in list(self.partitions.values()) for k in idx.held]
 
     def counts(self) -> Counter[CountKey]:
         total: Counter[CountKey] = Counter()

@@ -15,17 +15,13 @@ verdict (``[silent, since, machines]``), ``d|`` when the latest decision was tak
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from arcbeat.streams.compacted import CompactedReader
 from arcbeat.streams.deadlines import ScopeCounts, sum_counts
 from arcbeat.streams.engine import Verdict
-from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.settings import Settings
-
-log = logging.getLogger("arcbeat.scopes")
 
 
 def scopes_topic(settings: Settings) -> str:
@@ -69,11 +65,7 @@ class ScopeBoard:
         self.committed: dict[str, bytes] = {}
         self.pending: dict[int, dict[str, bytes]] = {}
         self.own: dict[int, dict[str, bytes]] = {}
-        self.position = 0
-        self.ready = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._tp = TopicPartition(self.topic, 0)
+        self._reader = CompactedReader(settings, self.topic, name="scopes", on_record=self._apply)
 
     # ---- view ---------------------------------------------------------------------------
 
@@ -142,61 +134,26 @@ class ScopeBoard:
 
     # ---- reading the topic --------------------------------------------------------------------
 
+    def _apply(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.committed.pop(key, None)
+        else:
+            self.committed[key] = value
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self._reader.ready
+
+    @property
+    def position(self) -> int:
+        return self._reader.position
+
     async def start(self) -> None:
-        s = self.settings
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            client_id=f"{s.app_id}-scopes-reader",
-            **client_options(s),
-        )
-        await self._consumer.start()
-        self._consumer.assign([self._tp])
-        await self._consumer.seek_to_beginning(self._tp)
-        self._task = asyncio.create_task(self._read(), name="arcbeat-scopes-reader")
+        await self._reader.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+        await self._reader.stop()
 
     async def sync(self, timeout: float = 30.0) -> None:
         """Wait until everything committed to the topic so far has been read."""
-        consumer = self._consumer
-        if consumer is None:
-            raise RuntimeError("the scope board is not started")
-        end = (await consumer.end_offsets([self._tp]))[self._tp]
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.position < end:
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(
-                    f"{self.topic}: read up to offset {self.position} of {end} in {timeout:g}s"
-                )
-            await asyncio.sleep(0.02)
-
-    async def _read(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        tp = self._tp
-        end = (await consumer.end_offsets([tp]))[tp]
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    key = r.key.decode() if r.key else ""
-                    if r.value is None:
-                        self.committed.pop(key, None)
-                    else:
-                        self.committed[key] = r.value
-            # the position also moves over transaction markers, which carry no record
-            self.position = await consumer.position(tp)
-            if not self.ready.is_set() and self.position >= end:
-                self.ready.set()
-                log.info("scope board: %d keys read from %s", len(self.committed), self.topic)
+        await self._reader.sync(timeout)

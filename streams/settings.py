@@ -183,6 +183,10 @@ class Settings:
     def dlq_topic(self) -> str:
         return f"{self.topic_prefix}.heartbeats.dlq"
 
+    @property
+    def maintenance_topic(self) -> str:
+        return f"{self.topic_prefix}.maintenance"
+
     def accepts_region(self, region: str) -> bool:
         return "*" in self.regions or region in self.regions
 

@@ -21,6 +21,7 @@ from arcbeat.streams.api_tls import client_context
 from arcbeat.streams.auth import READ, Authenticator, forward_headers, install, require
 from arcbeat.streams.fleet_summary import FleetSummary, SummaryError, merge_all
 from arcbeat.streams.machines import Machine
+from arcbeat.streams.maintenance_api import MaintenanceAPI
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.status import is_flapping
 
@@ -79,6 +80,7 @@ class WorkerAPI:
         app.router.add_get("/capacity", self.capacity)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        MaintenanceAPI(self).register(app)
 
     # ---- routing helpers -----------------------------------------------------------------
 
@@ -97,9 +99,10 @@ class WorkerAPI:
             connector=aiohttp.TCPConnector(ssl=self._tls),
         )
 
-    async def _fan_out(
+    async def fan_out(
         self, request: aioweb.Request, path: str, params: dict[str, str]
     ) -> list[Any]:
+        """``path`` asked of every other worker (``local=1``), as ``request``'s caller."""
         others = self._urls() - {self._me()}
         async with self._session(request) as http:
 
@@ -143,7 +146,7 @@ class WorkerAPI:
         items = self._local_matches(q)
         if q.get("local") != "1":
             filters = {k: v for k, v in q.items() if k in FILTERS}
-            for page in await self._fan_out(
+            for page in await self.fan_out(
                 request, "/machines", {**filters, "limit": str(MAX_LIMIT)}
             ):
                 items.extend(page["items"])
@@ -196,7 +199,7 @@ class WorkerAPI:
         mine = self._local_fleet()
         if request.query.get("local") == "1":
             return aioweb.json_response(mine)
-        parts = [mine, *await self._fan_out(request, "/fleet", {})]
+        parts = [mine, *await self.fan_out(request, "/fleet", {})]
         by_status: Counter[str] = Counter()
         by_location: dict[str, Counter[str]] = {}
         for part in parts:
@@ -247,7 +250,7 @@ class WorkerAPI:
         if request.query.get("local") == "1":
             return aioweb.json_response({**mine.to_dict(), **meta, "workers": 1})
         try:
-            others = await self._fan_out(request, "/capacity", {})
+            others = await self.fan_out(request, "/capacity", {})
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _error(
                 502,

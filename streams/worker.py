@@ -5,8 +5,9 @@ Ticks: every ``check_interval`` each worker appends a small control record (head
 LogAppendTime. When the loop reaches a tick, everything appended before it has been
 processed, so deadlines up to the tick's timestamp can be decided without ever being fooled
 by lag (a worker that is stopped or behind produces no decision for data it has not read).
-The tick also carries the mass-silence verdicts as of its writing, so decisions are a
-function of the partition's log alone, and a replay after a crash decides the same.
+The tick also carries the mass-silence verdicts and the maintenance windows as of its
+writing, so decisions are a function of the partition's log alone, and a replay after a crash
+decides the same.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,7 @@ from arcbeat.streams.batch import DECIDER_PARTITION, TICK_HEADER, HeartbeatLoop
 from arcbeat.streams.deadlines import ScopeCounts
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.maintenance_board import MaintenanceBoard
 from arcbeat.streams.scopes import ScopeBoard, encode_verdicts
 from arcbeat.streams.settings import Settings
 
@@ -40,6 +43,7 @@ class Pipeline:
         self.app: faust.App = create_app(settings, worker_id=worker_id)
         self.engine = Engine(settings)
         self.board = ScopeBoard(settings)
+        self.maintenance = MaintenanceBoard(settings)
         self.loop = HeartbeatLoop(
             settings, self.engine, self.board, worker_id=worker_id, url=self.url
         )
@@ -101,6 +105,7 @@ class Pipeline:
     async def _run(self) -> None:
         try:
             await self.board.start()
+            await self.maintenance.start()
             await self.loop.start()
             self._task = asyncio.current_task()
             await self.loop.run()
@@ -122,14 +127,15 @@ class Pipeline:
             await self.loop.stop()
         finally:
             await self.board.stop()
+            await self.maintenance.stop()
             if self.tick_producer is not None:
                 producer, self.tick_producer = self.tick_producer, None
                 await producer.stop()
 
     async def _produce_ticks(self) -> None:
         partitions = self.loop.tick_partitions()
-        if not partitions or not self.board.ready.is_set():
-            return
+        if not partitions or not self.board.ready.is_set() or not self.maintenance.ready:
+            return  # a tick decides with the shared state: never with half of it
         if self.tick_producer is None:
             self.tick_producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.kafka_bootstrap,
@@ -145,6 +151,7 @@ class Pipeline:
                 "worker": self.worker_id,
                 "verdicts": encode_verdicts(self.board.verdicts()),
                 "decidedAt": self.board.decided_at() or 0.0,
+                "maintenance": self.maintenance.relevant(time.time()),
             }
         )
         for p in partitions:

@@ -1,0 +1,137 @@
+"""The worker API of maintenance windows: ``GET/POST /maintenance``, ``DELETE
+/maintenance/{id}``.
+
+Any worker takes the request: every worker reads every window (``MaintenanceBoard``), and a
+write goes to the shared topic, so it answers after applying it itself. Creating or ending a
+window silences or restores paging: both need the ``maintenance`` role, and each change
+is logged on ``arcbeat.audit`` with who made it. A selector must match at least one machine
+some worker knows (``allowEmpty`` for machines not onboarded yet): a typo in a resource
+group would otherwise silence nothing and say nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web as aioweb
+from arcbeat.streams.auth import MAINTENANCE, READ, audit, principal_of, require
+from arcbeat.streams.maintenance import (
+    MaintenanceError,
+    Selector,
+    decode,
+    new_window_id,
+    parse_request,
+    to_json,
+)
+
+if TYPE_CHECKING:
+    from arcbeat.streams.web import WorkerAPI
+
+MATCH_CHUNK = 2000  # machines matched between two yields to the event loop
+
+
+def _error(status: int, detail: str) -> aioweb.Response:
+    return aioweb.json_response({"error": detail}, status=status)
+
+
+class MaintenanceAPI:
+    def __init__(self, api: WorkerAPI) -> None:
+        self.api = api
+        self.pipe = api.pipe
+
+    def register(self, app: aioweb.Application) -> None:
+        app.router.add_get("/maintenance", self.list_windows)
+        app.router.add_post("/maintenance", self.create)
+        app.router.add_get("/maintenance/matches", self.matches)
+        app.router.add_delete("/maintenance/{id}", self.end)
+
+    async def _local_matches(self, selector: Selector) -> int:
+        engine = self.pipe.engine
+        if selector.resource_ids:
+            return sum(engine.machine(rid) is not None for rid in selector.resource_ids)
+        n = 0
+        for i, key in enumerate(engine.owned_keys()):
+            m = engine.machine(key)
+            if m is not None:
+                f = m.info
+                n += selector.matches(
+                    f.resource_id, f.subscription_id, f.resource_group, f.location, f.tags
+                )
+            if i and i % MATCH_CHUNK == 0:
+                await asyncio.sleep(0)  # heartbeats keep flowing
+        return n
+
+    @require(READ)
+    async def list_windows(self, request: aioweb.Request) -> aioweb.Response:
+        book = self.pipe.maintenance.book
+        now = time.time()
+        windows = book.active(now) if request.query.get("active") == "1" else book.all()
+        return aioweb.json_response(
+            {"windows": [{**to_json(w), "active": w.active_at(now)} for w in windows]}
+        )
+
+    @require(READ)
+    async def matches(self, request: aioweb.Request) -> aioweb.Response:
+        """How many machines of this worker a selector matches (``local=1``: the others'
+        counts are asked for by the worker that took a create)."""
+        try:
+            probe = decode(request.query.get("window", "").encode())
+        except MaintenanceError as exc:
+            return _error(400, str(exc))
+        return aioweb.json_response({"machines": await self._local_matches(probe.selector)})
+
+    @require(MAINTENANCE)
+    async def create(self, request: aioweb.Request) -> aioweb.Response:
+        try:
+            body = await request.json(loads=orjson.loads)
+        except ValueError as exc:
+            return _error(400, f"maintenance: the request body is not JSON ({exc})")
+        if not isinstance(body, dict):
+            return _error(400, "maintenance: the request body must be a JSON object")
+        allow_empty = bool(body.pop("allowEmpty", False))
+        who = principal_of(request)
+        now = time.time()
+        try:
+            window = parse_request(
+                body, window_id=new_window_id(now, os.urandom(3)), created_by=who.name, now=now
+            )
+        except MaintenanceError as exc:
+            return _error(400, str(exc))
+        machines = await self._local_matches(window.selector)
+        others = await self.api.fan_out(
+            request, "/maintenance/matches", {"window": orjson.dumps(to_json(window)).decode()}
+        )
+        machines += sum(int(o.get("machines", 0)) for o in others)
+        if machines == 0 and not allow_empty:
+            return _error(
+                422,
+                "maintenance: the selector matches no machine arcbeat knows; check the "
+                "resource IDs or the scope, or allow it for machines not onboarded yet "
+                "(allowEmpty: true; arcbeat maintenance create --allow-empty)",
+            )
+        await self.pipe.maintenance.put(window)
+        audit(who, "maintenance.create", to_json(window))
+        return aioweb.json_response({**to_json(window), "machines": machines}, status=201)
+
+    @require(MAINTENANCE)
+    async def end(self, request: aioweb.Request) -> aioweb.Response:
+        window_id = request.match_info["id"]
+        window = self.pipe.maintenance.book.get(window_id)
+        if window is None:
+            return _error(
+                404,
+                f"maintenance: no window {window_id!r}; list them with arcbeat maintenance "
+                "list (GET /maintenance)",
+            )
+        who = principal_of(request)
+        try:
+            ended = window.ended(who.name, time.time())
+        except MaintenanceError as exc:
+            return _error(409, str(exc))
+        await self.pipe.maintenance.put(ended)
+        audit(who, "maintenance.end", {"id": window_id})
+        return aioweb.json_response(to_json(ended))
