@@ -13,7 +13,8 @@ Measurements (database/bucket ``arcbeat``)::
                   onboarding), reason, location, subscription_id, resource_group, os_type,
                   mass_outage ("true"/"false")
                   fields machine_name (string), transition_id (string), detection_delay
-                  (float s, 0 if none), last_heartbeat_at (float unix s), flapping (bool)
+                  (float s, 0 if none), last_heartbeat_at (float unix s), flapping (bool),
+                  maintenance (string: the window the machine was in, "" when none)
                   time = changedAt
     scope_events  tags scope, type (ScopeSilent/ScopeRecovered); field machines (int);
                   time = at
@@ -304,6 +305,7 @@ def _status_changed(rec: Mapping[str, Any]) -> list[str]:
     if last_hb is not None:
         fields["last_heartbeat_at"] = _req_time(rec, "lastHeartbeatAt") / 1e9
     fields["flapping"] = _opt_bool(rec, "flapping")
+    fields["maintenance"] = _opt_str(rec, "maintenance")  # the window id, "" when none
     tags = {
         "resource_id": resource_id.lower(),
         "status": _req_str(rec, "status"),

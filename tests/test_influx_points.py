@@ -246,7 +246,7 @@ def test_status_changed_line() -> None:
         f"previous_status=Connected,reason=heartbeat_timeout,resource_group=Prod-RG,"
         f"resource_id={rid},status=Disconnected,subscription_id={SUB} "
         f'machine_name="Web 1",transition_id="{RID.lower()}#2",detection_delay=0.25,'
-        f"last_heartbeat_at=1714564800.0,flapping=false 1714565700250000000"
+        f'last_heartbeat_at=1714564800.0,flapping=false,maintenance="" 1714565700250000000'
     )
 
 
