@@ -26,6 +26,13 @@ from pathlib import Path
 
 from arcbeat.deploy import kafka_security as ks
 from arcbeat.deploy.errors import StackError
+from arcbeat.deploy.kafka_admin.scram import (
+    ADMIN_USER,
+    ensure_passwords,
+    scram_argument,
+    users_of,
+    write_private,
+)
 from arcbeat.deploy.services import package_dir, render_template
 from arcbeat.streams.settings import Settings, SettingsError
 
@@ -55,9 +62,9 @@ def write_secrets(
     chost, cport = _hostport(controller, "--controller")
     out.mkdir(parents=True, exist_ok=True)
     ks.ensure_certificates(out, hosts)
-    users = ks.users_of(settings)
-    passwords = ks.ensure_passwords(out, users)
-    admin_pw = passwords[ks.ADMIN_USER]
+    users = users_of(settings)
+    passwords = ensure_passwords(out, users)
+    admin_pw = passwords[ADMIN_USER]
     listeners = [
         ks.Listener("INTERNAL", f"{bind_host}:{iport}", f"{ihost}:{iport}"),
         ks.Listener("EXTERNAL", f"{bind_host}:{external_bind}", external),
@@ -70,11 +77,11 @@ def write_secrets(
         data_dir=data_dir,
     )
     text = base + ks.server_properties(listeners, ctrl, out, admin_pw)
-    ks.write_private(out / "server.properties", text.encode())
-    scram = "".join(ks.scram_argument(u, passwords[u]) + "\n" for u in users)
-    ks.write_private(out / "scram.args", scram.encode())
+    write_private(out / "server.properties", text.encode())
+    scram = "".join(scram_argument(u, passwords[u]) + "\n" for u in users)
+    write_private(out / "scram.args", scram.encode())
     jaas = ks.jaas_line(
-        "org.apache.kafka.common.security.scram.ScramLoginModule", ks.ADMIN_USER, admin_pw
+        "org.apache.kafka.common.security.scram.ScramLoginModule", ADMIN_USER, admin_pw
     )
     admin = "\n".join(
         [
@@ -86,7 +93,7 @@ def write_secrets(
             "",
         ]
     )
-    ks.write_private(out / "admin.properties", admin.encode())
+    write_private(out / "admin.properties", admin.encode())
     return users
 
 

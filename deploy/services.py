@@ -31,8 +31,12 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from arcbeat.deploy import kafka_security
+from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.errors import StackError
-from arcbeat.deploy.topics import close_quietly, run_sync
+from arcbeat.deploy.kafka_admin import KafkaAdminError
+from arcbeat.deploy.kafka_admin.acls import grant_principals
+from arcbeat.deploy.kafka_admin.client import close_quietly
+from arcbeat.deploy.kafka_admin.scram import ADMIN_USER, ensure_passwords, scram_argument, users_of
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.settings import Settings
 
@@ -459,13 +463,11 @@ class Kafka(Service):
             root = self.paths.root
             folder = kafka_security.secrets_dir(root)
             kafka_security.ensure_certificates(folder)
-            passwords = kafka_security.ensure_passwords(
-                folder, kafka_security.users_of(self.settings)
-            )
+            passwords = ensure_passwords(folder, users_of(self.settings))
             text += kafka_security.local_server_properties(
-                kport, cport, folder, passwords[kafka_security.ADMIN_USER]
+                kport, cport, folder, passwords[ADMIN_USER]
             )
-            scram = [kafka_security.scram_argument(u, p) for u, p in passwords.items()]
+            scram = [scram_argument(u, p) for u, p in passwords.items()]
         self.server_properties.write_text(text)
         self.server_properties.chmod(0o600)  # holds the admin password in sasl_ssl mode
         shutil.copyfile(src / "log4j2.properties", self.log4j_properties)
@@ -589,9 +591,10 @@ class Kafka(Service):
         options = self.client_options()
         bootstrap = f"{LOOPBACK}:{self.ports[0]}"
         folder = kafka_security.secrets_dir(self.paths.root)
-        added, n = run_sync(
-            lambda: kafka_security.grant_principals(bootstrap, options, self.settings, folder)
-        )
+        try:
+            added, n = run_sync(lambda: grant_principals(bootstrap, options, self.settings, folder))
+        except KafkaAdminError as exc:
+            raise StackError(str(exc)) from exc
         if added:
             progress(f"kafka: SCRAM users added: {', '.join(added)}")
         progress(

@@ -33,8 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arcbeat.deploy import kafka_security, processes
+from arcbeat.deploy import processes
+from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.errors import StackError
+from arcbeat.deploy.kafka_admin import KafkaAdminError
+from arcbeat.deploy.kafka_admin.acls import acl_bindings, create_acls
+from arcbeat.deploy.kafka_admin.topics import Replication, Warn, ensure_topics_async
 from arcbeat.deploy.services import (
     ClusterReport,
     Kafka,
@@ -50,7 +54,6 @@ from arcbeat.deploy.services import (
     recorded_brokers,
     tail,
 )
-from arcbeat.deploy.topics import Replication, Warn, ensure_topics_async, run_sync
 from arcbeat.streams.settings import Settings, SettingsError
 
 __all__ = ["ServiceStatus", "Stack", "StackError", "add_stack_commands"]
@@ -384,27 +387,31 @@ class Stack:
         """Create ``<prefix>.heartbeats|status|heartbeats.dlq|fleet|maintenance`` if missing,
         with the replication of the settings; existing ones must have ``partitions`` partitions
         (the maintenance topic: 1) and that replication (see
-        :func:`arcbeat.deploy.topics.ensure_specs_async`).
+        :func:`arcbeat.deploy.kafka_admin.topics.ensure_specs_async`).
 
         Defaults: ``settings.topic_prefix`` and ``settings.partitions``. Returns
         ``{topic: "created" | "exists"}``. With ``kafka_security = "sasl_ssl"`` the stack
         works as ``admin`` and also grants another prefix's ACLs (idempotent). ``warn``
-        hears of too little replication on a multi-broker cluster (default: logged).
+        hears of too little replication on a multi-broker cluster (default: logged). What
+        Kafka refuses is a :class:`StackError` too.
         """
         pre = self.settings.topic_prefix if prefix is None else prefix
         n = self.settings.partitions if partitions is None else partitions
         bootstrap = self.settings.kafka_bootstrap
         options = Kafka(self.settings, self.paths, 1, self.brokers).client_options()
         replication = Replication.of(self.settings)
-        outcome = run_sync(
-            lambda: ensure_topics_async(
-                bootstrap, pre, n, options=options, replication=replication, warn=warn
+        try:
+            outcome = run_sync(
+                lambda: ensure_topics_async(
+                    bootstrap, pre, n, options=options, replication=replication, warn=warn
+                )
             )
-        )
-        if options and pre != self.settings.topic_prefix:
-            # the deployment's own prefix was granted by `up` (Kafka.after_healthy)
-            bindings = kafka_security.acl_bindings(self.settings, pre)
-            run_sync(lambda: kafka_security.create_acls(bootstrap, options, bindings))
+            if options and pre != self.settings.topic_prefix:
+                # the deployment's own prefix was granted by `up` (Kafka.after_healthy)
+                bindings = acl_bindings(self.settings, pre)
+                run_sync(lambda: create_acls(bootstrap, options, bindings))
+        except KafkaAdminError as exc:
+            raise StackError(str(exc)) from exc
         return outcome
 
     @contextlib.contextmanager

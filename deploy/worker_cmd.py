@@ -13,8 +13,13 @@ from collections import Counter
 from typing import Any
 
 import faust
-from arcbeat.deploy.errors import StackError
-from arcbeat.deploy.topics import Replication, TopicSpec, ensure_specs_async, topic_specs
+from arcbeat.deploy.kafka_admin import KafkaAdminError
+from arcbeat.deploy.kafka_admin.topics import (
+    Replication,
+    TopicSpec,
+    ensure_specs_async,
+    topic_specs,
+)
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
 from arcbeat.streams.batch import checkpoints_topic
 from arcbeat.streams.kafka_client import client_options
@@ -152,7 +157,7 @@ def run_worker(args: argparse.Namespace) -> int:
     pipe = build_worker(settings, args.id)
     try:
         asyncio.run(_declare_topics(pipe))
-    except StackError as exc:
+    except KafkaAdminError as exc:
         print(f"arcbeat worker: {exc}", file=sys.stderr)
         return 2
     if args.print_transitions:

@@ -544,7 +544,7 @@ class HistoryExporter:
                 # read again from the beginning: the points already written are overwritten
                 log.warning(
                     "history: cannot read maintenance windows from %s: %s; is the topic "
-                    "created (`python -m arcbeat.deploy.topics`)? Retrying in 30 s",
+                    "created (`arcbeat topics`)? Retrying in 30 s",
                     topic,
                     exc,
                 )

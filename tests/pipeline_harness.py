@@ -43,9 +43,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
+from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.services import port_open
 from arcbeat.deploy.stack import Stack
-from arcbeat.deploy.topics import run_sync
 from arcbeat.streams.groundtruth import expected_silences, read_groundtruth
 from arcbeat.streams.records import parse_rfc3339
 from arcbeat.streams.scenarios import Fleet, FleetSpec

@@ -35,8 +35,8 @@ from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.stack import Stack
-from arcbeat.deploy.topics import run_sync
 from arcbeat.exporters.capacity import (
     MACHINES_PER_RESOURCE_GROUP,
     RESOURCE_GROUPS_PER_SUBSCRIPTION,

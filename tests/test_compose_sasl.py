@@ -25,7 +25,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
-from arcbeat.deploy import kafka_security as ks
+from arcbeat.deploy.kafka_admin.scram import users_of
 from arcbeat.deploy.stack import Stack
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.settings import Settings
@@ -87,7 +87,7 @@ def test_every_arcbeat_service_is_its_own_principal_with_a_readable_password() -
         assert "kafka-secrets:/secrets:ro" in spec["volumes"]
         # the settings load and name a user compose_secrets writes a password for
         settings = Settings.load(env=env, toml_path=ROOT / "none.toml")
-        assert user in ks.users_of(settings)
+        assert user in users_of(settings)
         principals[service] = user
     assert principals == {
         "topics": "admin",

@@ -29,8 +29,8 @@ import orjson
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from arcbeat.deploy.kafka_admin.topics import ensure_topics_async
 from arcbeat.deploy.stack import Stack
-from arcbeat.deploy.topics import ensure_topics_async
 from arcbeat.exporters.history import (
     HistoryExporter,
     fleet_topic,

@@ -47,9 +47,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from arcbeat.deploy import processes
+from arcbeat.deploy.aio import run_sync
+from arcbeat.deploy.kafka_admin.client import close_quietly
+from arcbeat.deploy.kafka_admin.topics import TopicSpec, ensure_specs_async
 from arcbeat.deploy.services import ClusterReport, port_open
 from arcbeat.deploy.stack import Stack, StackError, format_status
-from arcbeat.deploy.topics import TopicSpec, close_quietly, ensure_specs_async, run_sync
 from arcbeat.streams.settings import Settings
 
 from tests.pipeline_harness import (

@@ -121,3 +121,54 @@ def test_pure_modules_import_no_kafka_aiohttp_or_io(module: str) -> None:
 
 def test_the_status_machine_imports_no_other_arcbeat_module() -> None:
     assert not [n for n in _imports("arcbeat.streams.status") if n.startswith("arcbeat")]
+
+
+def _cycles(modules: set[str]) -> list[list[str]]:
+    """Import cycles among ``modules`` (every import counts, also one inside a function)."""
+    graph = {m: {n for n in _imports(m) if n in modules and n != m} for m in modules}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(modules):
+        if v not in order:
+            visit(v)
+    return found
+
+
+def test_deploy_has_no_import_cycle() -> None:
+    assert _cycles({m for m in MODULES if _within(m, ("arcbeat.deploy",))}) == []
+
+
+def test_kafka_administration_needs_neither_the_local_stack_nor_the_worker() -> None:
+    admin = [m for m in MODULES if _within(m, ("arcbeat.deploy.kafka_admin",))]
+    assert admin
+    local = (
+        "arcbeat.deploy.stack",
+        "arcbeat.deploy.services",
+        "arcbeat.deploy.errors",
+        "arcbeat.deploy.kafka_security",
+        "arcbeat.deploy.worker_cmd",
+        "arcbeat.deploy.commands",
+    )
+    assert not [(m, n) for m in admin for n in _imports(m) if _within(n, local)]

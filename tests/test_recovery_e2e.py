@@ -37,9 +37,9 @@ from typing import Any
 
 import pytest
 from arcbeat.deploy import processes
+from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.services import port_open
 from arcbeat.deploy.stack import Stack, StackError
-from arcbeat.deploy.topics import run_sync
 from arcbeat.streams.records import parse_rfc3339
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.simulate import load

@@ -21,6 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from arcbeat.deploy.kafka_admin import KafkaAdminError
+from arcbeat.deploy.kafka_admin.topics import (
+    Replication,
+    TopicSpec,
+    check_existing,
+    replication_warnings,
+    topic_specs,
+)
 from arcbeat.deploy.services import (
     MAX_BROKERS,
     Kafka,
@@ -34,7 +42,6 @@ from arcbeat.deploy.services import (
     set_properties,
 )
 from arcbeat.deploy.stack import Stack, StackError, add_stack_commands, format_status
-from arcbeat.deploy.topics import Replication, TopicSpec, check_existing, replication_warnings
 from arcbeat.deploy.worker_cmd import internal_specs
 from arcbeat.streams.settings import Settings, SettingsError
 
@@ -94,7 +101,7 @@ def test_auto_replication_is_right_for_the_cluster(
 
 
 def test_explicit_min_insync_above_auto_copies_is_an_error() -> None:
-    with pytest.raises(StackError, match=r"min.insync.replicas 2 .*auto: 1 with 1 broker"):
+    with pytest.raises(KafkaAdminError, match=r"min.insync.replicas 2 .*auto: 1 with 1 broker"):
         Replication(0, 2).resolve(1, BOOT)
 
 
@@ -102,8 +109,6 @@ def test_explicit_min_insync_above_auto_copies_is_an_error() -> None:
 
 
 def _specs(partitions: int = 12) -> list[TopicSpec]:
-    from arcbeat.deploy.topics import topic_specs
-
     settings = Settings().replace(partitions=partitions)
     return topic_specs("p", partitions) + internal_specs(settings)
 
@@ -124,7 +129,7 @@ def test_another_partition_count_names_the_topics_and_the_fix() -> None:
     present["p.fleet"] = (6, 1)
     present["arcbeat-scopes"] = (3, 1)
     present["p.maintenance"] = (12, 1)
-    with pytest.raises(StackError) as err:
+    with pytest.raises(KafkaAdminError) as err:
         check_existing(specs, present, Replication(), 1, 1, BOOT)
     text = str(err.value)
     assert text.startswith(f"topics: existing topics on Kafka at {BOOT} do not match")
@@ -138,7 +143,7 @@ def test_another_partition_count_names_the_topics_and_the_fix() -> None:
     )
     assert (
         "p.maintenance has 12 partition(s), arcbeat needs 1. Fix: delete it and run "
-        "`python -m arcbeat.deploy.topics`" in text
+        "`arcbeat topics`" in text
     )
     assert "p.heartbeats" not in text
 
@@ -146,7 +151,7 @@ def test_another_partition_count_names_the_topics_and_the_fix() -> None:
 def test_another_replication_factor_is_an_error() -> None:
     specs = _specs()
     present = {s.name: (s.partitions, 1) for s in specs}
-    with pytest.raises(StackError) as err:  # auto wants 3 on a 3-broker cluster
+    with pytest.raises(KafkaAdminError) as err:  # auto wants 3 on a 3-broker cluster
         check_existing(specs, present, Replication(), 3, 3, BOOT)
     text = str(err.value)
     assert "p.heartbeats, p.status" in text and "arcbeat-checkpoints, arcbeat-scopes" in text
@@ -155,7 +160,9 @@ def test_another_replication_factor_is_an_error() -> None:
     )
     assert "kafka-reassign-partitions.sh, or set ARCBEAT_REPLICATION_FACTOR=1" in text
     present = {s.name: (s.partitions, 3) for s in specs}
-    with pytest.raises(StackError, match=r"have replication factor 3, arcbeat needs 2 \(ARCBEAT_"):
+    with pytest.raises(
+        KafkaAdminError, match=r"have replication factor 3, arcbeat needs 2 \(ARCBEAT_"
+    ):
         check_existing(specs, present, Replication(2), 2, 3, BOOT)
 
 

@@ -28,6 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from arcbeat.deploy import processes
+from arcbeat.deploy.kafka_admin import KafkaAdminError
+from arcbeat.deploy.kafka_admin.topics import HEARTBEAT_TOPIC_MAX_BYTES, topic_specs
 from arcbeat.deploy.services import (
     Service,
     StatePaths,
@@ -37,7 +39,6 @@ from arcbeat.deploy.services import (
     render_prometheus_config,
 )
 from arcbeat.deploy.stack import Stack, StackError, add_stack_commands, format_status
-from arcbeat.deploy.topics import HEARTBEAT_TOPIC_MAX_BYTES, topic_specs
 from arcbeat.streams.settings import Settings
 
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -109,7 +110,7 @@ def test_topic_specs_names_and_configs() -> None:
     assert (maintenance.partitions, maintenance.partitions_setting) == (1, "")
     assert maintenance.configs["cleanup.policy"] == "compact"
     assert int(maintenance.configs["segment.ms"]) <= 60 * 60 * 1000
-    with pytest.raises(StackError, match="partitions"):
+    with pytest.raises(KafkaAdminError, match="partitions"):
         topic_specs("p", 0)
 
 

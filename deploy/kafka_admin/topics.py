@@ -24,17 +24,15 @@ multi-broker cluster whose topics keep fewer than 3 copies or 2 in sync gets a w
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import logging
-import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from arcbeat.deploy.errors import StackError
+from arcbeat.deploy.kafka_admin.client import close_quietly
+from arcbeat.deploy.kafka_admin.errors import KafkaAdminError
 
 if TYPE_CHECKING:
     from arcbeat.streams.settings import Settings
@@ -56,7 +54,6 @@ KAFKA_INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Warn = Callable[[str], None]
 
 # What to do about an existing topic whose partition count is not the one arcbeat needs,
@@ -98,7 +95,7 @@ class Replication:
             SAFE_MIN_INSYNC if factor >= SAFE_REPLICATION_FACTOR else 1
         )
         if min_insync > factor:
-            raise StackError(
+            raise KafkaAdminError(
                 f"topics: min.insync.replicas {min_insync} (setting min_insync_replicas, "
                 f"ARCBEAT_MIN_INSYNC_REPLICAS) is more than the replication factor {factor} "
                 f"({self.describe_factor(factor, brokers)}) on Kafka at {bootstrap}: every "
@@ -133,7 +130,7 @@ MAINTENANCE_TOPIC_CONFIGS = {
 def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
     """The topics of a deployment with topic prefix ``prefix``."""
     if partitions < 1:
-        raise StackError(f"topics: partitions must be >= 1, got {partitions}")
+        raise KafkaAdminError(f"topics: partitions must be >= 1, got {partitions}")
     return [
         TopicSpec(
             f"{prefix}.heartbeats",
@@ -156,7 +153,7 @@ def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
             dict(MAINTENANCE_TOPIC_CONFIGS),
             partitions_setting="",
             recreate_hint=(
-                "delete it and run `python -m arcbeat.deploy.topics` (or `arcbeat stack up`), "
+                "delete it and run `arcbeat topics` (or `arcbeat stack up`), "
                 "which creates it with 1 partition, then create its maintenance windows again"
             ),
         ),
@@ -176,7 +173,7 @@ async def ensure_topics_async(
     """Create the deployment's topics; existing topics are checked, never changed.
 
     ``options``: TLS/SASL keyword arguments (``arcbeat.streams.kafka_client.client_options``).
-    Returns ``{topic: "created" | "exists"}``. Raises :class:`StackError` when the broker
+    Returns ``{topic: "created" | "exists"}``. Raises :class:`KafkaAdminError` when the broker
     cannot be reached, refuses a topic, or an existing topic does not match (see
     :func:`ensure_specs_async`).
     """
@@ -205,7 +202,7 @@ async def ensure_specs_async(
     describe and use them (a worker on a secured broker, whose topics an admin created)
     never sends a CreateTopics it is not allowed to. An existing topic with another
     partition count, or with another replication factor (fewer copies than auto wants),
-    raises :class:`StackError` naming every such topic; nothing is changed. ``warn`` (default:
+    raises :class:`KafkaAdminError` naming every such topic; nothing is changed. ``warn`` (default:
     a logged warning) hears of topics on a multi-broker cluster with fewer than 3 copies or
     ``min.insync.replicas`` below 2, and of existing topics with a lower
     ``min.insync.replicas`` than wanted.
@@ -232,7 +229,7 @@ async def ensure_specs_async(
         outcome = {name: "exists" for name in names if name in present}
         if missing:
             if factor > brokers:
-                raise StackError(
+                raise KafkaAdminError(
                     f"topics: cannot create {', '.join(s.name for s in missing)} with "
                     f"{factor} copies ({rep.describe_factor(factor, brokers)}): Kafka at "
                     f"{bootstrap} has {brokers} broker(s) up. Start the missing brokers, or "
@@ -262,10 +259,10 @@ async def ensure_specs_async(
                 present[name] = _shape(topics[name])
         for line in replication_warnings(present, in_sync, brokers, min_insync, names, bootstrap):
             say(line)
-    except StackError:
+    except KafkaAdminError:
         raise
     except Exception as exc:
-        raise StackError(
+        raise KafkaAdminError(
             f"topics: cannot create topics {names} on Kafka at {bootstrap}: "
             f"{exc!r}. Is the broker up? (`arcbeat stack status`)"
         ) from exc
@@ -289,7 +286,7 @@ def check_existing(
     brokers: int,
     bootstrap: str,
 ) -> None:
-    """Raise :class:`StackError` naming every existing topic whose partition count differs
+    """Raise :class:`KafkaAdminError` naming every existing topic whose partition count differs
     from its spec, or whose replication factor differs from the explicit setting (auto:
     is lower than what auto wants now)."""
     # (what is wrong, how to fix it) -> topics
@@ -325,7 +322,7 @@ def check_existing(
             )
             problems.setdefault((what, fix), []).append(spec.name)
     if problems:
-        raise StackError(
+        raise KafkaAdminError(
             f"topics: existing topics on Kafka at {bootstrap} do not match the settings "
             "(arcbeat never changes an existing topic's partitions or replication):"
             + "".join(
@@ -440,96 +437,15 @@ def _outcomes(obj: dict[str, Any], bootstrap: str) -> dict[str, str]:
                 )
             failures.append(f"{name}: {message}")
     if denied:
-        raise StackError(
+        raise KafkaAdminError(
             f"topics: Kafka at {bootstrap} does not let this principal see or create "
             f"{', '.join(sorted(denied))} (authorization failed). Check kafka_username: an "
             "agent principal may only write heartbeats. The deployment's topics are created "
             "by an admin (`arcbeat stack up` on the local stack, which also grants arcbeat's "
-            "users their ACLs, or `python -m arcbeat.deploy.topics` with admin credentials)"
+            "users their ACLs, or `arcbeat topics --acls` with admin credentials)"
         )
     if failures:
-        raise StackError(f"topics: Kafka at {bootstrap} refused to create: {'; '.join(failures)}")
+        raise KafkaAdminError(
+            f"topics: Kafka at {bootstrap} refused to create: {'; '.join(failures)}"
+        )
     return result
-
-
-async def close_quietly(admin: AIOKafkaAdminClient) -> None:
-    with contextlib.suppress(Exception):
-        await admin.close()
-
-
-def run_sync(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion from sync code, even when called inside an event loop.
-
-    Inside a running loop (e.g. an async test) the coroutine runs on a fresh loop in a helper
-    thread, because ``asyncio.run`` refuses to nest.
-    """
-
-    async def wrapper() -> T:
-        return await make()
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(wrapper())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, wrapper()).result()
-
-
-def main() -> int:
-    """``python -m arcbeat.deploy.topics [--acls]``: create the topics of the configured prefix.
-
-    Used by docker-compose's one-shot ``topics`` service; settings come from ``ARCBEAT_*``.
-    ``--acls`` (as admin, SASL_SSL): also upsert SCRAM users and grant arcbeat's ACLs.
-    """
-    from arcbeat.streams.kafka_client import client_options
-    from arcbeat.streams.settings import Settings, SettingsError
-
-    grant = "--acls" in sys.argv[1:]
-    try:
-        settings = Settings.load()
-        options = client_options(settings)
-        outcome = run_sync(
-            lambda: ensure_topics_async(
-                settings.kafka_bootstrap,
-                settings.topic_prefix,
-                settings.partitions,
-                options=options,
-                replication=Replication.of(settings),
-                warn=lambda m: print(f"arcbeat topics: warning: {m}", file=sys.stderr),
-            )
-        )
-        if grant:
-            added = _grant(settings, options)
-    except (StackError, SettingsError) as exc:
-        print(f"arcbeat topics: error: {exc}", file=sys.stderr)
-        return 1
-    for name, what in outcome.items():
-        print(f"{name}: {what}")
-    if grant:
-        print(f"SCRAM users added: {', '.join(added) or 'none'}; ACLs granted")
-    return 0
-
-
-def _grant(settings: Settings, options: Mapping[str, Any]) -> list[str]:
-    """``--acls`` (run as admin on a secured broker): upsert the SCRAM users whose password
-    files sit next to ``kafka_password_file`` (compose's secrets volume), then grant every
-    arcbeat principal its ACLs. Returns the users that were new."""
-    from pathlib import Path
-
-    from arcbeat.deploy import kafka_security as ks
-
-    folder = Path(settings.kafka_password_file).parent
-    users = [u for u in ks.users_of(settings) if u != ks.ADMIN_USER]
-    missing = [u for u in users if not (folder / f"{u}.password").is_file()]
-    if missing:
-        raise StackError(
-            f"topics --acls: no password file for {', '.join(missing)} in {folder}; run "
-            "`python -m arcbeat.deploy.compose_secrets` with the same ARCBEAT_KAFKA_AGENT_USERS"
-        )
-    bootstrap = settings.kafka_bootstrap
-    added, _ = run_sync(lambda: ks.grant_principals(bootstrap, options, settings, folder))
-    return added
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
