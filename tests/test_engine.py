@@ -25,6 +25,8 @@ from arcbeat.streams.checkpoint import Pointer
 from arcbeat.streams.deadlines import ScopeCounts
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.machines import from_slot
+from arcbeat.streams.maintenance import Selector, Window
+from arcbeat.streams.maintenance import to_json as maintenance_json
 from arcbeat.streams.records import heartbeat_payload, parse_rfc3339, resource_id
 from arcbeat.streams.scopes import ScopeBoard, decode_verdicts, encode_verdicts
 from arcbeat.streams.settings import Settings
@@ -88,6 +90,7 @@ class Tick:
     at: float
     verdicts: Mapping[str, Verdict]
     decided_at: float | None
+    maintenance: tuple[Mapping[str, Any], ...] = ()
 
 
 Record = Msg | Tick
@@ -109,6 +112,29 @@ class TickStep:
     gap: float
     verdict: str  # none | silent | recovered
     decided: float | None  # how long before the tick the latest decision was taken
+    planned: str = "none"  # the maintenance windows it carries: none | all | one
+
+
+def _planned_window(name: str, selector: Selector) -> dict[str, Any]:
+    return maintenance_json(
+        Window(
+            id=name,
+            selector=selector,
+            start=T0 + 2.0,
+            end=T0 + 40.0,
+            recurrence=None,
+            reason="test",
+            created_by="test",
+            created_at=T0,
+        )
+    )
+
+
+PLANNED: dict[str, tuple[Mapping[str, Any], ...]] = {
+    "none": (),
+    "all": (_planned_window("mw-all", Selector(resource_group="rg")),),
+    "one": (_planned_window("mw-one", Selector(resource_ids=frozenset({_rid(1).lower()}))),),
+}
 
 
 # silences long enough to be late, due, and Expired
@@ -143,6 +169,7 @@ def _tick(gaps: st.SearchStrategy[float]) -> st.SearchStrategy[TickStep]:
         gap=gaps,
         verdict=st.sampled_from(["none"] * 4 + ["silent", "recovered"]),
         decided=st.sampled_from([None, None, 0.0, 0.5, 2.0, 10.0]),
+        planned=st.sampled_from(["none"] * 3 + ["all", "one"]),
     )
 
 
@@ -189,7 +216,7 @@ def build_log(steps: Sequence[MsgStep | TickStep], engine: Engine) -> list[Recor
                 "recovered": {SCOPE: Verdict(False, t - 1.0, 0)},
             }[step.verdict]
             decided = None if step.decided is None else t - step.decided
-            out.append(Tick(step.p, offsets[step.p], t, verdicts, decided))
+            out.append(Tick(step.p, offsets[step.p], t, verdicts, decided, PLANNED[step.planned]))
             offsets[step.p] += 1
             continue
         m = step.machine
@@ -231,7 +258,12 @@ def feed(engine: Engine, log: Sequence[Record]) -> list[Out]:
     for r in log:
         if isinstance(r, Tick):
             emits, _ = engine.handle_tick(
-                r.p, r.at, r.verdicts, wall_now=r.at, decided_at=r.decided_at
+                r.p,
+                r.at,
+                r.verdicts,
+                wall_now=r.at,
+                decided_at=r.decided_at,
+                maintenance=r.maintenance,
             )
         else:
             emits, _ = engine.handle_message(

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -130,6 +132,16 @@ def call_text(url: str) -> str:
 
     with urllib.request.urlopen(url, timeout=10) as r:
         return str(r.read().decode())
+
+
+def _cli(dep: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "arcbeat.deploy.cli", "maintenance", *args],
+        env=dep.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _refused(method: str, url: str, token: str | None, body: Any = None) -> str:
@@ -251,6 +263,18 @@ def test_a_patch_night_in_a_maintenance_window(stack: Stack, tmp_path: Path) -> 
             assert "409" in _refused("DELETE", f"{urls[0]}/maintenance/{other['id']}", admin)
             assert "404" in _refused("DELETE", f"{urls[0]}/maintenance/mw-nope", admin)
             assert not fleet.errors
+
+            # -- the command -----------------------------------------------------------------
+            (tmp_path / "reader.token").write_text(reader + "\n")
+            listed = _cli(
+                dep, "--url", urls[1], "--token-file", str(tmp_path / "reader.token"), "list"
+            )
+            assert listed.returncode == 0 and wid in listed.stdout and other["id"] in listed.stdout
+            refused = _cli(
+                dep, "--url", urls[0], "--token-file", str(tmp_path / "reader.token"),
+                "create", "--resource-group", "patch", "--duration", "1h", "--reason", "x",
+            )  # fmt: skip
+            assert refused.returncode == 1 and "403" in refused.stderr
 
         records = _status(dep)
         for rid in PATCH:
