@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from arcbeat.streams.engine import EngineStats, Histogram, Verdict
+from arcbeat.streams.engine import Verdict
+from arcbeat.streams.stats import EngineStats, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
-from arcbeat.streams.engine import EngineStats
+from arcbeat.streams.stats import EngineStats
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
