@@ -1,4 +1,4 @@
-"""`arcbeat demo`: the main job on one machine.
+"""The whole pipeline on one machine (``arcbeat demo``).
 
 Starts the local stack, a worker, the history exporter and a simulated fleet (time compressed:
 a 2 s heartbeat), prints every transition as it happens, and says where to look.
@@ -6,7 +6,6 @@ a 2 s heartbeat), prints every transition as it happens, and says where to look.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -110,7 +109,9 @@ def _wait_ready(url: str, timeout: float) -> None:
     print(f"  worker not ready after {timeout:g}s ({reason}); going on", flush=True)
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(machines: int, duration: float, warmup: float) -> int:
+    """Run the demo with ``machines`` simulated machines for ``duration`` seconds, waiting at
+    most ``warmup`` seconds for the worker to be ready."""
     env = {**os.environ, **DEMO_ENV}
     os.environ.update(DEMO_ENV)
     settings = Settings.load()
@@ -132,20 +133,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
     start("worker", "worker")
     start("history", "history")
-    _wait_ready(f"http://{settings.web_host}:{settings.web_port}/readyz", args.warmup)
+    _wait_ready(f"http://{settings.web_host}:{settings.web_port}/readyz", warmup)
     start(
         "simulate",
         "simulate",
         "-n",
-        str(args.machines),
+        str(machines),
         "--duration",
-        str(args.duration),
+        str(duration),
         "--scenario",
         "steady,outages,flap,disconnect,location-silent,malformed,skew",
         "--silent-location",
         "westeurope",
         "--silent-at",
-        str(args.duration * 0.5),
+        str(duration * 0.5),
         "--silent-for",
         "12",
         "--groundtruth",
@@ -154,7 +155,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(_where(settings, stack.state_dir))
     print("transitions (read_committed from arcbeat-demo.status):", flush=True)
     try:
-        n = asyncio.run(_print_transitions(settings, time.time() + args.duration + 20))
+        n = asyncio.run(_print_transitions(settings, time.time() + duration + 20))
         print(f"\n{n} status records. The stack keeps running: `arcbeat stack down` stops it.")
     except KeyboardInterrupt:
         print("\ninterrupted")
@@ -169,15 +170,3 @@ def run_demo(args: argparse.Namespace) -> int:
                 os.killpg(p.pid, signal.SIGKILL)
     print(_where(settings, stack.state_dir))
     return 0
-
-
-def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "demo", help="the main job: stack + worker + exporters + a simulated fleet, live"
-    )
-    p.add_argument("--machines", type=int, default=1000)
-    p.add_argument("--duration", type=float, default=120.0, help="seconds of simulation")
-    p.add_argument(
-        "--warmup", type=float, default=60.0, help="longest wait for the worker to be ready"
-    )
-    p.set_defaults(func=run_demo)

@@ -1,4 +1,4 @@
-"""`arcbeat stack up | down | status`: the local single-machine stack.
+"""The local single-machine stack (``arcbeat stack up | down | status``).
 
 Apache Kafka (KRaft, one node; ``up --brokers 3``: three), Prometheus, Alertmanager and
 InfluxDB 1.x run as detached processes on loopback; data, logs, pid files, rendered configs
@@ -21,14 +21,11 @@ cleared), ``down`` stops every service of this state folder and leaves no proces
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import fcntl
-import json
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,9 +51,9 @@ from arcbeat.deploy.services import (
     recorded_brokers,
     tail,
 )
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import Settings
 
-__all__ = ["ServiceStatus", "Stack", "StackError", "add_stack_commands"]
+__all__ = ["ServiceStatus", "Stack", "StackError"]
 
 _PROGRESS_EVERY = 10.0  # seconds between "still waiting" lines
 _LOCK_TIMEOUT = 600.0  # seconds to wait for another up/down of the same state folder
@@ -461,119 +458,5 @@ class Stack:
         svc.pid_file.unlink(missing_ok=True)
 
 
-# -- command line ----------------------------------------------------------------------------
-
-
-def _print(message: str) -> None:
-    print(message, flush=True)
-
-
-def _warn(message: str) -> None:
-    print(f"stack: warning: {message}", file=sys.stderr, flush=True)
-
-
-def _load_stack(brokers: int | None = None) -> Stack:
-    return Stack(Settings.load(), brokers=brokers)
-
-
-def _cmd_up(args: argparse.Namespace) -> int:
-    stack = _load_stack(args.brokers)
-    stack.up(_print)
-    stack.ensure_topics(warn=_warn)
-    _print(f"stack: topics of prefix {stack.settings.topic_prefix!r} ready")
-    return 0
-
-
-def _cmd_down(args: argparse.Namespace) -> int:
-    _load_stack().down(_print)
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    stack = _load_stack()
-    statuses = stack.status()
-    if args.json:
-        print(json.dumps({n: s.as_dict() for n, s in statuses.items()}, indent=2))
-    else:
-        print(format_status(statuses, stack.state_dir))
-    return 0 if all(s.healthy for s in statuses.values()) else 1
-
-
-def format_status(statuses: dict[str, ServiceStatus], state_dir: Path) -> str:
-    """A small table: service, pid, address, health, detail; then Kafka's partition health
-    (under-replicated partitions of the whole cluster) when a broker answered."""
-    rows = [("SERVICE", "PID", "ADDRESS", "HEALTHY", "DETAIL")]
-    for s in statuses.values():
-        rows.append((s.name, str(s.pid or "-"), s.address, "yes" if s.healthy else "no", s.detail))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
-        for r in rows
-    ]
-    cluster = next((s.extra["cluster"] for s in statuses.values() if "cluster" in s.extra), None)
-    if cluster is not None:
-        lines.append(
-            f"kafka: {len(cluster['brokers'])} broker(s) up {cluster['brokers']}, "
-            f"{cluster['partitions']} partitions, {cluster['under_replicated']} "
-            f"under-replicated, {cluster['offline']} offline"
-            + (
-                f", {cluster['under_min_isr']} below min.insync.replicas (acks=all writes fail)"
-                if cluster["under_min_isr"]
-                else ""
-            )
-        )
-    lines.append(f"state: {state_dir}  (logs in {state_dir / 'logs'})")
-    return "\n".join(lines)
-
-
 def _with(status: ServiceStatus, **changes: Any) -> ServiceStatus:
     return dataclasses.replace(status, **changes)
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (StackError, SettingsError) as exc:
-            print(f"arcbeat stack {args.stack_command}: error: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print(
-                f"arcbeat stack {args.stack_command}: interrupted; `arcbeat stack down` stops "
-                "whatever was started",
-                file=sys.stderr,
-            )
-            return 130
-
-    return run
-
-
-def add_stack_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``stack up|down|status`` to an argparse sub-command set; handlers go in ``func``."""
-    stack = subparsers.add_parser(
-        "stack",
-        help="start/stop/inspect the local Kafka, Prometheus, Alertmanager, InfluxDB",
-        description="The local single-machine stack, on loopback, state under ARCBEAT_STATE_DIR "
-        "(default ./state).",
-    )
-    sub = stack.add_subparsers(dest="stack_command", required=True, metavar="{up,down,status}")
-    up = sub.add_parser("up", help="start every service and wait until healthy (idempotent)")
-    up.add_argument(
-        "--brokers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Kafka brokers (default: as the state folder was formatted, else 1); 3 gives a "
-        "cluster that survives the loss of one broker: brokers on the first "
-        "ARCBEAT_KAFKA_BOOTSTRAP port + 0, 100, 200, each also a KRaft controller",
-    )
-    up.set_defaults(func=_guarded(_cmd_up))
-    down = sub.add_parser("down", help="stop every service of the state folder")
-    down.set_defaults(func=_guarded(_cmd_down))
-    status = sub.add_parser(
-        "status",
-        help="pid, address and health of each service; each broker's partitions (leader of, "
-        "under-replicated)",
-    )
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=_guarded(_cmd_status))

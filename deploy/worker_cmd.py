@@ -1,19 +1,15 @@
-"""`arcbeat worker`: composes the stream processor with its HTTP API and Prometheus metrics.
+"""The worker (``arcbeat worker``): the stream processor composed with its HTTP API, its
+Prometheus metrics and its topics.
 
 Wiring lives here (not in streams/) so that streams never imports exporters.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import sys
 from collections import Counter
 from typing import Any
 
-import faust
-from arcbeat.deploy.kafka_admin import KafkaAdminError
 from arcbeat.deploy.kafka_admin.topics import (
     Replication,
     TopicSpec,
@@ -112,7 +108,7 @@ def internal_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def _declare_topics(pipe: Pipeline) -> None:
+async def declare_topics(pipe: Pipeline) -> None:
     """Make sure the deployment's topics and the worker's own topics exist, with the
     partitions and replication of the settings (a mismatch stops the worker with the topic
     named; too little replication on a multi-broker cluster is a warning on stderr).
@@ -146,44 +142,3 @@ def build_worker(settings: Settings, worker_id: int = 0) -> Pipeline:
     web: Any = pipe.app.web  # the aiohttp driver: its Application is web_app
     WorkerAPI(pipe).register(web.web_app)
     return pipe
-
-
-def _print_transition(value: bytes) -> None:
-    print(value.decode(), flush=True)
-
-
-def run_worker(args: argparse.Namespace) -> int:
-    settings = Settings.load()
-    pipe = build_worker(settings, args.id)
-    try:
-        asyncio.run(_declare_topics(pipe))
-    except KafkaAdminError as exc:
-        print(f"arcbeat worker: {exc}", file=sys.stderr)
-        return 2
-    if args.print_transitions:
-        pipe.on_emit.append(lambda e: _print_transition(e.value) if e.topic == "status" else None)
-    logging.getLogger("arcbeat").setLevel(args.loglevel.upper())
-    # redirect_stdouts=False: faust would otherwise turn --print-transitions' stdout lines
-    # into WARNING log records on stderr
-    worker = faust.Worker(pipe.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
-    # faust's terminal spinner sets the root logger to DEBUG so that every record spins it:
-    # every aiokafka/faust debug record is then built and filtered, per message (~30x slower)
-    worker.spinner = None
-    worker.execute_from_commandline()  # runs until stopped, then exits the process
-
-
-def add_worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "worker",
-        help="run a stream processor (start as many as you like: one consumer group)",
-        description=(
-            "The stream processor: a batched heartbeat loop in a Faust worker process. "
-            "Web API, /healthz, /readyz and /metrics on ARCBEAT_WEB_PORT + id."
-        ),
-    )
-    p.add_argument("--id", type=int, default=0, help="worker number: web port = base + id")
-    p.add_argument("--loglevel", default="warning", help="debug, info, warning, error")
-    p.add_argument(
-        "--print-transitions", action="store_true", help="print each status record emitted"
-    )
-    p.set_defaults(func=run_worker)

@@ -1,4 +1,5 @@
-"""``arcbeat history``: Kafka ``<prefix>.status`` + ``<prefix>.fleet`` -> InfluxDB, losing nothing.
+"""The history exporter (``arcbeat history``): ``<prefix>.status`` + ``<prefix>.fleet`` -> InfluxDB,
+losing nothing.
 
 It also writes the maintenance windows of ``<prefix>.maintenance`` as ``maintenance`` points
 (see :meth:`HistoryExporter._follow_maintenance`).
@@ -39,12 +40,9 @@ stays exported (``arcbeat_capacity_last_report_timestamp_seconds`` tells its age
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -75,10 +73,10 @@ from arcbeat.exporters.influx_points import (
     maintenance_points,
     value_to_lines,
 )
-from arcbeat.exporters.sinks import InfluxSink, SinkError, make_sink
+from arcbeat.exporters.sinks import InfluxSink, SinkError
 from arcbeat.streams.fleet_summary import FleetSummary, SummaryError
 from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import Settings
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -93,11 +91,8 @@ __all__ = [
     "CapacityTask",
     "HistoryError",
     "HistoryExporter",
-    "add_history_command",
     "fleet_topic",
-    "history_command",
     "history_group_id",
-    "main",
     "maintenance_topic",
 ]
 
@@ -798,86 +793,3 @@ class HistoryExporter:
 
 def _fmt_offsets(offsets: dict[TopicPartition, int]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in sorted(offsets.items()))
-
-
-# -------------------------------------------------------------------- command line
-
-
-def add_history_command(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """``arcbeat history``; sets ``func=history_command`` (call ``args.func(args)``)."""
-    parser = subparsers.add_parser(
-        "history",
-        help="export status and fleet history from Kafka to InfluxDB",
-        description=(
-            "Consume <prefix>.status and <prefix>.fleet and write InfluxDB points "
-            "(measurements transitions, scope_events, fleet, availability, capacity), and "
-            "the maintenance windows of <prefix>.maintenance (measurement maintenance). "
-            "Offsets are committed only after InfluxDB accepted the points, so an InfluxDB "
-            "outage or a kill loses nothing. Every ARCBEAT_CAPACITY_INTERVAL (default 60s, "
-            "0 = off) it also computes the capacity report from a worker's GET /capacity "
-            "(ARCBEAT_CAPACITY_SOURCE_URL), writes it to InfluxDB and serves the "
-            "arcbeat_capacity_* gauges. Settings: ARCBEAT_INFLUX_*, ARCBEAT_HISTORY_PORT, "
-            "ARCBEAT_CAPACITY_*."
-        ),
-    )
-    parser.add_argument("--influx-url", help="InfluxDB base URL (setting influx_url)")
-    parser.add_argument(
-        "--influx-api", choices=("v1", "v2"), help="/write (v1) or /api/v2/write (v2)"
-    )
-    parser.add_argument("--influx-db", help="database, or bucket for v2 (setting influx_db)")
-    parser.add_argument("--port", type=int, help="serve /metrics here (setting history_port)")
-    parser.set_defaults(func=history_command)
-    return parser
-
-
-def history_command(args: argparse.Namespace) -> int:
-    """Run the exporter until SIGINT/SIGTERM. Exit code 0, or 2 on bad settings/unreachable."""
-    overrides: dict[str, Any] = {}
-    for arg, setting in (
-        ("influx_url", "influx_url"),
-        ("influx_api", "influx_api"),
-        ("influx_db", "influx_db"),
-        ("port", "history_port"),
-    ):
-        value = getattr(args, arg, None)
-        if value is not None:
-            overrides[setting] = value
-    try:
-        settings = getattr(args, "settings", None) or Settings.load()
-        if overrides:
-            settings = settings.replace(**overrides)
-    except SettingsError as exc:
-        print(f"arcbeat history: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_run_until_signal(settings))
-    except HistoryError as exc:
-        print(f"arcbeat history: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-async def _run_until_signal(settings: Settings) -> None:
-    exporter = HistoryExporter(settings, make_sink(settings))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, exporter.request_stop)
-    await exporter.run()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m arcbeat.exporters.history`` (same as ``arcbeat history``)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    parser = argparse.ArgumentParser(prog="arcbeat")
-    add_history_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["history", *(argv if argv is not None else sys.argv[1:])])
-    result: int = args.func(args)
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

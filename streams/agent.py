@@ -1,4 +1,4 @@
-"""``arcbeat agent``: a real heartbeat agent for this machine.
+"""A real heartbeat agent for this machine (``arcbeat agent``).
 
 It reads the hostname and ``/etc/os-release``, sends ``connect`` when it starts (like
 ``azcmagent connect``), then a heartbeat every ``heartbeat_interval`` with a sequence that
@@ -9,7 +9,6 @@ a stopped agent is exactly what arcbeat must notice. ``--disconnect`` sends ``di
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import re
@@ -20,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from aiokafka import AIOKafkaProducer
 from arcbeat.streams.identity import signature_headers
@@ -34,7 +33,7 @@ from arcbeat.streams.records import (
     parse_resource_id,
     resource_id,
 )
-from arcbeat.streams.settings import Settings, SettingsError, parse_duration, read_secret
+from arcbeat.streams.settings import Settings, read_secret
 
 DEFAULT_SUBSCRIPTION: Final = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP: Final = "local"
@@ -281,67 +280,8 @@ async def run_agent(
     return delivered
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def add_agent_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``arcbeat agent``; the handler is ``args.func(args) -> int``."""
-    p = subparsers.add_parser(
-        "agent",
-        help="a heartbeat agent for this machine",
-        description=(
-            "Send `connect`, then a heartbeat every heartbeat_interval, for this machine "
-            "(hostname, /etc/os-release). Ctrl-C stops it silently: arcbeat will declare the "
-            "machine Disconnected. --disconnect removes the machine instead."
-        ),
-    )
-    p.add_argument("--resource-id", help="full Resource ID (default: built from the options)")
-    p.add_argument("--subscription", default=DEFAULT_SUBSCRIPTION, help="subscription GUID")
-    p.add_argument("--resource-group", default=DEFAULT_RESOURCE_GROUP)
-    p.add_argument("--machine-name", help="default: this host's name")
-    p.add_argument("--location", help="region (default: the first configured region)")
-    p.add_argument("--tag", action="append", metavar="NAME=VALUE", help="repeatable")
-    p.add_argument("--interval", help="heartbeat interval such as 5m (default: setting)")
-    p.add_argument("--once", action="store_true", help="connect, one heartbeat, exit")
-    p.add_argument("--disconnect", action="store_true", help="send `disconnect` and exit")
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: setting)")
-    p.add_argument("--topic-prefix", help="topic prefix (default: setting)")
-    p.set_defaults(func=run_agent_command)
-
-
-def run_agent_command(args: argparse.Namespace) -> int:
-    try:
-        overrides: dict[str, Any] = {}
-        if args.bootstrap:
-            overrides["kafka_bootstrap"] = args.bootstrap
-        if args.topic_prefix:
-            overrides["topic_prefix"] = args.topic_prefix
-        settings = Settings.load(**overrides)
-        interval = parse_duration(args.interval) if args.interval else None
-        rid = args.resource_id or resource_id(
-            args.subscription, args.resource_group, args.machine_name or machine_name()
-        )
-        delivered = asyncio.run(
-            run_agent(
-                settings,
-                resource_id=rid,
-                location=args.location,
-                once=args.once,
-                interval=interval,
-                tags=parse_tags(args.tag),
-                disconnect=args.disconnect,
-            )
-        )
-    except (SettingsError, ValueError, ConnectionError) as exc:
-        print(f"arcbeat agent: {exc}", file=sys.stderr)
-        return 2
-    return 0 if delivered else 1
-
-
 __all__ = [
     "Agent",
-    "add_agent_command",
     "default_resource_id",
     "machine_name",
     "read_os_release",

@@ -123,7 +123,7 @@ def test_arcbeat_services_build_from_the_dockerfile() -> None:
     assert commands["worker"] == ["arcbeat", "worker"]
     assert commands["history"] == ["arcbeat", "history"]
     assert commands["simulate"] == ["arcbeat", "simulate"]
-    assert commands["topics"] == ["python", "-m", "arcbeat.deploy.topics"]
+    assert commands["topics"] == ["arcbeat", "topics"]
     assert SERVICES["simulate"]["profiles"] == ["demo"]
     for service in ARCBEAT_SERVICES:
         assert SERVICES[service]["build"] == "."

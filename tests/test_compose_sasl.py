@@ -4,7 +4,7 @@ No Docker engine here, so the parts are run without it: ``compose_secrets`` writ
 secrets folder (with loopback listeners instead of kafka:9092), ``kafka-sasl.sh`` formats and
 starts a real broker from the Maven jars (through stand-in ``kafka-storage.sh`` and
 ``kafka-server-start.sh`` that call the same Java classes as the image's scripts), and
-``topics --acls`` runs with the topics service's environment. Ports 29193-29195.
+``arcbeat topics --acls`` runs with the topics service's environment. Ports 29193-29195.
 """
 
 from __future__ import annotations
@@ -221,8 +221,10 @@ def test_secrets_folder_is_private_and_scram_values_are_salted(compose_broker: P
 
 def _topics_acls(secrets: Path) -> subprocess.CompletedProcess[str]:
     """The compose `topics` service's command, with its environment."""
+    command = _merged("topics")["command"]
+    assert command == ["arcbeat", "topics", "--acls"]
     return subprocess.run(
-        [sys.executable, "-m", "arcbeat.deploy.topics", "--acls"],
+        [sys.executable, "-m", "arcbeat.deploy.cli", *command[1:]],
         env=_client_env(secrets, "topics"),
         capture_output=True,
         text=True,

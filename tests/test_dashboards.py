@@ -29,7 +29,6 @@ from arcbeat.dashboards.build import (
     stale_files,
     write_all,
 )
-from arcbeat.dashboards.cli import add_dashboards_commands
 from arcbeat.dashboards.queries import (
     BUILTIN_VALUES,
     default_variable_values,
@@ -38,6 +37,7 @@ from arcbeat.dashboards.queries import (
     variable_names,
     variable_queries,
 )
+from arcbeat.deploy.commands import dashboards as dashboards_command
 from arcbeat.exporters.grafana_push import GrafanaPushError, datasource_payloads, push
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_build_is_deterministic():
 
 def test_cli_build_writes_and_check_detects_stale(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="arcbeat")
-    add_dashboards_commands(parser.add_subparsers(dest="command"))
+    dashboards_command.register(parser.add_subparsers(dest="command"))
 
     def run(*argv: str) -> int:
         args = parser.parse_args(list(argv))
@@ -632,7 +632,7 @@ async def test_push_creates_then_updates_idempotently(fake_grafana, dashboards):
 
 def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="arcbeat")
-    add_dashboards_commands(parser.add_subparsers(dest="command"))
+    dashboards_command.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     return int(args.func(args))
 

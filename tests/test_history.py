@@ -566,7 +566,7 @@ async def test_influxdb_outage_loses_nothing(
 
 
 async def test_sigkilled_exporter_loses_nothing(env: Settings, tmp_path: Path) -> None:
-    """`python -m arcbeat.exporters.history` killed with SIGKILL mid-stream, then restarted."""
+    """`arcbeat history` killed with SIGKILL mid-stream, then restarted."""
     s = env.replace(influx_batch_size=10, influx_flush_interval=0.05)
     records = transitions(0, 400)
     child_env = {
@@ -580,7 +580,7 @@ async def test_sigkilled_exporter_loses_nothing(env: Settings, tmp_path: Path) -
         "ARCBEAT_INFLUX_FLUSH_INTERVAL": "0.05",
         "ARCBEAT_HISTORY_PORT": str(s.history_port),
     }
-    argv = [sys.executable, "-m", "arcbeat.exporters.history"]
+    argv = [sys.executable, "-m", "arcbeat.deploy.cli", "history"]
     log = tmp_path / "history.log"
 
     def spawn() -> subprocess.Popen[bytes]:
@@ -845,21 +845,6 @@ async def test_v1_sink_request_shape_and_database_creation() -> None:
     expected = ("POST", "/write", {"db": "hist", "precision": "ns"}, basic, "m f=1 1\nm f=2 2")
     assert seen == [expected, expected]
     assert created == ['CREATE DATABASE "hist"']
-
-
-def test_history_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
-
-    from arcbeat.exporters.history import add_history_command, history_command
-
-    parser = argparse.ArgumentParser(prog="arcbeat")
-    add_history_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["history", "--influx-api", "v2", "--port", "7001"])
-    assert args.func is history_command
-    assert (args.influx_api, args.port, args.influx_url) == ("v2", 7001, None)
-    bad = parser.parse_args(["history", "--port", "70000"])
-    assert bad.func(bad) == 2
-    assert "history_port" in capsys.readouterr().err
 
 
 async def test_unreachable_kafka_is_a_clear_error() -> None:

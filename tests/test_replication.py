@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from arcbeat.deploy.commands import stack as stack_command
+from arcbeat.deploy.commands.stack import format_status
 from arcbeat.deploy.kafka_admin import KafkaAdminError
 from arcbeat.deploy.kafka_admin.topics import (
     Replication,
@@ -41,7 +43,7 @@ from arcbeat.deploy.services import (
     render_template,
     set_properties,
 )
-from arcbeat.deploy.stack import Stack, StackError, add_stack_commands, format_status
+from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.deploy.worker_cmd import internal_specs
 from arcbeat.streams.settings import Settings, SettingsError
 
@@ -342,7 +344,7 @@ def test_status_and_down_of_a_stopped_cluster(
     state.mkdir()
     (state / "kafka-cluster.json").write_text(json.dumps({"brokers": 3, "cluster_id": "x"}))
     parser = argparse.ArgumentParser(prog="arcbeat")
-    add_stack_commands(parser.add_subparsers(dest="command", required=True))
+    stack_command.register(parser.add_subparsers(dest="command", required=True))
     monkeypatch.setenv("ARCBEAT_STATE_DIR", str(state))
     monkeypatch.setenv("ARCBEAT_CONFIG", str(tmp_path / "none.toml"))
     args = parser.parse_args(["stack", "status", "--json"])

@@ -28,6 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from arcbeat.deploy import processes
+from arcbeat.deploy.commands import stack as stack_command
+from arcbeat.deploy.commands.stack import format_status
 from arcbeat.deploy.kafka_admin import KafkaAdminError
 from arcbeat.deploy.kafka_admin.topics import HEARTBEAT_TOPIC_MAX_BYTES, topic_specs
 from arcbeat.deploy.services import (
@@ -38,7 +40,7 @@ from arcbeat.deploy.services import (
     port_open,
     render_prometheus_config,
 )
-from arcbeat.deploy.stack import Stack, StackError, add_stack_commands, format_status
+from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.settings import Settings
 
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -152,7 +154,7 @@ def test_cli_status_and_down_on_an_empty_state_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     parser = argparse.ArgumentParser(prog="arcbeat")
-    add_stack_commands(parser.add_subparsers(dest="command", required=True))
+    stack_command.register(parser.add_subparsers(dest="command", required=True))
     monkeypatch.setenv("ARCBEAT_STATE_DIR", str(tmp_path / "state"))
     args = parser.parse_args(["stack", "status", "--json"])
     assert args.func(args) == 1  # nothing healthy

@@ -1,8 +1,4 @@
-"""``arcbeat dashboards build`` and ``arcbeat dashboards push``.
-
-The `arcbeat` command calls :func:`add_dashboards_commands` with its subparsers; each command sets
-``func`` (``(argparse.Namespace) -> int``, the exit code).
-"""
+"""``arcbeat dashboards build | push``: Grafana dashboards as code."""
 
 from __future__ import annotations
 
@@ -10,22 +6,20 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from arcbeat.dashboards.build import DASHBOARD_DIR, build_all, stale_files, write_all
 
 
-def add_dashboards_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``dashboards {build,push}`` to an ``argparse`` subparsers object."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
         "dashboards",
         help="Grafana dashboards as code: build the JSON, push to a running Grafana",
         description="Grafana dashboards as code (NOC overview, machine detail, capacity).",
     )
-    sub = parser.add_subparsers(dest="dashboards_command", metavar="{build,push}")
-    sub.required = True
-
-    build = sub.add_parser(
+    actions = parser.add_subparsers(
+        dest="dashboards_command", required=True, metavar="{build,push}"
+    )
+    build = actions.add_parser(
         "build",
         help="regenerate dashboards/*.json from the Python builders",
         description="Regenerate the committed dashboard JSON from dashboards/*.py.",
@@ -41,9 +35,8 @@ def add_dashboards_commands(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; exit 1 if the files in --out are stale (for CI)",
     )
-    build.set_defaults(func=cmd_build)
 
-    push = sub.add_parser(
+    push = actions.add_parser(
         "push",
         help="create/update the datasources and dashboards in a running Grafana",
         description="Idempotently create or update the arcbeat datasources (by uid) and "
@@ -80,11 +73,16 @@ def add_dashboards_commands(subparsers: Any) -> argparse.ArgumentParser:
         help="push dashboards only (datasources are provisioned some other way)",
     )
     push.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
-    push.set_defaults(func=cmd_push)
-    return parser
+    parser.set_defaults(func=run)
 
 
-def cmd_build(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    if args.dashboards_command == "build":
+        return _build(args)
+    return _push(args)
+
+
+def _build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.check:
         stale = stale_files(out)
@@ -101,7 +99,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_push(args: argparse.Namespace) -> int:
+def _push(args: argparse.Namespace) -> int:
     from arcbeat.exporters.grafana_push import GrafanaPushError, datasource_payloads, push
     from arcbeat.streams.settings import Settings, SettingsError
 
@@ -125,7 +123,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        settings = getattr(args, "settings", None) or Settings.load()
+        settings = Settings.load()
     except SettingsError as exc:
         print(f"arcbeat dashboards push: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""`arcbeat maintenance create|list|end`: planned downtime through the worker API."""
+"""``arcbeat maintenance create | list | end``: planned downtime through the worker API."""
 
 from __future__ import annotations
 
@@ -8,8 +8,50 @@ import sys
 from typing import Any
 
 from arcbeat.deploy.api_client import ApiError, base_url, call, token
-from arcbeat.deploy.query_cmd import table
+from arcbeat.deploy.commands._worker_api import table
 from arcbeat.streams.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "maintenance",
+        help="create, list and end maintenance windows (planned downtime)",
+        description=(
+            "Planned downtime: machines in a window still become Disconnected, but the "
+            "transition carries the window, nothing pages, and availability leaves the time "
+            "out. Needs a token with the maintenance role when the API has tokens."
+        ),
+    )
+    p.add_argument("--url", help="a worker's API (default: from ARCBEAT_WEB_PORT)")
+    p.add_argument("--token-file", help="file holding the API token (or $ARCBEAT_API_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = actions.add_parser("create", help="declare a window")
+    g = c.add_argument_group("which machines (resource IDs, or a scope)")
+    g.add_argument("--resource-id", action="append", help="a machine (repeat for more)")
+    g.add_argument("--subscription", help="subscription id")
+    g.add_argument("--resource-group", help="resource group name")
+    g.add_argument("--location", help="Azure region, e.g. westeurope")
+    g.add_argument("--tag", action="append", help="key=value (repeat: all must match)")
+    t = c.add_argument_group("when")
+    t.add_argument("--start", help="RFC 3339 time (default: now)")
+    t.add_argument("--end", help="RFC 3339 time: the end (of the series, with --weekly)")
+    t.add_argument("--duration", help="instead of --end: 90m, 2h, 1h30m or seconds")
+    t.add_argument("--weekly", help="recurring on these days: mon,tue,...,sun")
+    t.add_argument("--at", default="00:00", help="with --weekly: local start time, HH:MM")
+    t.add_argument("--for", dest="every_for", default="1h", help="with --weekly: how long")
+    t.add_argument("--time-zone", default="UTC", help="with --weekly: e.g. Europe/Berlin")
+    c.add_argument("--reason", required=True, help="why (shown with the window)")
+    c.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="allow a selector that matches no machine yet (machines not onboarded)",
+    )
+    ls = actions.add_parser("list", help="every window (ended ones too)")
+    ls.add_argument("--active", action="store_true", help="only the windows in force now")
+    e = actions.add_parser("end", help="end a window now")
+    e.add_argument("id", help="the window id (see list)")
+    p.set_defaults(func=run)
 
 
 def request_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,45 +140,3 @@ def run(args: argparse.Namespace) -> int:
     except ApiError as exc:
         print(f"arcbeat maintenance: {exc}", file=sys.stderr)
         return 1
-
-
-def add_maintenance_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "maintenance",
-        help="create, list and end maintenance windows (planned downtime)",
-        description=(
-            "Planned downtime: machines in a window still become Disconnected, but the "
-            "transition carries the window, nothing pages, and availability leaves the time "
-            "out. Needs a token with the maintenance role when the API has tokens."
-        ),
-    )
-    p.add_argument("--url", help="a worker's API (default: from ARCBEAT_WEB_PORT)")
-    p.add_argument("--token-file", help="file holding the API token (or $ARCBEAT_API_TOKEN)")
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    c = actions.add_parser("create", help="declare a window")
-    g = c.add_argument_group("which machines (resource IDs, or a scope)")
-    g.add_argument("--resource-id", action="append", help="a machine (repeat for more)")
-    g.add_argument("--subscription", help="subscription id")
-    g.add_argument("--resource-group", help="resource group name")
-    g.add_argument("--location", help="Azure region, e.g. westeurope")
-    g.add_argument("--tag", action="append", help="key=value (repeat: all must match)")
-    t = c.add_argument_group("when")
-    t.add_argument("--start", help="RFC 3339 time (default: now)")
-    t.add_argument("--end", help="RFC 3339 time: the end (of the series, with --weekly)")
-    t.add_argument("--duration", help="instead of --end: 90m, 2h, 1h30m or seconds")
-    t.add_argument("--weekly", help="recurring on these days: mon,tue,...,sun")
-    t.add_argument("--at", default="00:00", help="with --weekly: local start time, HH:MM")
-    t.add_argument("--for", dest="every_for", default="1h", help="with --weekly: how long")
-    t.add_argument("--time-zone", default="UTC", help="with --weekly: e.g. Europe/Berlin")
-    c.add_argument("--reason", required=True, help="why (shown with the window)")
-    c.add_argument(
-        "--allow-empty",
-        action="store_true",
-        help="allow a selector that matches no machine yet (machines not onboarded)",
-    )
-    ls = actions.add_parser("list", help="every window (ended ones too)")
-    ls.add_argument("--active", action="store_true", help="only the windows in force now")
-    e = actions.add_parser("end", help="end a window now")
-    e.add_argument("id", help="the window id (see list)")
-    p.set_defaults(func=run)

@@ -1,0 +1,55 @@
+"""``arcbeat worker``: one stream processor, with its HTTP API and Prometheus metrics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import faust
+from arcbeat.deploy.kafka_admin import KafkaAdminError
+from arcbeat.deploy.worker_cmd import build_worker, declare_topics
+from arcbeat.streams.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run a stream processor (start as many as you like: one consumer group)",
+        description=(
+            "The stream processor: a batched heartbeat loop in a Faust worker process. "
+            "Web API, /healthz, /readyz and /metrics on ARCBEAT_WEB_PORT + id."
+        ),
+    )
+    p.add_argument("--id", type=int, default=0, help="worker number: web port = base + id")
+    p.add_argument("--loglevel", default="warning", help="debug, info, warning, error")
+    p.add_argument(
+        "--print-transitions", action="store_true", help="print each status record emitted"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Declare the topics, then run the worker until it is stopped (the process exits)."""
+    settings = Settings.load()
+    pipe = build_worker(settings, args.id)
+    try:
+        asyncio.run(declare_topics(pipe))
+    except KafkaAdminError as exc:
+        print(f"arcbeat worker: {exc}", file=sys.stderr)
+        return 2
+    if args.print_transitions:
+        pipe.on_emit.append(lambda e: _print_transition(e.value) if e.topic == "status" else None)
+    logging.getLogger("arcbeat").setLevel(args.loglevel.upper())
+    # redirect_stdouts=False: faust would otherwise turn --print-transitions' stdout lines
+    # into WARNING log records on stderr
+    worker = faust.Worker(pipe.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    # faust's terminal spinner sets the root logger to DEBUG so that every record spins it:
+    # every aiokafka/faust debug record is then built and filtered, per message (~30x slower)
+    worker.spinner = None
+    worker.execute_from_commandline()  # runs until stopped, then exits the process
+
+
+def _print_transition(value: bytes) -> None:
+    print(value.decode(), flush=True)
