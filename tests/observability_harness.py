@@ -55,6 +55,7 @@ from arcbeat.dashboards.queries import (
     substitute_variables,
     variable_queries,
 )
+from arcbeat.deploy import services
 from arcbeat.deploy.stack import Stack
 from arcbeat.streams.groundtruth import LIVENESS_EVENTS, arrival, read_groundtruth
 from arcbeat.streams.scenarios import Fleet, FleetSpec, Scenario, Schedule, build_schedule
@@ -297,7 +298,8 @@ def render_fast_config(original: str, rules_glob: str) -> str:
 def fast_prometheus(stack: Stack, rules_dir: Path) -> Iterator[Prometheus]:
     """The stack's Prometheus with the test configuration, restored on exit."""
     svc = stack.service("prometheus")
-    config_path: Path = svc.config
+    assert isinstance(svc, services.Prometheus)
+    config_path = svc.config
     prom = Prometheus(stack.settings.prometheus_url)
     original = config_path.read_text()
     render_fast_rules(RULES_DIR, rules_dir)

@@ -727,7 +727,7 @@ class GroundTruth:
                 messages.append(
                     AgentMessage(
                         key,
-                        ev,
+                        str(ev),
                         int(rec["partition"]),
                         int(rec["offset"]),
                         float(rec["appendedAt"]),

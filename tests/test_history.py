@@ -474,7 +474,9 @@ async def test_maintenance_windows_become_points(env: Settings) -> None:
     await producer.start()
     try:
         for value in (window, weekly, ended):
-            await producer.send(maintenance_topic(s), orjson.dumps(value), key=value["id"].encode())
+            await producer.send(
+                maintenance_topic(s), orjson.dumps(value), key=str(value["id"]).encode()
+            )
         await producer.send(maintenance_topic(s), None, key=b"mw-gone")
         await producer.flush()
     finally:

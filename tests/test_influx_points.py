@@ -15,6 +15,7 @@ import orjson
 import pytest
 from arcbeat.exporters.influx_points import (
     QUERIES,
+    FieldValue,
     PointError,
     capacity_line,
     decode,
@@ -153,7 +154,9 @@ def test_string_field_round_trips(value: str) -> None:
     st.integers(-(2**62), 2**62),
 )
 @settings(max_examples=200)
-def test_whole_line_round_trips(tags: dict[str, str], fields: dict[str, object], ts: int) -> None:
+def test_whole_line_round_trips(
+    tags: dict[str, str], fields: dict[str, FieldValue], ts: int
+) -> None:
     tags = {k: v for k, v in tags.items() if _tag_representable(v)}
     line = format_line("my measurement,x", tags, fields, ts)
     m, parsed_tags, parsed_fields, parsed_ts = parse_line(line)

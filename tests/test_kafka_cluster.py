@@ -338,8 +338,8 @@ def test_three_brokers_replicate_every_topic(cluster: Cluster, tmp_path: Path) -
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert done.returncode == 2, done.stdout + done.stderr
-        for n in names:
-            assert n in done.stderr
+        for name in names:
+            assert name in done.stderr
         assert "3 partition(s), arcbeat needs 4" in done.stderr
         assert "ARCBEAT_PARTITIONS=3" in done.stderr
         say(f"cluster: a worker with ARCBEAT_PARTITIONS=4 refuses: {done.stderr.strip()[:300]}")

@@ -169,7 +169,7 @@ def test_a_patch_night_in_a_maintenance_window(stack: Stack, tmp_path: Path) -> 
 
             def known() -> bool:
                 body = call("GET", urls[0] + "/fleet", bearer=reader)
-                return sum(body["byStatus"].values()) >= 12
+                return bool(sum(body["byStatus"].values()) >= 12)
 
             until("12 machines onboarded", known, 60)
 

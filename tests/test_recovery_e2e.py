@@ -158,9 +158,14 @@ class Trace:
     ready_at: float | None = None
 
     @property
+    def ready_time(self) -> float:
+        """When /readyz first answered 200."""
+        assert self.ready_at is not None, f"never ready: {self.summary()}"
+        return self.ready_at
+
+    @property
     def ready_after(self) -> float:
-        assert self.ready_at is not None
-        return self.ready_at - self.since
+        return self.ready_time - self.since
 
     def reasons(self) -> list[str]:
         return [reason for _, _, reason, _ in self.steps]
@@ -325,9 +330,10 @@ def state_matches(w: WorkerProcess, j: Judged, truth: GroundTruth) -> list[str]:
     assert status == 200, body
     items = {m["key"]: m for m in body["items"]}
     last_arrival: dict[str, float] = {}
-    for m in truth.messages:
-        if m.event in ("connect", "heartbeat"):
-            last_arrival[m.key] = max(last_arrival.get(m.key, 0.0), m.arrived)
+    for message in truth.messages:
+        if message.event in ("connect", "heartbeat"):
+            key = message.key
+            last_arrival[key] = max(last_arrival.get(key, 0.0), message.arrived)
     problems = []
     for key in sorted(truth.machines()):
         m = items.get(key)
@@ -410,7 +416,7 @@ def test_kill_9_soak_with_a_broker_restart(broker: Broker, tmp_path: Path) -> No
                         )
                     flowing = events_flow_again(w, up)
                     trace = trace_readiness(w, up)
-                blind.append((down - BLIND_LEAD, trace.ready_at + 10.0))
+                blind.append((down - BLIND_LEAD, trace.ready_time + 10.0))
                 readyz, healthz = probe.between(down, up)
                 say(
                     f"soak: broker down {up - down:.1f}s (/readyz answered {dict(readyz)}, "
@@ -484,7 +490,7 @@ def test_broker_restart_declares_nothing_false(broker: Broker, tmp_path: Path) -
         stopped = truth.stopped("outage-permanent")
         assert len(stopped) == 12
         j = judge(
-            dep, truth, blind=[(down - BLIND_LEAD, trace.ready_at + 10.0)],
+            dep, truth, blind=[(down - BLIND_LEAD, trace.ready_time + 10.0)],
             use_verdicts=True, verdict_fuzz=8.0, timeout=60,
         )  # fmt: skip
         timeouts = [t for t in j.scoped() if t.reason == "heartbeat_timeout"]
@@ -526,8 +532,9 @@ def test_readiness_no_partitions_then_catching_up_then_ready(stack: Stack, tmp_p
         w1 = dep.start_worker(1)
 
         def split() -> tuple[WorkerProcess, WorkerProcess, dict[str, Any]] | None:
-            answers = {w.id: w.readyz() for w in (w0, w1)}
-            if any(a is None for a in answers.values()):
+            maybe = {w.id: w.readyz() for w in (w0, w1)}
+            answers = {k: a for k, a in maybe.items() if a is not None}
+            if len(answers) < len(maybe):
                 return None
             owners = [w for w in (w0, w1) if answers[w.id][0] == 200]
             idle = [
@@ -619,7 +626,7 @@ def test_sigkill_then_immediate_restart_is_ready_fast(stack: Stack, tmp_path: Pa
         )
         assert trace.ready_after <= READY_TIMEOUT
         truth = sim.wait(90)
-        j = judge(dep, truth, blind=[(killed - BLIND_LEAD, trace.ready_at + 3.0)])
+        j = judge(dep, truth, blind=[(killed - BLIND_LEAD, trace.ready_time + 3.0)])
         assert not recovery_checks(j, truth, printed)
     finally:
         dep.close()

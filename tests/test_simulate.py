@@ -19,6 +19,7 @@ from arcbeat.streams.groundtruth import (
     expected_silences,
     read_groundtruth,
 )
+from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import (
     Heartbeat,
     Reject,
@@ -35,7 +36,6 @@ from arcbeat.streams.scenarios import (
 )
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.simulate import (
-    KeyPartitioner,
     PayloadFactory,
     Simulator,
     malformed_message,
