@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import tomllib
 import urllib.parse
 from dataclasses import fields
 from pathlib import Path
@@ -130,8 +133,21 @@ def test_arcbeat_services_build_from_the_dockerfile() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\s*$", dockerfile, re.M)
     assert re.search(r"pip install \.(\s|$)", dockerfile)
-    for folder in re.findall(r"^COPY (\S+) ", dockerfile, re.M):
-        assert (ROOT / folder).exists(), f"Dockerfile copies {folder}, which is missing"
+
+
+def test_the_image_gets_the_package_folders_of_pyproject(tmp_path: Path) -> None:
+    """The Dockerfile's first stage, run on this checkout: it gathers pyproject.toml, README.md
+    and exactly the folders of pyproject's package-dir."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [gather] = re.findall(r"^RUN python -c '(.+)'$", dockerfile, re.M)
+    src = tmp_path / "src"
+    subprocess.run(
+        [sys.executable, "-c", gather.replace('"/src/"', repr(f"{src}/"))], cwd=ROOT, check=True
+    )
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = set(setuptools["package-dir"].values())
+    assert {p.name for p in src.iterdir()} == {"pyproject.toml", "README.md", *folders}
+    assert (src / "deploy" / "commands" / "__init__.py").is_file()
 
 
 def test_mounted_host_paths_exist_and_named_volumes_are_declared() -> None:
