@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from arcbeat.bench.context import Bench
 from arcbeat.bench.fleetload import FleetEncoder
 from arcbeat.bench.kafka_admin import create_deployment_topics

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.scenarios import Fleet, FleetSpec

@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
 from arcbeat.streams.records import (
     KINDS,
     MAX_AGENT_VERSION,
@@ -50,8 +53,6 @@ from arcbeat.streams.records import (
     decode_heartbeat,
     parse_resource_id,
 )
-from hypothesis import HealthCheck, Phase, given, seed, settings
-from hypothesis import strategies as st
 
 REPORT = Path(__file__).resolve().parent / "reports" / "fuzz.json"
 INTERNAL = "could not validate the message"

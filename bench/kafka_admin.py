@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
 from arcbeat.deploy.kafka_admin.topics import ensure_topics_async
 from arcbeat.streams.checkpoint import Pointer
 from arcbeat.streams.settings import Settings

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from arcbeat.streams.settings import Settings
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from arcbeat.streams.records import parse_rfc3339
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import table
+from grafana_foundation_sdk.models import dashboard as dm
+
 from arcbeat.dashboards.common import (
     BAD,
     GOOD,
@@ -27,9 +31,6 @@ from arcbeat.dashboards.common import (
     thresholds,
     timeseries_panel,
 )
-from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import table
-from grafana_foundation_sdk.models import dashboard as dm
 
 UID = "arcbeat-capacity"
 

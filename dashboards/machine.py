@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from grafana_foundation_sdk.builders import stat, statetimeline, table
+from grafana_foundation_sdk.models import common as common_models
+from grafana_foundation_sdk.models import dashboard as dm
+
 from arcbeat.dashboards.common import (
     BAD,
     GOOD,
@@ -30,9 +34,6 @@ from arcbeat.dashboards.common import (
     thresholds,
     timeseries_panel,
 )
-from grafana_foundation_sdk.builders import stat, statetimeline, table
-from grafana_foundation_sdk.models import common as common_models
-from grafana_foundation_sdk.models import dashboard as dm
 
 UID = "arcbeat-machine"
 MACHINE = "\"resource_id\" = '$resource_id'"

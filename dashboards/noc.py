@@ -6,6 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import piechart, prometheus, stat, statetimeline, table
+from grafana_foundation_sdk.models import common as common_models
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import piechart as piechart_models
+
 from arcbeat.dashboards.common import (
     BAD,
     GOOD,
@@ -28,11 +34,6 @@ from arcbeat.dashboards.common import (
     timeseries_panel,
     value_mappings,
 )
-from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import piechart, prometheus, stat, statetimeline, table
-from grafana_foundation_sdk.models import common as common_models
-from grafana_foundation_sdk.models import dashboard as dm
-from grafana_foundation_sdk.models import piechart as piechart_models
 
 UID = "arcbeat-noc"
 MACHINE_UID = "arcbeat-machine"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+
 from arcbeat.deploy.stack import Stack
 from arcbeat.streams.settings import Settings
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from arcbeat.deploy import kafka_security
 from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.errors import StackError

@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
-from arcbeat.streams.fleet_summary import FleetSummary
-from arcbeat.streams.settings import Settings
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from arcbeat.streams.fleet_summary import FleetSummary
+from arcbeat.streams.settings import Settings
 
 # Check kinds, as in the metric label `kind` (brief: shared contracts).
 RESOURCE_GROUPS_PER_SUBSCRIPTION: Final = "resource_groups_per_subscription"

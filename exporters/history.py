@@ -54,6 +54,14 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
 from arcbeat.exporters.capacity import (
     HISTORY_QUERY,
     HISTORY_SAMPLES,
@@ -77,13 +85,6 @@ from arcbeat.exporters.sinks import InfluxSink, SinkError
 from arcbeat.streams.fleet_summary import FleetSummary, SummaryError
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.settings import Settings
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
 
 log = logging.getLogger(__name__)
 

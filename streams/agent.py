@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from aiokafka import AIOKafkaProducer
+
 from arcbeat.streams.identity import signature_headers
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.records import (

@@ -12,9 +12,10 @@ import socket
 from pathlib import Path
 
 import faust
+from faust.app.base import BootStrategy
+
 from arcbeat.streams.api_tls import api_scheme, server_context
 from arcbeat.streams.settings import Settings
-from faust.app.base import BootStrategy
 
 
 class _WebAndTimers(BootStrategy):

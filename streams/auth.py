@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from aiohttp import hdrs
 from aiohttp import web as aioweb
+
 from arcbeat.streams.settings import Settings, SettingsError
 
 READ = "read"

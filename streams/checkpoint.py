@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
 from arcbeat.streams.engine import Engine, PartitionIndex
 from arcbeat.streams.machines import Slot, to_row
 

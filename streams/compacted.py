@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.settings import Settings
 

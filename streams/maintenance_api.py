@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web as aioweb
+
 from arcbeat.streams.auth import MAINTENANCE, READ, audit, principal_of, require
 from arcbeat.streams.maintenance import (
     MaintenanceError,

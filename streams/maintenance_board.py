@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
 from arcbeat.streams.compacted import CompactedReader
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.maintenance import Book, MaintenanceError, Window, decode, encode, record_key

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import OutOfOrderSequenceNumber
 from aiokafka.structs import RecordMetadata
+
 from arcbeat.streams.agent import stop_on_signals
 from arcbeat.streams.groundtruth import GroundTruthWriter
 from arcbeat.streams.kafka_client import client_options

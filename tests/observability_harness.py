@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
 from arcbeat.dashboards.queries import (
     PanelQuery,
     default_variable_values,
@@ -60,7 +61,6 @@ from arcbeat.deploy.stack import Stack
 from arcbeat.streams.groundtruth import LIVENESS_EVENTS, arrival, read_groundtruth
 from arcbeat.streams.scenarios import Fleet, FleetSpec, Scenario, Schedule, build_schedule
 from arcbeat.streams.settings import parse_duration
-
 from tests.webhook import Notification, WebhookReceiver
 
 T = TypeVar("T")

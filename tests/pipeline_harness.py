@@ -43,6 +43,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
+
 from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.services import port_open
 from arcbeat.deploy.stack import Stack

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from arcbeat.streams.agent import (
     Agent,
     agent_version,

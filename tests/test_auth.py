@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+
 from arcbeat.deploy.worker_cmd import build_worker
 from arcbeat.streams.api_tls import client_context, server_context
 from arcbeat.streams.app import create_app

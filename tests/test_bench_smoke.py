@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from arcbeat.bench.goals import GOALS, verdict
 from arcbeat.bench.pyspy import WAITING, summarize
 from arcbeat.bench.report import REPORT_FIELDS, render_markdown

@@ -6,6 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from arcbeat.exporters.capacity import (
     MACHINES_PER_RESOURCE_GROUP,
     RESOURCE_GROUPS_PER_SUBSCRIPTION,
@@ -27,10 +32,6 @@ from arcbeat.exporters.capacity import (
     report_to_json,
 )
 from arcbeat.streams.settings import Settings
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 DAY = 86400.0
 T0 = 1_700_000_000.0  # realistic unix seconds: the fit must not lose precision on them

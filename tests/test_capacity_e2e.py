@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
 from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.stack import Stack
 from arcbeat.exporters.capacity import (
@@ -50,7 +52,6 @@ from arcbeat.exporters.capacity import (
 from arcbeat.exporters.sinks import quote_ident
 from arcbeat.streams.records import heartbeat_payload
 from arcbeat.streams.settings import Settings
-from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.services
 

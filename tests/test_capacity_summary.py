@@ -11,6 +11,10 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
 from arcbeat.exporters.capacity import (
     HISTORY_STEP,
     MACHINES_PER_RESOURCE_GROUP,
@@ -35,9 +39,6 @@ from arcbeat.streams.fleet_summary import (
 )
 from arcbeat.streams.machines import MachineInfo
 from arcbeat.streams.settings import Settings
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 SUBS = (
     "00000000-0000-0000-0000-00000000000a",

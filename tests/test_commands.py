@@ -10,6 +10,7 @@ import sys
 from types import ModuleType
 
 import pytest
+
 from arcbeat.deploy import cli, commands
 
 COMMAND_MODULES = {m.__name__.rpartition(".")[2]: m for m in cli.COMMANDS}

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from arcbeat.streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

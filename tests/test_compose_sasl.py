@@ -25,6 +25,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
+
 from arcbeat.deploy.kafka_admin.scram import users_of
 from arcbeat.deploy.stack import Stack
 from arcbeat.streams.kafka_client import client_options

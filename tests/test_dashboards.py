@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+
 from arcbeat.dashboards.build import (
     DASHBOARD_DIR,
     build_all,

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
 from arcbeat.streams.deadlines import (
     DeadlineWheel,
     ScopeCounts,
@@ -14,8 +17,6 @@ from arcbeat.streams.deadlines import (
     scope_is_silent,
     sum_counts,
 )
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 # ---------------------------------------------------------------- wheel: semantics
 

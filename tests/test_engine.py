@@ -19,6 +19,9 @@ from typing import Any, cast
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from arcbeat.streams import checkpoint
 from arcbeat.streams.batch import HeartbeatLoop, Owned
 from arcbeat.streams.checkpoint import Pointer
@@ -32,8 +35,6 @@ from arcbeat.streams.scopes import ScopeBoard, decode_verdicts, encode_verdicts
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.status import Status
 from arcbeat.streams.web import machine_json
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SUB = "00000000-0000-0000-0000-0000000000e1"
 LOC = "westeurope"

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
 from arcbeat.streams import checkpoint
 from arcbeat.streams.engine import Engine, Verdict
 from arcbeat.streams.maintenance import Recurrence, Selector, Window, to_json
 from arcbeat.streams.status import Status
-
 from tests.test_engine import LOC, SCOPE, SUB, T0, _key, _rid, _settings, changes, hb
 
 WINDOW_ID = "mw-test-1"

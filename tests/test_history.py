@@ -29,6 +29,8 @@ import orjson
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
 from arcbeat.deploy.kafka_admin.topics import ensure_topics_async
 from arcbeat.deploy.stack import Stack
 from arcbeat.exporters.history import (
@@ -40,7 +42,6 @@ from arcbeat.exporters.history import (
 from arcbeat.exporters.influx_points import QUERIES
 from arcbeat.exporters.sinks import SinkError, V1Sink, V2Sink, make_sink, quote_ident
 from arcbeat.streams.settings import Settings
-from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.services
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import orjson
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
+
 from arcbeat.exporters.history import HistoryExporter, maintenance_topic
 from arcbeat.exporters.influx_points import maintenance_points
 from arcbeat.exporters.sinks import SinkError
 from arcbeat.streams.settings import Settings
-from prometheus_client import CollectorRegistry
 
 
 class FlakySink:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from arcbeat.streams.engine import Engine
 from arcbeat.streams.identity import (
     PRINCIPAL_HEADER,
@@ -20,8 +23,6 @@ from arcbeat.streams.identity import (
 )
 from arcbeat.streams.records import Heartbeat, decode_heartbeat, heartbeat_payload, resource_id
 from arcbeat.streams.settings import Settings
-from hypothesis import given
-from hypothesis import strategies as st
 
 SUB_A = "00000000-0000-0000-0000-00000000000a"
 SUB_B = "00000000-0000-0000-0000-00000000000b"

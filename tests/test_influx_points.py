@@ -13,6 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from arcbeat.exporters.influx_points import (
     QUERIES,
     FieldValue,
@@ -28,8 +31,6 @@ from arcbeat.exporters.influx_points import (
     rfc3339_to_ns,
     value_to_lines,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # ------------------------------------------------------------------------------ a parser
 

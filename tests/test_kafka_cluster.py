@@ -46,6 +46,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from arcbeat.deploy import processes
 from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.commands.stack import format_status
@@ -54,7 +55,6 @@ from arcbeat.deploy.kafka_admin.topics import TopicSpec, ensure_specs_async
 from arcbeat.deploy.services import ClusterReport, port_open
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.settings import Settings
-
 from tests.pipeline_harness import (
     Deployment,
     GroundTruth,

@@ -33,10 +33,10 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+
 from arcbeat.deploy.api_client import ApiError, call
 from arcbeat.deploy.stack import Stack
 from arcbeat.streams.records import heartbeat_key, heartbeat_payload, resource_id
-
 from tests.pipeline_harness import Deployment, read_topic, say, wait_for
 
 

@@ -9,6 +9,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from arcbeat.streams.maintenance import (
     Book,
     MaintenanceError,
@@ -24,8 +27,6 @@ from arcbeat.streams.maintenance import (
     to_json,
 )
 from arcbeat.streams.records import parse_rfc3339, resource_id
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RID = resource_id(SUB, "rg-Prod", "web-01")

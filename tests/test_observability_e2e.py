@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arcbeat.deploy.stack import Stack
 
+from arcbeat.deploy.stack import Stack
 from tests.observability_harness import (
     DashboardResult,
     ObservabilityRun,

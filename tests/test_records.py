@@ -8,6 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from arcbeat.streams.records import (
     MAX_SEQUENCE,
     REJECT_REASONS,
@@ -24,8 +27,6 @@ from arcbeat.streams.records import (
     resource_id,
     rfc3339,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RID = resource_id(SUB, "RG-Web-01", "VM-000123")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from arcbeat.deploy import processes
 from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.services import port_open
@@ -43,7 +44,6 @@ from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.records import parse_rfc3339
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.simulate import load
-
 from tests.pipeline_harness import (
     Deployment,
     GroundTruth,

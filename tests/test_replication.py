@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from arcbeat.deploy.commands import stack as stack_command
 from arcbeat.deploy.commands.stack import format_status
 from arcbeat.deploy.kafka_admin import KafkaAdminError

@@ -29,6 +29,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+
 from arcbeat.bench.fuzz import run as run_fuzz
 from arcbeat.deploy import kafka_security as ks
 from arcbeat.deploy.stack import Stack, StackError
@@ -38,7 +39,6 @@ from arcbeat.streams.identity import IdentityBindings, make_binding
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.records import resource_id
 from arcbeat.streams.settings import Settings, SettingsError
-
 from tests.pipeline_harness import E2E_TIMING, free_port_block, wait_for
 
 KAFKA_PORT = 29093

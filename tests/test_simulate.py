@@ -13,6 +13,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given
+from hypothesis import strategies as st
+
 from arcbeat.streams.groundtruth import (
     Silence,
     delivered_arrivals,
@@ -41,8 +44,6 @@ from arcbeat.streams.simulate import (
     malformed_message,
     simulate,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 ALL = ["outages", "flap", "disconnect", "location-silent", "duplicates", "malformed", "skew"]
 

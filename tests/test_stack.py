@@ -27,6 +27,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from arcbeat.deploy import processes
 from arcbeat.deploy.commands import stack as stack_command
 from arcbeat.deploy.commands.stack import format_status

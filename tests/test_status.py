@@ -10,6 +10,9 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
 from arcbeat.streams.status import (
     Kind,
     MachineState,
@@ -25,8 +28,6 @@ from arcbeat.streams.status import (
     on_deadline,
     on_message,
 )
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 T = Timing(
     disconnect_after=900.0, expire_after=3600.0, outage_hold=600.0, window=3600.0, flap_threshold=4

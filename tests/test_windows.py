@@ -13,12 +13,13 @@ from collections import Counter
 from typing import Any
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from arcbeat.streams import checkpoint
 from arcbeat.streams.engine import Emit, Engine
 from arcbeat.streams.records import heartbeat_payload, parse_rfc3339, resource_id
 from arcbeat.streams.settings import Settings
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SUB = "00000000-0000-0000-0000-000000000001"
 WINDOW = 10.0

@@ -25,11 +25,11 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+
 from arcbeat.deploy.stack import Stack
 from arcbeat.streams.records import Heartbeat, decode_heartbeat, heartbeat_payload, parse_rfc3339
 from arcbeat.streams.scenarios import MALFORMED_KINDS, Fleet, FleetSpec, Scenario, build_schedule
 from arcbeat.streams.simulate import fleet_locations, malformed_message
-
 from tests.pipeline_harness import (
     Deployment,
     GroundTruth,

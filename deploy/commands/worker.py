@@ -8,6 +8,7 @@ import logging
 import sys
 
 import faust
+
 from arcbeat.deploy.kafka_admin import KafkaAdminError
 from arcbeat.deploy.worker_cmd import build_worker, declare_topics
 from arcbeat.streams.settings import Settings

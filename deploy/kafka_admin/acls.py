@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
+
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.errors import KafkaAdminError
 from arcbeat.deploy.kafka_admin.scram import (

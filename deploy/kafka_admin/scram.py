@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.errors import KafkaAdminError
 from arcbeat.deploy.kafka_admin.scram_protocol import (

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.errors import KafkaAdminError
 
