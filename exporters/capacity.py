@@ -103,10 +103,6 @@ class CapacityLimits:
             tenant_objects=settings.limit_tenant_objects,
         )
 
-    def for_kind(self, kind: str) -> int:
-        value: int = getattr(self, kind)
-        return value
-
 
 # --------------------------------------------------------------------------- supported OS
 

@@ -33,7 +33,6 @@ MAX_SEQUENCE: Final = 2**63  # exclusive: a Java long, so any consumer can hold 
 
 Kind = Literal["heartbeat", "connect", "disconnect"]
 KINDS: Final[tuple[Kind, ...]] = ("heartbeat", "connect", "disconnect")
-OsType = Literal["linux", "windows"]
 OS_TYPES: Final[tuple[str, ...]] = ("linux", "windows")
 
 RejectReason = Literal[
@@ -78,7 +77,6 @@ _RESOURCE_ID_RE: Final = re.compile(
 )
 _GUID_RE: Final = re.compile(_GUID, _ASCII_I)
 _RG_RE: Final = re.compile(_RG, _ASCII_I)
-_MACHINE_RE: Final = re.compile(_MACHINE, _ASCII_I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +391,9 @@ class _Draft:
     sequence: int | None
 
 
-assert _Draft.__slots__ == Heartbeat.__slots__, "keep _Draft's fields in Heartbeat's order"
+# decode_heartbeat turns a draft into a Heartbeat by swapping its class: same slots, same order
+if _Draft.__slots__ != Heartbeat.__slots__:
+    raise RuntimeError("arcbeat.streams.records: keep _Draft's fields in Heartbeat's order")
 
 _KIND_SET: Final = frozenset(KINDS)
 _OS_TYPES: Final = {"linux": "linux", "windows": "windows", "Linux": "linux", "Windows": "windows"}
