@@ -1,4 +1,4 @@
-"""SPEC §8 goals next to the measured figures: met or missed, by how much, and why. Pure."""
+"""The performance goals next to the measured figures: met or missed, by how much, and why. Pure."""
 
 from __future__ import annotations
 

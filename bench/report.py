@@ -123,7 +123,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             *[[k, str(val)] for k, val in v.items()],
         ],
     )
-    lines += ["", "## SPEC §8 goals", ""]
+    lines += ["", "## Performance goals", ""]
     goal_rows = []
     for g in r.get("goals", []):
         verdict = {True: "met", False: "**missed**", None: "not measured"}[g.get("met")]

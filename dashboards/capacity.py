@@ -1,6 +1,6 @@
-"""Capacity planning (SPEC 6): machines per subscription, resource group and location; use
-against limits, headroom and days to limit (``arcbeat_capacity_*``); growth over time from
-the InfluxDB ``fleet`` and ``capacity`` history.
+"""Capacity planning (docs/metrics-alerts-history.md): machines per subscription, resource
+group and location; use against limits, headroom and days to limit (``arcbeat_capacity_*``);
+growth over time from the InfluxDB ``fleet`` and ``capacity`` history.
 
 The capacity gauges describe the whole fleet (one exporter computes them), so panels fold
 duplicate exporters with ``max by (kind, scope)``.

@@ -28,7 +28,7 @@ INFLUXDB_UID = "arcbeat-influxdb"
 PROMETHEUS = dm.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 INFLUXDB = dm.DataSourceRef(type_val="influxdb", uid=INFLUXDB_UID)
 
-# The worker job of the Prometheus scrape config (brief: shared contracts).
+# The worker job of the Prometheus scrape config (deploy/prometheus/prometheus.yml).
 WORKER_JOB = "arcbeat"
 # Regex-valued "All": custom all values reach the query unescaped in Grafana, so `.*`
 # works both in PromQL `=~"$var"` and in InfluxQL `=~ /^$var$/`.
@@ -197,7 +197,7 @@ GOOD = "green"
 WARN = "orange"
 BAD = "red"
 
-# Colours of the statuses (SPEC 3), used by every status panel.
+# Colours of the statuses (Connected, Disconnected, Expired), used by every status panel.
 STATUS_COLORS = {
     "Connected": GOOD,
     "Disconnected": BAD,

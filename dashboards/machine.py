@@ -1,5 +1,5 @@
 """Machine detail: one machine's status timeline, availability per window, transitions and
-last heartbeat (SPEC 5), mostly from the InfluxDB history. Availability leaves planned
+last heartbeat, mostly from the InfluxDB history. Availability leaves planned
 downtime (maintenance windows) out; the planned seconds are shown beside it, and the
 maintenance windows are annotations on the time panels.
 

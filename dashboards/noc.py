@@ -1,6 +1,6 @@
 """NOC overview: fleet by status, who is offline and for how long, maintenance windows and
 availability (planned downtime excluded), transitions, detection delay, pipeline health and
-scope silence (SPEC 5)."""
+scope silence (docs/metrics-alerts-history.md, Dashboards)."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def build() -> dict[str, Any]:
             prom("sum(arcbeat_outage_held_machines) or vector(0)", instant=True),
             w=6,
             description="Machines whose Disconnected transition is held while their scope is "
-            "silent (SPEC 3, rule 3).",
+            "silent (docs/how-it-decides.md, Mass silence).",
             steps=((None, GOOD), (1, WARN)),
         ),
         stat_panel(
@@ -457,7 +457,7 @@ def build() -> dict[str, Any]:
             ),
             w=6,
             description="Messages not yet consumed, summed over partitions. While a partition "
-            "lags, its machines are not declared Disconnected (SPEC 3, rule 1).",
+            "lags, its machines are not declared Disconnected (docs/how-it-decides.md, Lag).",
             steps=((None, GOOD), (10000, WARN), (100000, BAD)),
         ),
         stat_panel(

@@ -1,4 +1,5 @@
-"""Capacity planning (SPEC 6): use, limits, headroom and a days-to-limit forecast.
+"""Capacity planning: use, limits, headroom and a days-to-limit forecast
+(docs/metrics-alerts-history.md, Capacity planning).
 
 Pure: the input is an iterable of :class:`MachineSummary` (or the workers' merged
 :class:`~arcbeat.streams.fleet_summary.FleetSummary`, see :func:`build_report_from_summary`)
@@ -25,7 +26,7 @@ from prometheus_client.registry import Collector
 from arcbeat.streams.fleet_summary import FleetSummary
 from arcbeat.streams.settings import Settings
 
-# Check kinds, as in the metric label `kind` (brief: shared contracts).
+# Check kinds, as in the metric label `kind` of the arcbeat_capacity_* metrics.
 RESOURCE_GROUPS_PER_SUBSCRIPTION: Final = "resource_groups_per_subscription"
 MACHINES_PER_RESOURCE_GROUP: Final = "machines_per_resource_group"
 TAGS_PER_MACHINE: Final = "tags_per_machine"
@@ -37,7 +38,7 @@ KINDS: Final = (
     TENANT_OBJECTS,
 )
 
-# Alert thresholds of SPEC 6 (ArcCapacityWarning / ArcCapacityCritical).
+# Alert thresholds (ArcCapacityWarning / ArcCapacityCritical).
 WARNING_RATIO: Final = 0.80
 CRITICAL_RATIO: Final = 0.95
 
@@ -127,8 +128,9 @@ class OsRule:
         )
 
 
-# The seed list of SPEC 2. Windows is matched by _windows_supported (2012 R2 and higher);
-# the rest by OsRule. Pass another tuple to build_report to change what counts as supported.
+# The supported operating systems (the capacity report counts the others). Windows is matched
+# by _windows_supported (2012 R2 and higher); the rest by OsRule. Pass another tuple to
+# build_report to change what counts as supported.
 SUPPORTED_OPERATING_SYSTEMS: Final[tuple[OsRule, ...]] = (
     OsRule("Ubuntu 16.04, 18.04", ("ubuntu",), ("16.04", "18.04")),
     OsRule("CentOS 7", ("centos",), ("7",)),

@@ -4,7 +4,7 @@ losing nothing.
 It also writes the maintenance windows of ``<prefix>.maintenance`` as ``maintenance`` points
 (see :meth:`HistoryExporter._follow_maintenance`).
 
-Delivery contract (SPEC §5):
+Delivery contract (docs/metrics-alerts-history.md, History in InfluxDB):
 
 - Offsets are committed only for records whose points InfluxDB accepted (and for records
   that were skipped as malformed, after a warning and a metric), never ahead of them. A
@@ -26,15 +26,15 @@ time: an overwrite). A failed write is retried with the same backoff while readi
 value that cannot become a point is logged and counted like a status record, and a tombstone
 (a deleted window) writes nothing (its point stays as history).
 
-Capacity (SPEC 6): every ``capacity_interval`` (0 = off) the exporter asks a worker for the
-fleet's ``GET /capacity`` counts (``capacity_source_url``, default the local worker), builds
-the capacity report with its growth history (pre-filled from InfluxDB's ``capacity``
-measurement, one sample per hour per scope), writes ``capacity`` points at a time aligned to
-the interval (a re-write is an overwrite) and serves the ``arcbeat_capacity_*`` gauges on its
-own ``/metrics``. One process computes them for the whole fleet, which is what the alert
-rules' ``max by (kind, scope)`` expects. Unreachable workers, a rebalance (partitions missing)
-or a worker of another deployment are logged, counted in
-``arcbeat_capacity_fetch_failures_total`` and retried next interval; the last good report
+Capacity (docs/metrics-alerts-history.md, Capacity planning): every ``capacity_interval``
+(0 = off) the exporter asks a worker for the fleet's ``GET /capacity`` counts
+(``capacity_source_url``, default the local worker), builds the capacity report with its growth
+history (pre-filled from InfluxDB's ``capacity`` measurement, one sample per hour per scope),
+writes ``capacity`` points at a time aligned to the interval (a re-write is an overwrite) and
+serves the ``arcbeat_capacity_*`` gauges on its own ``/metrics``. One process computes them for
+the whole fleet, which is what the alert rules' ``max by (kind, scope)`` expects. Unreachable
+workers, a rebalance (partitions missing) or a worker of another deployment are logged, counted
+in ``arcbeat_capacity_fetch_failures_total`` and retried next interval; the last good report
 stays exported (``arcbeat_capacity_last_report_timestamp_seconds`` tells its age).
 """
 

@@ -1,10 +1,10 @@
 """Kafka records -> InfluxDB line protocol, as pure functions (no I/O, no clock).
 
-Input is the decoded JSON wire format of SPEC §4 and the ``<prefix>.fleet`` contract (the
-wire format is the contract, so this module does not depend on how the stream processor
-models records in Python). Every point's timestamp is the record's own time in nanoseconds,
-never "now": writing the same record twice writes the same series at the same timestamp,
-which InfluxDB treats as an overwrite. That is what makes re-delivery after a crash or an
+Input is the decoded JSON wire format of the status records (docs/status-and-api.md) and the
+``<prefix>.fleet`` contract (the wire format is the contract, so this module does not depend on how
+the stream processor models records in Python). Every point's timestamp is the record's own time in
+nanoseconds, never "now": writing the same record twice writes the same series at the same
+timestamp, which InfluxDB treats as an overwrite. That is what makes re-delivery after a crash or an
 InfluxDB outage idempotent.
 
 Measurements (database/bucket ``arcbeat``)::

@@ -108,7 +108,8 @@ def late_after(heartbeat_interval: float, disconnect_after: float) -> float:
 
 
 def scope_is_silent(total: ScopeCounts, *, ratio: float, min_machines: int) -> bool:
-    """SPEC §3 rule 3 over the sum of every partition's counts."""
+    """The mass-silence rule (docs/how-it-decides.md, Mass silence) over the sum of every
+    partition's counts."""
     # 1e-9: "at least 55 %" must hold at exactly 55 of 100 (0.55 * 100 is 55.000000000000007)
     return total.late >= min_machines and total.late + 1e-9 >= ratio * total.connected
 

@@ -1,4 +1,5 @@
-"""A compact, mergeable summary of the machines a worker owns, for capacity planning (SPEC 6).
+"""A compact, mergeable summary of the machines a worker owns, for capacity planning
+(docs/metrics-alerts-history.md, Capacity planning).
 
 Capacity needs fleet-wide *distinct* counts (resource groups per subscription), but each worker
 only holds its partitions, and paging a million machines through ``/machines`` is too heavy.

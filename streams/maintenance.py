@@ -1,4 +1,5 @@
-"""Maintenance windows (planned downtime, SPEC §3): the model, its validation and its record.
+"""Maintenance windows (planned downtime): the model, its validation and its record
+(docs/maintenance.md).
 
 Pure: no Kafka, no I/O, no clock reads. Every time is a parameter in unix seconds. Windows are
 stored in the compacted ``arcbeat.maintenance`` topic: key = window id (UTF-8), value =

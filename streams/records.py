@@ -1,4 +1,5 @@
-"""The heartbeat contract (SPEC §1, §2): Resource IDs, heartbeats, rejects and DLQ records.
+"""The heartbeat contract (docs/heartbeat-contract.md): Resource IDs, heartbeats, rejects and
+DLQ records.
 
 Everything on the wire is JSON (orjson), camelCase. :func:`decode_heartbeat` is the worker's
 hot path: it never raises, and turns any input into a :class:`Heartbeat` or a :class:`Reject`
@@ -18,7 +19,7 @@ from typing import Any, Final, Literal, NoReturn
 import orjson
 
 # --------------------------------------------------------------------------------------------
-# limits (SPEC §1, §2)
+# limits (docs/heartbeat-contract.md, Machines and Resource IDs, Fields)
 
 MAX_MESSAGE_BYTES: Final = 8192
 MAX_TAGS: Final = 50
@@ -243,7 +244,7 @@ def parse_rfc3339(text: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """One accepted message of ``<prefix>.heartbeats`` (SPEC §2)."""
+    """One accepted message of ``<prefix>.heartbeats`` (docs/heartbeat-contract.md)."""
 
     key: str  # lower-cased resource id
     resource_id: str  # original spelling, for display

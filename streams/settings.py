@@ -90,18 +90,18 @@ class Settings:
     identity_principal: str = ""  # agent side: sign as this principal (empty: do not sign)
     identity_secret: str = field(default="", repr=False)
     identity_secret_file: str = ""
-    # status timing (SPEC 3)
+    # status timing (docs/how-it-decides.md, Timing)
     heartbeat_interval: float = 300.0
     disconnect_after: float = 900.0
     expire_after: float = 45 * 86400.0
     check_interval: float = 1.0
     window: float = 3600.0
     flap_threshold: int = 4
-    # mass silence (SPEC 3, rule 3)
+    # mass silence (docs/how-it-decides.md, Mass silence)
     outage_ratio: float = 0.5
     outage_min_machines: int = 20
     outage_hold: float = 900.0
-    # input validation (SPEC 2)
+    # input validation (docs/heartbeat-contract.md, Rejected messages: the DLQ)
     regions: tuple[str, ...] = DEFAULT_REGIONS  # ("*",) accepts any region
     max_message_bytes: int = 8192
     skew_warn: float = 300.0  # |arrival - sentAt| above this counts as clock skew
@@ -132,9 +132,9 @@ class Settings:
     # static group membership id; empty: <app_id>-<hostname>-<worker id>
     instance_id: str = ""
     availability_windows: bool = True  # per-machine heartbeat counts per window (availability)
-    # metrics (SPEC 5)
+    # metrics (docs/metrics-alerts-history.md, Metrics)
     max_machine_series: int = 10_000
-    # InfluxDB (SPEC 5)
+    # InfluxDB (docs/metrics-alerts-history.md, History in InfluxDB)
     influx_url: str = "http://127.0.0.1:8086"
     influx_api: str = "v1"  # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
     influx_db: str = "arcbeat"
@@ -160,7 +160,7 @@ class Settings:
     kafka_history_user: str = "history"
     kafka_agent_users: tuple[str, ...] = ("agent",)
     influx_rpc_port: int = 8089  # InfluxDB 1.x backup/restore RPC bind (loopback)
-    # capacity (SPEC 6)
+    # capacity (docs/metrics-alerts-history.md, Capacity planning)
     limit_resource_groups_per_subscription: int = 980
     limit_machines_per_resource_group: int = 800  # 0 switches the check off
     limit_tags_per_machine: int = 50

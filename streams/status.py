@@ -1,4 +1,4 @@
-"""The status machine of SPEC §3, as pure functions.
+"""The status machine (docs/how-it-decides.md, States and transitions), as pure functions.
 
 No Kafka, no clock, no I/O: every input (arrival time, "now", whether the machine's scope is
 silent) is an argument, so the same log always yields the same transitions — which is what

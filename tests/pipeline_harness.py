@@ -7,11 +7,11 @@ Used by ``tests/test_worker_e2e.py``:
   by :meth:`Deployment.close`.
 - :func:`read_topic`: every record of a topic (``read_committed`` for the worker's outputs).
 - :class:`GroundTruth`: the simulator's log of what it did, with broker arrival times.
-- :class:`Oracle`: the transitions SPEC §3 requires, computed independently of the engine
-  from the ground truth and the worker's *tick* records in the heartbeats log. A tick tells
-  up to which broker time a partition had been read (see ``streams/worker.py``), so the oracle
-  knows exactly which deadlines the worker could see; the ground-truth gap check
-  (:func:`undeclared_gaps`) makes sure the ticks themselves did not stop.
+- :class:`Oracle`: the transitions docs/how-it-decides.md requires, computed independently of the
+  engine from the ground truth and the worker's *tick* records in the heartbeats log. A tick tells
+  up to which broker time a partition had been read (see ``streams/worker.py``), so the oracle knows
+  exactly which deadlines the worker could see; the ground-truth gap check (:func:`undeclared_gaps`)
+  makes sure the ticks themselves did not stop.
 - :func:`compare`: observed vs expected, per machine, field by field.
 
 ``ARCBEAT_E2E_KEEP_TOPICS=1`` keeps a deployment's topics after the test (to inspect them);
@@ -784,7 +784,8 @@ class _State:
 
 
 class Oracle:
-    """SPEC §3 over the log as the worker sees it: agent messages and ticks in offset order.
+    """docs/how-it-decides.md over the log as the worker sees it: agent messages and ticks in
+    offset order.
 
     ``silent``: per scope, the verdict intervals of the mass-silence rule (observed; the
     oracle does not re-derive the verdict, only what a verdict implies for each machine).

@@ -148,7 +148,7 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
         report["command"] in md
     )
     for heading in (
-        "## SPEC §8 goals",
+        "## Performance goals",
         "## Throughput",
         "## Detection",
         "## Engine only",

@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
 UIDS = {"arcbeat-noc", "arcbeat-machine", "arcbeat-capacity"}
 
-# The metric names of the shared contract (helper brief); histograms add _bucket etc.
+# The metric names of the contract (docs/metrics-alerts-history.md, Metrics); histograms add
+# _bucket etc.
 CONTRACT_METRICS = {
     "arcbeat_machines",
     "arcbeat_subscription_machines",

@@ -75,7 +75,7 @@ def rid(i: int) -> str:
 
 
 def transitions(start: int, count: int, machines: int = 40) -> list[dict[str, Any]]:
-    """StatusChanged records numbered start..start+count-1 (SPEC §4 wire format)."""
+    """StatusChanged records numbered start..start+count-1, in the status records' wire format."""
     out = []
     for n in range(start, start + count):
         m = n % machines

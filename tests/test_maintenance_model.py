@@ -1,4 +1,4 @@
-"""Maintenance windows (SPEC §3, planned downtime): the pure model, its validation and codec."""
+"""Maintenance windows (planned downtime): the pure model, its validation and codec."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End to end: the observability contract (SPEC §5) of a real pipeline run.
+"""End to end: the observability contract (docs/metrics-alerts-history.md) of a real pipeline run.
 
 Two ``arcbeat worker`` processes (web ports 6066/6067, scraped by the local stack's Prometheus
 as job ``arcbeat``), ``arcbeat history`` (port 6070, its own InfluxDB database) and ``arcbeat
@@ -222,7 +222,7 @@ def test_every_transition_is_in_influxdb(run: ObservabilityRun) -> None:
 
 
 def test_every_machine_has_availability_windows(run: ObservabilityRun) -> None:
-    """Per-machine window counts (SPEC §5): every machine sent heartbeats during the first
+    """Per-machine window counts: every machine sent heartbeats during the first
     closed windows, so each has availability points."""
     seen = run.history()
     keys = {run.key(m) for m in range(run.plan.machines)}

@@ -1,4 +1,4 @@
-"""The heartbeat contract (SPEC §1, §2): pure tests, no I/O."""
+"""The heartbeat contract (docs/heartbeat-contract.md): pure tests, no I/O."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SPEC §3 status machine (arcbeat.streams.status): every table row, then properties.
+"""The status machine (arcbeat.streams.status): every table row, then properties.
 
 Pure and I/O-free. Times are multiples of 0.25 s so every comparison below is exact.
 """
@@ -265,8 +265,9 @@ def test_after_delete_the_machine_onboards_again() -> None:
 # ---------------------------------------------------------------- sequences
 
 
-# SPEC §2: "duplicates and older ones must not change state". Only `disconnect` is exempt
-# (any -> Deleted); a duplicate of it finds no state and is an UNKNOWN_DISCONNECT.
+# docs/heartbeat-contract.md: duplicates and older messages do not change state. Only
+# `disconnect` is exempt (any -> Deleted); a duplicate of it finds no state and is an
+# UNKNOWN_DISCONNECT.
 STALE_KINDS: tuple[Kind, ...] = ("heartbeat", "connect")
 STALE_CASES = [(5, 0.0), (5, -10.0), (4, 0.0), (0, -50.0)]  # (sequence, sentAt - last sentAt)
 
@@ -545,7 +546,8 @@ def run(timing: Timing, ops: list[Op]) -> Trace:
 
 @dataclass
 class Model:
-    """An independent reading of SPEC §2 and §3, used as an oracle."""
+    """An independent reading of docs/heartbeat-contract.md and docs/how-it-decides.md, used as
+    an oracle."""
 
     status: Status
     last_hb: float

@@ -118,7 +118,7 @@ def test_duplicates_and_disconnects_count_nothing_and_windows_can_be_off() -> No
         kind="disconnect",
         sequence=6,
     )
-    # a disconnect removes the machine (SPEC: onboarded again by its next connect): its open
+    # a disconnect removes the machine (onboarded again by its next connect): its open
     # window is emitted then, with the one heartbeat it had
     emits, _ = engine.handle_message(0, 2, key, bye, T0 + 1, topic="hb", wall_now=T0)
     assert _windows(emits) == [(rid, T0, 1)]
