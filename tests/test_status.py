@@ -712,7 +712,7 @@ REPLAYED_CONNECT = [Msg(0.0, "connect", 0.0, 3), Msg(5.0, "connect", -5.0, 3)]
 @PROPS
 @given(timings, op_lists)
 @example(T, REPLAYED_CONNECT)
-def test_matches_the_spec_oracle(timing: Timing, ops: list[Op]) -> None:
+def test_matches_the_independent_model(timing: Timing, ops: list[Op]) -> None:
     got = [(s.outcome, as_tuple(s.transition)) for _, _, _, s in run(timing, ops) if s is not None]
     assert got == model_run(timing, ops)
 
