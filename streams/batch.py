@@ -31,18 +31,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError, ProducerFenced
-from arcbeat.streams import checkpoint
+
+from arcbeat.streams import checkpoint, ticks
 from arcbeat.streams.checkpoint import Pointer
 from arcbeat.streams.deadlines import ScopeCounts
 from arcbeat.streams.engine import Emit, Engine, PartitionIndex
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.leave_group import leave_as_static_member
-from arcbeat.streams.scopes import ScopeBoard, decode_verdicts
+from arcbeat.streams.scopes import ScopeBoard
 from arcbeat.streams.settings import Settings
+from arcbeat.streams.ticks import TICK_HEADER
 
 log = logging.getLogger("arcbeat.batch")
 
-TICK_HEADER = "arcbeat-tick"
 DECIDER_PARTITION = 0  # the owner of heartbeats partition 0 decides scope verdicts, once
 MAX_RECORDS = 20_000  # per getmany: bounds the time between commits under a backlog
 MIB = 1024 * 1024
@@ -106,6 +107,7 @@ class HeartbeatLoop:
         url: Callable[[], str],
     ) -> None:
         self.settings = settings
+        self.tick_keys = ticks.read_keys(settings.tick_key_file)
         self.engine = engine
         self.board = board
         self.worker_id = worker_id
@@ -250,21 +252,21 @@ class HeartbeatLoop:
     def _tick(self, o: Owned, r: ConsumerRecord[Any, Any], wall: float, replay: bool) -> list[Emit]:
         engine, board, p = self.engine, self.board, o.p
         now = r.timestamp / 1000.0
-        try:
-            body = orjson.loads(r.value) if r.value else {}
-        except orjson.JSONDecodeError:
-            body = {}
-        verdicts = decode_verdicts(body.get("verdicts"))
-        decided_at = body.get("decidedAt")
+        tick = ticks.decode(r.value, r.headers, self.tick_keys)
+        if tick is None:
+            # not a worker's tick (malformed, or unsigned when ticks are signed): skipped the
+            # same way in every replay, and never allowed to stop the partition
+            engine.stats.rejects["bad_tick"] += 1
+            log.warning("partition %d offset %d: a bad tick record skipped", p, r.offset)
+            return []
         engine.replaying = replay
-        windows = body.get("maintenance")
         emits, counts = engine.handle_tick(
             p,
             now,
-            verdicts,
+            tick.verdicts,
             wall_now=wall,
-            decided_at=float(decided_at or 0.0),
-            maintenance=windows if isinstance(windows, list) else (),
+            decided_at=tick.decided_at,
+            maintenance=tick.maintenance,
         )
         engine.replaying = False
         if replay:

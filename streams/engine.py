@@ -17,6 +17,8 @@ from secrets import randbits
 from typing import Any, Final, Literal
 
 import orjson
+from xxhash import xxh3_64_intdigest
+
 from arcbeat.streams.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
 from arcbeat.streams.identity import IdentityBindings, load_bindings
 from arcbeat.streams.machines import (
@@ -52,7 +54,6 @@ from arcbeat.streams.status import (
     on_deadline,
     on_message,
 )
-from xxhash import xxh3_64_intdigest
 
 Topic = Literal["status", "dlq", "fleet"]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
 from arcbeat.streams.records import Heartbeat, resource_id
 from arcbeat.streams.status import MachineState, Status
 

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Mapping
 
 import orjson
+
 from arcbeat.streams.compacted import CompactedReader
 from arcbeat.streams.deadlines import ScopeCounts, sum_counts
 from arcbeat.streams.engine import Verdict
@@ -35,17 +36,6 @@ def verdicts_of(view: Mapping[str, bytes]) -> dict[str, Verdict]:
             silent, since, machines = orjson.loads(raw)
             out[k[2:]] = Verdict(bool(silent), float(since), int(machines))
     return out
-
-
-def encode_verdicts(verdicts: Mapping[str, Verdict]) -> dict[str, list[object]]:
-    """Verdicts as a tick record carries them."""
-    return {s: [v.silent, v.since, v.machines] for s, v in verdicts.items()}
-
-
-def decode_verdicts(raw: object) -> dict[str, Verdict]:
-    if not isinstance(raw, dict):
-        return {}
-    return {str(s): Verdict(bool(v[0]), float(v[1]), int(v[2])) for s, v in raw.items()}
 
 
 class ScopeBoard:

@@ -90,6 +90,8 @@ class Settings:
     identity_principal: str = ""  # agent side: sign as this principal (empty: do not sign)
     identity_secret: str = field(default="", repr=False)
     identity_secret_file: str = ""
+    # ticks signed by the workers (HMAC keys, one per line; empty: ticks are not signed)
+    tick_key_file: str = ""
     # status timing (docs/how-it-decides.md, Timing)
     heartbeat_interval: float = 300.0
     disconnect_after: float = 900.0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web as aioweb
+
 from arcbeat.streams.api_tls import client_context
 from arcbeat.streams.auth import READ, Authenticator, forward_headers, install, require
 from arcbeat.streams.fleet_summary import FleetSummary, SummaryError, merge_all

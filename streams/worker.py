@@ -20,16 +20,18 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-import orjson
 from aiokafka import AIOKafkaProducer
+
+from arcbeat.streams import ticks
 from arcbeat.streams.app import create_app
-from arcbeat.streams.batch import DECIDER_PARTITION, TICK_HEADER, HeartbeatLoop
+from arcbeat.streams.batch import DECIDER_PARTITION, HeartbeatLoop
 from arcbeat.streams.deadlines import ScopeCounts
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.maintenance_board import MaintenanceBoard
-from arcbeat.streams.scopes import ScopeBoard, encode_verdicts
+from arcbeat.streams.scopes import ScopeBoard
 from arcbeat.streams.settings import Settings
+from arcbeat.streams.ticks import TICK_HEADER
 
 log = logging.getLogger("arcbeat.worker")
 
@@ -145,15 +147,13 @@ class Pipeline:
             )
             await self.tick_producer.start()
         topic = self.settings.heartbeats_topic
-        value = orjson.dumps(
-            {
-                "type": "tick",
-                "worker": self.worker_id,
-                "verdicts": encode_verdicts(self.board.verdicts()),
-                "decidedAt": self.board.decided_at() or 0.0,
-                "maintenance": self.maintenance.relevant(time.time()),
-            }
+        value, headers = ticks.encode(
+            self.worker_id,
+            self.board.verdicts(),
+            self.board.decided_at() or 0.0,
+            self.maintenance.relevant(time.time()),
+            self.loop.tick_keys,
         )
         for p in partitions:
-            await self.tick_producer.send(topic, value, partition=p, headers=[(TICK_HEADER, b"1")])
+            await self.tick_producer.send(topic, value, partition=p, headers=headers)
         await self.loop.refresh_lag()

@@ -31,7 +31,7 @@ from arcbeat.streams.machines import from_slot
 from arcbeat.streams.maintenance import Selector, Window
 from arcbeat.streams.maintenance import to_json as maintenance_json
 from arcbeat.streams.records import heartbeat_payload, parse_rfc3339, resource_id
-from arcbeat.streams.scopes import ScopeBoard, decode_verdicts, encode_verdicts
+from arcbeat.streams.scopes import ScopeBoard
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.status import Status
 from arcbeat.streams.web import machine_json
@@ -847,12 +847,6 @@ def test_scope_board_totals_verdicts_and_published_counts() -> None:
     board.aborted(0)
     assert board.totals()[SCOPE] == ScopeCounts(2, 2)
     assert board.decided_at() is None
-
-
-def test_verdicts_round_trip_as_a_tick_carries_them() -> None:
-    verdicts = {"fleet": Verdict(True, T0 + 0.25, 40), SCOPE: Verdict(False, T0, 0)}
-    assert decode_verdicts(orjson.loads(orjson.dumps(encode_verdicts(verdicts)))) == verdicts
-    assert decode_verdicts(None) == {} and decode_verdicts([1, 2]) == {}
 
 
 # ---- readiness ------------------------------------------------------------------------------
