@@ -7,7 +7,9 @@ Wiring lives here (not in streams/) so that streams never imports exporters.
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from arcbeat.deploy.kafka_admin.topics import (
@@ -19,7 +21,7 @@ from arcbeat.deploy.kafka_admin.topics import (
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
 from arcbeat.streams.batch import checkpoints_topic
 from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.machines import scopes_of
+from arcbeat.streams.machines import MachineInfo, scopes_of
 from arcbeat.streams.scopes import scopes_topic
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.status import is_flapping
@@ -32,8 +34,22 @@ from prometheus_client import CollectorRegistry
 def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
     engine = pipe.engine
     disconnected = list(engine.disconnected_keys())
+    wall = time.time()
+    book = pipe.maintenance.book
+    active = len(book.active(wall))
 
-    def offline() -> object:
+    def planned(info: MachineInfo) -> str:
+        """The window covering the machine now ("" when none): read at scrape time, so the
+        label drops, and the machine pages, the moment its window ends."""
+        if not active:
+            return ""
+        i = info
+        found = book.window_for(
+            i.resource_id, i.subscription_id, i.resource_group, i.location, i.tags, wall
+        )
+        return found or ""
+
+    def offline() -> Iterator[OfflineMachine]:
         for key in disconnected:
             m = engine.machine(key)
             if m is not None:
@@ -46,32 +62,39 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
                     i.machine_name,
                     i.location,
                     m.state.last_heartbeat_at,
+                    planned(i),
                 )
 
     held: Counter[str] = Counter()
     flapping = 0
+    in_maintenance: Counter[str] = Counter()
     now = engine.stats.last_event_at
-    for idx in list(engine.partitions.values()):
-        for key in list(idx.held):
-            m = engine.machine(key)
-            if m is not None:
-                for s in scopes_of(m.info):
-                    held[s] += 1
+    for key in engine.held_keys():
+        m = engine.machine(key)
+        if m is not None:
+            for s in scopes_of(m.info):
+                held[s] += 1
     # flapping machines have had transitions this window: the disconnected set and recent
     # transitions are where they are; scanning only Disconnected keeps scrape cost bounded
     for key in disconnected:
         m = engine.machine(key)
-        if m is not None and is_flapping(m.state, now, engine.timing):
+        if m is None:
+            continue
+        if is_flapping(m.state, now, engine.timing):
             flapping += 1
+        if active and planned(m.info):
+            in_maintenance[m.info.location] += 1
     return WorkerSnapshot(
         stats=engine.stats,
         counts=engine.counts(),
         lag=pipe.lag(),
         verdicts=pipe.verdicts(),
         held_by_scope=held,
-        offline=offline(),  # type: ignore[arg-type]
+        offline=offline(),
         offline_total=len(disconnected),
         flapping=flapping,
+        maintenance_offline=in_maintenance,
+        maintenance_active=active,
     )
 
 
