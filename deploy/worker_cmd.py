@@ -12,6 +12,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
 from arcbeat.deploy.kafka_admin.topics import (
     Replication,
     TopicSpec,
@@ -27,8 +30,6 @@ from arcbeat.streams.settings import Settings
 from arcbeat.streams.status import is_flapping
 from arcbeat.streams.web import WorkerAPI
 from arcbeat.streams.worker import Pipeline
-from faust.sensors.prometheus import setup_prometheus_sensors
-from prometheus_client import CollectorRegistry
 
 
 def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:

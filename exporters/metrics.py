@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from arcbeat.streams.engine import Verdict
-from arcbeat.streams.stats import EngineStats, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -23,6 +21,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from arcbeat.streams.engine import Verdict
+from arcbeat.streams.stats import EngineStats, Histogram
 
 
 @dataclass(frozen=True)
