@@ -3,39 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
+from arcbeat.deploy.api_client import ApiError, base_url, call, token
 from arcbeat.streams.settings import Settings
 
-
-class WorkerUnreachable(Exception):
-    """A worker answered with an error or could not be reached; the message says which."""
+# one client of the worker API (tokens, TLS): arcbeat.deploy.api_client
+WorkerUnreachable = ApiError
 
 
 def get_json(url: str) -> Any:
-    """``GET url`` as JSON; :class:`WorkerUnreachable` with the URL and the fix."""
-    try:
-        with urllib.request.urlopen(url, timeout=15) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
-        raise WorkerUnreachable(f"{url} answered {exc.code}: {body}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise WorkerUnreachable(
-            f"cannot reach a worker at {url}: {exc}. Is `arcbeat worker` running? "
-            "Set --url or ARCBEAT_WEB_PORT."
-        ) from exc
+    """``GET url`` as JSON, with the caller's API token ($ARCBEAT_API_TOKEN_FILE or
+    $ARCBEAT_API_TOKEN) when there is one; :class:`WorkerUnreachable` with the URL and the fix."""
+    ca = Settings.load().api_tls_ca or None
+    return call("GET", url, bearer=token(), ca_file=ca)
 
 
 def worker_url(args: argparse.Namespace) -> str:
     """``--url``, else the local worker of the settings."""
-    if args.url:
-        return str(args.url).rstrip("/")
-    s = Settings.load()
-    return f"http://{s.web_host}:{s.web_port}"
+    return base_url(args.url)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
