@@ -50,7 +50,7 @@ MIB = 1024 * 1024
 
 
 def checkpoints_topic(settings: Settings) -> str:
-    return f"{settings.app_id}-checkpoints"
+    return settings.topics.checkpoints
 
 
 def instance_id(settings: Settings, worker_id: str) -> str:
@@ -118,7 +118,7 @@ class HeartbeatLoop:
         self.out_topics = {
             "status": settings.status_topic,
             "dlq": settings.dlq_topic,
-            "fleet": f"{settings.topic_prefix}.fleet",
+            "fleet": settings.topics.fleet,
         }
         self.owned: dict[int, Owned] = {}
         self.parked: dict[int, Parked] = {}

@@ -26,7 +26,7 @@ from arcbeat.streams.settings import Settings
 
 
 def scopes_topic(settings: Settings) -> str:
-    return f"{settings.app_id}-scopes"
+    return settings.topics.scopes
 
 
 def verdicts_of(view: Mapping[str, bytes]) -> dict[str, Verdict]:

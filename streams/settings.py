@@ -13,11 +13,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from arcbeat.streams.topics import Topics
 
 DEFAULT_REGIONS: tuple[str, ...] = ("westus2", "westeurope", "westasia")
-KAFKA_SECURITY_PROTOCOLS: tuple[str, ...] = ("PLAINTEXT", "SSL", "SASL_SSL")
-KAFKA_SASL_MECHANISMS: tuple[str, ...] = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+StackKafkaSecurity = Literal["plaintext", "sasl_ssl"]  # the local stack's broker
+InfluxApi = Literal["v1", "v2"]
+KAFKA_SECURITY_PROTOCOLS: tuple[str, ...] = get_args(KafkaSecurityProtocol)
+KAFKA_SASL_MECHANISMS: tuple[str, ...] = get_args(KafkaSaslMechanism)
 MAX_REPLICATION = 32767  # Kafka stores replication factors as int16
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -79,8 +85,8 @@ class Settings:
     min_insync_replicas: int = 0
     app_id: str = "arcbeat"  # Faust app id = consumer group
     # Kafka client security (every arcbeat client; see arcbeat.streams.kafka_client)
-    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_SSL
-    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
     kafka_username: str = ""
     kafka_password: str = field(default="", repr=False)
     kafka_password_file: str = ""  # read when kafka_password is empty (first line)
@@ -138,7 +144,7 @@ class Settings:
     max_machine_series: int = 10_000
     # InfluxDB (docs/metrics-alerts-history.md, History in InfluxDB)
     influx_url: str = "http://127.0.0.1:8086"
-    influx_api: str = "v1"  # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
+    influx_api: InfluxApi = "v1"  # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
     influx_db: str = "arcbeat"
     influx_org: str = "arcbeat"
     influx_token: str = field(default="", repr=False)
@@ -157,7 +163,7 @@ class Settings:
     kafka_controller_port: int = 19093  # KRaft controller listener of the local broker
     # "sasl_ssl": the local broker's client listener is SASL_SSL (TLS 1.2+, SCRAM-SHA-512
     # users, StandardAuthorizer + ACLs); certificates and passwords under <state>/secrets
-    kafka_security: str = "plaintext"
+    kafka_security: StackKafkaSecurity = "plaintext"
     kafka_worker_user: str = "worker"
     kafka_history_user: str = "history"
     kafka_agent_users: tuple[str, ...] = ("agent",)
@@ -174,20 +180,24 @@ class Settings:
     capacity_source_url: str = ""
 
     @property
+    def topics(self) -> Topics:
+        return Topics.of(self.topic_prefix, self.app_id)
+
+    @property
     def heartbeats_topic(self) -> str:
-        return f"{self.topic_prefix}.heartbeats"
+        return self.topics.heartbeats
 
     @property
     def status_topic(self) -> str:
-        return f"{self.topic_prefix}.status"
+        return self.topics.status
 
     @property
     def dlq_topic(self) -> str:
-        return f"{self.topic_prefix}.heartbeats.dlq"
+        return self.topics.dlq
 
     @property
     def maintenance_topic(self) -> str:
-        return f"{self.topic_prefix}.maintenance"
+        return self.topics.maintenance
 
     def accepts_region(self, region: str) -> bool:
         return "*" in self.regions or region in self.regions
@@ -252,7 +262,7 @@ class Settings:
                 raise bad(port_name, f"must be a TCP port (1-65535), got {port}")
         if not 1 <= self.history_port <= 65535:
             raise bad("history_port", f"must be a TCP port, got {self.history_port}")
-        if self.influx_api not in ("v1", "v2"):
+        if self.influx_api not in get_args(InfluxApi):
             raise bad("influx_api", f"must be v1 or v2, got {self.influx_api!r}")
         if self.capacity_source_url and not re.match(r"https?://", self.capacity_source_url):
             raise bad(
@@ -272,7 +282,7 @@ class Settings:
                 f"must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
                 f"got {self.kafka_sasl_mechanism!r}",
             )
-        if self.kafka_security not in ("plaintext", "sasl_ssl"):
+        if self.kafka_security not in get_args(StackKafkaSecurity):
             raise bad(
                 "kafka_security", f"must be plaintext or sasl_ssl, got {self.kafka_security!r}"
             )

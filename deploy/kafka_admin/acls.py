@@ -23,6 +23,7 @@ from arcbeat.deploy.kafka_admin.scram import (
     sync_scram_users,
     users_of,
 )
+from arcbeat.streams.topics import Topics
 
 if TYPE_CHECKING:
     from arcbeat.streams.settings import Settings
@@ -68,7 +69,8 @@ class AclBinding:
 def acl_bindings(settings: Settings, prefix: str | None = None) -> list[AclBinding]:
     """Least privilege for the arcbeat principals of one deployment (topic prefix)."""
     pre = settings.topic_prefix if prefix is None else prefix
-    heartbeats = f"{pre}.heartbeats"
+    names = Topics.of(pre, settings.app_id)
+    heartbeats = names.heartbeats
     out: list[AclBinding] = []
     for agent in settings.kafka_agent_users:
         user = f"User:{agent}"
@@ -91,7 +93,7 @@ def acl_bindings(settings: Settings, prefix: str | None = None) -> list[AclBindi
     out.append(AclBinding(worker, "cluster", "kafka-cluster", "literal", "describe"))
     history = f"User:{settings.kafka_history_user}"
     # the maintenance windows are read without a consumer group, from the beginning
-    for topic in (f"{pre}.status", f"{pre}.fleet", f"{pre}.maintenance"):
+    for topic in (names.status, names.fleet, names.maintenance):
         out += [AclBinding(history, "topic", topic, "literal", op) for op in ("read", "describe")]
     out += [
         AclBinding(history, "group", f"{app}-history", "prefixed", op)

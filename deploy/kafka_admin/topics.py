@@ -34,6 +34,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.errors import KafkaAdminError
+from arcbeat.streams.topics import Topics
 
 if TYPE_CHECKING:
     from arcbeat.streams.settings import Settings
@@ -113,7 +114,7 @@ class Replication:
 
 def maintenance_topic_name(prefix: str) -> str:
     """The compacted topic of the maintenance windows of topic prefix ``prefix``."""
-    return f"{prefix}.maintenance"
+    return Topics.of(prefix, "").maintenance
 
 
 # Compacted, keeping the latest value of each window. Windows change rarely, so a segment is
@@ -132,24 +133,25 @@ def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
     """The topics of a deployment with topic prefix ``prefix``."""
     if partitions < 1:
         raise KafkaAdminError(f"topics: partitions must be >= 1, got {partitions}")
+    names = Topics.of(prefix, "")  # the public topics only: the app id's are the worker's
     return [
         TopicSpec(
-            f"{prefix}.heartbeats",
+            names.heartbeats,
             partitions,
             {
                 "message.timestamp.type": "LogAppendTime",
                 "max.message.bytes": str(HEARTBEAT_TOPIC_MAX_BYTES),
             },
         ),
-        TopicSpec(f"{prefix}.status", partitions),
+        TopicSpec(names.status, partitions),
         TopicSpec(
-            f"{prefix}.heartbeats.dlq",
+            names.dlq,
             partitions,
             {"max.message.bytes": str(DLQ_TOPIC_MAX_BYTES)},
         ),
-        TopicSpec(f"{prefix}.fleet", partitions),
+        TopicSpec(names.fleet, partitions),
         TopicSpec(
-            maintenance_topic_name(prefix),
+            names.maintenance,
             1,
             dict(MAINTENANCE_TOPIC_CONFIGS),
             partitions_setting="",
