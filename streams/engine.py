@@ -505,7 +505,7 @@ class Engine:
         """A tick appended to partition ``p`` at broker time ``now``.
 
         Everything appended to ``p`` before the tick has been processed, so every machine of
-        ``p`` due at or before ``now`` really was silent (SPEC §3 rule 1).
+        ``p`` due at or before ``now`` really was silent (docs/how-it-decides.md, Lag).
 
         ``verdicts``, ``decided_at`` (broker time of the latest mass-silence decision; None: no
         decider) and ``maintenance`` (the windows that may cover this tick's decisions, as
@@ -562,7 +562,7 @@ class Engine:
             state = m.state
             # A held machine stays held for late_after past its scope's recovery: the agents
             # that report again come back over a heartbeat interval, not all at the instant
-            # the verdict flips, and they must never flip (SPEC §3 rule 3).
+            # the verdict flips, and they must never flip (docs/how-it-decides.md, Mass silence).
             held = state.held_since is not None
             silent = planned is None and any(
                 (v := verdicts.get(s)) is not None
