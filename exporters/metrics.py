@@ -1,4 +1,5 @@
-"""Prometheus metrics of a worker, built from a snapshot at scrape time (docs/metrics-alerts-history.md, Metrics).
+"""Prometheus metrics of a worker, built from a snapshot at scrape time (see
+docs/metrics-alerts-history.md, Metrics).
 
 Nothing in the hot path touches prometheus-client: the engine keeps plain counters, and this
 collector turns them into metric families when Prometheus scrapes. Each worker reports only the
