@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web as aioweb
@@ -30,7 +31,10 @@ from arcbeat.streams.maintenance import (
 )
 
 if TYPE_CHECKING:
-    from arcbeat.streams.web import WorkerAPI
+    from arcbeat.streams.worker import Pipeline
+
+# asks every other worker (path, query) on behalf of a request's caller: WorkerAPI.fan_out
+FanOut = Callable[[aioweb.Request, str, dict[str, str]], Awaitable[list[Any]]]
 
 MATCH_CHUNK = 2000  # machines matched between two yields to the event loop
 
@@ -40,9 +44,9 @@ def _error(status: int, detail: str) -> aioweb.Response:
 
 
 class MaintenanceAPI:
-    def __init__(self, api: WorkerAPI) -> None:
-        self.api = api
-        self.pipe = api.pipe
+    def __init__(self, pipe: Pipeline, fan_out: FanOut) -> None:
+        self.pipe = pipe
+        self.fan_out = fan_out
 
     def register(self, app: aioweb.Application) -> None:
         app.router.add_get("/maintenance", self.list_windows)
@@ -103,7 +107,7 @@ class MaintenanceAPI:
         except MaintenanceError as exc:
             return _error(400, str(exc))
         machines = await self._local_matches(window.selector)
-        others = await self.api.fan_out(
+        others = await self.fan_out(
             request, "/maintenance/matches", {"window": orjson.dumps(to_json(window)).decode()}
         )
         machines += sum(int(o.get("machines", 0)) for o in others)

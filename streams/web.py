@@ -81,7 +81,7 @@ class WorkerAPI:
         app.router.add_get("/capacity", self.capacity)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        MaintenanceAPI(self).register(app)
+        MaintenanceAPI(self.pipe, self.fan_out).register(app)
 
     # ---- routing helpers -----------------------------------------------------------------
 
