@@ -1,0 +1,1 @@
+"""Tests of arcbeat.deploy.agents: the heartbeat agent and the simulated fleet."""

@@ -1,0 +1,1 @@
+"""Whole-pipeline tests: real workers, simulator, exporters and services of the local stack."""
