@@ -20,16 +20,16 @@ import urllib.request
 from typing import Any
 
 from arcbeat.deploy.commands._worker_api import WorkerUnreachable, get_json, worker_url
-from arcbeat.exporters.capacity import (
+from arcbeat.exporters.capacity.forecast import (
     HISTORY_QUERY,
     HISTORY_SAMPLES,
     CapacityHistory,
-    CapacityLimits,
-    build_report_from_summary,
     history_from_influxql,
-    render_table,
-    report_to_json,
 )
+from arcbeat.exporters.capacity.model import CapacityLimits
+from arcbeat.exporters.capacity.report import build_report_from_summary
+from arcbeat.exporters.capacity.to_json import report_to_json
+from arcbeat.exporters.capacity.to_text import render_table
 from arcbeat.exporters.influx_points import capacity_line
 from arcbeat.streams.fleet_summary import FleetSummary, SummaryError
 from arcbeat.streams.settings import Settings

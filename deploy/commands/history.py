@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any
 
-from arcbeat.exporters.history import HistoryError, HistoryExporter
+from arcbeat.exporters.history.exporter import HistoryError, HistoryExporter
 from arcbeat.exporters.sinks import make_sink
 from arcbeat.streams.settings import Settings, SettingsError
 

@@ -39,16 +39,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.stack import Stack
-from arcbeat.exporters.capacity import (
+from arcbeat.exporters.capacity.model import (
     MACHINES_PER_RESOURCE_GROUP,
     RESOURCE_GROUPS_PER_SUBSCRIPTION,
     TAGS_PER_MACHINE,
     TENANT_OBJECTS,
     CapacityLimits,
     MachineSummary,
-    build_report,
-    report_to_dict,
 )
+from arcbeat.exporters.capacity.report import build_report
+from arcbeat.exporters.capacity.to_json import report_to_dict
 from arcbeat.exporters.sinks import quote_ident
 from arcbeat.streams.records import heartbeat_payload
 from arcbeat.streams.settings import Settings

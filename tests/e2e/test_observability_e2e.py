@@ -41,7 +41,7 @@ pytestmark = pytest.mark.services
 ALLOWED_EMPTY: dict[str, str] = {
     "arcbeat_capacity_days_to_limit": (
         "the forecast is exported only for a growing trend fitted over hourly capacity "
-        "samples (exporters/capacity.py days_to_limit needs two distinct hours); a run of "
+        "samples (exporters/capacity/forecast.py days_to_limit needs two distinct hours); a run of "
         "minutes has one sample per scope, and its fleet does not grow"
     ),
 }

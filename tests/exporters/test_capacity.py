@@ -11,26 +11,22 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from arcbeat.exporters.capacity import (
+from arcbeat.exporters.capacity.collector import CapacityCollector
+from arcbeat.exporters.capacity.forecast import CapacityHistory, days_to_limit
+from arcbeat.exporters.capacity.model import (
     MACHINES_PER_RESOURCE_GROUP,
     RESOURCE_GROUPS_PER_SUBSCRIPTION,
-    SUPPORTED_OPERATING_SYSTEMS,
     TAGS_PER_MACHINE,
     TENANT_OBJECTS,
-    CapacityCollector,
-    CapacityHistory,
     CapacityLimits,
     CapacityReport,
     CapacityUse,
     MachineSummary,
-    OsRule,
-    build_report,
-    days_to_limit,
-    os_supported,
-    render_table,
-    report_to_dict,
-    report_to_json,
 )
+from arcbeat.exporters.capacity.os_rules import SUPPORTED_OPERATING_SYSTEMS, OsRule, os_supported
+from arcbeat.exporters.capacity.report import build_report
+from arcbeat.exporters.capacity.to_json import report_to_dict, report_to_json
+from arcbeat.exporters.capacity.to_text import render_table
 from arcbeat.streams.settings import Settings
 
 DAY = 86400.0

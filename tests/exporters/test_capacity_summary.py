@@ -15,20 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from arcbeat.exporters.capacity import (
-    HISTORY_STEP,
+from arcbeat.exporters.capacity.forecast import HISTORY_STEP, CapacityHistory, history_from_influxql
+from arcbeat.exporters.capacity.model import (
     MACHINES_PER_RESOURCE_GROUP,
     RESOURCE_GROUPS_PER_SUBSCRIPTION,
     TENANT_OBJECTS,
-    CapacityHistory,
     CapacityLimits,
     MachineSummary,
-    build_report,
-    build_report_from_summary,
-    history_from_influxql,
-    report_to_json,
 )
-from arcbeat.exporters.history import CapacityTask, capacity_url
+from arcbeat.exporters.capacity.report import build_report, build_report_from_summary
+from arcbeat.exporters.capacity.task import CapacityTask, capacity_url
+from arcbeat.exporters.capacity.to_json import report_to_json
 from arcbeat.exporters.influx_points import capacity_line
 from arcbeat.streams.fleet_summary import (
     FleetSummary,

@@ -33,12 +33,8 @@ from prometheus_client import CollectorRegistry
 
 from arcbeat.deploy.kafka_admin.topics import ensure_topics_async
 from arcbeat.deploy.stack import Stack
-from arcbeat.exporters.history import (
-    HistoryExporter,
-    fleet_topic,
-    history_group_id,
-    maintenance_topic,
-)
+from arcbeat.exporters.history.exporter import HistoryExporter, fleet_topic, history_group_id
+from arcbeat.exporters.history.maintenance import maintenance_topic
 from arcbeat.exporters.influx_points import QUERIES
 from arcbeat.exporters.sinks import SinkError, V1Sink, V2Sink, make_sink, quote_ident
 from arcbeat.streams.settings import Settings
@@ -852,7 +848,7 @@ async def test_v1_sink_request_shape_and_database_creation() -> None:
 
 
 async def test_unreachable_kafka_is_a_clear_error() -> None:
-    from arcbeat.exporters.history import HistoryError
+    from arcbeat.exporters.history.exporter import HistoryError
 
     settings = Settings.load(env={}).replace(kafka_bootstrap=f"127.0.0.1:{free_port()}")
     exporter = HistoryExporter(settings, V1Sink("http://127.0.0.1:1", "x"), serve_metrics=False)

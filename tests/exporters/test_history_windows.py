@@ -11,7 +11,8 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from arcbeat.exporters.history import HistoryExporter, maintenance_topic
+from arcbeat.exporters.history.exporter import HistoryExporter
+from arcbeat.exporters.history.maintenance import maintenance_topic
 from arcbeat.exporters.influx_points import maintenance_points
 from arcbeat.exporters.sinks import SinkError
 from arcbeat.streams.settings import Settings
@@ -92,7 +93,7 @@ async def test_windows_are_written_after_a_failed_write_and_bad_records_are_skip
         _record(3, orjson.dumps(_window("mw-2", selector={}))),
         _record(4, orjson.dumps(ended)),
     ]
-    await exporter._write_windows(records)
+    await exporter.maintenance.write_windows(records)
     # in order, so the ended window's point (same series and time) is the last word
     assert sink.lines == maintenance_points(first) + maintenance_points(ended)
 
@@ -110,5 +111,5 @@ async def test_stop_ends_the_retries() -> None:
     sink = FlakySink(failures=10**6)
     exporter, _ = _exporter(sink)
     exporter.request_stop()
-    await exporter._write_windows([_record(0, orjson.dumps(_window("mw-1")))])
+    await exporter.maintenance.write_windows([_record(0, orjson.dumps(_window("mw-1")))])
     assert sink.lines == []
