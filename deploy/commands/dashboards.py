@@ -100,7 +100,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from arcbeat.exporters.grafana_push import GrafanaPushError, datasource_payloads, push
+    from arcbeat.dashboards.push import GrafanaPushError, datasource_payloads, push
     from arcbeat.streams.settings import Settings, SettingsError
 
     if not args.token and args.token_file:

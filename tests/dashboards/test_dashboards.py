@@ -38,7 +38,7 @@ from arcbeat.dashboards.queries import (
     variable_queries,
 )
 from arcbeat.deploy.commands import dashboards as dashboards_command
-from arcbeat.exporters.grafana_push import GrafanaPushError, datasource_payloads, push
+from arcbeat.dashboards.push import GrafanaPushError, datasource_payloads, push
 from tests.support.paths import REPO
 
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"

@@ -16,9 +16,7 @@ import niquests
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaTimeoutError
 
-# The uids the dashboards reference; the provisioning file uses the same.
-PROMETHEUS_UID = "arcbeat-prometheus"
-INFLUXDB_UID = "arcbeat-influxdb"
+from arcbeat.dashboards.common import INFLUXDB_UID, PROMETHEUS_UID
 
 T = TypeVar("T")
 
