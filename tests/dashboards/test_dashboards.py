@@ -29,6 +29,7 @@ from arcbeat.dashboards.build import (
     stale_files,
     write_all,
 )
+from arcbeat.dashboards.push import GrafanaPushError, datasource_payloads, push
 from arcbeat.dashboards.queries import (
     BUILTIN_VALUES,
     default_variable_values,
@@ -38,7 +39,6 @@ from arcbeat.dashboards.queries import (
     variable_queries,
 )
 from arcbeat.deploy.commands import dashboards as dashboards_command
-from arcbeat.dashboards.push import GrafanaPushError, datasource_payloads, push
 from tests.support.paths import REPO
 
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
