@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 
+from arcbeat.deploy.agents.payloads import PayloadFactory
+from arcbeat.deploy.agents.producer import make_producer
+from arcbeat.deploy.agents.scenarios import Fleet, FleetSpec, fleet_locations
 from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import rfc3339
-from arcbeat.streams.scenarios import Fleet, FleetSpec
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.simulate import PayloadFactory, fleet_locations, make_producer
 
 Progress = Callable[[str], None]
 Headers = list[tuple[str, bytes]]

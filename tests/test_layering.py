@@ -3,7 +3,9 @@
 - ``arcbeat.streams`` (the stream processor) imports nothing of ``arcbeat.exporters``,
   ``arcbeat.deploy``, ``arcbeat.dashboards`` or ``arcbeat.bench``;
 - the status machine and the pure models (deadlines, maintenance windows) import nothing of
-  Kafka, aiohttp or I/O, neither themselves nor through the arcbeat modules they import.
+  Kafka, aiohttp or I/O, neither themselves nor through the arcbeat modules they import;
+- the agents (``arcbeat.deploy.agents``: the heartbeat agent and the simulated fleet) use only
+  the heartbeat contract and the settings of ``arcbeat.streams``, and nothing else of arcbeat.
 """
 
 from __future__ import annotations
@@ -117,6 +119,28 @@ def test_pure_modules_import_no_kafka_aiohttp_or_io(module: str) -> None:
             elif name in MODULES:
                 todo.append(name)
     assert not found, found
+
+
+# what the agents may use of arcbeat, besides their own package
+AGENT_NEEDS = (
+    "arcbeat.streams.records",
+    "arcbeat.streams.identity",
+    "arcbeat.streams.settings",
+    "arcbeat.streams.kafka_client",
+    "arcbeat.streams.partitioner",
+)
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if _within(m, ("arcbeat.deploy.agents",)))
+)
+def test_agents_use_only_the_heartbeat_contract_and_the_settings(module: str) -> None:
+    allowed = ("arcbeat.deploy.agents", *AGENT_NEEDS)
+    assert not [
+        name
+        for name in _imports(module)
+        if _within(name, ("arcbeat",)) and not _within(name, allowed)
+    ]
 
 
 def test_the_status_machine_imports_no_other_arcbeat_module() -> None:

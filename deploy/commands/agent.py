@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from arcbeat.streams.agent import (
+from arcbeat.deploy.agents.agent import (
     DEFAULT_RESOURCE_GROUP,
     DEFAULT_SUBSCRIPTION,
     machine_name,
@@ -16,6 +16,10 @@ from arcbeat.streams.agent import (
 )
 from arcbeat.streams.records import resource_id
 from arcbeat.streams.settings import Settings, SettingsError, parse_duration
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 interval=interval,
                 tags=parse_tags(args.tag),
                 disconnect=args.disconnect,
+                progress=_say,
             )
         )
     except (SettingsError, ValueError, ConnectionError) as exc:

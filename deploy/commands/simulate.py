@@ -8,9 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from arcbeat.streams.scenarios import MALFORMED_KINDS, SCENARIO_NAMES, FleetSpec, Scenario
+from arcbeat.deploy.agents.load import load
+from arcbeat.deploy.agents.scenarios import (
+    MALFORMED_KINDS,
+    SCENARIO_NAMES,
+    FleetSpec,
+    Scenario,
+    fleet_locations,
+)
+from arcbeat.deploy.agents.simulate import simulate
 from arcbeat.streams.settings import Settings, SettingsError, parse_duration
-from arcbeat.streams.simulate import fleet_locations, load, simulate
 
 
 def _fraction(text: str) -> float:
@@ -37,6 +44,10 @@ def _window(text: str) -> tuple[float, float]:
 
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -151,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
                     heartbeats_per_machine=args.heartbeats_per_machine,
                     seed=args.seed,
                     connect_first=not args.no_connect,
+                    progress=_say,
                     progress_every=args.progress_every,
                 )
             )
@@ -171,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
                 duration=args.duration,
                 until_count=args.until_count,
                 groundtruth=args.groundtruth,
+                progress=_say,
                 progress_every=args.progress_every,
             )
         )

@@ -385,14 +385,14 @@ class _FakeProducer:
 
 
 async def test_agents_and_simulator_produce_with_acks_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    from arcbeat.streams import agent, simulate
+    from arcbeat.deploy.agents import agent, producer
 
     _FakeProducer.made = []
-    monkeypatch.setattr(simulate, "AIOKafkaProducer", _FakeProducer)
+    monkeypatch.setattr(producer, "AIOKafkaProducer", _FakeProducer)
     monkeypatch.setattr(agent, "AIOKafkaProducer", _FakeProducer)
     settings = Settings()
-    simulate.make_producer(settings)
-    simulate.make_producer(settings, linger_ms=20, enable_idempotence=False)  # load mode
+    producer.make_producer(settings)
+    producer.make_producer(settings, linger_ms=20, enable_idempotence=False)  # load mode
     with pytest.raises(ConnectionError):
         await agent.run_agent(settings, once=True)
     assert [m["acks"] for m in _FakeProducer.made] == ["all", "all", "all"]

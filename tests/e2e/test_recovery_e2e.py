@@ -38,12 +38,12 @@ from typing import Any
 import pytest
 
 from arcbeat.deploy import processes
+from arcbeat.deploy.agents.load import load
 from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.services import port_open
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.records import parse_rfc3339
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.simulate import load
 from tests.support.deployment import Deployment, WorkerProcess
 from tests.support.groundtruth import GroundTruth
 from tests.support.net import free_port_block_below_ephemeral

@@ -32,8 +32,8 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from arcbeat.bench.fuzz import run as run_fuzz
 from arcbeat.deploy import kafka_security as ks
+from arcbeat.deploy.agents.agent import run_agent
 from arcbeat.deploy.stack import Stack, StackError
-from arcbeat.streams.agent import run_agent
 from arcbeat.streams.engine import Engine
 from arcbeat.streams.identity import IdentityBindings, make_binding
 from arcbeat.streams.kafka_client import client_options

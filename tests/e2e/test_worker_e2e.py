@@ -26,10 +26,17 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from arcbeat.deploy.agents.payloads import malformed_message
+from arcbeat.deploy.agents.scenarios import (
+    MALFORMED_KINDS,
+    Fleet,
+    FleetSpec,
+    Scenario,
+    build_schedule,
+    fleet_locations,
+)
 from arcbeat.deploy.stack import Stack
 from arcbeat.streams.records import Heartbeat, decode_heartbeat, heartbeat_payload, parse_rfc3339
-from arcbeat.streams.scenarios import MALFORMED_KINDS, Fleet, FleetSpec, Scenario, build_schedule
-from arcbeat.streams.simulate import fleet_locations, malformed_message
 from tests.support.deployment import Deployment, WorkerProcess
 from tests.support.groundtruth import GroundTruth
 from tests.support.kafka import read_topic

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arcbeat.streams.groundtruth import LIVENESS_EVENTS, arrival, read_groundtruth
-from arcbeat.streams.scenarios import Fleet, FleetSpec
+from arcbeat.deploy.agents.groundtruth import LIVENESS_EVENTS, arrival, read_groundtruth
+from arcbeat.deploy.agents.scenarios import Fleet, FleetSpec
 
 
 @dataclass(frozen=True, slots=True)

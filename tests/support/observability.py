@@ -41,8 +41,8 @@ from arcbeat.dashboards.queries import (
     substitute_variables,
     variable_queries,
 )
+from arcbeat.deploy.agents.scenarios import Fleet, FleetSpec, Scenario, Schedule, build_schedule
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.scenarios import Fleet, FleetSpec, Scenario, Schedule, build_schedule
 from tests.support.alertmanager import Alertmanager
 from tests.support.dashboards import (
     PanelMeta,

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from arcbeat.streams.groundtruth import expected_silences
+from arcbeat.deploy.agents.groundtruth import expected_silences
 from arcbeat.streams.settings import Settings
 from tests.support.deployment import Deployment
 from tests.support.groundtruth import AgentMessage, GroundTruth, send_times

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from arcbeat.streams.agent import (
+from arcbeat.deploy.agents.agent import (
     Agent,
     agent_version,
     default_resource_id,

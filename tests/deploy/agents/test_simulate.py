@@ -16,20 +16,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arcbeat.streams.groundtruth import (
+from arcbeat.deploy.agents.groundtruth import (
     Silence,
     delivered_arrivals,
     expected_silences,
     read_groundtruth,
 )
-from arcbeat.streams.partitioner import KeyPartitioner
-from arcbeat.streams.records import (
-    Heartbeat,
-    Reject,
-    decode_heartbeat,
-    parse_resource_id,
-)
-from arcbeat.streams.scenarios import (
+from arcbeat.deploy.agents.payloads import PayloadFactory, malformed_message
+from arcbeat.deploy.agents.scenarios import (
     MALFORMED_KINDS,
     Fleet,
     FleetSpec,
@@ -37,13 +31,15 @@ from arcbeat.streams.scenarios import (
     Scenario,
     build_schedule,
 )
-from arcbeat.streams.settings import Settings
-from arcbeat.streams.simulate import (
-    PayloadFactory,
-    Simulator,
-    malformed_message,
-    simulate,
+from arcbeat.deploy.agents.simulate import Simulator, simulate
+from arcbeat.streams.partitioner import KeyPartitioner
+from arcbeat.streams.records import (
+    Heartbeat,
+    Reject,
+    decode_heartbeat,
+    parse_resource_id,
 )
+from arcbeat.streams.settings import Settings
 
 ALL = ["outages", "flap", "disconnect", "location-silent", "duplicates", "malformed", "skew"]
 

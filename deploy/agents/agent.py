@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Final
 
 from aiokafka import AIOKafkaProducer
 
+from arcbeat.deploy.agents.running import Progress, stop_on_signals
 from arcbeat.streams.identity import signature_headers
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.records import (
@@ -39,12 +39,6 @@ from arcbeat.streams.settings import Settings, read_secret
 DEFAULT_SUBSCRIPTION: Final = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP: Final = "local"
 _NAME_BAD: Final = re.compile(r"[^A-Za-z0-9_.-]+")
-
-Progress = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def agent_version() -> str:
@@ -102,28 +96,6 @@ def parse_tags(items: list[str] | None) -> dict[str, str]:
             raise ValueError(f"tag {item!r}: expected NAME=VALUE, e.g. env=prod")
         tags[name] = value
     return tags
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop_event: asyncio.Event | None) -> Iterator[asyncio.Event]:
-    """SIGINT/SIGTERM set the stop event (only when the caller gave none, in the main thread)."""
-    if stop_event is not None:
-        yield stop_event
-        return
-    event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, event.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread: the caller stops us some other way
-    try:
-        yield event
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 class Agent:
@@ -223,7 +195,7 @@ async def run_agent(
     tags: Mapping[str, str] | None = None,
     stop_event: asyncio.Event | None = None,
     disconnect: bool = False,
-    progress: Progress | None = _stderr,
+    progress: Progress | None = None,
 ) -> int:
     """Run the agent until stopped; returns the number of messages delivered.
 
@@ -287,5 +259,4 @@ __all__ = [
     "machine_name",
     "read_os_release",
     "run_agent",
-    "stop_on_signals",
 ]

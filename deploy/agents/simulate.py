@@ -1,48 +1,33 @@
 """A fleet of simulated agents with outage scenarios and time compression (``arcbeat simulate``).
 
-Two modes:
-
-- :func:`simulate`: N machines send heartbeats every ``heartbeat_interval`` (from settings, so
-  ``ARCBEAT_HEARTBEAT_INTERVAL=1`` compresses 5 minutes into a second), each first one spread
-  over one interval, with composable scenarios (:class:`~arcbeat.streams.scenarios.Scenario`),
-  and writes a ground-truth log (:mod:`arcbeat.streams.groundtruth`) of what it did.
-- :func:`load`: a fixed number of heartbeats as fast as possible, for benchmarks.
+N machines send heartbeats every ``heartbeat_interval`` (from settings, so
+``ARCBEAT_HEARTBEAT_INTERVAL=1`` compresses 5 minutes into a second), each first one spread
+over one interval, with composable scenarios (:class:`~arcbeat.deploy.agents.scenarios.Scenario`),
+and writes a ground-truth log (:mod:`arcbeat.deploy.agents.groundtruth`) of what it did.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
-import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import OutOfOrderSequenceNumber
 from aiokafka.structs import RecordMetadata
 
-from arcbeat.streams.agent import stop_on_signals
-from arcbeat.streams.groundtruth import GroundTruthWriter
-from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.partitioner import KeyPartitioner
-from arcbeat.streams.records import (
-    Heartbeat,
-    decode_heartbeat,
-    rfc3339,
-)
-from arcbeat.streams.scenarios import (
-    AGENT_VERSIONS,
-    OPERATING_SYSTEMS,
+from arcbeat.deploy.agents.groundtruth import GroundTruthWriter
+from arcbeat.deploy.agents.payloads import UNSUPPORTED_REGION, PayloadFactory, malformed_message
+from arcbeat.deploy.agents.producer import check_topic, make_producer, stop_quietly
+from arcbeat.deploy.agents.running import Progress, stop_on_signals
+from arcbeat.deploy.agents.scenarios import (
     Action,
     Fleet,
     FleetSpec,
@@ -50,78 +35,16 @@ from arcbeat.streams.scenarios import (
     Scenario,
     Schedule,
     build_schedule,
+    fleet_locations,
 )
-from arcbeat.streams.settings import DEFAULT_REGIONS, Settings
-
-Progress = Callable[[str], None]
+from arcbeat.streams.partitioner import KeyPartitioner
+from arcbeat.streams.records import Heartbeat, decode_heartbeat, rfc3339
+from arcbeat.streams.settings import Settings
 
 # per-machine state flags (one byte per machine)
 _SENT: Final = 1  # has sent its first message (the `connect`)
 _STOPPED: Final = 2  # silent (outage, flap, dead)
 _GONE: Final = 4  # sent `disconnect`: never sends again
-_UNSUPPORTED_REGION: Final = "antarctica1"
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def fleet_locations(settings: Settings) -> tuple[str, ...]:
-    """The locations to spread the fleet over: the configured regions (defaults for ``*``)."""
-    regions = tuple(r for r in settings.regions if r != "*")
-    return regions or DEFAULT_REGIONS
-
-
-async def _stop_quietly(producer: AIOKafkaProducer) -> None:
-    with contextlib.suppress(Exception):
-        await producer.stop()
-
-
-def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": "arcbeat-simulate",
-        "acks": "all",
-        "enable_idempotence": True,  # retries must not duplicate ground-truth heartbeats
-        "linger_ms": 5,
-        "max_batch_size": 256 * 1024,
-        "max_request_size": 4 * 1024 * 1024,
-        "request_timeout_ms": 30_000,
-        **client_options(settings),
-    }
-    options.update(overrides)
-    return AIOKafkaProducer(**options)
-
-
-async def check_topic(settings: Settings, topic: str) -> None:
-    """Fail clearly when ``topic`` is missing (the broker would auto-create it without
-    LogAppendTime, and arrival times would silently become the agents' clocks)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id="arcbeat-simulate",
-        **client_options(settings),
-    )
-    try:
-        await asyncio.wait_for(admin.start(), 30)
-        topics = await admin.list_topics()
-    except Exception as exc:
-        raise ConnectionError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}; "
-            "start it with `arcbeat stack up` or set ARCBEAT_KAFKA_BOOTSTRAP"
-        ) from exc
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-    if topic not in topics:
-        raise ConnectionError(
-            f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; create the topics "
-            f"of prefix {settings.topic_prefix!r} first (`ARCBEAT_TOPIC_PREFIX="
-            f"{settings.topic_prefix} arcbeat stack up`)"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# simulate
 
 
 @dataclass(slots=True)
@@ -402,7 +325,7 @@ class Simulator:
         kinds = [
             kind
             for kind in self.scenario.malformed_kinds
-            if kind != "unsupported_region" or not self.settings.accepts_region(_UNSUPPORTED_REGION)
+            if kind != "unsupported_region" or not self.settings.accepts_region(UNSUPPORTED_REGION)
         ]
         if not kinds:
             return
@@ -441,9 +364,11 @@ class Simulator:
         seq: int | None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        assert self.producer is not None
         if self._renew:
             await self._renew_producer()
+        producer = self.producer
+        if producer is None:
+            raise RuntimeError("the simulator sends only while it runs (Simulator.run)")
         record: dict[str, Any] | None = None
         if self.truth is not None:
             record = {
@@ -462,7 +387,7 @@ class Simulator:
         self.outstanding += 1
         try:
             # explicit partition: aiokafka's own murmur2 costs more than the send
-            future = await self.producer.send(
+            future = await producer.send(
                 self.topic, payload, key=key, partition=self._partition(m, key, rid)
             )
         except Exception as exc:
@@ -507,7 +432,7 @@ class Simulator:
         old, self.producer = self.producer, make_producer(self.settings)
         await self.producer.start()
         if old is not None:  # its failed sends are already counted
-            task = asyncio.create_task(_stop_quietly(old))
+            task = asyncio.create_task(stop_quietly(old))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
@@ -538,60 +463,6 @@ class Simulator:
         self.progress(line)
 
 
-def malformed_message(
-    fleet: Fleet,
-    m: int,
-    kind: MalformedKind,
-    seq: int,
-    now: float,
-    rng: random.Random,
-    settings: Settings,
-) -> tuple[bytes, bytes | None]:
-    """A bad message of the given kind about machine ``m``: (payload, key)."""
-    rid = fleet.resource_id(m)
-    key = rid.lower().encode()
-    os_type, os_name, os_version = OPERATING_SYSTEMS[fleet.os_of[m]]
-    body: dict[str, Any] = {
-        "resourceId": rid,
-        "kind": "heartbeat",
-        "location": fleet.location(m),
-        "osType": os_type,
-        "osName": os_name,
-        "osVersion": os_version,
-        "agentVersion": AGENT_VERSIONS[fleet.version_of[m]],
-        "sentAt": rfc3339(now),
-        "sequence": seq,
-    }
-    if kind == "invalid_json":
-        raw = orjson.dumps(body)
-        return raw[: rng.randrange(1, len(raw) - 1)], key
-    if kind == "invalid_utf8":
-        return orjson.dumps(body).replace(b'"kind"', b'"ki\xffnd"', 1), key
-    if kind == "schema":
-        variant = rng.randrange(4)
-        if variant == 0:
-            del body["sentAt"]
-        elif variant == 1:
-            body["osType"] = "beos"
-        elif variant == 2:
-            body["sequence"] = -1
-        else:
-            body["tags"] = {f"tag{j}": "x" for j in range(51)}
-        return orjson.dumps(body), key
-    if kind == "unsupported_region":
-        body["location"] = _UNSUPPORTED_REGION
-        return orjson.dumps(body), key
-    if kind == "key_mismatch":
-        other = fleet.resource_id((m + 1) % len(fleet)).lower().encode()
-        return orjson.dumps(body), rid.encode() if rid.encode() != key else other
-    if kind == "missing_key":
-        return orjson.dumps(body), None
-    if kind == "too_large":
-        body["padding"] = "x" * settings.max_message_bytes
-        return orjson.dumps(body), key
-    return rng.randbytes(rng.randrange(1, 200)), key  # random_bytes
-
-
 async def simulate(
     settings: Settings,
     *,
@@ -602,7 +473,7 @@ async def simulate(
     groundtruth: str | Path | None = None,
     interval: float | None = None,
     topic: str | None = None,
-    progress: Progress | None = _stderr,
+    progress: Progress | None = None,
     progress_every: float = 5.0,
     stop_event: asyncio.Event | None = None,
     check: bool = True,
@@ -675,154 +546,3 @@ async def simulate(
         finally:
             if writer is not None:
                 writer.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# load: as fast as possible
-
-
-@dataclass(frozen=True, slots=True)
-class LoadResult:
-    topic: str
-    machines: int
-    sent: int
-    errors: int
-    seconds: float  # from the first send to the last acknowledgement
-
-    @property
-    def rate(self) -> float:
-        return self.sent / self.seconds if self.seconds > 0 else 0.0
-
-
-class PayloadFactory:
-    """Heartbeat bodies for fleet machines from pre-encoded pieces (no dict, no orjson)."""
-
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
-        self._middles: dict[tuple[int, int, int, int], bytes] = {}
-
-    def middle(self, m: int, kind: str) -> bytes:
-        fleet = self.fleet
-        g = fleet.group(m)
-        code = (fleet.location_of[m], fleet.os_of[m], fleet.version_of[m], g % 200)
-        cached = self._middles.get(code)
-        if cached is None:
-            os_type, os_name, os_version = OPERATING_SYSTEMS[code[1]]
-            body = orjson.dumps(
-                {
-                    "location": fleet.spec.locations[code[0]],
-                    "osType": os_type,
-                    "osName": os_name,
-                    "osVersion": os_version,
-                    "agentVersion": AGENT_VERSIONS[code[2]],
-                    "tags": fleet.tags(m),
-                }
-            )
-            cached = b"," + body[1:-1]
-            self._middles[code] = cached
-        return b',"kind":"' + kind.encode() + b'"' + cached
-
-    def body(self, m: int, rid: bytes, kind: str, sent_at: bytes, seq: int) -> bytes:
-        """The JSON body of machine ``m`` (Resource ID ``rid``); ``sent_at`` as RFC 3339."""
-        return b"".join(
-            (
-                b'{"resourceId":"',
-                rid,
-                b'"',
-                self.middle(m, kind),
-                b',"sentAt":"',
-                sent_at,
-                b'","sequence":',
-                str(seq).encode(),
-                b"}",
-            )
-        )
-
-    def payload(self, m: int, kind: str, sent_at: bytes, seq: int) -> tuple[bytes, bytes]:
-        """(body, key) of machine ``m``."""
-        rid = self.fleet.resource_id(m).encode()
-        return self.body(m, rid, kind, sent_at, seq), rid.lower()
-
-
-async def load(
-    settings: Settings,
-    n: int,
-    *,
-    heartbeats_per_machine: int = 1,
-    topic: str | None = None,
-    seed: int = 0,
-    first_index: int = 0,
-    connect_first: bool = False,
-    progress: Progress | None = _stderr,
-    progress_every: float = 5.0,
-    check: bool = True,
-    producer_options: dict[str, Any] | None = None,
-) -> LoadResult:
-    """Produce ``n * heartbeats_per_machine`` heartbeats as fast as the producer goes.
-
-    Round r sends machines ``first_index .. first_index+n-1`` a heartbeat with sequence r, so
-    every message is a fresh, valid heartbeat (sentAt is the send time, refreshed every 1,000
-    messages). Keys and partitions are computed once per machine, before the clock starts;
-    records go out in per-partition batches (aiokafka's batch API), which is several times
-    faster than one ``send()`` per message.
-    """
-    if n < 1 or heartbeats_per_machine < 1:
-        raise ValueError("load: n and heartbeats_per_machine must be >= 1")
-    spec = FleetSpec(machines=first_index + n, seed=seed, locations=fleet_locations(settings))
-    fleet = Fleet(spec)
-    factory = PayloadFactory(fleet)
-    target = topic or settings.heartbeats_topic
-    if check:
-        await check_topic(settings, target)
-    options = {"linger_ms": 20, "max_batch_size": 256 * 1024, "enable_idempotence": False}
-    producer = make_producer(settings, **{**options, **(producer_options or {})})
-    await producer.start()
-    errors = 0
-    sent = 0
-    total = n * heartbeats_per_machine
-    pending: list[asyncio.Future[Any]] = []
-    try:
-        partitions = sorted(await producer.partitions_for(target))
-        partitioner = KeyPartitioner(len(partitions))
-        machines = range(first_index, first_index + n)
-        part_of = array("H", (partitions[partitioner(fleet.key(m).encode())] for m in machines))
-        builders: dict[int, Any] = {}
-        started = time.time()
-        mark = (started, 0)
-        next_progress = started + progress_every
-        for r in range(heartbeats_per_machine):
-            kind = "connect" if connect_first and r == 0 else "heartbeat"
-            for j, m in enumerate(machines):
-                if sent % 1000 == 0:
-                    now = time.time()
-                    stamp = rfc3339(now).encode()
-                    if progress is not None and now >= next_progress:
-                        rate = (sent - mark[1]) / (now - mark[0])
-                        progress(f"load: {sent}/{total} sent ({rate:,.0f}/s)")
-                        mark, next_progress = (now, sent), now + progress_every
-                body, key = factory.payload(m, kind, stamp, r)
-                p = part_of[j]
-                batch = builders.get(p)
-                if batch is None:
-                    batch = builders[p] = producer.create_batch()
-                if batch.append(key=key, value=body, timestamp=None) is None:
-                    pending.append(await producer.send_batch(batch, target, partition=p))
-                    batch = builders[p] = producer.create_batch()
-                    batch.append(key=key, value=body, timestamp=None)
-                sent += 1
-        for p, batch in builders.items():
-            if batch.record_count():
-                pending.append(await producer.send_batch(batch, target, partition=p))
-        for outcome in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                errors += 1
-        seconds = time.time() - started
-    finally:
-        await producer.stop()
-    result = LoadResult(target, n, sent, errors, seconds)
-    if progress is not None:
-        progress(
-            f"load: {sent} heartbeats from {n} machines in {seconds:.2f}s "
-            f"= {result.rate:,.0f}/s, {errors} failed batches"
-        )
-    return result

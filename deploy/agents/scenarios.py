@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from arcbeat.streams.records import resource_id
-from arcbeat.streams.settings import DEFAULT_REGIONS
+from arcbeat.streams.settings import DEFAULT_REGIONS, Settings
 
 # (osType, osName, osVersion); the last entries are outside the supported list on purpose
 OPERATING_SYSTEMS: Final[tuple[tuple[str, str, str], ...]] = (
@@ -455,3 +455,9 @@ def _bad_location(location: str, locations: Sequence[str]) -> int:
         f"scenario: silent location {location!r} is not one of the fleet's locations "
         f"({', '.join(locations)})"
     )
+
+
+def fleet_locations(settings: Settings) -> tuple[str, ...]:
+    """The locations to spread the fleet over: the configured regions (defaults for ``*``)."""
+    regions = tuple(r for r in settings.regions if r != "*")
+    return regions or DEFAULT_REGIONS
