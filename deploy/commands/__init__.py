@@ -22,5 +22,5 @@ A new command is a new module here plus one entry in ``COMMANDS`` of
 :mod:`arcbeat.deploy.cli`, which lists every command explicitly (a missing module fails
 at import, it is never skipped). A module whose name starts with ``_`` holds helpers
 shared by several commands and is not a command; every other module here must be in
-``COMMANDS`` (tests/test_commands.py checks both, and each command's own parser).
+``COMMANDS`` (tests/deploy/test_commands.py checks both, and each command's own parser).
 """
