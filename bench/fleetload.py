@@ -1,6 +1,6 @@
 """Benchmark input: a fleet's heartbeats encoded before the clock starts, produced in batches.
 
-The records are the simulator's (:class:`~arcbeat.streams.simulate.PayloadFactory`, the same
+The records are the simulator's (:class:`~arcbeat.deploy.agents.payloads.PayloadFactory`, the same
 fleet shape, keys and partitioning as ``arcbeat simulate``), built up front so the producer
 only copies bytes; the same records are then read by the worker and the raw consumers.
 """

@@ -2,7 +2,7 @@
 
 ``python -m arcbeat.bench.fuzz [--examples 16000 --mutants 15] [--seed 1]`` runs the big
 fuzz (about 256,000 inputs) and writes its size and result to ``bench/reports/fuzz.json``;
-the test suite runs the same checks on a few thousand inputs (tests/test_security.py).
+the test suite runs the same checks on a few thousand inputs (tests/e2e/test_security.py).
 
 Inputs mix arbitrary bytes, arbitrary JSON (deeply nested too), and valid heartbeats with
 fields replaced by hostile values (wrong types, strings at and past the limits, 40-60 tags,
