@@ -140,7 +140,7 @@ def wait_checkpoints(
     deadline = time.monotonic() + timeout
     next_say = time.monotonic() + 15
     while True:
-        got = committed_offsets(s, s.partitions)
+        got = committed_offsets(s, s.kafka.partitions)
         short = [
             p
             for p, end in covering.items()
@@ -234,7 +234,7 @@ def _week(
 def _restart(b: Bench, w: WorkerProcess, s: Settings, label: str) -> dict[str, Any]:
     """Stop the worker (SIGTERM), start it again, time it to /readyz 200."""
     stop_seconds = w.stop()
-    committed = committed_offsets(s, s.partitions)
+    committed = committed_offsets(s, s.kafka.partitions)
     replay = _replay(committed)
     b.say(
         f"{label}: worker stopped in {stop_seconds:.1f}s; {replay['replayRecords']:,} records "
@@ -269,12 +269,12 @@ def run_bigstate(
         "big",
         heartbeat_interval=LONG_INTERVAL,
         disconnect_after=3 * LONG_INTERVAL,
-        checkpoint_interval=checkpoint_interval or b.settings.checkpoint_interval,
+        checkpoint_interval=checkpoint_interval or b.settings.worker.checkpoint_interval,
     )
     create_deployment_topics(s)
     enc = FleetEncoder(s, machines)
-    ticks_per_partition = max(1, round(tick_hours * 3600 / s.check_interval))
-    ticks = ticks_per_partition * s.partitions
+    ticks_per_partition = max(1, round(tick_hours * 3600 / s.timing.check_interval))
+    ticks = ticks_per_partition * s.kafka.partitions
     w = b.worker(s, "big", loglevel="info")
 
     # 1. the worker, empty
@@ -286,8 +286,9 @@ def run_bigstate(
     # 2. the state, through the live path: ticks first, then 3 heartbeats per machine
     total_hb = 3 * machines
     b.say(
-        f"big state: producing {ticks:,} ticks ({tick_hours:g} h of {s.partitions} partitions) "
-        f"and {total_hb:,} heartbeats of {machines:,} machines; the worker processes them"
+        f"big state: producing {ticks:,} ticks ({tick_hours:g} h of {s.kafka.partitions} "
+        f"partitions) and {total_hb:,} heartbeats of {machines:,} machines; the worker processes "
+        "them"
     )
     t_load = time.time()
     cpu0 = w.cpu_seconds()
@@ -295,7 +296,7 @@ def run_bigstate(
         b,
         s,
         itertools.chain(
-            tick_chunks(s.partitions, ticks_per_partition),
+            tick_chunks(s.kafka.partitions, ticks_per_partition),
             heartbeat_chunks(
                 enc, range(machines), rounds=3, first_kind="connect", first_sequence=0
             ),
@@ -330,7 +331,7 @@ def run_bigstate(
     board = scopes_topic(s)
     t_wait = time.monotonic()
     board0 = _offsets(s, board)
-    before = wait_checkpoints(s, ends_after_load, s.checkpoint_interval + 120.0, b.say)
+    before = wait_checkpoints(s, ends_after_load, s.worker.checkpoint_interval + 120.0, b.say)
     checkpoint_wait = time.monotonic() - t_wait
     time.sleep(max(0.0, 10.0 - checkpoint_wait))
     board_growth = (_offsets(s, board) - board0) / (time.monotonic() - t_wait)
@@ -343,8 +344,8 @@ def run_bigstate(
 
     # 6. the fleet's own load for one checkpoint interval, processed: the most a restart
     # replays (the restore set the next checkpoint a checkpoint_interval away)
-    fleet_interval = b.settings.heartbeat_interval
-    live_n = min(machines, max(1, round(machines * s.checkpoint_interval / fleet_interval)))
+    fleet_interval = b.settings.timing.heartbeat_interval
+    live_n = min(machines, max(1, round(machines * s.worker.checkpoint_interval / fleet_interval)))
     c0 = heartbeats_received(w)
     t_live = time.monotonic()
     live = _produce(
@@ -381,9 +382,9 @@ def run_bigstate(
     return {
         "machines": machines,
         "timing": {
-            "heartbeatInterval": s.heartbeat_interval,
-            "disconnectAfter": s.disconnect_after,
-            "checkpointInterval": s.checkpoint_interval,
+            "heartbeatInterval": s.timing.heartbeat_interval,
+            "disconnectAfter": s.timing.disconnect_after,
+            "checkpointInterval": s.worker.checkpoint_interval,
         },
         "load": {
             "ticks": ticks,
@@ -417,7 +418,7 @@ def run_bigstate(
             "series": series_count(body),
             "arcbeatSeries": series_count(body, b"arcbeat_"),
             "offlineSeries": offline_series,
-            "offlineCap": s.max_machine_series,
+            "offlineCap": s.worker.max_machine_series,
             "overflow": metric_value(body, "arcbeat_machine_series_overflow"),
         },
         "checkpointWaitSeconds": round(checkpoint_wait, 1),
@@ -463,7 +464,7 @@ def run_catchup(b: Bench, big: BigDeployment, *, rounds: int = 2) -> dict[str, A
         "catch-up load",
         waiting,
     )
-    committed = committed_offsets(s, s.partitions)
+    committed = committed_offsets(s, s.kafka.partitions)
     ends = asyncio.run(end_offsets(s, s.heartbeats_topic))
     behind = sum(max(0, ends.get(p, 0) - c.offset) for p, c in committed.items())
     replay = _replay(committed)

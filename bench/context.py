@@ -6,12 +6,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arcbeat.bench.worker_process import WorkerProcess, free_port
-from arcbeat.streams.settings import Settings
+from arcbeat.streams.settings import SETTINGS, Settings
 
 Progress = Callable[[str], None]
 
@@ -47,11 +47,10 @@ def worker_env(settings: Settings, base: dict[str, str] | None = None) -> dict[s
     """The process environment that makes ``arcbeat worker`` load exactly ``settings``."""
     env = dict(os.environ if base is None else base)
     # a bench worker must not pick up an arcbeat.toml or ARCBEAT_* of the shell for these
-    known = {f.name for f in fields(Settings)}
     for name in WORKER_SETTINGS:
-        if name not in known:
+        if name not in SETTINGS:
             raise ValueError(f"bench: unknown setting {name!r}")
-        env["ARCBEAT_" + name.upper()] = env_value(getattr(settings, name))
+        env["ARCBEAT_" + name.upper()] = env_value(settings.value(name))
     return env
 
 

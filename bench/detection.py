@@ -183,14 +183,14 @@ async def watch_status(
     out: Observed,
 ) -> None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(settings.status_topic, p) for p in range(settings.partitions)]
+        tps = [TopicPartition(settings.status_topic, p) for p in range(settings.kafka.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         while not stop.is_set():
@@ -372,9 +372,9 @@ def run_detection(
         "machines": machines,
         "interval": plan.interval,
         "disconnectAfter": plan.disconnect_after,
-        "checkInterval": s.check_interval,
-        "commitInterval": s.commit_interval,
-        "producerLinger": s.producer_linger,
+        "checkInterval": s.timing.check_interval,
+        "commitInterval": s.worker.commit_interval,
+        "producerLinger": s.worker.producer_linger,
         "window": window,
         "warmupSeconds": round(plan.t0 - plan.start, 1),
         "liveRate": round(machines / plan.interval, 1),

@@ -69,7 +69,7 @@ def _version(dist: str) -> str:
 
 def kafka_version(settings: Settings) -> str:
     """From the broker jar the local stack runs (``kafka_<scala>-<version>.jar``)."""
-    for folder in (Path(settings.state_dir) / "jars", Path("/tmp/kjars")):
+    for folder in (Path(settings.stack.state_dir) / "jars", Path("/tmp/kjars")):
         for jar in sorted(folder.glob("kafka_*.jar")):
             m = re.fullmatch(r"kafka_[\d.]+-(.+)\.jar", jar.name)
             if m:

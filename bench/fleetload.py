@@ -63,7 +63,7 @@ class FleetEncoder:
     def __init__(self, settings: Settings, n: int, *, seed: int = 0) -> None:
         self.fleet = Fleet(FleetSpec(machines=n, seed=seed, locations=fleet_locations(settings)))
         self.factory = PayloadFactory(self.fleet)
-        self.partitioner = KeyPartitioner(settings.partitions)
+        self.partitioner = KeyPartitioner(settings.kafka.partitions)
         self._partition: dict[int, int] = {}
 
     def partition(self, m: int) -> int:

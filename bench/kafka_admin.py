@@ -24,13 +24,15 @@ def run_prefix(base: str = "bench") -> str:
 def create_deployment_topics(settings: Settings) -> None:
     """``<prefix>.heartbeats`` (LogAppendTime) and the output topics, as the stack makes them."""
     asyncio.run(
-        ensure_topics_async(settings.kafka_bootstrap, settings.topic_prefix, settings.partitions)
+        ensure_topics_async(
+            settings.kafka.bootstrap, settings.kafka.topic_prefix, settings.kafka.partitions
+        )
     )
 
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="arcbeat-bench"
+        bootstrap_servers=settings.kafka.bootstrap, client_id="arcbeat-bench"
     )
     await admin.start()
     return admin
@@ -52,7 +54,7 @@ def committed_offsets(settings: Settings, partitions: int) -> dict[int, Committe
         admin = await _admin(settings)
         try:
             tps = [TopicPartition(settings.heartbeats_topic, p) for p in range(partitions)]
-            got = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
+            got = await admin.list_consumer_group_offsets(settings.kafka.app_id, partitions=tps)
         finally:
             await admin.close()
         out = {}

@@ -27,7 +27,7 @@ class ConsumeFigures:
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+        bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -47,7 +47,7 @@ async def aiokafka_rate(
 ) -> ConsumeFigures:
     """A plain ``getmany`` loop from the beginning to ``ends``: no decoding, no state."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level=isolation_level,
@@ -80,7 +80,7 @@ def kcat_rate(settings: Settings, topic: str, records: int) -> ConsumeFigures | 
     exe = shutil.which("kcat") or shutil.which("kafkacat")
     if exe is None:
         return None
-    cmd = [exe, "-C", "-b", settings.kafka_bootstrap, "-t", topic, "-e", "-o", "beginning", "-q"]
+    cmd = [exe, "-C", "-b", settings.kafka.bootstrap, "-t", topic, "-e", "-o", "beginning", "-q"]
     started = time.monotonic()
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     seconds = time.monotonic() - started
@@ -104,7 +104,7 @@ async def read_to_end(settings: Settings, topic: str) -> tuple[int, int, float]:
     not record offsets, tell the end: transaction markers take offsets but carry no record."""
     ends = await end_offsets(settings, topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",

@@ -145,8 +145,8 @@ def measure_worker(
     steady = (c1 - cut[1]) / (timeline[-1][0] - cut[0]) if timeline[-1][0] > cut[0] else 0.0
     out: dict[str, Any] = {
         "settings": {
-            "availabilityWindows": settings.availability_windows,
-            "commitInterval": settings.commit_interval,
+            "availabilityWindows": settings.worker.availability_windows,
+            "commitInterval": settings.worker.commit_interval,
         },
         "startupSeconds": round(first - spawned, 2),
         "records": int(processed),
@@ -265,7 +265,7 @@ def run_throughput(
         # Same records, one knob changed each: what the defaults cost.
         out["variants"] = {}
         for name, change in VARIANTS:
-            vs = s.replace(app_id=f"{s.app_id}-{name.replace('_', '-')}", **change)
+            vs = s.replace(app_id=f"{s.kafka.app_id}-{name.replace('_', '-')}", **change)
             out["variants"][name] = measure_worker(
                 b, vs, f"tput-{name}", total, max(15.0, window / 3), split=split
             )

@@ -25,9 +25,9 @@ def base_url(url: str | None, settings: Settings | None = None) -> str:
     if url:
         return url.rstrip("/")
     s = settings or Settings.load()
-    scheme = "https" if s.api_tls_cert else "http"
-    host = "127.0.0.1" if s.web_host in ("0.0.0.0", "::", "") else s.web_host
-    return f"{scheme}://{host}:{s.web_port}"
+    scheme = "https" if s.worker.api_tls_cert else "http"
+    host = "127.0.0.1" if s.worker.web_host in ("0.0.0.0", "::", "") else s.worker.web_host
+    return f"{scheme}://{host}:{s.worker.web_port}"
 
 
 def token(token_file: str | None = None) -> str | None:

@@ -39,12 +39,12 @@ DEMO_ENV = {
 def _where(settings: Settings, state: Path) -> str:
     return f"""
 where to look:
-  fleet (worker API)   curl -s http://127.0.0.1:{settings.web_port}/fleet   |  arcbeat fleet
+  fleet (worker API)   curl -s http://127.0.0.1:{settings.worker.web_port}/fleet   |  arcbeat fleet
   offline machines     arcbeat machines --status Disconnected
-  worker metrics       http://127.0.0.1:{settings.web_port}/metrics
+  worker metrics       http://127.0.0.1:{settings.worker.web_port}/metrics
   Prometheus           http://127.0.0.1:9090/graph?g0.expr=sum%20by%20(status)(arcbeat_machines)
   alerts               http://127.0.0.1:9090/alerts  and Alertmanager http://127.0.0.1:9093
-  history (InfluxDB)   influx -database {settings.influx_db} -execute \\
+  history (InfluxDB)   influx -database {settings.influx.db} -execute \\
     'SELECT machine_name, status, reason FROM transitions ORDER BY time DESC LIMIT 20'
   logs                 {state}/logs/ (stack), {state}/demo/*.log (worker, history, simulator)
 """
@@ -72,7 +72,7 @@ def _fmt(rec: dict[str, object]) -> str:
 async def _print_transitions(settings: Settings, until: float) -> int:
     consumer = AIOKafkaConsumer(
         settings.status_topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         isolation_level="read_committed",
         auto_offset_reset="latest",
         group_id=None,
@@ -134,7 +134,7 @@ def run_demo(machines: int, duration: float, warmup: float) -> int:
 
     start("worker", "worker")
     start("history", "history")
-    _wait_ready(f"http://{settings.web_host}:{settings.web_port}/readyz", warmup)
+    _wait_ready(f"http://{settings.worker.web_host}:{settings.worker.web_port}/readyz", warmup)
     start(
         "simulate",
         "simulate",

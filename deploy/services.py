@@ -69,7 +69,7 @@ class StatePaths:
 
     @classmethod
     def of(cls, settings: Settings) -> StatePaths:
-        return cls(Path(settings.state_dir).expanduser().resolve())
+        return cls(Path(settings.stack.state_dir).expanduser().resolve())
 
     @property
     def conf(self) -> Path:
@@ -180,7 +180,7 @@ def _url_port(setting: str, url: str, default: int) -> int:
 
 
 def kafka_port(settings: Settings) -> int:
-    first = settings.kafka_bootstrap.split(",")[0].strip()
+    first = settings.kafka.bootstrap.split(",")[0].strip()
     return _url_port("kafka_bootstrap", f"kafka://{first}", 9092)
 
 
@@ -197,10 +197,10 @@ def broker_ports(settings: Settings, brokers: int) -> list[tuple[int, int]]:
     ``kafka_controller_port`` + 0, 1, 2, ...
     """
     check_brokers(brokers)
-    controller = settings.kafka_controller_port
+    controller = settings.stack.kafka_controller_port
     if brokers == 1:
         return [(kafka_port(settings), controller)]
-    addresses = [a.strip() for a in settings.kafka_bootstrap.split(",") if a.strip()]
+    addresses = [a.strip() for a in settings.kafka.bootstrap.split(",") if a.strip()]
     if len(addresses) == brokers:
         clients = [
             _url_port("kafka_bootstrap", f"kafka://{address}", 9092) for address in addresses
@@ -211,7 +211,7 @@ def broker_ports(settings: Settings, brokers: int) -> list[tuple[int, int]]:
     else:
         raise StackError(
             f"setting kafka_bootstrap lists {len(addresses)} addresses "
-            f"({settings.kafka_bootstrap!r}) for a local Kafka of {brokers} brokers: list one "
+            f"({settings.kafka.bootstrap!r}) for a local Kafka of {brokers} brokers: list one "
             "address per broker, or only the first (the others then listen on its port + "
             f"{BROKER_PORT_STEP}, + {2 * BROKER_PORT_STEP}, ...)"
         )
@@ -499,13 +499,13 @@ class Kafka(Service):
 
     @property
     def secure(self) -> bool:
-        return self.settings.kafka_security == "sasl_ssl"
+        return self.settings.stack.kafka_security == "sasl_ssl"
 
     def client_options(self) -> dict[str, object]:
         """How the stack itself talks to this broker (admin over SASL_SSL when secure)."""
         if not self.secure:
             return {}
-        return client_options(kafka_security.admin_settings(self.settings, self.paths.root))
+        return client_options(kafka_security.admin_settings(self.settings, self.paths.root).kafka)
 
     def _java(self, heap: str) -> list[str]:
         return [
@@ -600,7 +600,7 @@ class Kafka(Service):
             progress(f"kafka: SCRAM users added: {', '.join(added)}")
         progress(
             f"kafka: SASL_SSL on {self.address}, {n} ACLs for prefix "
-            f"{self.settings.topic_prefix!r}; CA and passwords in {folder}"
+            f"{self.settings.kafka.topic_prefix!r}; CA and passwords in {folder}"
         )
 
 
@@ -771,7 +771,7 @@ class Prometheus(Service):
 
     @property
     def ports(self) -> list[int]:
-        return [_url_port("prometheus_url", self.settings.prometheus_url, 9090)]
+        return [_url_port("prometheus_url", self.settings.stack.prometheus_url, 9090)]
 
     @property
     def config(self) -> Path:
@@ -786,7 +786,7 @@ class Prometheus(Service):
 
     def prepare(self, progress: Progress) -> None:
         src = package_dir() / "prometheus"
-        am_port = _url_port("alertmanager_url", self.settings.alertmanager_url, 9093)
+        am_port = _url_port("alertmanager_url", self.settings.stack.alertmanager_url, 9093)
         self.config.write_text(
             render_prometheus_config(
                 (src / "prometheus.yml").read_text(), src, self.ports[0], am_port
@@ -842,7 +842,7 @@ class Alertmanager(Service):
 
     @property
     def ports(self) -> list[int]:
-        return [_url_port("alertmanager_url", self.settings.alertmanager_url, 9093)]
+        return [_url_port("alertmanager_url", self.settings.stack.alertmanager_url, 9093)]
 
     @property
     def config(self) -> Path:
@@ -886,8 +886,8 @@ class InfluxDB(Service):
     @property
     def ports(self) -> list[int]:
         return [
-            _url_port("influx_url", self.settings.influx_url, 8086),
-            self.settings.influx_rpc_port,
+            _url_port("influx_url", self.settings.influx.url, 8086),
+            self.settings.stack.influx_rpc_port,
         ]
 
     @property
@@ -924,7 +924,7 @@ class InfluxDB(Service):
         return http_check(f"http://{self.address}/ping", expect=204)
 
     def after_healthy(self, progress: Progress) -> None:
-        db = self.settings.influx_db
+        db = self.settings.influx.db
         quoted = db.replace("\\", "\\\\").replace('"', '\\"')
         status, body = http_post(
             f"http://{self.address}/query", {"q": f'CREATE DATABASE "{quoted}"'}

@@ -2,7 +2,7 @@
 
 Apache Kafka (KRaft, one node; ``up --brokers 3``: three), Prometheus, Alertmanager and
 InfluxDB 1.x run as detached processes on loopback; data, logs, pid files, rendered configs
-and the Kafka jar cache all live under ``settings.state_dir``::
+and the Kafka jar cache all live under ``settings.stack.state_dir``::
 
     state/conf/        rendered configuration (from the installed arcbeat.deploy package)
     state/logs/        <service>.log (stdout/stderr), maven.log
@@ -88,7 +88,7 @@ def _quiet(_message: str) -> None:
 
 
 class Stack:
-    """The local stack of one state folder (``settings.state_dir``)."""
+    """The local stack of one state folder (``settings.stack.state_dir``)."""
 
     def __init__(
         self, settings: Settings, *, only: tuple[str, ...] = (), brokers: int | None = None
@@ -386,15 +386,15 @@ class Stack:
         (the maintenance topic: 1) and that replication (see
         :func:`arcbeat.deploy.kafka_admin.topics.ensure_specs_async`).
 
-        Defaults: ``settings.topic_prefix`` and ``settings.partitions``. Returns
+        Defaults: ``settings.kafka.topic_prefix`` and ``settings.kafka.partitions``. Returns
         ``{topic: "created" | "exists"}``. With ``kafka_security = "sasl_ssl"`` the stack
         works as ``admin`` and also grants another prefix's ACLs (idempotent). ``warn``
         hears of too little replication on a multi-broker cluster (default: logged). What
         Kafka refuses is a :class:`StackError` too.
         """
-        pre = self.settings.topic_prefix if prefix is None else prefix
-        n = self.settings.partitions if partitions is None else partitions
-        bootstrap = self.settings.kafka_bootstrap
+        pre = self.settings.kafka.topic_prefix if prefix is None else prefix
+        n = self.settings.kafka.partitions if partitions is None else partitions
+        bootstrap = self.settings.kafka.bootstrap
         options = Kafka(self.settings, self.paths, 1, self.brokers).client_options()
         replication = Replication.of(self.settings)
         try:
@@ -403,7 +403,7 @@ class Stack:
                     bootstrap, pre, n, options=options, replication=replication, warn=warn
                 )
             )
-            if options and pre != self.settings.topic_prefix:
+            if options and pre != self.settings.kafka.topic_prefix:
                 # the deployment's own prefix was granted by `up` (Kafka.after_healthy)
                 bindings = acl_bindings(self.settings, pre)
                 run_sync(lambda: create_acls(bootstrap, options, bindings))

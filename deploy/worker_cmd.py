@@ -108,7 +108,7 @@ def internal_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(
             checkpoints_topic(settings),
-            settings.partitions,
+            settings.kafka.partitions,
             {
                 "cleanup.policy": "compact",
                 "max.message.bytes": str(16 * 1024 * 1024),
@@ -142,10 +142,10 @@ async def declare_topics(pipe: Pipeline) -> None:
     """
     s = pipe.settings
     internal = internal_specs(s)
-    options = client_options(s)
-    specs = topic_specs(s.topic_prefix, s.partitions) + internal
+    options = client_options(s.kafka)
+    specs = topic_specs(s.kafka.topic_prefix, s.kafka.partitions) + internal
     await ensure_specs_async(
-        s.kafka_bootstrap,
+        s.kafka.bootstrap,
         specs,
         options=options,
         replication=Replication.of(s),
@@ -154,11 +154,13 @@ async def declare_topics(pipe: Pipeline) -> None:
 
 
 def build_worker(settings: Settings, worker_id: int = 0) -> Pipeline:
-    settings = settings.replace(web_port=settings.web_port + worker_id)
+    settings = settings.replace(web_port=settings.worker.web_port + worker_id)
     pipe = Pipeline(settings, worker_id=str(worker_id))
     registry = CollectorRegistry(auto_describe=True)
     registry.register(
-        WorkerCollector(lambda: snapshot_of(pipe), max_machine_series=settings.max_machine_series)
+        WorkerCollector(
+            lambda: snapshot_of(pipe), max_machine_series=settings.worker.max_machine_series
+        )
     )
     # /metrics serves this registry (faust's sensors would describe faust's own event path,
     # which the worker does not use)

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 if TYPE_CHECKING:
-    from arcbeat.streams.settings import Settings
+    from arcbeat.streams.settings import InfluxSettings
 
 log = logging.getLogger(__name__)
 
@@ -224,17 +224,17 @@ class V2Sink:
             self._client = None
 
 
-def make_sink(settings: Settings) -> InfluxSink:
-    """The backend ``settings.influx_api`` names."""
-    if settings.influx_api == "v2":
-        token = settings.influx_token
-        if not token and settings.influx_username:
+def make_sink(influx: InfluxSettings) -> InfluxSink:
+    """The backend ``influx.api`` names."""
+    if influx.api == "v2":
+        token = influx.token
+        if not token and influx.username:
             # InfluxDB 1.8's /api/v2/write takes "username:password" as the token.
-            token = f"{settings.influx_username}:{settings.influx_password}"
-        return V2Sink(settings.influx_url, settings.influx_db, settings.influx_org, token=token)
+            token = f"{influx.username}:{influx.password}"
+        return V2Sink(influx.url, influx.db, influx.org, token=token)
     return V1Sink(
-        settings.influx_url,
-        settings.influx_db,
-        username=settings.influx_username,
-        password=settings.influx_password,
+        influx.url,
+        influx.db,
+        username=influx.username,
+        password=influx.password,
     )

@@ -24,21 +24,25 @@ class _WebAndTimers(BootStrategy):
 
 
 def create_app(settings: Settings, *, worker_id: str = "0") -> faust.App:
-    datadir = Path(settings.data_dir) / f"worker-{worker_id}"
+    datadir = Path(settings.worker.data_dir) / f"worker-{worker_id}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     # bind where told; advertise a name other workers can reach (for key routing), with https
     # when the listener has a certificate (which must then name that host)
-    host = socket.gethostname() if settings.web_host in ("0.0.0.0", "::") else settings.web_host
+    host = (
+        socket.gethostname()
+        if settings.worker.web_host in ("0.0.0.0", "::")
+        else settings.worker.web_host
+    )
     url_host = f"[{host}]" if ":" in host else host
     app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        settings.kafka.app_id,
+        broker=f"kafka://{settings.kafka.bootstrap}",
         store="memory://",
         web_host=host,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
-        web_ssl_context=server_context(settings),
-        canonical_url=f"{api_scheme(settings)}://{url_host}:{settings.web_port}",
+        web_bind=settings.worker.web_host,
+        web_port=settings.worker.web_port,
+        web_ssl_context=server_context(settings.worker),
+        canonical_url=f"{api_scheme(settings.worker)}://{url_host}:{settings.worker.web_port}",
         web_in_thread=False,
         datadir=str(datadir),
     )

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from aiohttp import hdrs
 from aiohttp import web as aioweb
 
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import SettingsError, WorkerSettings
 
 READ = "read"
 MAINTENANCE = "maintenance"
@@ -247,15 +247,15 @@ class Authenticator:
         self.protect_probes = protect_probes
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Authenticator:
+    def from_settings(cls, worker: WorkerSettings) -> Authenticator:
         """From the settings; refuses an open API on a routable address (SettingsError)."""
-        if settings.api_tokens_file:
-            tokens = TokenFile(settings.api_tokens_file)
-            return cls(tokens, protect_probes=settings.api_protect_probes)
-        if not is_loopback(settings.web_host):
-            if not settings.api_insecure:
+        if worker.api_tokens_file:
+            tokens = TokenFile(worker.api_tokens_file)
+            return cls(tokens, protect_probes=worker.api_protect_probes)
+        if not is_loopback(worker.web_host):
+            if not worker.api_insecure:
                 raise SettingsError(
-                    f"setting web_host (ARCBEAT_WEB_HOST) is {settings.web_host!r}, which other "
+                    f"setting web_host (ARCBEAT_WEB_HOST) is {worker.web_host!r}, which other "
                     "hosts can reach, and api_tokens_file (ARCBEAT_API_TOKENS_FILE) is empty: "
                     "anyone reaching the port could read the fleet and change maintenance "
                     "windows. Set api_tokens_file (README: Securing the API), bind 127.0.0.1, "
@@ -264,8 +264,8 @@ class Authenticator:
             log.warning(
                 "the worker API on %s:%s has no authentication (api_insecure): anyone who can "
                 "reach it may read the fleet and change maintenance windows",
-                settings.web_host,
-                settings.web_port,
+                worker.web_host,
+                worker.web_port,
             )
         return cls(None)
 

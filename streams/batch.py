@@ -56,7 +56,9 @@ def checkpoints_topic(settings: Settings) -> str:
 def instance_id(settings: Settings, worker_id: str) -> str:
     """Static group membership: a worker started again under the same id takes its
     partitions back at once, without waiting for the session timeout (KIP-345)."""
-    return settings.instance_id or f"{settings.app_id}-{socket.gethostname()}-{worker_id}"
+    return (
+        settings.worker.instance_id or f"{settings.kafka.app_id}-{socket.gethostname()}-{worker_id}"
+    )
 
 
 @dataclass
@@ -107,12 +109,12 @@ class HeartbeatLoop:
         url: Callable[[], str],
     ) -> None:
         self.settings = settings
-        self.tick_keys = ticks.read_keys(settings.tick_key_file)
+        self.tick_keys = ticks.read_keys(settings.identity.tick_key_file)
         self.engine = engine
         self.board = board
         self.worker_id = worker_id
         self.url = url
-        self.group = settings.app_id
+        self.group = settings.kafka.app_id
         self.topic = settings.heartbeats_topic
         self.ckpt_topic = checkpoints_topic(settings)
         self.out_topics = {
@@ -138,15 +140,15 @@ class HeartbeatLoop:
 
     async def start(self) -> None:
         s = self.settings
-        options = client_options(s)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **options)
+        options = client_options(s.kafka)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap, **options)
         await self._admin.start()
-        session_ms = round(s.session_timeout * 1000)
+        session_ms = round(s.worker.session_timeout * 1000)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            bootstrap_servers=s.kafka.bootstrap,
             group_id=self.group,
             group_instance_id=instance_id(s, self.worker_id),
-            client_id=f"{s.app_id}-worker-{self.worker_id}",
+            client_id=f"{s.kafka.app_id}-worker-{self.worker_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -184,7 +186,7 @@ class HeartbeatLoop:
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("start the heartbeat loop first")
-        interval = self.settings.commit_interval
+        interval = self.settings.worker.commit_interval
         while not self.stopping:
             try:
                 batch = await consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
@@ -323,7 +325,7 @@ class HeartbeatLoop:
     def _checkpoint_due(self, live: list[Owned]) -> Owned | None:
         """At most one partition's checkpoint per commit: the one waiting longest."""
         now = time.monotonic()
-        every = self.settings.checkpoint_interval
+        every = self.settings.worker.checkpoint_interval
         due = [o for o in live if o.pointer is None or now - o.checkpoint_at >= every]
         return min(due, key=lambda o: o.checkpoint_at) if due else None
 
@@ -468,17 +470,17 @@ class HeartbeatLoop:
     async def _start_producer(self, o: Owned) -> None:
         s = self.settings
         producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            transactional_id=f"{s.app_id}-hb-{o.p}",
+            bootstrap_servers=s.kafka.bootstrap,
+            transactional_id=f"{s.kafka.app_id}-hb-{o.p}",
             enable_idempotence=True,
             acks="all",
-            linger_ms=round(s.producer_linger * 1000),
+            linger_ms=round(s.worker.producer_linger * 1000),
             # big batches: a backlog of onboardings makes one status record per heartbeat, and
             # a send waits whenever its partition's batch is full (16 KiB by default)
             max_batch_size=1 * MIB,
             max_request_size=8 * MIB,
-            client_id=f"{s.app_id}-worker-{self.worker_id}-p{o.p}",
-            **client_options(s),
+            client_id=f"{s.kafka.app_id}-worker-{self.worker_id}-p{o.p}",
+            **client_options(s.kafka),
         )
         # starting fences the partition's previous owner: its open transaction is aborted
         await producer.start()
@@ -550,14 +552,14 @@ class HeartbeatLoop:
             return {}
         s = self.settings
         reader = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            bootstrap_servers=s.kafka.bootstrap,
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
             max_partition_fetch_bytes=16 * MIB,
             fetch_max_bytes=64 * MIB,
-            client_id=f"{s.app_id}-worker-{self.worker_id}-restore",
-            **client_options(s),
+            client_id=f"{s.kafka.app_id}-worker-{self.worker_id}-restore",
+            **client_options(s.kafka),
         )
         await reader.start()
         try:
@@ -644,7 +646,7 @@ class HeartbeatLoop:
         if not self.end_offsets:
             return False, "catching up: lag unknown"
         # the log's end is known from a recent tick, and the loop polls: else Kafka is away
-        stale = max(10.0, 5 * self.settings.check_interval)
+        stale = max(10.0, 5 * self.settings.timing.check_interval)
         now = time.monotonic()
         if now - self.ends_at > stale:
             return False, f"waiting for Kafka: log end not read for {now - self.ends_at:.0f}s"

@@ -32,12 +32,12 @@ class CompactedReader:
     async def start(self) -> None:
         s = self.settings
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            bootstrap_servers=s.kafka.bootstrap,
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
-            client_id=f"{s.app_id}-{self.name}-reader",
-            **client_options(s),
+            client_id=f"{s.kafka.app_id}-{self.name}-reader",
+            **client_options(s.kafka),
         )
         await self._consumer.start()
         self._consumer.assign([self._tp])

@@ -183,26 +183,28 @@ class Engine:
         # emitted (and counted) by the run that committed them
         self.replaying = False
         self._window_starts: dict[float, float] = {}
-        self._partitioner = KeyPartitioner(settings.partitions)
+        self._partitioner = KeyPartitioner(settings.kafka.partitions)
         # signed heartbeats required when bindings are configured (a bad file fails at start)
-        if identity is None and settings.identity_bindings:
-            identity = load_bindings(settings.identity_bindings)
+        if identity is None and settings.identity.bindings:
+            identity = load_bindings(settings.identity.bindings)
         self.identity = identity
         self.timing = Timing(
-            disconnect_after=settings.disconnect_after,
-            expire_after=settings.expire_after,
-            outage_hold=settings.outage_hold,
-            window=settings.window,
-            flap_threshold=settings.flap_threshold,
+            disconnect_after=settings.timing.disconnect_after,
+            expire_after=settings.timing.expire_after,
+            outage_hold=settings.timing.outage_hold,
+            window=settings.timing.window,
+            flap_threshold=settings.timing.flap_threshold,
         )
-        self.late_after = late_after(settings.heartbeat_interval, settings.disconnect_after)
-        self.granularity = min(settings.check_interval, 1.0)
+        self.late_after = late_after(
+            settings.timing.heartbeat_interval, settings.timing.disconnect_after
+        )
+        self.granularity = min(settings.timing.check_interval, 1.0)
         self.partitions: dict[int, PartitionIndex] = {}
         self.stats = EngineStats()
-        self._accepts_region = settings.accepts_region
-        self._max_bytes = settings.max_message_bytes
-        self.window = settings.window if settings.availability_windows else 0.0
-        self.expected = max(1, round(settings.window / settings.heartbeat_interval))
+        self._accepts_region = settings.input.accepts_region
+        self._max_bytes = settings.input.max_message_bytes
+        self.window = settings.timing.window if settings.worker.availability_windows else 0.0
+        self.expected = max(1, round(settings.timing.window / settings.timing.heartbeat_interval))
 
     # ---- assignment -------------------------------------------------------------------
 
@@ -391,7 +393,7 @@ class Engine:
         hb: Heartbeat | Reject = decode_heartbeat(
             raw,
             key,
-            max_bytes=self.settings.max_message_bytes,
+            max_bytes=self.settings.input.max_message_bytes,
             accepts_region=self._accepts_region,
         )
         if self.identity is not None and isinstance(hb, Heartbeat):
@@ -410,7 +412,7 @@ class Engine:
         stats.heartbeats[hb.kind] += 1
         delay = arrived_at - hb.sent_at
         stats.delivery_delay.observe(max(delay, 0.0))
-        if abs(delay) > self.settings.skew_warn:
+        if abs(delay) > self.settings.input.skew_warn:
             stats.clock_skew += 1
 
         idx = self.index_for(p)
@@ -487,7 +489,7 @@ class Engine:
         stats.heartbeats["heartbeat"] += 1
         delay = arrived_at - sent
         stats.delivery_delay.observe(delay if delay > 0.0 else 0.0)
-        if abs(delay) > self.settings.skew_warn:
+        if abs(delay) > self.settings.input.skew_warn:
             stats.clock_skew += 1
         stats.outcomes["applied"] += 1
         return True
@@ -609,10 +611,12 @@ class Engine:
         for scope, late in idx.late_by_scope.items():
             if scope not in counts and late:
                 counts[scope] = ScopeCounts(0, late)
-        bucket = math.floor(now / self.settings.fleet_snapshot_interval)
+        bucket = math.floor(now / self.settings.worker.fleet_snapshot_interval)
         if bucket > idx.snapshot_bucket:
             idx.snapshot_bucket = bucket
-            out.append(self._snapshot(p, idx, bucket * self.settings.fleet_snapshot_interval))
+            out.append(
+                self._snapshot(p, idx, bucket * self.settings.worker.fleet_snapshot_interval)
+            )
         return out, counts
 
     # ---- availability windows ---------------------------------------------------------------
@@ -664,7 +668,7 @@ class Engine:
         paces only the silent ones.
         """
         budget = max(
-            10, math.ceil(len(idx.machines) * self.settings.check_interval * 4 / self.window)
+            10, math.ceil(len(idx.machines) * self.settings.timing.check_interval * 4 / self.window)
         )
         for w in sorted(w for w in idx.windows if w + self.window <= now):
             keys = idx.windows[w]
@@ -723,7 +727,7 @@ class Engine:
         Only then does a machine found late and due in one tick wait for the shared verdict:
         a lone outage seen after a restart is declared at once, as before.
         """
-        ratio = self.settings.outage_ratio
+        ratio = self.settings.timing.outage_ratio
         return {
             scope
             for scope, connected in idx.connected_by_scope().items()
@@ -756,7 +760,7 @@ class Engine:
         since = idx.pending.get(key)
         if since is None:
             since = idx.pending[key] = now
-        grace = self.settings.commit_interval + self.settings.check_interval
+        grace = self.settings.worker.commit_interval + self.settings.timing.check_interval
         if decided_at >= since + grace or now >= since + self.timing.outage_hold:
             del idx.pending[key]
             return False
@@ -772,8 +776,8 @@ class Engine:
             total = totals.get(scope, ScopeCounts(0, 0))
             silent = scope_is_silent(
                 total,
-                ratio=self.settings.outage_ratio,
-                min_machines=self.settings.outage_min_machines,
+                ratio=self.settings.timing.outage_ratio,
+                min_machines=self.settings.timing.outage_min_machines,
             )
             before = verdicts.get(scope)
             was = before is not None and before.silent

@@ -1,4 +1,4 @@
-"""TLS and SASL options for every arcbeat Kafka client, from :class:`Settings`.
+"""TLS and SASL options for every arcbeat Kafka client, from :class:`KafkaSettings`.
 
 One place decides how arcbeat talks to Kafka: :func:`client_options` gives the keyword
 arguments for aiokafka producers, consumers and admin clients, :func:`faust_credentials` the
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arcbeat.streams.settings import Settings, SettingsError, read_secret
+from arcbeat.streams.settings import KafkaSettings, SettingsError, read_secret
 
 __all__ = ["KafkaAuth", "client_options", "faust_credentials", "kafka_auth", "ssl_context"]
 
@@ -33,12 +33,12 @@ class KafkaAuth:
     ca_file: str
 
 
-def kafka_auth(settings: Settings) -> KafkaAuth:
-    """Check that the settings of ``settings.kafka_security_protocol`` are complete."""
-    protocol = settings.kafka_security_protocol
-    password = read_secret(settings.kafka_password, settings.kafka_password_file, "kafka_password")
+def kafka_auth(kafka: KafkaSettings) -> KafkaAuth:
+    """Check that the settings of ``kafka.security_protocol`` are complete."""
+    protocol = kafka.security_protocol
+    password = read_secret(kafka.password, kafka.password_file, "kafka_password")
     if protocol == "SASL_SSL":
-        if not settings.kafka_username:
+        if not kafka.username:
             raise SettingsError(
                 "setting kafka_username (ARCBEAT_KAFKA_USERNAME): required with "
                 "kafka_security_protocol=SASL_SSL"
@@ -48,14 +48,14 @@ def kafka_auth(settings: Settings) -> KafkaAuth:
                 "setting kafka_password (ARCBEAT_KAFKA_PASSWORD) or kafka_password_file "
                 "(ARCBEAT_KAFKA_PASSWORD_FILE): required with kafka_security_protocol=SASL_SSL"
             )
-    ca = settings.kafka_ca_file
+    ca = kafka.ca_file
     if ca and protocol != "PLAINTEXT" and not Path(ca).expanduser().is_file():
         raise SettingsError(
             f"setting kafka_ca_file (ARCBEAT_KAFKA_CA_FILE): {ca} is not a file; give the PEM "
             "CA certificate that signed the broker's certificate (the local stack writes "
             "<state>/secrets/kafka/ca.pem)"
         )
-    return KafkaAuth(protocol, settings.kafka_sasl_mechanism, settings.kafka_username, password, ca)
+    return KafkaAuth(protocol, kafka.sasl_mechanism, kafka.username, password, ca)
 
 
 def ssl_context(ca_file: str = "") -> ssl.SSLContext:
@@ -72,9 +72,9 @@ def ssl_context(ca_file: str = "") -> ssl.SSLContext:
     return ctx
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments for ``AIOKafkaProducer/Consumer/AdminClient`` (``{}`` for PLAINTEXT)."""
-    auth = kafka_auth(settings)
+    auth = kafka_auth(kafka)
     if auth.protocol == "PLAINTEXT":
         return {}
     options: dict[str, Any] = {
@@ -90,11 +90,11 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def faust_credentials(settings: Settings) -> dict[str, Any]:
+def faust_credentials(kafka: KafkaSettings) -> dict[str, Any]:
     """``broker_credentials`` for ``faust.App`` (``{}`` for PLAINTEXT)."""
     import faust
 
-    auth = kafka_auth(settings)
+    auth = kafka_auth(kafka)
     if auth.protocol == "PLAINTEXT":
         return {}
     ctx = ssl_context(auth.ca_file)

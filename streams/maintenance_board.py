@@ -51,7 +51,7 @@ class MaintenanceBoard:
         availability window, a disconnect period and a hold ago (what a tick may decide or
         close), as JSON. A replay decides with exactly these."""
         s = self.settings
-        since = now - (s.window + s.disconnect_after + s.outage_hold)
+        since = now - (s.timing.window + s.timing.disconnect_after + s.timing.outage_hold)
         return [window_json(w) for w in self.book.all() if w.intervals(since, now + 1.0)]
 
     async def start(self) -> None:
@@ -68,11 +68,11 @@ class MaintenanceBoard:
         that the caller reads its own write."""
         if self._producer is None:
             self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                bootstrap_servers=self.settings.kafka.bootstrap,
                 acks="all",
                 enable_idempotence=True,
-                client_id=f"{self.settings.app_id}-maintenance-writer",
-                **client_options(self.settings),
+                client_id=f"{self.settings.kafka.app_id}-maintenance-writer",
+                **client_options(self.settings.kafka),
             )
             await self._producer.start()
         meta = await self._producer.send_and_wait(

@@ -1,5 +1,11 @@
 """Typed, frozen settings: ``ARCBEAT_*`` env over an optional ``arcbeat.toml`` over defaults.
 
+:class:`Settings` is the loaded configuration, made of one section per concern
+(:class:`KafkaSettings`, :class:`TimingSettings`, :class:`InfluxSettings`, ...), so that a
+module can take just the section it uses. Users name every setting by its flat name
+(``kafka_bootstrap``, ``ARCBEAT_KAFKA_BOOTSTRAP``, the arcbeat.toml key ``kafka_bootstrap``);
+:data:`SETTINGS` maps each flat name to its section and field (``kafka.bootstrap``).
+
 A bad value fails at start with a :class:`SettingsError` naming the setting, where it came from
 and what would be accepted.
 """
@@ -11,7 +17,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -32,6 +38,566 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w
 
 class SettingsError(ValueError):
     """A setting has a value arcbeat cannot use; the message says which, where and how to fix."""
+
+
+def _bad(name: str, why: str) -> SettingsError:
+    """The error of the setting ``name`` (its flat name, as users write it)."""
+    return SettingsError(f"setting {name} ({env_name(name)}): {why}")
+
+
+def env_name(name: str) -> str:
+    """The environment variable of the setting ``name``: ``ARCBEAT_<NAME>``."""
+    return "ARCBEAT_" + name.upper()
+
+
+def _check_port(name: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise _bad(name, f"must be a TCP port (1-65535), got {port}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _bad(name, f"must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise _bad(name, "must be > 0")
+
+
+# ---- the sections ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Where the Kafka cluster is, the topics arcbeat uses and how every client connects."""
+
+    bootstrap: str = "localhost:9092"
+    topic_prefix: str = "arcbeat"  # topics: <prefix>.heartbeats, <prefix>.status, ...
+    partitions: int = 12
+    # copies of every topic arcbeat creates (deployment topics and the worker's own
+    # <app_id>-checkpoints / <app_id>-scopes); 0 = auto: 3, or every broker of a cluster
+    # with fewer (1 on the single local broker)
+    replication_factor: int = 0
+    # min.insync.replicas of those topics (acks=all writes need this many copies in sync);
+    # 0 = auto: 2 when a topic has 3 or more copies, else 1
+    min_insync_replicas: int = 0
+    app_id: str = "arcbeat"  # Faust app id = consumer group
+    # client security (every arcbeat client; see arcbeat.streams.kafka_client)
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_file: str = ""  # read when password is empty (first line)
+    ca_file: str = ""  # PEM CA bundle for SSL/SASL_SSL (empty: system CAs)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.of(self.topic_prefix, self.app_id)
+
+    def validate(self) -> None:
+        if self.partitions < 1:
+            raise _bad("partitions", "must be >= 1")
+        for name, value in (
+            ("replication_factor", self.replication_factor),
+            ("min_insync_replicas", self.min_insync_replicas),
+        ):
+            if not 0 <= value <= MAX_REPLICATION:
+                raise _bad(
+                    name, f"must be 0 (auto) or a number of copies 1-{MAX_REPLICATION}, got {value}"
+                )
+        if 0 < self.replication_factor < self.min_insync_replicas:
+            raise _bad(
+                "min_insync_replicas",
+                f"{self.min_insync_replicas} is more than replication_factor "
+                f"({self.replication_factor}): every acks=all write would fail; use at most "
+                f"{self.replication_factor}, or 0 (auto)",
+            )
+        _check_choice("kafka_security_protocol", self.security_protocol, KAFKA_SECURITY_PROTOCOLS)
+        _check_choice("kafka_sasl_mechanism", self.sasl_mechanism, KAFKA_SASL_MECHANISMS)
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.topic_prefix):
+            raise _bad("topic_prefix", "letters, digits, . _ - only")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """Signed heartbeats (arcbeat.streams.identity) and signed ticks: agents sign heartbeats,
+    the worker checks them; workers sign and check their ticks."""
+
+    bindings: str = ""  # TOML/JSON file: principal -> secret + allowed scopes
+    principal: str = ""  # agent side: sign as this principal (empty: do not sign)
+    secret: str = field(default="", repr=False)
+    secret_file: str = ""
+    # ticks signed by the workers (HMAC keys, one per line; empty: ticks are not signed)
+    tick_key_file: str = ""
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class TimingSettings:
+    """When a machine's status changes (docs/how-it-decides.md, Timing and Mass silence)."""
+
+    heartbeat_interval: float = 300.0
+    disconnect_after: float = 900.0
+    expire_after: float = 45 * 86400.0
+    check_interval: float = 1.0
+    window: float = 3600.0
+    flap_threshold: int = 4
+    # mass silence
+    outage_ratio: float = 0.5
+    outage_min_machines: int = 20
+    outage_hold: float = 900.0
+
+    def validate(self) -> None:
+        _check_positive("heartbeat_interval", self.heartbeat_interval)
+        if self.disconnect_after < 2 * self.heartbeat_interval:
+            raise _bad(
+                "disconnect_after",
+                f"must be at least 2 x heartbeat_interval ({2 * self.heartbeat_interval:g}s), "
+                f"got {self.disconnect_after:g}s",
+            )
+        _check_positive("expire_after", self.expire_after)
+        _check_positive("check_interval", self.check_interval)
+        _check_positive("window", self.window)
+        if not 0 < self.outage_ratio <= 1:
+            raise _bad("outage_ratio", f"must be in (0, 1], got {self.outage_ratio}")
+        if self.outage_min_machines < 1:
+            raise _bad("outage_min_machines", "must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class InputSettings:
+    """What heartbeats are accepted (docs/heartbeat-contract.md, Rejected messages: the DLQ)."""
+
+    regions: tuple[str, ...] = DEFAULT_REGIONS  # ("*",) accepts any region
+    max_message_bytes: int = 8192
+    skew_warn: float = 300.0  # |arrival - sentAt| above this counts as clock skew
+
+    def accepts_region(self, region: str) -> bool:
+        return "*" in self.regions or region in self.regions
+
+    def validate(self) -> None:
+        if not self.regions:
+            raise _bad("regions", "must list at least one region, or * for any")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """The worker process: its HTTP API and its security, its Kafka cadences and metrics."""
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    # HTTP API security (arcbeat.streams.auth; README "Securing the API")
+    # "<role> <name> <token>" lines, re-read when the file changes; empty: no authentication,
+    # which a worker accepts only on a loopback web_host (or with api_insecure)
+    api_tokens_file: str = ""
+    api_insecure: bool = False  # serve an unauthenticated API on a routable web_host anyway
+    api_protect_probes: bool = False  # /healthz, /readyz and /metrics need the read role too
+    api_tls_cert: str = ""  # PEM certificate (chain) of the API listener: with api_tls_key, https
+    api_tls_key: str = ""  # PEM private key of api_tls_cert
+    api_tls_ca: str = ""  # PEM CA bundle worker-to-worker calls verify (empty: system CAs)
+    data_dir: str = "state/worker"
+    # how long the producer gathers records into one request: outputs are visible only at
+    # the transaction commit (commit_interval) anyway
+    producer_linger: float = 0.1
+    commit_interval: float = 0.5  # transaction/offset commit cadence (bounds output latency)
+    # each partition's state is checkpointed this often; a restart replays the heartbeats
+    # log since the latest checkpoint (at most this long a stretch of it)
+    checkpoint_interval: float = 120.0
+    # consumer-group session: how long a crashed worker that does not come back keeps its
+    # partitions before the group hands them to the others. A worker started again under
+    # the same instance id takes them back at once (static membership).
+    session_timeout: float = 20.0
+    # static group membership id; empty: <app_id>-<hostname>-<worker id>
+    instance_id: str = ""
+    availability_windows: bool = True  # per-machine heartbeat counts per window (availability)
+    # metrics (docs/metrics-alerts-history.md, Metrics)
+    max_machine_series: int = 10_000
+    fleet_snapshot_interval: float = 10.0  # each partition's counts by status to <prefix>.fleet
+
+    def validate(self) -> None:
+        _check_port("web_port", self.web_port)
+        if not 0 <= self.producer_linger <= 1:
+            raise _bad("producer_linger", f"must be 0..1s, got {self.producer_linger:g}s")
+        if self.session_timeout < 6:
+            raise _bad(
+                "session_timeout",
+                f"must be >= 6s (the broker's group.min.session.timeout.ms), "
+                f"got {self.session_timeout:g}s",
+            )
+        if self.checkpoint_interval < 1:
+            raise _bad("checkpoint_interval", f"must be >= 1s, got {self.checkpoint_interval:g}s")
+        if bool(self.api_tls_cert) != bool(self.api_tls_key):
+            missing = "api_tls_key" if self.api_tls_cert else "api_tls_cert"
+            raise _bad(
+                missing, "api_tls_cert and api_tls_key go together: set both for https, or neither"
+            )
+        if self.api_protect_probes and not self.api_tokens_file:
+            raise _bad(
+                "api_protect_probes",
+                "needs api_tokens_file (ARCBEAT_API_TOKENS_FILE): without tokens nobody could "
+                "call the probes",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxSettings:
+    """History in InfluxDB (docs/metrics-alerts-history.md): where `arcbeat history` writes,
+    and the port of its own /metrics."""
+
+    url: str = "http://127.0.0.1:8086"
+    api: InfluxApi = "v1"  # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
+    db: str = "arcbeat"
+    org: str = "arcbeat"
+    token: str = field(default="", repr=False)
+    token_file: str = ""  # read when token is empty (first line)
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_file: str = ""  # read when password is empty (first line)
+    batch_size: int = 5000
+    flush_interval: float = 1.0
+    history_port: int = 6070  # `arcbeat history` serves /metrics here
+
+    def validate(self) -> None:
+        _check_port("history_port", self.history_port)
+        _check_choice("influx_api", self.api, get_args(InfluxApi))
+
+
+@dataclass(frozen=True, slots=True)
+class StackSettings:
+    """The local stack (`arcbeat stack`, `arcbeat demo`): its folder, ports and Kafka users."""
+
+    state_dir: str = "state"
+    prometheus_url: str = "http://127.0.0.1:9090"
+    alertmanager_url: str = "http://127.0.0.1:9093"
+    kafka_controller_port: int = 19093  # KRaft controller listener of the local broker
+    # "sasl_ssl": the local broker's client listener is SASL_SSL (TLS 1.2+, SCRAM-SHA-512
+    # users, StandardAuthorizer + ACLs); certificates and passwords under <state>/secrets
+    kafka_security: StackKafkaSecurity = "plaintext"
+    kafka_worker_user: str = "worker"
+    kafka_history_user: str = "history"
+    kafka_agent_users: tuple[str, ...] = ("agent",)
+    influx_rpc_port: int = 8089  # InfluxDB 1.x backup/restore RPC bind (loopback)
+
+    def validate(self) -> None:
+        _check_port("kafka_controller_port", self.kafka_controller_port)
+        _check_port("influx_rpc_port", self.influx_rpc_port)
+        _check_choice("kafka_security", self.kafka_security, get_args(StackKafkaSecurity))
+
+
+@dataclass(frozen=True, slots=True)
+class CapacitySettings:
+    """Capacity planning (docs/metrics-alerts-history.md, Capacity planning): Azure's limits
+    (0 switches a check off) and how often `arcbeat history` computes the report."""
+
+    limit_resource_groups_per_subscription: int = 980
+    limit_machines_per_resource_group: int = 800
+    limit_tags_per_machine: int = 50
+    limit_tenant_objects: int = 50_000
+    # `arcbeat history` computes the fleet's capacity report every interval (0 = off) from a
+    # worker's GET /capacity at source_url (a worker's base URL; empty = http://web_host:web_port)
+    interval: float = 60.0
+    source_url: str = ""
+
+    def validate(self) -> None:
+        if self.source_url and not re.match(r"https?://", self.source_url):
+            raise _bad(
+                "capacity_source_url",
+                f"must be a worker's base URL such as http://127.0.0.1:6066, "
+                f"got {self.source_url!r}",
+            )
+
+
+# ---- the loaded configuration ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of arcbeat, by section. Durations are seconds (floats)."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    input: InputSettings = field(default_factory=InputSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    influx: InfluxSettings = field(default_factory=InfluxSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
+    capacity: CapacitySettings = field(default_factory=CapacitySettings)
+
+    @property
+    def topics(self) -> Topics:
+        return self.kafka.topics
+
+    @property
+    def heartbeats_topic(self) -> str:
+        return self.topics.heartbeats
+
+    @property
+    def status_topic(self) -> str:
+        return self.topics.status
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topics.dlq
+
+    @property
+    def maintenance_topic(self) -> str:
+        return self.topics.maintenance
+
+    def value(self, name: str) -> Any:
+        """The setting ``name`` by its flat name (``kafka_bootstrap`` -> ``kafka.bootstrap``)."""
+        s = setting(name)
+        return getattr(getattr(self, s.section), s.field)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed, validated like a fresh load.
+
+        Keys are flat setting names (``partitions=1``, ``kafka_bootstrap=...``) or whole
+        sections (``kafka=KafkaSettings(...)``).
+        """
+        sections: dict[str, Any] = {}
+        by_section: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if key in _SECTIONS:
+                sections[key] = value
+            else:
+                s = setting(key, f"argument {key}")
+                by_section.setdefault(s.section, {})[s.field] = value
+        for section, values in by_section.items():
+            base = sections.get(section, getattr(self, section))
+            sections[section] = dataclasses.replace(base, **values)
+        new = dataclasses.replace(self, **sections)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Each section checks its own settings."""
+        self.kafka.validate()
+        self.identity.validate()
+        self.timing.validate()
+        self.input.validate()
+        self.worker.validate()
+        self.influx.validate()
+        self.stack.validate()
+        self.capacity.validate()
+
+    @classmethod
+    def load(
+        cls,
+        env: Mapping[str, str] | None = None,
+        toml_path: str | Path | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults, then ``arcbeat.toml`` (``ARCBEAT_CONFIG`` or ./arcbeat.toml), then env."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = Path(toml_path or env.get("ARCBEAT_CONFIG", "arcbeat.toml"))
+        if path.is_file():
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+            section = data.get("arcbeat", data)
+            for key, raw in section.items():
+                values[key] = (raw, f"{path} [{key}]")
+        for name, s in SETTINGS.items():
+            if s.env in env:
+                values[name] = (env[s.env], f"environment {s.env}")
+        for key, raw in overrides.items():
+            values[key] = (raw, f"argument {key}")
+        parsed: dict[str, Any] = {}
+        for key, (raw, where) in values.items():
+            parsed[key] = setting(key, where).convert(raw, where)
+        # secrets kept in files (Docker/Kubernetes secrets) are read once, here
+        for name in ("influx_token", "influx_password"):
+            if not parsed.get(name) and parsed.get(f"{name}_file"):
+                parsed[name] = read_secret("", parsed[f"{name}_file"], name)
+        by_section: dict[str, dict[str, Any]] = {}
+        for key, value in parsed.items():
+            s = SETTINGS[key]
+            by_section.setdefault(s.section, {})[s.field] = value
+        settings = cls(
+            **{name: kind(**by_section.get(name, {})) for name, kind in _SECTIONS.items()}
+        )
+        settings.validate()
+        return settings
+
+
+_SECTIONS: dict[str, Any] = {
+    "kafka": KafkaSettings,
+    "identity": IdentitySettings,
+    "timing": TimingSettings,
+    "input": InputSettings,
+    "worker": WorkerSettings,
+    "influx": InfluxSettings,
+    "stack": StackSettings,
+    "capacity": CapacitySettings,
+}
+
+
+# ---- flat names -----------------------------------------------------------------------------
+
+Conversion = Literal["str", "int", "float", "bool", "duration", "list"]
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting as users name it: ``ARCBEAT_<NAME>`` and the arcbeat.toml key ``<name>``,
+    where it lives in :class:`Settings` (``section.field``) and how its text is converted."""
+
+    name: str
+    section: str
+    field: str
+    conversion: Conversion
+
+    @property
+    def env(self) -> str:
+        return env_name(self.name)
+
+    @property
+    def path(self) -> str:
+        """``section.field``: how code reads it from a :class:`Settings`."""
+        return f"{self.section}.{self.field}"
+
+    @property
+    def default(self) -> Any:
+        return getattr(_SECTIONS[self.section](), self.field)
+
+    def convert(self, raw: object, where: str) -> Any:
+        try:
+            match self.conversion:
+                case "duration":
+                    return parse_duration(raw)
+                case "bool":
+                    return _parse_bool(raw)
+                case "int":
+                    return int(str(raw).replace("_", ""))
+                case "float":
+                    return float(str(raw))
+                case "list":
+                    return _parse_list(raw)
+                case "str":
+                    return str(raw)
+        except ValueError as exc:
+            raise SettingsError(
+                f"setting {self.name} from {where}: bad value {raw!r}: {exc}"
+            ) from exc
+
+
+# every setting: flat name, section, field, conversion
+_TABLE: tuple[tuple[str, str, str, Conversion], ...] = (
+    ("kafka_bootstrap", "kafka", "bootstrap", "str"),
+    ("topic_prefix", "kafka", "topic_prefix", "str"),
+    ("partitions", "kafka", "partitions", "int"),
+    ("replication_factor", "kafka", "replication_factor", "int"),
+    ("min_insync_replicas", "kafka", "min_insync_replicas", "int"),
+    ("app_id", "kafka", "app_id", "str"),
+    ("kafka_security_protocol", "kafka", "security_protocol", "str"),
+    ("kafka_sasl_mechanism", "kafka", "sasl_mechanism", "str"),
+    ("kafka_username", "kafka", "username", "str"),
+    ("kafka_password", "kafka", "password", "str"),
+    ("kafka_password_file", "kafka", "password_file", "str"),
+    ("kafka_ca_file", "kafka", "ca_file", "str"),
+    ("identity_bindings", "identity", "bindings", "str"),
+    ("identity_principal", "identity", "principal", "str"),
+    ("identity_secret", "identity", "secret", "str"),
+    ("identity_secret_file", "identity", "secret_file", "str"),
+    ("tick_key_file", "identity", "tick_key_file", "str"),
+    ("heartbeat_interval", "timing", "heartbeat_interval", "duration"),
+    ("disconnect_after", "timing", "disconnect_after", "duration"),
+    ("expire_after", "timing", "expire_after", "duration"),
+    ("check_interval", "timing", "check_interval", "duration"),
+    ("window", "timing", "window", "duration"),
+    ("flap_threshold", "timing", "flap_threshold", "int"),
+    ("outage_ratio", "timing", "outage_ratio", "float"),
+    ("outage_min_machines", "timing", "outage_min_machines", "int"),
+    ("outage_hold", "timing", "outage_hold", "duration"),
+    ("regions", "input", "regions", "list"),
+    ("max_message_bytes", "input", "max_message_bytes", "int"),
+    ("skew_warn", "input", "skew_warn", "duration"),
+    ("web_host", "worker", "web_host", "str"),
+    ("web_port", "worker", "web_port", "int"),
+    ("api_tokens_file", "worker", "api_tokens_file", "str"),
+    ("api_insecure", "worker", "api_insecure", "bool"),
+    ("api_protect_probes", "worker", "api_protect_probes", "bool"),
+    ("api_tls_cert", "worker", "api_tls_cert", "str"),
+    ("api_tls_key", "worker", "api_tls_key", "str"),
+    ("api_tls_ca", "worker", "api_tls_ca", "str"),
+    ("data_dir", "worker", "data_dir", "str"),
+    ("producer_linger", "worker", "producer_linger", "duration"),
+    ("commit_interval", "worker", "commit_interval", "duration"),
+    ("checkpoint_interval", "worker", "checkpoint_interval", "duration"),
+    ("session_timeout", "worker", "session_timeout", "duration"),
+    ("instance_id", "worker", "instance_id", "str"),
+    ("availability_windows", "worker", "availability_windows", "bool"),
+    ("max_machine_series", "worker", "max_machine_series", "int"),
+    ("fleet_snapshot_interval", "worker", "fleet_snapshot_interval", "duration"),
+    ("influx_url", "influx", "url", "str"),
+    ("influx_api", "influx", "api", "str"),
+    ("influx_db", "influx", "db", "str"),
+    ("influx_org", "influx", "org", "str"),
+    ("influx_token", "influx", "token", "str"),
+    ("influx_token_file", "influx", "token_file", "str"),
+    ("influx_username", "influx", "username", "str"),
+    ("influx_password", "influx", "password", "str"),
+    ("influx_password_file", "influx", "password_file", "str"),
+    ("influx_batch_size", "influx", "batch_size", "int"),
+    ("influx_flush_interval", "influx", "flush_interval", "duration"),
+    ("history_port", "influx", "history_port", "int"),
+    ("state_dir", "stack", "state_dir", "str"),
+    ("prometheus_url", "stack", "prometheus_url", "str"),
+    ("alertmanager_url", "stack", "alertmanager_url", "str"),
+    ("kafka_controller_port", "stack", "kafka_controller_port", "int"),
+    ("kafka_security", "stack", "kafka_security", "str"),
+    ("kafka_worker_user", "stack", "kafka_worker_user", "str"),
+    ("kafka_history_user", "stack", "kafka_history_user", "str"),
+    ("kafka_agent_users", "stack", "kafka_agent_users", "list"),
+    ("influx_rpc_port", "stack", "influx_rpc_port", "int"),
+    (
+        "limit_resource_groups_per_subscription",
+        "capacity",
+        "limit_resource_groups_per_subscription",
+        "int",
+    ),
+    ("limit_machines_per_resource_group", "capacity", "limit_machines_per_resource_group", "int"),
+    ("limit_tags_per_machine", "capacity", "limit_tags_per_machine", "int"),
+    ("limit_tenant_objects", "capacity", "limit_tenant_objects", "int"),
+    ("capacity_interval", "capacity", "interval", "duration"),
+    ("capacity_source_url", "capacity", "source_url", "str"),
+)
+
+SETTINGS: Mapping[str, Setting] = {row[0]: Setting(*row) for row in _TABLE}
+
+
+def setting(name: str, where: str = "") -> Setting:
+    """The setting named ``name``; a :class:`SettingsError` listing the known ones if none."""
+    try:
+        return SETTINGS[name]
+    except KeyError:
+        prefix = f"{where}: " if where else ""
+        raise SettingsError(
+            f"{prefix}unknown setting {name!r}; known settings: {', '.join(sorted(SETTINGS))}"
+        ) from None
+
+
+def read_secret(value: str, path: str, name: str) -> str:
+    """``value``, else the first line of the file ``path`` ('' when neither is set).
+
+    ``name`` is the setting, for the error message; the secret itself is never shown.
+    """
+    if value or not path:
+        return value
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(
+            f"setting {name}_file (ARCBEAT_{name.upper()}_FILE): cannot read {path}: "
+            f"{exc.strerror or exc}; point it at a readable file holding the secret"
+        ) from None
+    lines = text.splitlines()
+    return lines[0].strip() if lines else ""
 
 
 def parse_duration(value: object) -> float:
@@ -66,333 +632,3 @@ def _parse_bool(value: object) -> bool:
 def _parse_list(value: object) -> tuple[str, ...]:
     items = [str(v) for v in value] if isinstance(value, list | tuple) else str(value).split(",")
     return tuple(i.strip().lower() for i in items if i.strip())
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Every knob of arcbeat. Durations are seconds (floats)."""
-
-    # Kafka
-    kafka_bootstrap: str = "localhost:9092"
-    topic_prefix: str = "arcbeat"  # topics: <prefix>.heartbeats, <prefix>.status, ...
-    partitions: int = 12
-    # copies of every topic arcbeat creates (deployment topics and the worker's own
-    # <app_id>-checkpoints / <app_id>-scopes); 0 = auto: 3, or every broker of a cluster
-    # with fewer (1 on the single local broker)
-    replication_factor: int = 0
-    # min.insync.replicas of those topics (acks=all writes need this many copies in sync);
-    # 0 = auto: 2 when a topic has 3 or more copies, else 1
-    min_insync_replicas: int = 0
-    app_id: str = "arcbeat"  # Faust app id = consumer group
-    # Kafka client security (every arcbeat client; see arcbeat.streams.kafka_client)
-    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
-    kafka_username: str = ""
-    kafka_password: str = field(default="", repr=False)
-    kafka_password_file: str = ""  # read when kafka_password is empty (first line)
-    kafka_ca_file: str = ""  # PEM CA bundle for SSL/SASL_SSL (empty: system CAs)
-    # identity binding (arcbeat.streams.identity): agents sign heartbeats, the worker checks
-    identity_bindings: str = ""  # TOML/JSON file: principal -> secret + allowed scopes
-    identity_principal: str = ""  # agent side: sign as this principal (empty: do not sign)
-    identity_secret: str = field(default="", repr=False)
-    identity_secret_file: str = ""
-    # ticks signed by the workers (HMAC keys, one per line; empty: ticks are not signed)
-    tick_key_file: str = ""
-    # status timing (docs/how-it-decides.md, Timing)
-    heartbeat_interval: float = 300.0
-    disconnect_after: float = 900.0
-    expire_after: float = 45 * 86400.0
-    check_interval: float = 1.0
-    window: float = 3600.0
-    flap_threshold: int = 4
-    # mass silence (docs/how-it-decides.md, Mass silence)
-    outage_ratio: float = 0.5
-    outage_min_machines: int = 20
-    outage_hold: float = 900.0
-    # input validation (docs/heartbeat-contract.md, Rejected messages: the DLQ)
-    regions: tuple[str, ...] = DEFAULT_REGIONS  # ("*",) accepts any region
-    max_message_bytes: int = 8192
-    skew_warn: float = 300.0  # |arrival - sentAt| above this counts as clock skew
-    # workers
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    # worker HTTP API security (arcbeat.streams.auth; README "Securing the API")
-    # "<role> <name> <token>" lines, re-read when the file changes; empty: no authentication,
-    # which a worker accepts only on a loopback web_host (or with api_insecure)
-    api_tokens_file: str = ""
-    api_insecure: bool = False  # serve an unauthenticated API on a routable web_host anyway
-    api_protect_probes: bool = False  # /healthz, /readyz and /metrics need the read role too
-    api_tls_cert: str = ""  # PEM certificate (chain) of the API listener: with api_tls_key, https
-    api_tls_key: str = ""  # PEM private key of api_tls_cert
-    api_tls_ca: str = ""  # PEM CA bundle worker-to-worker calls verify (empty: system CAs)
-    data_dir: str = "state/worker"
-    # how long the producer gathers records into one request: outputs are visible only at
-    # the transaction commit (commit_interval) anyway
-    producer_linger: float = 0.1
-    commit_interval: float = 0.5  # transaction/offset commit cadence (bounds output latency)
-    # each partition's state is checkpointed this often; a restart replays the heartbeats
-    # log since the latest checkpoint (at most this long a stretch of it)
-    checkpoint_interval: float = 120.0
-    # consumer-group session: how long a crashed worker that does not come back keeps its
-    # partitions before the group hands them to the others. A worker started again under
-    # the same instance id takes them back at once (static membership).
-    session_timeout: float = 20.0
-    # static group membership id; empty: <app_id>-<hostname>-<worker id>
-    instance_id: str = ""
-    availability_windows: bool = True  # per-machine heartbeat counts per window (availability)
-    # metrics (docs/metrics-alerts-history.md, Metrics)
-    max_machine_series: int = 10_000
-    # InfluxDB (docs/metrics-alerts-history.md, History in InfluxDB)
-    influx_url: str = "http://127.0.0.1:8086"
-    influx_api: InfluxApi = "v1"  # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
-    influx_db: str = "arcbeat"
-    influx_org: str = "arcbeat"
-    influx_token: str = field(default="", repr=False)
-    influx_token_file: str = ""  # read when influx_token is empty (first line)
-    influx_username: str = ""
-    influx_password: str = field(default="", repr=False)
-    influx_password_file: str = ""  # read when influx_password is empty (first line)
-    influx_batch_size: int = 5000
-    influx_flush_interval: float = 1.0
-    fleet_snapshot_interval: float = 10.0
-    history_port: int = 6070  # `arcbeat history` serves /metrics here
-    # local stack (arcbeat stack)
-    state_dir: str = "state"
-    prometheus_url: str = "http://127.0.0.1:9090"
-    alertmanager_url: str = "http://127.0.0.1:9093"
-    kafka_controller_port: int = 19093  # KRaft controller listener of the local broker
-    # "sasl_ssl": the local broker's client listener is SASL_SSL (TLS 1.2+, SCRAM-SHA-512
-    # users, StandardAuthorizer + ACLs); certificates and passwords under <state>/secrets
-    kafka_security: StackKafkaSecurity = "plaintext"
-    kafka_worker_user: str = "worker"
-    kafka_history_user: str = "history"
-    kafka_agent_users: tuple[str, ...] = ("agent",)
-    influx_rpc_port: int = 8089  # InfluxDB 1.x backup/restore RPC bind (loopback)
-    # capacity (docs/metrics-alerts-history.md, Capacity planning)
-    limit_resource_groups_per_subscription: int = 980
-    limit_machines_per_resource_group: int = 800  # 0 switches the check off
-    limit_tags_per_machine: int = 50
-    limit_tenant_objects: int = 50_000
-    # `arcbeat history` computes the fleet's capacity report every capacity_interval (0 = off)
-    # from a worker's GET /capacity at capacity_source_url (a worker's base URL; empty =
-    # http://web_host:web_port)
-    capacity_interval: float = 60.0
-    capacity_source_url: str = ""
-
-    @property
-    def topics(self) -> Topics:
-        return Topics.of(self.topic_prefix, self.app_id)
-
-    @property
-    def heartbeats_topic(self) -> str:
-        return self.topics.heartbeats
-
-    @property
-    def status_topic(self) -> str:
-        return self.topics.status
-
-    @property
-    def dlq_topic(self) -> str:
-        return self.topics.dlq
-
-    @property
-    def maintenance_topic(self) -> str:
-        return self.topics.maintenance
-
-    def accepts_region(self, region: str) -> bool:
-        return "*" in self.regions or region in self.regions
-
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some fields changed, validated like a fresh load."""
-        new = dataclasses.replace(self, **changes)
-        new.validate()
-        return new
-
-    def validate(self) -> None:
-        def bad(name: str, why: str) -> SettingsError:
-            env = "ARCBEAT_" + name.upper()
-            return SettingsError(f"setting {name} ({env}): {why}")
-
-        if self.heartbeat_interval <= 0:
-            raise bad("heartbeat_interval", "must be > 0")
-        if self.disconnect_after < 2 * self.heartbeat_interval:
-            raise bad(
-                "disconnect_after",
-                f"must be at least 2 x heartbeat_interval ({2 * self.heartbeat_interval:g}s), "
-                f"got {self.disconnect_after:g}s",
-            )
-        if self.expire_after <= 0:
-            raise bad("expire_after", "must be > 0")
-        if self.check_interval <= 0:
-            raise bad("check_interval", "must be > 0")
-        if self.window <= 0:
-            raise bad("window", "must be > 0")
-        if not 0 <= self.producer_linger <= 1:
-            raise bad("producer_linger", f"must be 0..1s, got {self.producer_linger:g}s")
-        if self.session_timeout < 6:
-            raise bad(
-                "session_timeout",
-                f"must be >= 6s (the broker's group.min.session.timeout.ms), "
-                f"got {self.session_timeout:g}s",
-            )
-        if self.checkpoint_interval < 1:
-            raise bad("checkpoint_interval", f"must be >= 1s, got {self.checkpoint_interval:g}s")
-        if not 0 < self.outage_ratio <= 1:
-            raise bad("outage_ratio", f"must be in (0, 1], got {self.outage_ratio}")
-        if self.outage_min_machines < 1:
-            raise bad("outage_min_machines", "must be >= 1")
-        if self.partitions < 1:
-            raise bad("partitions", "must be >= 1")
-        for name in ("replication_factor", "min_insync_replicas"):
-            value = getattr(self, name)
-            if not 0 <= value <= MAX_REPLICATION:
-                raise bad(
-                    name, f"must be 0 (auto) or a number of copies 1-{MAX_REPLICATION}, got {value}"
-                )
-        if 0 < self.replication_factor < self.min_insync_replicas:
-            raise bad(
-                "min_insync_replicas",
-                f"{self.min_insync_replicas} is more than replication_factor "
-                f"({self.replication_factor}): every acks=all write would fail; use at most "
-                f"{self.replication_factor}, or 0 (auto)",
-            )
-        for port_name in ("web_port", "kafka_controller_port", "influx_rpc_port"):
-            port = getattr(self, port_name)
-            if not 1 <= port <= 65535:
-                raise bad(port_name, f"must be a TCP port (1-65535), got {port}")
-        if not 1 <= self.history_port <= 65535:
-            raise bad("history_port", f"must be a TCP port, got {self.history_port}")
-        if self.influx_api not in get_args(InfluxApi):
-            raise bad("influx_api", f"must be v1 or v2, got {self.influx_api!r}")
-        if self.capacity_source_url and not re.match(r"https?://", self.capacity_source_url):
-            raise bad(
-                "capacity_source_url",
-                f"must be a worker's base URL such as http://127.0.0.1:6066, "
-                f"got {self.capacity_source_url!r}",
-            )
-        if self.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
-            raise bad(
-                "kafka_security_protocol",
-                f"must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
-                f"got {self.kafka_security_protocol!r}",
-            )
-        if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
-            raise bad(
-                "kafka_sasl_mechanism",
-                f"must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
-                f"got {self.kafka_sasl_mechanism!r}",
-            )
-        if self.kafka_security not in get_args(StackKafkaSecurity):
-            raise bad(
-                "kafka_security", f"must be plaintext or sasl_ssl, got {self.kafka_security!r}"
-            )
-        if bool(self.api_tls_cert) != bool(self.api_tls_key):
-            missing = "api_tls_key" if self.api_tls_cert else "api_tls_cert"
-            raise bad(
-                missing, "api_tls_cert and api_tls_key go together: set both for https, or neither"
-            )
-        if self.api_protect_probes and not self.api_tokens_file:
-            raise bad(
-                "api_protect_probes",
-                "needs api_tokens_file (ARCBEAT_API_TOKENS_FILE): without tokens nobody could "
-                "call the probes",
-            )
-        if not self.regions:
-            raise bad("regions", "must list at least one region, or * for any")
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.topic_prefix):
-            raise bad("topic_prefix", "letters, digits, . _ - only")
-
-    @classmethod
-    def load(
-        cls,
-        env: Mapping[str, str] | None = None,
-        toml_path: str | Path | None = None,
-        **overrides: Any,
-    ) -> Settings:
-        """Defaults, then ``arcbeat.toml`` (``ARCBEAT_CONFIG`` or ./arcbeat.toml), then env."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        path = Path(toml_path or env.get("ARCBEAT_CONFIG", "arcbeat.toml"))
-        if path.is_file():
-            try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
-            section = data.get("arcbeat", data)
-            for key, raw in section.items():
-                values[key] = (raw, f"{path} [{key}]")
-        for f in fields(cls):
-            name = "ARCBEAT_" + f.name.upper()
-            if name in env:
-                values[f.name] = (env[name], f"environment {name}")
-        for key, raw in overrides.items():
-            values[key] = (raw, f"argument {key}")
-        known = {f.name: f for f in fields(cls)}
-        parsed: dict[str, Any] = {}
-        for key, (raw, where) in values.items():
-            if key not in known:
-                raise SettingsError(
-                    f"{where}: unknown setting {key!r}; known settings: {', '.join(sorted(known))}"
-                )
-            parsed[key] = _convert(known[key], raw, where)
-        # secrets kept in files (Docker/Kubernetes secrets) are read once, here
-        for name in ("influx_token", "influx_password"):
-            if not parsed.get(name) and parsed.get(f"{name}_file"):
-                parsed[name] = read_secret("", parsed[f"{name}_file"], name)
-        settings = cls(**parsed)
-        settings.validate()
-        return settings
-
-
-def read_secret(value: str, path: str, name: str) -> str:
-    """``value``, else the first line of the file ``path`` ('' when neither is set).
-
-    ``name`` is the setting, for the error message; the secret itself is never shown.
-    """
-    if value or not path:
-        return value
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(
-            f"setting {name}_file (ARCBEAT_{name.upper()}_FILE): cannot read {path}: "
-            f"{exc.strerror or exc}; point it at a readable file holding the secret"
-        ) from None
-    lines = text.splitlines()
-    return lines[0].strip() if lines else ""
-
-
-_DURATION_FIELDS = {
-    "heartbeat_interval",
-    "disconnect_after",
-    "expire_after",
-    "check_interval",
-    "window",
-    "outage_hold",
-    "skew_warn",
-    "influx_flush_interval",
-    "fleet_snapshot_interval",
-    "commit_interval",
-    "producer_linger",
-    "session_timeout",
-    "checkpoint_interval",
-    "capacity_interval",
-}
-
-
-def _convert(f: dataclasses.Field[Any], raw: object, where: str) -> Any:
-    try:
-        if f.name in _DURATION_FIELDS:
-            return parse_duration(raw)
-        default = f.default
-        if isinstance(default, bool):
-            return _parse_bool(raw)
-        if isinstance(default, int):
-            return int(str(raw).replace("_", ""))
-        if isinstance(default, float):
-            return float(str(raw))
-        if isinstance(default, tuple):
-            return _parse_list(raw)
-        return str(raw)
-    except ValueError as exc:
-        raise SettingsError(f"setting {f.name} from {where}: bad value {raw!r}: {exc}") from exc

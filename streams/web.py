@@ -69,12 +69,12 @@ def machine_json(key: str, m: Machine, pipe: Pipeline, now: float) -> dict[str, 
 class WorkerAPI:
     def __init__(self, pipe: Pipeline) -> None:
         self.pipe = pipe
-        self._tls = client_context(pipe.settings)  # verifies https peers (api_tls_ca)
+        self._tls = client_context(pipe.settings.worker)  # verifies https peers (api_tls_ca)
 
     def register(self, app: aioweb.Application, authenticator: Authenticator | None = None) -> None:
         """Add the routes, behind ``authenticator`` (default: from the settings; a SettingsError
         when they would leave a routable listener open)."""
-        install(app, authenticator or Authenticator.from_settings(self.pipe.settings))
+        install(app, authenticator or Authenticator.from_settings(self.pipe.settings.worker))
         app.router.add_get("/machines", self.list_machines)
         app.router.add_get(r"/machines/{rid:.+}", self.get_machine)
         app.router.add_get("/fleet", self.fleet)
@@ -225,7 +225,7 @@ class WorkerAPI:
         partitions = dict(engine.partitions)
         keys = [k for idx in partitions.values() for k in list(idx.machines)]
         out = FleetSummary(
-            partitions=frozenset(partitions), partitions_total=self.pipe.settings.partitions
+            partitions=frozenset(partitions), partitions_total=self.pipe.settings.kafka.partitions
         )
         for i, key in enumerate(keys):
             if i and i % SUMMARY_CHUNK == 0:
@@ -247,7 +247,11 @@ class WorkerAPI:
             return _error(400, f"unknown query parameter(s) {sorted(unknown)}; use local=1 or none")
         s = self.pipe.settings
         mine = await self._local_summary()
-        meta = {"at": rfc3339(time.time()), "topicPrefix": s.topic_prefix, "appId": s.app_id}
+        meta = {
+            "at": rfc3339(time.time()),
+            "topicPrefix": s.kafka.topic_prefix,
+            "appId": s.kafka.app_id,
+        }
         if request.query.get("local") == "1":
             return aioweb.json_response({**mine.to_dict(), **meta, "workers": 1})
         try:

@@ -100,7 +100,7 @@ class Pipeline:
 
         app.on_before_shutdown.connect(self._shutdown, weak=False)  # type: ignore[arg-type]
 
-        @app.timer(settings.check_interval)  # type: ignore[untyped-decorator]
+        @app.timer(settings.timing.check_interval)  # type: ignore[untyped-decorator]
         async def tick() -> None:
             await self._produce_ticks()
 
@@ -140,10 +140,10 @@ class Pipeline:
             return  # a tick decides with the shared state: never with half of it
         if self.tick_producer is None:
             self.tick_producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                bootstrap_servers=self.settings.kafka.bootstrap,
                 acks="all",
                 linger_ms=0,
-                **client_options(self.settings),
+                **client_options(self.settings.kafka),
             )
             await self.tick_producer.start()
         topic = self.settings.heartbeats_topic

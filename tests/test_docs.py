@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import SETTINGS, Setting, Settings, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -145,18 +145,20 @@ def test_no_reference_outside_the_repository(page: Path) -> None:
 
 # ---- the settings reference -----------------------------------------------------------------
 
-_ROW = re.compile(r"^\|\s*`([a-z][a-z0-9_]*)`\s*\|\s*`([^`]*)`\s*\|\s*`([^`]*)`\s*\|(.*)\|\s*$")
+_ROW = re.compile(
+    r"^\|\s*`([a-z][a-z0-9_]*)`\s*\|\s*`([^`]*)`\s*\|\s*`([^`]*)`\s*\|\s*`([^`]*)`\s*\|(.*)\|\s*$"
+)
 
 
-def documented_settings() -> list[tuple[str, str, str, str]]:
-    """``(setting, environment variable, default, meaning)`` of every row of the settings
-    tables in docs/settings.md (rows whose first cell is a setting name in backticks)."""
+def documented_settings() -> list[tuple[str, str, str, str, str]]:
+    """``(setting, in code, environment variable, default, meaning)`` of every row of the
+    settings tables in docs/settings.md (rows whose first cell is a setting name in backticks)."""
     rows = []
     for line in SETTINGS_DOC.read_text(encoding="utf-8").splitlines():
         m = _ROW.match(line)
         if m:
-            name, env, default, meaning = m.groups()
-            rows.append((name, env, default, meaning.strip()))
+            name, path, env, default, meaning = m.groups()
+            rows.append((name, path, env, default, meaning.strip()))
     return rows
 
 
@@ -175,41 +177,60 @@ def shown_default(value: Any) -> str:
     return str(value) if value != "" else '""'
 
 
-def suggested_row(f: dataclasses.Field[Any]) -> str:
-    return f"| `{f.name}` | `{env_name(f.name)}` | `{shown_default(f.default)}` | <meaning> |"
+def suggested_row(s: Setting) -> str:
+    return f"| `{s.name}` | `{s.path}` | `{s.env}` | `{shown_default(s.default)}` | <meaning> |"
 
 
 def loaded(name: str, shown: str, tmp_path: Path) -> Any:
     """The value a setting gets from its environment variable set to the documented default."""
     raw = "" if shown == '""' else shown
     settings = Settings.load(env={env_name(name): raw}, toml_path=tmp_path / "absent.toml")
-    return getattr(settings, name)
+    return settings.value(name)
+
+
+def section_fields() -> list[str]:
+    """``section.field`` of every field of every section of :class:`Settings`."""
+    defaults = Settings()
+    return [
+        f"{section.name}.{f.name}"
+        for section in dataclasses.fields(Settings)
+        for f in dataclasses.fields(getattr(defaults, section.name))
+    ]
+
+
+def test_every_field_of_the_settings_is_a_setting() -> None:
+    """Each field of each section has exactly one flat name (environment variable, TOML key)."""
+    named = Counter(s.path for s in SETTINGS.values())
+    unnamed = [path for path in section_fields() if path not in named]
+    assert not unnamed, f"fields without a setting name in arcbeat.streams.settings: {unnamed}"
+    assert not [p for p, c in named.items() if c > 1], f"fields named twice: {named}"
+    assert not set(named) - set(section_fields()), "settings naming no field"
 
 
 def test_every_setting_is_documented() -> None:
     documented = {row[0] for row in documented_settings()}
-    missing = [f for f in dataclasses.fields(Settings) if f.name not in documented]
+    missing = [s for s in SETTINGS.values() if s.name not in documented]
     assert not missing, "docs/settings.md lacks settings; add rows such as:\n" + "\n".join(
-        suggested_row(f) for f in missing
+        suggested_row(s) for s in missing
     )
 
 
 def test_no_unknown_or_repeated_setting_is_documented() -> None:
-    known = {f.name for f in dataclasses.fields(Settings)}
     names = Counter(row[0] for row in documented_settings())
-    unknown = sorted(set(names) - known)
+    unknown = sorted(set(names) - set(SETTINGS))
     repeated = sorted(n for n, c in names.items() if c > 1)
     assert not unknown, f"docs/settings.md documents settings that do not exist: {unknown}"
     assert not repeated, f"docs/settings.md documents settings twice: {repeated}"
 
 
 def test_documented_defaults_and_variables_are_right(tmp_path: Path) -> None:
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
     wrong: list[str] = []
-    for name, env, shown, meaning in documented_settings():
-        f = fields.get(name)
-        if f is None:
+    for name, path, env, shown, meaning in documented_settings():
+        s = SETTINGS.get(name)
+        if s is None:
             continue  # test_no_unknown_or_repeated_setting_is_documented
+        if path != s.path:
+            wrong.append(f"{name}: in code `{path}`, should be `{s.path}`")
         if env != env_name(name):
             wrong.append(f"{name}: environment variable {env}, should be {env_name(name)}")
         if not meaning:
@@ -219,9 +240,9 @@ def test_documented_defaults_and_variables_are_right(tmp_path: Path) -> None:
         except SettingsError as exc:
             wrong.append(f"{name}: documented default `{shown}` is not a valid value: {exc}")
             continue
-        if value != f.default:
+        if value != s.default:
             wrong.append(
                 f"{name}: documented default `{shown}` gives {value!r}, the default is "
-                f"{f.default!r} (e.g. `{shown_default(f.default)}`)"
+                f"{s.default!r} (e.g. `{shown_default(s.default)}`)"
             )
     assert not wrong, "docs/settings.md:\n  " + "\n  ".join(wrong)

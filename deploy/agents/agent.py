@@ -123,9 +123,9 @@ class Agent:
         self.version = agent_version()
         self.sequence = 0  # per start, as the contract says; sentAt orders restarts
         # identity binding: sign every message when a principal is configured
-        self.principal = settings.identity_principal
+        self.principal = settings.identity.principal
         self._secret = read_secret(
-            settings.identity_secret, settings.identity_secret_file, "identity_secret"
+            settings.identity.secret, settings.identity.secret_file, "identity_secret"
         ).encode()
         if self.principal and not self._secret:
             raise ValueError(
@@ -160,8 +160,8 @@ class Agent:
         verdict = decode_heartbeat(
             self.payload("heartbeat"),
             self.key,
-            max_bytes=self.settings.max_message_bytes,
-            accepts_region=self.settings.accepts_region,
+            max_bytes=self.settings.input.max_message_bytes,
+            accepts_region=self.settings.input.accepts_region,
         )
         if not isinstance(verdict, Heartbeat):
             raise ValueError(
@@ -203,19 +203,19 @@ async def run_agent(
     """
     say: Progress = progress or (lambda _m: None)
     rid = resource_id or default_resource_id()
-    loc = location or next((r for r in settings.regions if r != "*"), "westeurope")
-    beat = settings.heartbeat_interval if interval is None else interval
+    loc = location or next((r for r in settings.input.regions if r != "*"), "westeurope")
+    beat = settings.timing.heartbeat_interval if interval is None else interval
     if beat <= 0:
         raise ValueError(f"agent: interval must be > 0, got {beat}")
     agent = Agent(settings, resource_id=rid, location=loc, tags=tags)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         client_id="arcbeat-agent",
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
         request_timeout_ms=30_000,
-        **client_options(settings),
+        **client_options(settings.kafka),
     )
     try:
         await asyncio.wait_for(producer.start(), 60)
@@ -223,7 +223,7 @@ async def run_agent(
         with contextlib.suppress(Exception):
             await producer.stop()
         raise ConnectionError(
-            f"agent: cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}; "
+            f"agent: cannot reach Kafka at {settings.kafka.bootstrap}: {exc!r}; "
             "start it with `arcbeat stack up` or set ARCBEAT_KAFKA_BOOTSTRAP"
         ) from exc
     delivered = 0

@@ -115,6 +115,6 @@ def malformed_message(
     if kind == "missing_key":
         return orjson.dumps(body), None
     if kind == "too_large":
-        body["padding"] = "x" * settings.max_message_bytes
+        body["padding"] = "x" * settings.input.max_message_bytes
         return orjson.dumps(body), key
     return rng.randbytes(rng.randrange(1, 200)), key  # random_bytes

@@ -20,7 +20,7 @@ async def stop_quietly(producer: AIOKafkaProducer) -> None:
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        "bootstrap_servers": settings.kafka.bootstrap,
         "client_id": "arcbeat-simulate",
         "acks": "all",
         "enable_idempotence": True,  # retries must not duplicate ground-truth heartbeats
@@ -28,7 +28,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "max_batch_size": 256 * 1024,
         "max_request_size": 4 * 1024 * 1024,
         "request_timeout_ms": 30_000,
-        **client_options(settings),
+        **client_options(settings.kafka),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -38,16 +38,16 @@ async def check_topic(settings: Settings, topic: str) -> None:
     """Fail clearly when ``topic`` is missing (the broker would auto-create it without
     LogAppendTime, and arrival times would silently become the agents' clocks)."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         client_id="arcbeat-simulate",
-        **client_options(settings),
+        **client_options(settings.kafka),
     )
     try:
         await asyncio.wait_for(admin.start(), 30)
         topics = await admin.list_topics()
     except Exception as exc:
         raise ConnectionError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}; "
+            f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc!r}; "
             "start it with `arcbeat stack up` or set ARCBEAT_KAFKA_BOOTSTRAP"
         ) from exc
     finally:
@@ -55,7 +55,7 @@ async def check_topic(settings: Settings, topic: str) -> None:
             await admin.close()
     if topic not in topics:
         raise ConnectionError(
-            f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; create the topics "
-            f"of prefix {settings.topic_prefix!r} first (`ARCBEAT_TOPIC_PREFIX="
-            f"{settings.topic_prefix} arcbeat stack up`)"
+            f"topic {topic!r} does not exist on {settings.kafka.bootstrap}; create the topics "
+            f"of prefix {settings.kafka.topic_prefix!r} first (`ARCBEAT_TOPIC_PREFIX="
+            f"{settings.kafka.topic_prefix} arcbeat stack up`)"
         )

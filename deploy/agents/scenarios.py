@@ -459,5 +459,5 @@ def _bad_location(location: str, locations: Sequence[str]) -> int:
 
 def fleet_locations(settings: Settings) -> tuple[str, ...]:
     """The locations to spread the fleet over: the configured regions (defaults for ``*``)."""
-    regions = tuple(r for r in settings.regions if r != "*")
+    regions = tuple(r for r in settings.input.regions if r != "*")
     return regions or DEFAULT_REGIONS

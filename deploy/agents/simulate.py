@@ -325,7 +325,8 @@ class Simulator:
         kinds = [
             kind
             for kind in self.scenario.malformed_kinds
-            if kind != "unsupported_region" or not self.settings.accepts_region(UNSUPPORTED_REGION)
+            if kind != "unsupported_region"
+            or not self.settings.input.accepts_region(UNSUPPORTED_REGION)
         ]
         if not kinds:
             return
@@ -334,8 +335,8 @@ class Simulator:
         verdict = decode_heartbeat(
             raw,
             key,
-            max_bytes=self.settings.max_message_bytes,
-            accepts_region=self.settings.accepts_region,
+            max_bytes=self.settings.input.max_message_bytes,
+            accepts_region=self.settings.input.accepts_region,
         )
         if isinstance(verdict, Heartbeat):  # cannot happen; never count a valid one as bad
             return
@@ -487,14 +488,14 @@ async def simulate(
         fleet = FleetSpec(locations=fleet_locations(settings))
     built = fleet if isinstance(fleet, Fleet) else Fleet(fleet)
     scenario = scenario or Scenario()
-    beat = interval if interval is not None else settings.heartbeat_interval
+    beat = interval if interval is not None else settings.timing.heartbeat_interval
     if beat <= 0:
         raise ValueError(f"simulate: interval must be > 0, got {beat}")
     schedule = build_schedule(
         built,
         scenario,
         interval=beat,
-        disconnect_after=settings.disconnect_after,
+        disconnect_after=settings.timing.disconnect_after,
         duration=duration,
     )
     target = topic or settings.heartbeats_topic
@@ -520,12 +521,12 @@ async def simulate(
                 "t": time.time(),
                 "event": "header",
                 "topic": target,
-                "bootstrap": settings.kafka_bootstrap,
+                "bootstrap": settings.kafka.bootstrap,
                 "interval": beat,
-                "disconnectAfter": settings.disconnect_after,
-                "expireAfter": settings.expire_after,
-                "maxMessageBytes": settings.max_message_bytes,
-                "regions": list(settings.regions),
+                "disconnectAfter": settings.timing.disconnect_after,
+                "expireAfter": settings.timing.expire_after,
+                "maxMessageBytes": settings.input.max_message_bytes,
+                "regions": list(settings.input.regions),
                 "duration": duration,
                 "untilCount": until_count,
                 "fleet": asdict(built.spec),
@@ -536,7 +537,7 @@ async def simulate(
         )
     if progress is not None:
         progress(
-            f"simulate: {len(built)} machines -> {target} on {settings.kafka_bootstrap}, "
+            f"simulate: {len(built)} machines -> {target} on {settings.kafka.bootstrap}, "
             f"interval {beat:g}s, {len(schedule.actions)} scenario actions"
             + (f", ground truth {groundtruth}" if groundtruth else "")
         )

@@ -15,7 +15,7 @@ WorkerUnreachable = ApiError
 def get_json(url: str) -> Any:
     """``GET url`` as JSON, with the caller's API token ($ARCBEAT_API_TOKEN_FILE or
     $ARCBEAT_API_TOKEN) when there is one; :class:`WorkerUnreachable` with the URL and the fix."""
-    ca = Settings.load().api_tls_ca or None
+    ca = Settings.load().worker.api_tls_ca or None
     return call("GET", url, bearer=token(), ca_file=ca)
 
 

@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     history, note = load_history(settings)
     report = build_report_from_summary(
         summary,
-        CapacityLimits.from_settings(settings),
-        regions=settings.regions,
+        CapacityLimits.from_settings(settings.capacity),
+        regions=settings.input.regions,
         history=history,
         now=time.time(),
     )
@@ -92,21 +92,21 @@ def load_history(settings: Settings) -> tuple[CapacityHistory, str | None]:
     try:
         history_from_influxql(_influx(settings, HISTORY_QUERY), history)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        return history, f"no growth history: InfluxDB at {settings.influx_url}: {exc}"
+        return history, f"no growth history: InfluxDB at {settings.influx.url}: {exc}"
     return history, None
 
 
 def _influx(settings: Settings, q: str, *, write: str | None = None) -> Any:
-    db = urllib.parse.quote(settings.influx_db)
+    db = urllib.parse.quote(settings.influx.db)
     if write is not None:
         req = urllib.request.Request(
-            f"{settings.influx_url}/write?db={db}&precision=ns",
+            f"{settings.influx.url}/write?db={db}&precision=ns",
             data=write.encode(),
             method="POST",
         )
     else:
         req = urllib.request.Request(
-            f"{settings.influx_url}/query?db={db}&epoch=s&q={urllib.parse.quote(q)}"
+            f"{settings.influx.url}/query?db={db}&epoch=s&q={urllib.parse.quote(q)}"
         )
     with urllib.request.urlopen(req, timeout=15) as r:
         body = r.read()

@@ -130,12 +130,12 @@ def _push(args: argparse.Namespace) -> int:
     datasources = None
     if not args.no_datasources:
         datasources = datasource_payloads(
-            prometheus_url=args.prometheus_url or settings.prometheus_url,
-            influx_url=args.influx_url or settings.influx_url,
-            influx_db=settings.influx_db,
-            influx_token=settings.influx_token,
-            influx_username=settings.influx_username,
-            influx_password=settings.influx_password,
+            prometheus_url=args.prometheus_url or settings.stack.prometheus_url,
+            influx_url=args.influx_url or settings.influx.url,
+            influx_db=settings.influx.db,
+            influx_token=settings.influx.token,
+            influx_username=settings.influx.username,
+            influx_password=settings.influx.password,
         )
     try:
         result = push(

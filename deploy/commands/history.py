@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run_until_signal(settings: Settings) -> None:
-    exporter = HistoryExporter(settings, make_sink(settings))
+    exporter = HistoryExporter(settings, make_sink(settings.influx))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, exporter.request_stop)

@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = Settings.load()
     base = base_url(args.url, settings)
     bearer = token(args.token_file)
-    ca = settings.api_tls_ca or None
+    ca = settings.worker.api_tls_ca or None
     if args.action == "create":
         out = call(
             "POST", f"{base}/maintenance", body=request_body(args), bearer=bearer, ca_file=ca

@@ -83,7 +83,7 @@ def _up(args: argparse.Namespace) -> int:
     stack = Stack(Settings.load(), brokers=args.brokers)
     stack.up(_print)
     stack.ensure_topics(warn=_warn)
-    _print(f"stack: topics of prefix {stack.settings.topic_prefix!r} ready")
+    _print(f"stack: topics of prefix {stack.settings.kafka.topic_prefix!r} ready")
     return 0
 
 

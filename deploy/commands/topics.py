@@ -45,12 +45,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.load()
-        options = client_options(settings)
+        options = client_options(settings.kafka)
         outcome = run_sync(
             lambda: ensure_topics_async(
-                settings.kafka_bootstrap,
-                settings.topic_prefix,
-                settings.partitions,
+                settings.kafka.bootstrap,
+                settings.kafka.topic_prefix,
+                settings.kafka.partitions,
                 options=options,
                 replication=Replication.of(settings),
                 warn=lambda m: print(f"arcbeat topics: warning: {m}", file=sys.stderr),
@@ -72,7 +72,7 @@ def _grant(settings: Settings, options: Mapping[str, Any]) -> list[str]:
     """Upsert the SCRAM users whose password files sit next to ``kafka_password_file``
     (compose's secrets volume), then grant every arcbeat principal its ACLs. Returns the
     users that were new."""
-    folder = Path(settings.kafka_password_file).parent
+    folder = Path(settings.kafka.password_file).parent
     users = [u for u in users_of(settings) if u != ADMIN_USER]
     missing = [u for u in users if not (folder / f"{u}.password").is_file()]
     if missing:
@@ -80,6 +80,6 @@ def _grant(settings: Settings, options: Mapping[str, Any]) -> list[str]:
             f"topics --acls: no password file for {', '.join(missing)} in {folder}; run "
             "`python -m arcbeat.deploy.compose_secrets` with the same ARCBEAT_KAFKA_AGENT_USERS"
         )
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.kafka.bootstrap
     added, _ = run_sync(lambda: grant_principals(bootstrap, options, settings, folder))
     return added

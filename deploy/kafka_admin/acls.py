@@ -68,19 +68,19 @@ class AclBinding:
 
 def acl_bindings(settings: Settings, prefix: str | None = None) -> list[AclBinding]:
     """Least privilege for the arcbeat principals of one deployment (topic prefix)."""
-    pre = settings.topic_prefix if prefix is None else prefix
-    names = Topics.of(pre, settings.app_id)
+    pre = settings.kafka.topic_prefix if prefix is None else prefix
+    names = Topics.of(pre, settings.kafka.app_id)
     heartbeats = names.heartbeats
     out: list[AclBinding] = []
-    for agent in settings.kafka_agent_users:
+    for agent in settings.stack.kafka_agent_users:
         user = f"User:{agent}"
         out += [
             AclBinding(user, "topic", heartbeats, "literal", op) for op in ("write", "describe")
         ]
         # idempotent producers (acks=all, enable_idempotence) need no cluster ACL since
         # Kafka 2.8 (WRITE on a topic implies IDEMPOTENT_WRITE)
-    worker = f"User:{settings.kafka_worker_user}"
-    app = settings.app_id
+    worker = f"User:{settings.stack.kafka_worker_user}"
+    app = settings.kafka.app_id
     for op in ("read", "write", "describe", "describe_configs"):
         out.append(AclBinding(worker, "topic", f"{pre}.", "prefixed", op))
     # topics named after the app id: the worker's checkpoints and scope state, Faust's own
@@ -91,7 +91,7 @@ def acl_bindings(settings: Settings, prefix: str | None = None) -> list[AclBindi
         AclBinding(worker, "transactional_id", app, "prefixed", op) for op in ("write", "describe")
     ]
     out.append(AclBinding(worker, "cluster", "kafka-cluster", "literal", "describe"))
-    history = f"User:{settings.kafka_history_user}"
+    history = f"User:{settings.stack.kafka_history_user}"
     # the maintenance windows are read without a consumer group, from the beginning
     for topic in (names.status, names.fleet, names.maintenance):
         out += [AclBinding(history, "topic", topic, "literal", op) for op in ("read", "describe")]

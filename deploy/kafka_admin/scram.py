@@ -35,9 +35,9 @@ def users_of(settings: Settings) -> list[str]:
     """Every SCRAM user of a deployment, admin first, without duplicates."""
     names = [
         ADMIN_USER,
-        settings.kafka_worker_user,
-        settings.kafka_history_user,
-        *settings.kafka_agent_users,
+        settings.stack.kafka_worker_user,
+        settings.stack.kafka_history_user,
+        *settings.stack.kafka_agent_users,
     ]
     return list(dict.fromkeys(n for n in names if n))
 

@@ -1,6 +1,6 @@
 """The Kafka topics of one arcbeat deployment, created idempotently with aiokafka's admin client.
 
-Topics (``prefix`` = ``settings.topic_prefix``):
+Topics (``prefix`` = ``settings.kafka.topic_prefix``):
 
 - ``<prefix>.heartbeats``: agent heartbeats. ``message.timestamp.type=LogAppendTime`` so the
   record timestamp is the broker's arrival time (agents' clocks cannot move deadlines), and a
@@ -84,7 +84,7 @@ class Replication:
 
     @classmethod
     def of(cls, settings: Settings) -> Replication:
-        return cls(settings.replication_factor, settings.min_insync_replicas)
+        return cls(settings.kafka.replication_factor, settings.kafka.min_insync_replicas)
 
     def resolve(self, brokers: int, bootstrap: str) -> tuple[int, int]:
         """(replication factor, min.insync.replicas) on a cluster of ``brokers`` brokers.

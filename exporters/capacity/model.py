@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from arcbeat.streams.settings import Settings
+from arcbeat.streams.settings import CapacitySettings
 
 # Check kinds, as in the metric label `kind` of the arcbeat_capacity_* metrics.
 RESOURCE_GROUPS_PER_SUBSCRIPTION: Final = "resource_groups_per_subscription"
@@ -75,12 +75,12 @@ class CapacityLimits:
     tenant_objects: int = 50_000
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CapacityLimits:
+    def from_settings(cls, capacity: CapacitySettings) -> CapacityLimits:
         return cls(
-            resource_groups_per_subscription=settings.limit_resource_groups_per_subscription,
-            machines_per_resource_group=settings.limit_machines_per_resource_group,
-            tags_per_machine=settings.limit_tags_per_machine,
-            tenant_objects=settings.limit_tenant_objects,
+            resource_groups_per_subscription=capacity.limit_resource_groups_per_subscription,
+            machines_per_resource_group=capacity.limit_machines_per_resource_group,
+            tags_per_machine=capacity.limit_tags_per_machine,
+            tenant_objects=capacity.limit_tenant_objects,
         )
 
 

@@ -44,7 +44,10 @@ log = logging.getLogger("arcbeat.exporters.history")
 
 def capacity_url(settings: Settings) -> str:
     """Where the capacity task reads the fleet's counts (a worker's ``GET /capacity``)."""
-    base = settings.capacity_source_url or f"http://{settings.web_host}:{settings.web_port}"
+    base = (
+        settings.capacity.source_url
+        or f"http://{settings.worker.web_host}:{settings.worker.web_port}"
+    )
     base = base.rstrip("/")
     return base if base.endswith("/capacity") else f"{base}/capacity"
 
@@ -63,8 +66,8 @@ class CapacityTask:
         self.settings = settings
         self.sink = sink
         self.url = capacity_url(settings)
-        self.interval = settings.capacity_interval
-        self.limits = CapacityLimits.from_settings(settings)
+        self.interval = settings.capacity.interval
+        self.limits = CapacityLimits.from_settings(settings.capacity)
         self.history = CapacityHistory(max_samples=HISTORY_SAMPLES)
         self.report: CapacityReport | None = None
         self._history_loaded = False
@@ -124,7 +127,7 @@ class CapacityTask:
             build_report_from_summary,
             summary,
             self.limits,
-            regions=self.settings.regions,
+            regions=self.settings.input.regions,
             history=self.history,
             now=now,
         )
@@ -148,11 +151,11 @@ class CapacityTask:
                 "base URL (or ARCBEAT_CAPACITY_INTERVAL=0 to switch capacity reports off)"
             ) from exc
         prefix = data.get("topicPrefix") if isinstance(data, dict) else None
-        if prefix is not None and prefix != self.settings.topic_prefix:
+        if prefix is not None and prefix != self.settings.kafka.topic_prefix:
             raise _CapacityFetchError(
                 f"the worker at {self.url} serves topic prefix {prefix!r}, this exporter "
-                f"{self.settings.topic_prefix!r}: point ARCBEAT_CAPACITY_SOURCE_URL at a worker "
-                "of this deployment"
+                f"{self.settings.kafka.topic_prefix!r}: point ARCBEAT_CAPACITY_SOURCE_URL at a "
+                "worker of this deployment"
             )
         try:
             summary = FleetSummary.from_dict(data, source=self.url)
@@ -171,13 +174,13 @@ class CapacityTask:
         """Pre-fill the growth history from InfluxDB once (retried each round until it works)."""
         s = self.settings
         headers: dict[str, str] = {}
-        if s.influx_api == "v2" and s.influx_token:
-            headers["Authorization"] = f"Token {s.influx_token}"
-        elif s.influx_username:
-            auth = aiohttp.BasicAuth(s.influx_username, s.influx_password)
+        if s.influx.api == "v2" and s.influx.token:
+            headers["Authorization"] = f"Token {s.influx.token}"
+        elif s.influx.username:
+            auth = aiohttp.BasicAuth(s.influx.username, s.influx.password)
             headers["Authorization"] = auth.encode()
-        params = {"db": s.influx_db, "epoch": "s", "q": HISTORY_QUERY}
-        url = f"{s.influx_url.rstrip('/')}/query"
+        params = {"db": s.influx.db, "epoch": "s", "q": HISTORY_QUERY}
+        url = f"{s.influx.url.rstrip('/')}/query"
         try:
             async with http.get(url, params=params, headers=headers) as resp:
                 body = await resp.json(content_type=None)
@@ -188,7 +191,7 @@ class CapacityTask:
             self._warn(
                 "history",
                 f"history: capacity growth history not loaded from {url} (database "
-                f"{s.influx_db!r}): {type(exc).__name__}: {exc}; forecasts start from new "
+                f"{s.influx.db!r}): {type(exc).__name__}: {exc}; forecasts start from new "
                 "reports, retrying next round",
             )
             return
@@ -203,7 +206,7 @@ class CapacityTask:
         step_ns = max(1, round(self.interval * 1e9))
         at_ns = int(report.generated_at * 1e9) // step_ns * step_ns  # aligned: idempotent
         lines = [capacity_line(u.kind, u.scope, u.used, u.limit, at_ns) for u in report.checks]
-        size = max(1, self.settings.influx_batch_size)
+        size = max(1, self.settings.influx.batch_size)
         try:
             for i in range(0, len(lines), size):
                 await self.sink.write(lines[i : i + size])

@@ -54,11 +54,11 @@ class HistoryError(RuntimeError):
 
 
 def fleet_topic(settings: Settings) -> str:
-    return f"{settings.topic_prefix}.fleet"
+    return f"{settings.kafka.topic_prefix}.fleet"
 
 
 def history_group_id(settings: Settings) -> str:
-    return f"{settings.app_id}-history"
+    return f"{settings.kafka.app_id}-history"
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -96,7 +96,7 @@ class HistoryExporter:
         self.writer = PointWriter(sink, self.metrics)
         self.group_id = group_id or history_group_id(settings)
         self.topics = (settings.status_topic, fleet_topic(settings))
-        self.batch_size = max(1, settings.influx_batch_size)
+        self.batch_size = max(1, settings.influx.batch_size)
         self.max_buffered = max_buffered_points or 10 * self.batch_size
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -114,7 +114,7 @@ class HistoryExporter:
         self._consumer: AIOKafkaConsumer | None = None
         self._web: web.AppRunner | None = None
         self.capacity: CapacityTask | None = None
-        if settings.capacity_interval > 0:
+        if settings.capacity.interval > 0:
             self.capacity = CapacityTask(settings, sink, self.registry)
         self.maintenance = MaintenanceFollower(
             settings,
@@ -146,13 +146,13 @@ class HistoryExporter:
     async def run(self) -> None:
         """Consume until :meth:`request_stop`; then flush (up to ``stop_timeout``) and close."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            bootstrap_servers=self.settings.kafka.bootstrap,
             group_id=self.group_id,
             client_id=f"{self.group_id}-{id(self):x}",
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
-            **client_options(self.settings),
+            **client_options(self.settings.kafka),
         )
         consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         try:
@@ -160,7 +160,7 @@ class HistoryExporter:
         except KafkaError as exc:
             await consumer.stop()
             raise HistoryError(
-                f"history: cannot reach Kafka at {self.settings.kafka_bootstrap} "
+                f"history: cannot reach Kafka at {self.settings.kafka.bootstrap} "
                 f"(ARCBEAT_KAFKA_BOOTSTRAP): {exc}"
             ) from exc
         self._consumer = consumer
@@ -175,7 +175,7 @@ class HistoryExporter:
             log.info(
                 "history: %s -> InfluxDB %s (group %s, batch %d, buffer %d)",
                 ", ".join(self.topics),
-                self.settings.influx_url,
+                self.settings.influx.url,
                 self.group_id,
                 self.batch_size,
                 self.max_buffered,
@@ -216,7 +216,7 @@ class HistoryExporter:
         now = time.monotonic()
         wait = 0.5
         if self._entries:
-            due = max(self._retry_at, self._entries[0].at + self.settings.influx_flush_interval)
+            due = max(self._retry_at, self._entries[0].at + self.settings.influx.flush_interval)
             wait = min(wait, due - now)
         return max(0.01, wait)
 
@@ -259,7 +259,7 @@ class HistoryExporter:
             if now < self._retry_at:
                 return
             full = self._points >= self.batch_size
-            aged = now - self._entries[0].at >= self.settings.influx_flush_interval
+            aged = now - self._entries[0].at >= self.settings.influx.flush_interval
             if not (full or aged):
                 return
             if not await self._flush_batch():
@@ -380,20 +380,22 @@ class HistoryExporter:
         app.router.add_get("/healthz", self._handle_health)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.web_host, self.settings.history_port)
+        site = web.TCPSite(runner, self.settings.worker.web_host, self.settings.influx.history_port)
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise HistoryError(
-                f"history: cannot serve /metrics on {self.settings.web_host}:"
-                f"{self.settings.history_port} (ARCBEAT_HISTORY_PORT): {exc}"
+                f"history: cannot serve /metrics on {self.settings.worker.web_host}:"
+                f"{self.settings.influx.history_port} (ARCBEAT_HISTORY_PORT): {exc}"
             ) from exc
         self._web = runner
         addresses = runner.addresses
-        self.metrics_port = int(addresses[0][1]) if addresses else self.settings.history_port
+        self.metrics_port = int(addresses[0][1]) if addresses else self.settings.influx.history_port
         log.info(
-            "history: metrics on http://%s:%s/metrics", self.settings.web_host, self.metrics_port
+            "history: metrics on http://%s:%s/metrics",
+            self.settings.worker.web_host,
+            self.metrics_port,
         )
 
     async def _handle_metrics(self, request: web.Request) -> web.Response:

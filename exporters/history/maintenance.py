@@ -29,7 +29,7 @@ log = logging.getLogger("arcbeat.exporters.history")
 
 
 def maintenance_topic(settings: Settings) -> str:
-    return f"{settings.topic_prefix}.maintenance"
+    return f"{settings.kafka.topic_prefix}.maintenance"
 
 
 class MaintenanceFollower:
@@ -66,13 +66,13 @@ class MaintenanceFollower:
         while not self._stopping.is_set():
             consumer = AIOKafkaConsumer(
                 topic,
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                bootstrap_servers=self.settings.kafka.bootstrap,
                 group_id=None,
                 client_id=self.client_id,
                 enable_auto_commit=False,
                 isolation_level="read_committed",
                 auto_offset_reset="earliest",
-                **client_options(self.settings),
+                **client_options(self.settings.kafka),
             )
             try:
                 await consumer.start()

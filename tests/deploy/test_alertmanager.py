@@ -330,7 +330,7 @@ def test_stack_alertmanager_inhibits_machines_of_a_silent_location(stack: Stack)
 
     service = stack.service("alertmanager")
     assert isinstance(service, Alertmanager), service
-    api = AlertmanagerAPI(stack.settings.alertmanager_url.rstrip("/"))
+    api = AlertmanagerAPI(stack.settings.stack.alertmanager_url.rstrip("/"))
     if service.config.read_text() != CONFIG.read_text():
         service.prepare(lambda message: None)
         api.reload()

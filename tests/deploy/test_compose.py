@@ -11,14 +11,13 @@ import subprocess
 import sys
 import tomllib
 import urllib.parse
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from arcbeat.streams.settings import Settings
+from arcbeat.streams.settings import SETTINGS, Settings
 from tests.support.paths import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -172,7 +171,7 @@ def test_depends_on_names_existing_services() -> None:
 
 
 def test_arcbeat_environment_names_real_settings() -> None:
-    known = {"ARCBEAT_" + f.name.upper() for f in fields(Settings)}
+    known = {s.env for s in SETTINGS.values()}
     for service in SERVICES:
         for key in _env(service):
             if key.startswith("ARCBEAT_"):
@@ -227,12 +226,12 @@ def test_published_ports_match_the_local_stack_defaults() -> None:
     """The host CLI with default settings talks to compose exactly as to `arcbeat stack`."""
     defaults = Settings()
     assert 9092 in _published("kafka")
-    assert defaults.kafka_bootstrap.endswith(":9092")
-    assert _published("prometheus") == {_port_of(defaults.prometheus_url): 9090}
-    assert _published("alertmanager") == {_port_of(defaults.alertmanager_url): 9093}
-    assert _published("influxdb") == {_port_of(defaults.influx_url): 8086}
-    assert _published("worker") == {defaults.web_port: defaults.web_port}
-    assert _published("history") == {defaults.history_port: defaults.history_port}
+    assert defaults.kafka.bootstrap.endswith(":9092")
+    assert _published("prometheus") == {_port_of(defaults.stack.prometheus_url): 9090}
+    assert _published("alertmanager") == {_port_of(defaults.stack.alertmanager_url): 9093}
+    assert _published("influxdb") == {_port_of(defaults.influx.url): 8086}
+    assert _published("worker") == {defaults.worker.web_port: defaults.worker.web_port}
+    assert _published("history") == {defaults.influx.history_port: defaults.influx.history_port}
 
 
 def test_prometheus_compose_targets_are_compose_services_with_matching_ports() -> None:
@@ -263,11 +262,15 @@ def test_local_and_compose_prometheus_configs_agree() -> None:
     assert PROM_LOCAL["rule_files"] == PROM_COMPOSE["rule_files"]
     assert PROM_LOCAL["global"]["scrape_interval"] == PROM_COMPOSE["global"]["scrape_interval"]
     defaults = Settings()
-    workers = [f"127.0.0.1:{defaults.web_port + i}" for i in range(4)]
+    workers = [f"127.0.0.1:{defaults.worker.web_port + i}" for i in range(4)]
     assert _targets(PROM_LOCAL, "arcbeat") == workers
-    assert _targets(PROM_LOCAL, "arcbeat-history") == [f"127.0.0.1:{defaults.history_port}"]
-    assert _alertmanager_targets(PROM_LOCAL) == [f"127.0.0.1:{_port_of(defaults.alertmanager_url)}"]
-    assert _targets(PROM_LOCAL, "prometheus") == [f"127.0.0.1:{_port_of(defaults.prometheus_url)}"]
+    assert _targets(PROM_LOCAL, "arcbeat-history") == [f"127.0.0.1:{defaults.influx.history_port}"]
+    assert _alertmanager_targets(PROM_LOCAL) == [
+        f"127.0.0.1:{_port_of(defaults.stack.alertmanager_url)}"
+    ]
+    assert _targets(PROM_LOCAL, "prometheus") == [
+        f"127.0.0.1:{_port_of(defaults.stack.prometheus_url)}"
+    ]
 
 
 def test_alertmanager_mounts_its_compose_config_and_reaches_the_host() -> None:

@@ -246,7 +246,7 @@ def test_topics_acls_then_each_principal_gets_only_its_rights(compose_broker: Pa
 
     async def check() -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=agent.kafka_bootstrap, **client_options(agent)
+            bootstrap_servers=agent.kafka.bootstrap, **client_options(agent.kafka)
         )
         await producer.start()
         try:
@@ -257,7 +257,7 @@ def test_topics_acls_then_each_principal_gets_only_its_rights(compose_broker: Pa
         finally:
             await producer.stop()
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=worker.kafka_bootstrap, **client_options(worker)
+            bootstrap_servers=worker.kafka.bootstrap, **client_options(worker.kafka)
         )
         await admin.start()
         try:

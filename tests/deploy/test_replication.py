@@ -56,7 +56,7 @@ BOOT = "127.0.0.1:9092"
 
 def test_replication_settings_default_to_auto_and_load_from_the_environment() -> None:
     s = Settings()
-    assert (s.replication_factor, s.min_insync_replicas) == (0, 0)
+    assert (s.kafka.replication_factor, s.kafka.min_insync_replicas) == (0, 0)
     s = Settings.load(
         env={"ARCBEAT_REPLICATION_FACTOR": "3", "ARCBEAT_MIN_INSYNC_REPLICAS": "2"},
         toml_path="/nonexistent.toml",

@@ -81,7 +81,7 @@ async def prefix(stack: Stack) -> AsyncIterator[str]:
     """A unique topic prefix; its topics are deleted afterwards (the shared broker stays tidy)."""
     name = f"test-stack-{uuid.uuid4().hex[:10]}"
     yield name
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka.bootstrap)
     await admin.start()
     try:
         topics = [t for t in await admin.list_topics() if t.startswith(f"{name}.")]
@@ -106,7 +106,7 @@ def test_topic_specs_names_and_configs() -> None:
     hb = specs["p.heartbeats"]
     assert hb.configs["message.timestamp.type"] == "LogAppendTime"
     # far above the worker's own limit, so the worker (not the broker) rejects big messages
-    assert int(hb.configs["max.message.bytes"]) >= 100 * Settings().max_message_bytes
+    assert int(hb.configs["max.message.bytes"]) >= 100 * Settings().input.max_message_bytes
     maintenance = specs.pop("p.maintenance")
     assert all(s.partitions == 3 for s in specs.values())
     # every worker reads all windows: one partition whatever ARCBEAT_PARTITIONS says, compacted
@@ -272,7 +272,7 @@ def test_status_reports_every_service_healthy(stack: Stack) -> None:
         assert s.running and s.healthy, s
         assert s.pid is not None and processes.alive(s.pid)
         assert s.log.parent == stack.state_dir / "logs"
-    kafka_port = stack.settings.kafka_bootstrap.rsplit(":", 1)[1]
+    kafka_port = stack.settings.kafka.bootstrap.rsplit(":", 1)[1]
     assert statuses["kafka"].address == f"127.0.0.1:{kafka_port}"
 
 
@@ -336,7 +336,7 @@ def test_influx_write_and_query_round_trip(stack: Stack) -> None:
     base = f"http://{stack.service('influxdb').address}"
     databases = _influx_query(base, "SHOW DATABASES")
     names = [row[0] for row in databases["results"][0]["series"][0]["values"]]  # type: ignore[index]
-    assert stack.settings.influx_db in names
+    assert stack.settings.influx.db in names
     db = f"arcbeat_stack_test_{uuid.uuid4().hex[:8]}"
     _influx_query(base, f'CREATE DATABASE "{db}"')
     try:
@@ -355,7 +355,7 @@ def test_influx_write_and_query_round_trip(stack: Stack) -> None:
 async def test_topics_are_created_once_with_their_configs(stack: Stack, prefix: str) -> None:
     assert set(stack.ensure_topics(prefix, 2).values()) == {"created"}
     assert set(stack.ensure_topics(prefix, 2).values()) == {"exists"}
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka.bootstrap)
     await admin.start()
     try:
         [response] = await admin.describe_configs(
@@ -381,7 +381,7 @@ async def test_topics_are_created_once_with_their_configs(stack: Stack, prefix: 
 async def test_produce_consume_round_trip_stamps_broker_time(stack: Stack, prefix: str) -> None:
     stack.ensure_topics(prefix, 1)
     topic = f"{prefix}.heartbeats"
-    bootstrap = stack.settings.kafka_bootstrap
+    bootstrap = stack.settings.kafka.bootstrap
     create_time = int(time.time() * 1000) - 3_600_000  # an agent clock one hour behind
     big = b"x" * (64 * 1024)  # above the worker's limit, still accepted by the topic
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)

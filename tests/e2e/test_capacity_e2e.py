@@ -171,8 +171,8 @@ def http_get(url: str) -> tuple[int, Any]:
 
 
 def influx_query(settings: Settings, q: str) -> dict[str, Any]:
-    data = urllib.parse.urlencode({"db": settings.influx_db, "q": q, "epoch": "ns"}).encode()
-    with urllib.request.urlopen(f"{settings.influx_url}/query", data=data, timeout=15) as r:
+    data = urllib.parse.urlencode({"db": settings.influx.db, "q": q, "epoch": "ns"}).encode()
+    with urllib.request.urlopen(f"{settings.influx.url}/query", data=data, timeout=15) as r:
         body: dict[str, Any] = json.loads(r.read())
     return body
 
@@ -228,7 +228,7 @@ class Proc:
 
 def produce(settings: Settings, machines: list[Sent]) -> None:
     async def go() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
         await producer.start()
         try:
             now = time.time()
@@ -290,8 +290,8 @@ def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
     env.update(
         {
             "ARCBEAT_CONFIG": str(tmp_path / "no-arcbeat.toml"),
-            "ARCBEAT_KAFKA_BOOTSTRAP": stack.settings.kafka_bootstrap,
-            "ARCBEAT_INFLUX_URL": stack.settings.influx_url,
+            "ARCBEAT_KAFKA_BOOTSTRAP": stack.settings.kafka.bootstrap,
+            "ARCBEAT_INFLUX_URL": stack.settings.influx.url,
             "ARCBEAT_INFLUX_API": "v1",
             "ARCBEAT_INFLUX_DB": f"test_capacity_{tag}",
             "ARCBEAT_TOPIC_PREFIX": prefix,
@@ -316,7 +316,7 @@ def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
         for p in dep.procs:
             p.kill()
         with contextlib.suppress(Exception):
-            influx_query(settings, f"DROP DATABASE {quote_ident(settings.influx_db)}")
+            influx_query(settings, f"DROP DATABASE {quote_ident(settings.influx.db)}")
 
 
 # ------------------------------------------------------------------------------ test
@@ -324,7 +324,7 @@ def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
 
 def test_capacity_from_worker_counts_to_cli_metrics_and_influxdb(deployment: Deployment) -> None:
     dep, s = deployment, deployment.settings
-    base = f"http://{s.web_host}:{s.web_port}"
+    base = f"http://{s.worker.web_host}:{s.worker.web_port}"
     machines = fleet()
 
     worker = dep.start("worker", "worker", "--loglevel", "info")
@@ -346,7 +346,7 @@ def test_capacity_from_worker_counts_to_cli_metrics_and_influxdb(deployment: Dep
 
     summary = wait_for("the worker to count 60 machines", counted, 60, on_timeout=worker.tail)
     assert summary["workers"] == 1
-    assert summary["topicPrefix"] == s.topic_prefix
+    assert summary["topicPrefix"] == s.kafka.topic_prefix
     assert summary["partitions"] == list(range(PARTITIONS))
     assert summary["partitionsTotal"] == PARTITIONS
     assert summary["resourceGroups"][SUB_A]["rg-0"] == 5  # RG-0 and rg-0 are one group
@@ -377,7 +377,7 @@ def test_capacity_from_worker_counts_to_cli_metrics_and_influxdb(deployment: Dep
         build_report(
             [m.summary() for m in machines],
             CapacityLimits(**{k.removeprefix("limit_"): v for k, v in LIMITS.items()}),
-            regions=s.regions,
+            regions=s.input.regions,
             now=time.time(),
         )
     )
@@ -402,7 +402,7 @@ def test_capacity_from_worker_counts_to_cli_metrics_and_influxdb(deployment: Dep
 
     # ---- arcbeat history: capacity gauges on its /metrics, points in InfluxDB
     history = dep.start("history", "history")
-    metrics_url = f"http://{s.web_host}:{s.history_port}/metrics"
+    metrics_url = f"http://{s.worker.web_host}:{s.influx.history_port}/metrics"
 
     def scrape() -> str | None:
         assert history.alive(), f"history exited\n{history.tail()}"

@@ -105,7 +105,7 @@ class Cluster:
 
     @property
     def bootstrap(self) -> str:
-        return self.settings.kafka_bootstrap
+        return self.settings.kafka.bootstrap
 
     def node(self, n: int) -> Stack:
         return Stack(self.settings, only=(f"kafka-{n}",))
@@ -199,9 +199,9 @@ def cluster(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             brokers.up(lambda m: say(f"cluster: {m}"))
         except StackError as exc:
             pytest.fail(f"the three-broker cluster could not start:\n{exc}", pytrace=False)
-        say(f"cluster: 3 brokers up on {settings.kafka_bootstrap} in {time.time() - t0:.1f}s")
+        say(f"cluster: 3 brokers up on {settings.kafka.bootstrap} in {time.time() - t0:.1f}s")
         t0 = time.time()
-        run_sync(lambda: _first_transaction(settings.kafka_bootstrap))
+        run_sync(lambda: _first_transaction(settings.kafka.bootstrap))
         say(f"cluster: first transaction and offset commit in {time.time() - t0:.1f}s")
         yield Cluster(settings, root)
     finally:
@@ -474,7 +474,7 @@ def test_broker_kill_and_clean_stop_lose_nothing(
     problems: list[str] = []
     try:
         w = dep.start_worker(0)
-        history = HistoryProcess(dep, stack.settings.influx_url, dep.name.replace("-", "_"))
+        history = HistoryProcess(dep, stack.settings.influx.url, dep.name.replace("-", "_"))
         w.wait_ready(timeout=90)
         sim = dep.simulate(
             "-n", str(n), "--seed", str(seed), "--duration", "185",

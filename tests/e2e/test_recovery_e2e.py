@@ -134,7 +134,7 @@ def broker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
         except StackError as exc:
             pytest.fail(f"the test broker could not start:\n{exc}", pytrace=False)
         say(f"test broker: up on 127.0.0.1:{base} in {time.time() - t0:.1f}s ({root})")
-        yield Broker(kafka, settings.kafka_bootstrap, root, (base, base + 1))
+        yield Broker(kafka, settings.kafka.bootstrap, root, (base, base + 1))
     finally:
         kafka.down(lambda m: say(f"test broker: {m}"))
 
@@ -498,7 +498,8 @@ def test_broker_restart_declares_nothing_false(broker: Broker, tmp_path: Path) -
         undeclared = sorted(stopped - {t.key for t in timeouts})
         assert not undeclared, f"stopped after the restart, never declared: {undeclared}"
         delays = [
-            t.changed_at - (t.last_heartbeat_at + dep.settings.disconnect_after) for t in timeouts
+            t.changed_at - (t.last_heartbeat_at + dep.settings.timing.disconnect_after)
+            for t in timeouts
         ]
         say(
             f"broker restart: {len(timeouts)} machines stopped after the restart declared "
@@ -617,7 +618,7 @@ def test_sigkill_then_immediate_restart_is_ready_fast(stack: Stack, tmp_path: Pa
         trace = trace_readiness(w, killed, every=0.05, healthz=True)
         say(
             f"kill -> ready {trace.ready_after:.2f}s (session timeout "
-            f"{dep.settings.session_timeout:g}s): {trace.summary()}"
+            f"{dep.settings.worker.session_timeout:g}s): {trace.summary()}"
         )
         assert trace.ready_after <= READY_TIMEOUT
         truth = sim.wait(90)

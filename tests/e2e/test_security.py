@@ -133,7 +133,7 @@ def test_tls_1_0_and_1_1_refused_1_2_and_1_3_accepted(secure: SecureKafka) -> No
 
 @pytest.mark.services
 def test_client_helper_refuses_below_tls_1_2(secure: SecureKafka) -> None:
-    ctx = client_options(secure.as_user("agent-1"))["ssl_context"]
+    ctx = client_options(secure.as_user("agent-1").kafka)["ssl_context"]
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
 
@@ -142,15 +142,15 @@ def test_client_helper_refuses_below_tls_1_2(secure: SecureKafka) -> None:
 async def test_wrong_password_and_plaintext_are_refused(secure: SecureKafka) -> None:
     bad = secure.as_user("agent-1").replace(kafka_password="wrong", kafka_password_file="")
     producer = AIOKafkaProducer(
-        bootstrap_servers=secure.settings.kafka_bootstrap,
+        bootstrap_servers=secure.settings.kafka.bootstrap,
         request_timeout_ms=10_000,
-        **client_options(bad),
+        **client_options(bad.kafka),
     )
     with pytest.raises(KafkaError):
         await asyncio.wait_for(producer.start(), 30)
     await producer.stop()
     plain = AIOKafkaProducer(
-        bootstrap_servers=secure.settings.kafka_bootstrap, request_timeout_ms=5_000
+        bootstrap_servers=secure.settings.kafka.bootstrap, request_timeout_ms=5_000
     )
     with pytest.raises((KafkaError, asyncio.TimeoutError)):
         await asyncio.wait_for(plain.start(), 15)
@@ -160,8 +160,8 @@ async def test_wrong_password_and_plaintext_are_refused(secure: SecureKafka) -> 
 @pytest.mark.services
 async def test_agent_writes_heartbeats_but_cannot_read_or_write_status(secure: SecureKafka) -> None:
     s = secure.settings
-    opts = client_options(secure.as_user("agent-1"))
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **opts)
+    opts = client_options(secure.as_user("agent-1").kafka)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, **opts)
     await producer.start()
     try:
         md = await producer.send_and_wait(s.heartbeats_topic, b"{}", key=b"k")
@@ -170,7 +170,7 @@ async def test_agent_writes_heartbeats_but_cannot_read_or_write_status(secure: S
             await producer.send_and_wait(s.status_topic, b"{}", key=b"k")
     finally:
         await producer.stop()
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **opts)
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap, **opts)
     await admin.start()
     try:
         described = {
@@ -180,7 +180,10 @@ async def test_agent_writes_heartbeats_but_cannot_read_or_write_status(secure: S
         await admin.close()
     assert described[s.status_topic] == 29  # TOPIC_AUTHORIZATION_FAILED
     consumer = AIOKafkaConsumer(
-        s.status_topic, group_id=f"{s.app_id}-spy", bootstrap_servers=s.kafka_bootstrap, **opts
+        s.status_topic,
+        group_id=f"{s.kafka.app_id}-spy",
+        bootstrap_servers=s.kafka.bootstrap,
+        **opts,
     )
     try:
         with pytest.raises(TopicAuthorizationFailedError):
@@ -206,10 +209,10 @@ async def test_signed_agent_through_sasl_ssl_to_worker_principal(secure: SecureK
     worker = secure.as_user("worker")
     consumer = AIOKafkaConsumer(
         s.heartbeats_topic,
-        group_id=f"{s.app_id}-check",
-        bootstrap_servers=s.kafka_bootstrap,
+        group_id=f"{s.kafka.app_id}-check",
+        bootstrap_servers=s.kafka.bootstrap,
         auto_offset_reset="earliest",
-        **client_options(worker),
+        **client_options(worker.kafka),
     )
     await consumer.start()
     engine = Engine(
@@ -262,10 +265,10 @@ def test_secrets_never_in_logs_or_repr(secure: SecureKafka, tmp_path: Path) -> N
     env = {
         "ARCBEAT_CONFIG": str(tmp_path / "none.toml"),
         "ARCBEAT_STATE_DIR": str(secure.root),
-        "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
         "ARCBEAT_KAFKA_CONTROLLER_PORT": str(CONTROLLER_PORT),
         "ARCBEAT_KAFKA_SECURITY": "sasl_ssl",
-        "ARCBEAT_TOPIC_PREFIX": s.topic_prefix,
+        "ARCBEAT_TOPIC_PREFIX": s.kafka.topic_prefix,
         "ARCBEAT_REGIONS": "*",
         "ARCBEAT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "ARCBEAT_KAFKA_USERNAME": "agent-1",
@@ -311,9 +314,9 @@ def test_fuzz_decode_heartbeat_small() -> None:
 
 async def _agent_can_write(settings: Settings) -> bool:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         request_timeout_ms=10_000,
-        **client_options(settings),
+        **client_options(settings.kafka),
     )
     try:
         await asyncio.wait_for(producer.start(), 30)
@@ -330,7 +333,9 @@ def test_scram_user_added_after_format_and_rotated(secure: SecureKafka) -> None:
     """A principal added to kafka_agent_users later gets its SCRAM credential and ACLs on the
     next `stack up`; replacing its password file rotates the credential."""
     late = "agent-late"
-    settings = secure.settings.replace(kafka_agent_users=(*secure.settings.kafka_agent_users, late))
+    settings = secure.settings.replace(
+        kafka_agent_users=(*secure.settings.stack.kafka_agent_users, late)
+    )
     lines: list[str] = []
     Stack(settings, only=("kafka",)).up(lines.append)
     assert f"kafka: SCRAM users added: {late}" in lines, lines
@@ -355,14 +360,14 @@ def _pipeline_env(secure: SecureKafka, user: str, **extra: str) -> dict[str, str
         {
             "ARCBEAT_CONFIG": str(secure.root / "none.toml"),
             "ARCBEAT_STATE_DIR": str(secure.root),
-            "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
             "ARCBEAT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
             "ARCBEAT_KAFKA_USERNAME": user,
             "ARCBEAT_KAFKA_PASSWORD_FILE": str(ks.password_file(secure.root, user)),
             "ARCBEAT_KAFKA_CA_FILE": str(ks.secrets_dir(secure.root) / "ca.pem"),
-            "ARCBEAT_TOPIC_PREFIX": s.topic_prefix,
-            "ARCBEAT_APP_ID": s.app_id,
-            "ARCBEAT_PARTITIONS": str(s.partitions),
+            "ARCBEAT_TOPIC_PREFIX": s.kafka.topic_prefix,
+            "ARCBEAT_APP_ID": s.kafka.app_id,
+            "ARCBEAT_PARTITIONS": str(s.kafka.partitions),
             "ARCBEAT_REGIONS": "*",
             "PYTHONUNBUFFERED": "1",
         }
@@ -410,7 +415,7 @@ def test_worker_simulator_and_history_over_sasl_ssl(
     onboarding and outage reaches the status topic and InfluxDB. The worker started with an
     agent's credentials is refused with a clear message."""
     base = free_port_block(3)
-    influx_url, db = stack.settings.influx_url, f"sec_{uuid.uuid4().hex[:8]}"
+    influx_url, db = stack.settings.influx.url, f"sec_{uuid.uuid4().hex[:8]}"
     worker_env = _pipeline_env(
         secure, "worker", web_port=str(base), data_dir=str(tmp_path / "data")
     )
@@ -509,11 +514,11 @@ def test_influx_credentials_from_files_never_shown(tmp_path: Path) -> None:
         "ARCBEAT_INFLUX_PASSWORD_FILE": str(tmp_path / "password"),
     }
     s = Settings.load(env=env, toml_path=tmp_path / "none.toml")
-    assert (s.influx_token, s.influx_password) == (token, password)
+    assert (s.influx.token, s.influx.password) == (token, password)
     assert token not in repr(s) and password not in repr(s)
     # a value given directly wins over the file
     direct = Settings.load(env={**env, "ARCBEAT_INFLUX_TOKEN": "direct"}, toml_path=tmp_path / "x")
-    assert direct.influx_token == "direct"
+    assert direct.influx.token == "direct"
     with pytest.raises(SettingsError) as info:
         Settings.load(
             env={"ARCBEAT_INFLUX_TOKEN_FILE": str(tmp_path / "absent")},

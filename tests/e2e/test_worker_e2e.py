@@ -101,10 +101,10 @@ def _check_bounds(dep: Deployment, ts: list[Transition], what: str) -> None:
     latencies = connected_latencies(ts)
     say(
         f"{what}: detection delay after the deadline: {stats(delays)} "
-        f"(goal: <= check_interval + 1 s = {s.check_interval + 1:g} s)"
+        f"(goal: <= check_interval + 1 s = {s.timing.check_interval + 1:g} s)"
     )
     say(f"{what}: Connected after the heartbeat's arrival: {stats(latencies)} (goal: <= 1 s)")
-    assert all(d <= s.check_interval + 2.0 for d in delays), sorted(delays)[-5:]
+    assert all(d <= s.timing.check_interval + 2.0 for d in delays), sorted(delays)[-5:]
     assert all(lat <= 3.0 for lat in latencies), sorted(latencies)[-5:]
 
 
@@ -135,7 +135,7 @@ def _malformed_storm(dep: Deployment, fleet: Fleet) -> list[tuple[str, int, int,
     for j, kind in enumerate(kinds):
         raw, key = malformed_message(fleet, j, kind, 1000 + j, time.time(), rng, s)
         verdict = decode_heartbeat(
-            raw, key, max_bytes=s.max_message_bytes, accepts_region=s.accepts_region
+            raw, key, max_bytes=s.input.max_message_bytes, accepts_region=s.input.accepts_region
         )
         assert not isinstance(verdict, Heartbeat), kind
         pairs.append((key, raw))
@@ -191,7 +191,7 @@ def steady_run(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         expected_dlq = len(storm) + sum(1 for m in truth.messages if m.event == "malformed")
 
         def dlq_complete() -> list[dict[str, Any]] | None:
-            records = read_topic(dep.settings.kafka_bootstrap, dep.settings.dlq_topic)
+            records = read_topic(dep.settings.kafka.bootstrap, dep.settings.dlq_topic)
             return (
                 [orjson.loads(r.value or b"{}") for r in records]
                 if len(records) >= expected_dlq
@@ -357,9 +357,11 @@ def test_outages_flapping_disconnect_and_expiry(stack: Stack, tmp_path: Path) ->
         for key in expired:
             ts = j.observed.by_key[key]
             i = next(i for i, t in enumerate(ts) if t.status == "Expired")
-            late.append(ts[i].changed_at - (ts[i - 1].decided_at + dep.settings.expire_after))
+            late.append(
+                ts[i].changed_at - (ts[i - 1].decided_at + dep.settings.timing.expire_after)
+            )
         say(f"outages: Expired after Disconnected + expire_after: {stats(late)}")
-        assert max(late) <= dep.settings.check_interval + 2.0
+        assert max(late) <= dep.settings.timing.check_interval + 2.0
         assert [t.status for t in j.observed.by_key[ignored]][-1] == "Expired"
         status, body = w.get(f"/machines{truth.resource_ids[ignored]}")
         assert status == 200 and body["status"] == "Expired", body
@@ -400,7 +402,7 @@ def test_stalled_worker_declares_nothing_false_and_catches_up(stack: Stack, tmp_
         _sleep_until(sim.started + 6)
         w.pause()
         paused = time.time()
-        time.sleep(3 * dep.settings.disconnect_after)
+        time.sleep(3 * dep.settings.timing.disconnect_after)
         w.resume()
         resumed = time.time()
         say(f"lag: worker stalled (SIGSTOP) for {resumed - paused:.1f}s")
@@ -414,11 +416,11 @@ def test_stalled_worker_declares_nothing_false_and_catches_up(stack: Stack, tmp_
         assert not [t for t in j.ticks if paused + 0.5 < t.at < resumed], "ticked while stopped"
         after = []
         for t in timeouts:
-            assert t.last_heartbeat_at + dep.settings.disconnect_after < resumed
+            assert t.last_heartbeat_at + dep.settings.timing.disconnect_after < resumed
             assert t.decided_at >= resumed - 0.1  # nothing decided blind
             after.append(t.changed_at - resumed)
         say(f"lag: silent machines declared after SIGCONT: {stats(after)}")
-        assert max(after) <= dep.settings.check_interval + 5.0
+        assert max(after) <= dep.settings.timing.check_interval + 5.0
         wait_for("the worker to catch up", lambda: _caught_up(w) or None, timeout=20)
     finally:
         dep.close()
@@ -478,7 +480,7 @@ def test_kill_9_loses_and_duplicates_nothing(stack: Stack, tmp_path: Path) -> No
         ready = time.time()
         say(
             f"kill: restarted worker owns its partitions {ready - killed:.1f}s after the kill "
-            f"(session timeout {dep.settings.session_timeout:g}s)"
+            f"(session timeout {dep.settings.worker.session_timeout:g}s)"
         )
         truth = sim.wait(90)
         j = judge(dep, truth, blind=[(killed - BLIND_LEAD, ready + 3.0)])
@@ -563,8 +565,8 @@ def _dead_machines(n: int, seed: int, dep: Deployment, duration: float, **knobs:
     sched = build_schedule(
         fleet,
         Scenario.named(["steady", "location-silent"], **knobs),
-        interval=dep.settings.heartbeat_interval,
-        disconnect_after=dep.settings.disconnect_after,
+        interval=dep.settings.timing.heartbeat_interval,
+        disconnect_after=dep.settings.timing.disconnect_after,
         duration=duration,
     )
     return {fleet.key(a.machine) for a in sched.actions if a.reason == "location-silent-dead"}

@@ -189,7 +189,7 @@ def test_supported_os_list_is_replaceable():
 
 def test_limits_come_from_settings():
     s = Settings().replace(limit_machines_per_resource_group=0, limit_tenant_objects=10)
-    limits = CapacityLimits.from_settings(s)
+    limits = CapacityLimits.from_settings(s.capacity)
     assert limits == CapacityLimits(980, 0, 50, 10)
 
 

@@ -265,7 +265,7 @@ def test_history_from_influxql_answer() -> None:
 
 
 def test_capacity_url() -> None:
-    s = Settings(web_host="10.0.0.5", web_port=7000)
+    s = Settings().replace(web_host="10.0.0.5", web_port=7000)
     assert capacity_url(s) == "http://10.0.0.5:7000/capacity"
     assert capacity_url(s.replace(capacity_source_url="http://w:6066/")) == "http://w:6066/capacity"
     assert capacity_url(s.replace(capacity_source_url="http://w/capacity")) == "http://w/capacity"
@@ -307,7 +307,7 @@ async def test_capacity_round_reports_writes_and_counts_failures(
     fake_worker: tuple[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     url, state = fake_worker
-    s = Settings(
+    s = Settings().replace(
         topic_prefix="capx",
         capacity_source_url=url,
         capacity_interval=10.0,

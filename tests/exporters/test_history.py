@@ -240,10 +240,10 @@ async def env(stack: Stack, names: tuple[str, str]) -> AsyncIterator[Settings]:
         history_port=free_port(),
         partitions=PARTITIONS,
     )
-    await ensure_topics_async(settings.kafka_bootstrap, prefix, PARTITIONS)
+    await ensure_topics_async(settings.kafka.bootstrap, prefix, PARTITIONS)
     yield settings
     with contextlib.suppress(Exception):
-        await influx_query(settings.influx_url, db, f"DROP DATABASE {quote_ident(db)}")
+        await influx_query(settings.influx.url, db, f"DROP DATABASE {quote_ident(db)}")
 
 
 class PrivateInfluxd:
@@ -361,12 +361,12 @@ async def test_exports_every_record_type_and_commits(env: Settings) -> None:
         "used": 7,
         "limit": 980,
     }
-    await produce(s.kafka_bootstrap, s.status_topic, [*status, *scope_events, *bad])
-    await produce(s.kafka_bootstrap, fleet_topic(s), [*snapshots, *windows, capacity])
+    await produce(s.kafka.bootstrap, s.status_topic, [*status, *scope_events, *bad])
+    await produce(s.kafka.bootstrap, fleet_topic(s), [*snapshots, *windows, capacity])
     total_points = n + 2 + 2 * len(snapshots) + len(windows) + 1
 
     registry = CollectorRegistry()
-    exporter = HistoryExporter(s, make_sink(s), registry=registry)
+    exporter = HistoryExporter(s, make_sink(s.influx), registry=registry)
     async with running(exporter):
 
         async def all_written() -> bool:
@@ -388,11 +388,11 @@ async def test_exports_every_record_type_and_commits(env: Settings) -> None:
 
     # offsets: everything committed, including past the two skipped records
     topics = [s.status_topic, fleet_topic(s)]
-    assert await committed(s.kafka_bootstrap, history_group_id(s), topics) == await end_offsets(
-        s.kafka_bootstrap, topics
+    assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
+        s.kafka.bootstrap, topics
     )
 
-    url, db = s.influx_url, s.influx_db
+    url, db = s.influx.url, s.influx.db
     ids = await transition_ids(url, db)
     assert len(ids) == n
     assert set(ids) == {r["transitionId"] for r in status}
@@ -430,7 +430,9 @@ async def test_exports_every_record_type_and_commits(env: Settings) -> None:
 
     # idempotent re-write: a second exporter (another group) writes everything again
     registry2 = CollectorRegistry()
-    again = HistoryExporter(s, make_sink(s), registry=registry2, group_id=f"{s.app_id}-again")
+    again = HistoryExporter(
+        s, make_sink(s.influx), registry=registry2, group_id=f"{s.kafka.app_id}-again"
+    )
     async with running(again):
 
         async def rewritten() -> bool:
@@ -468,7 +470,7 @@ async def test_maintenance_windows_become_points(env: Settings) -> None:
         "end": iso(BASE + 30 * 86400),
         "recurrence": {"days": ["sat"], "at": "02:00", "duration": 3600.0, "timeZone": "UTC"},
     }
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
     await producer.start()
     try:
         for value in (window, weekly, ended):
@@ -480,11 +482,11 @@ async def test_maintenance_windows_become_points(env: Settings) -> None:
     finally:
         await producer.stop()
 
-    url, db = s.influx_url, s.influx_db
+    url, db = s.influx.url, s.influx.db
     query = 'SELECT window_id, reason, ended_by, "start", "end" FROM maintenance'
-    for group in (history_group_id(s), f"{s.app_id}-again"):
+    for group in (history_group_id(s), f"{s.kafka.app_id}-again"):
         registry = CollectorRegistry()
-        exporter = HistoryExporter(s, make_sink(s), registry=registry, group_id=group)
+        exporter = HistoryExporter(s, make_sink(s.influx), registry=registry, group_id=group)
         async with running(exporter):
 
             async def written(registry: CollectorRegistry = registry) -> bool:
@@ -507,21 +509,21 @@ async def test_influxdb_outage_loses_nothing(
     s = env.replace(influx_url=private_influxd.url, influx_batch_size=20, influx_flush_interval=0.1)
     registry = CollectorRegistry()
     exporter = HistoryExporter(
-        s, make_sink(s), registry=registry, max_buffered_points=60, backoff_max=2.0
+        s, make_sink(s.influx), registry=registry, max_buffered_points=60, backoff_max=2.0
     )
     first, during = transitions(0, 100), transitions(100, 240)
     expected = {r["transitionId"] for r in first + during}
     topics = [s.status_topic, fleet_topic(s)]
 
     async with running(exporter):
-        await produce(s.kafka_bootstrap, s.status_topic, list(first))
+        await produce(s.kafka.bootstrap, s.status_topic, list(first))
 
         async def first_written() -> bool:
-            return len(await transition_ids(s.influx_url, s.influx_db)) == len(first)
+            return len(await transition_ids(s.influx.url, s.influx.db)) == len(first)
 
         await wait_for("the first 100 transitions", first_written, 60)
         private_influxd.kill()
-        before = await committed(s.kafka_bootstrap, history_group_id(s), topics)
+        before = await committed(s.kafka.bootstrap, history_group_id(s), topics)
         assert sum(before.values()) == len(first)
 
         # the issue's scenario: InfluxDB down for a minute in the middle of the run
@@ -529,7 +531,7 @@ async def test_influxdb_outage_loses_nothing(
         max_buffered = 0
         paused_seen = False
         for chunk in range(0, len(during), 20):
-            await produce(s.kafka_bootstrap, s.status_topic, list(during[chunk : chunk + 20]))
+            await produce(s.kafka.bootstrap, s.status_topic, list(during[chunk : chunk + 20]))
             await asyncio.sleep(0.8)
             max_buffered = max(max_buffered, exporter.buffered_points)
             paused_seen = paused_seen or sample(registry, "arcbeat_history_consumption_paused") == 1
@@ -541,13 +543,13 @@ async def test_influxdb_outage_loses_nothing(
         assert sample(registry, "arcbeat_history_write_failures_total") >= 3
         assert paused_seen, "the full buffer should have paused consumption"
         assert max_buffered <= 60, f"buffer grew to {max_buffered} points (limit 60)"
-        during_outage = await committed(s.kafka_bootstrap, history_group_id(s), topics)
+        during_outage = await committed(s.kafka.bootstrap, history_group_id(s), topics)
         assert during_outage == before, "offsets must not advance while InfluxDB is down"
 
         private_influxd.start()
 
         async def all_there() -> bool:
-            return len(await transition_ids(s.influx_url, s.influx_db)) >= len(expected)
+            return len(await transition_ids(s.influx.url, s.influx.db)) >= len(expected)
 
         await wait_for("all transitions after the restart", all_there, 90)
 
@@ -556,12 +558,12 @@ async def test_influxdb_outage_loses_nothing(
 
         await wait_for("an empty buffer", drained, 30)
 
-    ids = await transition_ids(s.influx_url, s.influx_db)
+    ids = await transition_ids(s.influx.url, s.influx.db)
     assert len(ids) == len(expected), "duplicates or losses"
     assert set(ids) == expected
     assert sample(registry, "arcbeat_history_consumption_paused") == 0
-    assert await committed(s.kafka_bootstrap, history_group_id(s), topics) == await end_offsets(
-        s.kafka_bootstrap, topics
+    assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
+        s.kafka.bootstrap, topics
     )
 
 
@@ -571,14 +573,14 @@ async def test_sigkilled_exporter_loses_nothing(env: Settings, tmp_path: Path) -
     records = transitions(0, 400)
     child_env = {
         **os.environ,
-        "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "ARCBEAT_TOPIC_PREFIX": s.topic_prefix,
-        "ARCBEAT_APP_ID": s.app_id,
-        "ARCBEAT_INFLUX_URL": s.influx_url,
-        "ARCBEAT_INFLUX_DB": s.influx_db,
+        "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
+        "ARCBEAT_TOPIC_PREFIX": s.kafka.topic_prefix,
+        "ARCBEAT_APP_ID": s.kafka.app_id,
+        "ARCBEAT_INFLUX_URL": s.influx.url,
+        "ARCBEAT_INFLUX_DB": s.influx.db,
         "ARCBEAT_INFLUX_BATCH_SIZE": "10",
         "ARCBEAT_INFLUX_FLUSH_INTERVAL": "0.05",
-        "ARCBEAT_HISTORY_PORT": str(s.history_port),
+        "ARCBEAT_HISTORY_PORT": str(s.influx.history_port),
     }
     argv = [sys.executable, "-m", "arcbeat.deploy.cli", "history"]
     log = tmp_path / "history.log"
@@ -590,21 +592,21 @@ async def test_sigkilled_exporter_loses_nothing(env: Settings, tmp_path: Path) -
 
     child = spawn()
     try:
-        await produce(s.kafka_bootstrap, s.status_topic, list(records[:200]))
+        await produce(s.kafka.bootstrap, s.status_topic, list(records[:200]))
 
         async def some_written() -> bool:
             assert child.poll() is None, log.read_text()[-3000:]
-            return len(await transition_ids(s.influx_url, s.influx_db)) >= 50
+            return len(await transition_ids(s.influx.url, s.influx.db)) >= 50
 
         await wait_for("the first writes", some_written, 60, every=0.05)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-        await produce(s.kafka_bootstrap, s.status_topic, list(records[200:]))
+        await produce(s.kafka.bootstrap, s.status_topic, list(records[200:]))
         child = spawn()
 
         async def all_there() -> bool:
             assert child.poll() is None, log.read_text()[-3000:]
-            return len(await transition_ids(s.influx_url, s.influx_db)) >= len(records)
+            return len(await transition_ids(s.influx.url, s.influx.db)) >= len(records)
 
         await wait_for("all transitions after the restart", all_there, 90)
         child.send_signal(signal.SIGTERM)
@@ -613,12 +615,12 @@ async def test_sigkilled_exporter_loses_nothing(env: Settings, tmp_path: Path) -
         if child.poll() is None:
             child.kill()
             child.wait(10)
-    ids = await transition_ids(s.influx_url, s.influx_db)
+    ids = await transition_ids(s.influx.url, s.influx.db)
     assert len(ids) == len(records)
     assert set(ids) == {r["transitionId"] for r in records}
     topics = [s.status_topic, fleet_topic(s)]
-    assert await committed(s.kafka_bootstrap, history_group_id(s), topics) == await end_offsets(
-        s.kafka_bootstrap, topics
+    assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
+        s.kafka.bootstrap, topics
     )
 
 
@@ -626,17 +628,17 @@ async def test_point_refused_by_influxdb_is_skipped_not_blocking(env: Settings) 
     """A field type conflict (HTTP 400) costs that one record, counted; the rest is written."""
     s = env
     # Make `machines` a string field in scope_events: every int write to it now conflicts.
-    sink = V1Sink(s.influx_url, s.influx_db)
+    sink = V1Sink(s.influx.url, s.influx.db)
     await sink.write([f'scope_events,scope=x,type=y machines="oops" {BASE * 10**9}'])
     await sink.close()
     records: list[dict[str, Any] | bytes] = [*transitions(0, 30)]
     records.insert(
         17, {"type": "ScopeSilent", "scope": "fleet", "machines": 99, "at": iso(BASE + 1)}
     )
-    await produce(s.kafka_bootstrap, s.status_topic, records)
+    await produce(s.kafka.bootstrap, s.status_topic, records)
 
     registry = CollectorRegistry()
-    exporter = HistoryExporter(s, make_sink(s), registry=registry)
+    exporter = HistoryExporter(s, make_sink(s.influx), registry=registry)
     async with running(exporter):
 
         async def done() -> bool:
@@ -645,10 +647,10 @@ async def test_point_refused_by_influxdb_is_skipped_not_blocking(env: Settings) 
             )
 
         await wait_for("30 points written and 1 refused", done, 60)
-    assert len(await transition_ids(s.influx_url, s.influx_db)) == 30
+    assert len(await transition_ids(s.influx.url, s.influx.db)) == 30
     topics = [s.status_topic, fleet_topic(s)]
-    assert await committed(s.kafka_bootstrap, history_group_id(s), topics) == await end_offsets(
-        s.kafka_bootstrap, topics
+    assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
+        s.kafka.bootstrap, topics
     )
 
 
@@ -662,10 +664,10 @@ async def test_escaping_against_real_influxdb(env: Settings) -> None:
         format_line("esc", {"k": value}, {"s": value, "n": i}, (BASE + i) * 10**9)
         for i, value in enumerate(nasty)
     ]
-    sink = V1Sink(s.influx_url, s.influx_db)
+    sink = V1Sink(s.influx.url, s.influx.db)
     await sink.write(lines)
     await sink.close()
-    rows = await influx_rows(s.influx_url, s.influx_db, "SELECT k, n, s FROM esc")
+    rows = await influx_rows(s.influx.url, s.influx.db, "SELECT k, n, s FROM esc")
     assert [(row[1], row[2], row[3]) for row in rows] == [
         (value, i, value) for i, value in enumerate(nasty)
     ]
@@ -711,7 +713,7 @@ async def test_v2_sink_request_shape() -> None:
             influx_password="s3cret",
         )
         assert "s3cret" not in repr(settings)
-        sink = make_sink(settings)
+        sink = make_sink(settings.influx)
         assert isinstance(sink, V2Sink)
         lines = [
             'transitions,status=Connected machine_name="m" 1',
@@ -750,7 +752,7 @@ async def test_v2_sink_request_shape() -> None:
 
 async def test_v2_sink_against_influxdb_16_fails_clearly(stack: Stack) -> None:
     """InfluxDB 1.6 has no /api/v2/write: the error names the URL, the 404 and the fix."""
-    url = stack.settings.influx_url
+    url = stack.settings.influx.url
     sink = V2Sink(url, "arcbeat/autogen", "-", token="")
     with pytest.raises(SinkError) as exc:
         await sink.write(["m f=1 1"])
@@ -775,20 +777,20 @@ async def test_two_exporters_in_one_group_share_the_work(env: Settings) -> None:
     s = env.replace(influx_batch_size=10, influx_flush_interval=0.05)
     records = transitions(0, 300)
     reg_a, reg_b = CollectorRegistry(), CollectorRegistry()
-    a = HistoryExporter(s, make_sink(s), registry=reg_a, serve_metrics=False)
-    b = HistoryExporter(s, make_sink(s), registry=reg_b, serve_metrics=False)
+    a = HistoryExporter(s, make_sink(s.influx), registry=reg_a, serve_metrics=False)
+    b = HistoryExporter(s, make_sink(s.influx), registry=reg_b, serve_metrics=False)
     async with running(a):
-        await produce(s.kafka_bootstrap, s.status_topic, list(records[:150]))
+        await produce(s.kafka.bootstrap, s.status_topic, list(records[:150]))
         async with running(b):
 
             async def b_joined() -> bool:
                 return bool(b.assignment) and not (a.assignment & b.assignment)
 
             await wait_for("the second member's assignment", b_joined, 30)
-            await produce(s.kafka_bootstrap, s.status_topic, list(records[150:]))
+            await produce(s.kafka.bootstrap, s.status_topic, list(records[150:]))
 
             async def all_there() -> bool:
-                return len(await transition_ids(s.influx_url, s.influx_db)) >= len(records)
+                return len(await transition_ids(s.influx.url, s.influx.db)) >= len(records)
 
             await wait_for("all transitions", all_there, 60)
 
@@ -797,11 +799,11 @@ async def test_two_exporters_in_one_group_share_the_work(env: Settings) -> None:
 
             await wait_for("empty buffers", both_idle, 30)
             assert sample(reg_b, "arcbeat_history_points_written_total") > 0, "b got no work"
-    ids = await transition_ids(s.influx_url, s.influx_db)
+    ids = await transition_ids(s.influx.url, s.influx.db)
     assert len(ids) == len(records) and set(ids) == {r["transitionId"] for r in records}
     topics = [s.status_topic, fleet_topic(s)]
-    assert await committed(s.kafka_bootstrap, history_group_id(s), topics) == await end_offsets(
-        s.kafka_bootstrap, topics
+    assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
+        s.kafka.bootstrap, topics
     )
 
 

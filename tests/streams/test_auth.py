@@ -194,13 +194,15 @@ def test_tokens_file_is_reread_when_it_changes(
 
 
 def test_an_open_api_is_refused_on_a_routable_address(caplog: pytest.LogCaptureFixture) -> None:
-    assert Authenticator.from_settings(Settings()).tokens is None  # 127.0.0.1
+    assert Authenticator.from_settings(Settings().worker).tokens is None  # 127.0.0.1
     with pytest.raises(SettingsError) as err:
-        Authenticator.from_settings(Settings(web_host="0.0.0.0"))
+        Authenticator.from_settings(Settings().replace(web_host="0.0.0.0").worker)
     assert "ARCBEAT_API_TOKENS_FILE" in str(err.value)
     assert "api_insecure = true" in str(err.value)
     with caplog.at_level(logging.WARNING, "arcbeat.auth"):
-        a = Authenticator.from_settings(Settings(web_host="0.0.0.0", api_insecure=True))
+        a = Authenticator.from_settings(
+            Settings().replace(web_host="0.0.0.0", api_insecure=True).worker
+        )
     assert a.tokens is None
     assert "has no authentication (api_insecure)" in caplog.text
     assert [is_loopback(h) for h in ("127.0.0.1", "127.9.9.9", "::1", "[::1]", "localhost")] == [
@@ -218,19 +220,19 @@ def test_api_settings_load_and_validate(tokens_file: Path) -> None:
         "ARCBEAT_API_TLS_CA": "/ca.pem",
     }
     s = Settings.load(env=env, toml_path="/nonexistent.toml")
-    assert (s.api_tokens_file, s.api_protect_probes, s.api_insecure) == (
+    assert (s.worker.api_tokens_file, s.worker.api_protect_probes, s.worker.api_insecure) == (
         str(tokens_file),
         True,
         False,
     )
     with pytest.raises(SettingsError, match=r"api_tls_key \(ARCBEAT_API_TLS_KEY\)"):
-        Settings(api_tls_cert="/c.pem").validate()
+        Settings().replace(api_tls_cert="/c.pem").validate()
     with pytest.raises(SettingsError, match=r"api_protect_probes .*needs api_tokens_file"):
-        Settings(api_protect_probes=True).validate()
+        Settings().replace(api_protect_probes=True).validate()
     with pytest.raises(SettingsError, match=r"api_tls_cert/api_tls_key .*/c\.pem"):
-        server_context(s)
+        server_context(s.worker)
     with pytest.raises(SettingsError, match=r"api_tls_ca .*/ca\.pem"):
-        client_context(s)
+        client_context(s.worker)
 
 
 def test_audit_writes_one_line_per_change(caplog: pytest.LogCaptureFixture) -> None:
@@ -401,7 +403,7 @@ def self_signed(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"
             serialization.NoEncryption(),
         )
     )
-    return Settings(
+    return Settings().replace(
         api_tls_cert=str(cert_path), api_tls_key=str(key_path), api_tls_ca=str(cert_path)
     )
 
@@ -409,16 +411,16 @@ def self_signed(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"
 async def test_tls_round_trip(tmp_path: Path, tokens_file: Path) -> None:
     settings = self_signed(tmp_path)
     app, _ = stub_app(Authenticator(TokenFile(tokens_file)))
-    async with serve(app, server_context(settings)) as base:
+    async with serve(app, server_context(settings.worker)) as base:
         assert base.startswith("https://")
-        trusted = aiohttp.TCPConnector(ssl=client_context(settings))
+        trusted = aiohttp.TCPConnector(ssl=client_context(settings.worker))
         async with (
             aiohttp.ClientSession(connector=trusted) as http,
             http.get(f"{base}/maintenance", headers=bearer(READ_TOKEN)) as r,
         ):
             assert r.status == 200
         # the peer is verified: the system's CAs do not know this certificate
-        system = aiohttp.TCPConnector(ssl=client_context(Settings()))
+        system = aiohttp.TCPConnector(ssl=client_context(Settings().worker))
         async with aiohttp.ClientSession(connector=system) as http:
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
                 await http.get(f"{base}/healthz")
@@ -435,7 +437,7 @@ def test_the_faust_app_serves_and_advertises_https(tmp_path: Path) -> None:
     assert isinstance(ctx, ssl.SSLContext)
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert str(app.conf.canonical_url) == "https://127.0.0.1:7123"
-    plain = create_app(Settings(data_dir=str(tmp_path / "p"), web_port=7124))
+    plain = create_app(Settings().replace(data_dir=str(tmp_path / "p"), web_port=7124))
     assert plain.conf.web_ssl_context is None
     assert str(plain.conf.canonical_url) == "http://127.0.0.1:7124"
 
@@ -475,7 +477,9 @@ async def test_worker_api_routes_need_read_and_routed_calls_carry_the_token(
     async with (
         worker(settings, tmp_path, "a") as a,
         worker(settings, tmp_path, "b") as b,
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(settings))) as http,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_context(settings.worker))
+        ) as http,
     ):
         assert a.url().startswith("https://127.0.0.1:")
         for path in ("/machines", "/fleet", "/capacity", "/machines" + rid):
@@ -526,6 +530,6 @@ async def test_forwarded_authorization_reaches_the_other_server(tmp_path: Path) 
 
 
 def test_the_worker_refuses_an_open_routable_listener(tmp_path: Path) -> None:
-    settings = Settings(web_host="0.0.0.0", data_dir=str(tmp_path), web_port=free_port())
+    settings = Settings().replace(web_host="0.0.0.0", data_dir=str(tmp_path), web_port=free_port())
     with pytest.raises(SettingsError, match="api_insecure"):
         build_worker(settings)

@@ -287,7 +287,7 @@ class Deployment:
             say(f"{self.name}: topics kept (ARCBEAT_E2E_KEEP_TOPICS)")
             return
         with contextlib.suppress(Exception):  # best effort: the broker is shared
-            delete_topics(self.settings.kafka_bootstrap, (f"{self.name}.", f"{self.name}-"))
+            delete_topics(self.settings.kafka.bootstrap, (f"{self.name}.", f"{self.name}-"))
 
     # -- topics --------------------------------------------------------------------------------
     @property
@@ -295,14 +295,14 @@ class Deployment:
         return str(self.settings.status_topic)
 
     def status(self) -> Observed:
-        return Observed.parse(read_topic(self.settings.kafka_bootstrap, self.status_topic))
+        return Observed.parse(read_topic(self.settings.kafka.bootstrap, self.status_topic))
 
     def ticks(self) -> tuple[list[Tick], list[KafkaRecord]]:
         """Tick records and agent records of the heartbeats log."""
         ticks: list[Tick] = []
         agents: list[KafkaRecord] = []
         for r in read_topic(
-            self.settings.kafka_bootstrap, self.settings.heartbeats_topic, committed=False
+            self.settings.kafka.bootstrap, self.settings.heartbeats_topic, committed=False
         ):
             if any(k == TICK_HEADER for k, _ in r.headers):
                 ticks.append(Tick(r.partition, r.offset, r.timestamp))
@@ -320,7 +320,7 @@ class Deployment:
     ) -> list[AgentMessage]:
         """Produce (key, value) pairs to the heartbeats topic; record them like ground truth."""
         topic = self.settings.heartbeats_topic
-        bootstrap = self.settings.kafka_bootstrap
+        bootstrap = self.settings.kafka.bootstrap
 
         async def go() -> list[AgentMessage]:
             producer = AIOKafkaProducer(

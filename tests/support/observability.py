@@ -198,9 +198,9 @@ class ObservabilityRun:
         )
         self.outaged = {a.machine for a in self.schedule.actions if a.reason == "outage-permanent"}
         self.dead = {a.machine for a in self.schedule.actions if a.reason == "location-silent-dead"}
-        self.prometheus = Prometheus(self.stack.settings.prometheus_url)
-        self.alertmanager = Alertmanager(self.stack.settings.alertmanager_url)
-        self.influx = Influx(self.stack.settings.influx_url, self.prefix)
+        self.prometheus = Prometheus(self.stack.settings.stack.prometheus_url)
+        self.alertmanager = Alertmanager(self.stack.settings.stack.alertmanager_url)
+        self.influx = Influx(self.stack.settings.influx.url, self.prefix)
         self.hook = WebhookReceiver(port=WEBHOOK_PORT)
         self.workers: list[Proc] = []
         self.history_proc: Proc | None = None
@@ -232,7 +232,7 @@ class ObservabilityRun:
         env = dict(os.environ)
         env.update(
             {
-                "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+                "ARCBEAT_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
                 "ARCBEAT_TOPIC_PREFIX": self.prefix,
                 "ARCBEAT_APP_ID": self.prefix,
                 "ARCBEAT_PARTITIONS": str(PARTITIONS),
@@ -246,14 +246,14 @@ class ObservabilityRun:
                 "ARCBEAT_REGIONS": ",".join(self.locations),
                 "ARCBEAT_WEB_PORT": str(WORKER_PORTS[0]),
                 "ARCBEAT_HISTORY_PORT": str(HISTORY_PORT),
-                "ARCBEAT_INFLUX_URL": s.influx_url,
+                "ARCBEAT_INFLUX_URL": s.influx.url,
                 "ARCBEAT_INFLUX_API": "v1",
                 "ARCBEAT_INFLUX_DB": self.prefix,
                 # the history exporter's capacity report (gauges + InfluxDB capacity points)
                 "ARCBEAT_CAPACITY_INTERVAL": f"{p.capacity_interval:g}",
                 "ARCBEAT_DATA_DIR": str(self.workdir / "worker-data"),
-                "ARCBEAT_PROMETHEUS_URL": s.prometheus_url,
-                "ARCBEAT_ALERTMANAGER_URL": s.alertmanager_url,
+                "ARCBEAT_PROMETHEUS_URL": s.stack.prometheus_url,
+                "ARCBEAT_ALERTMANAGER_URL": s.stack.alertmanager_url,
             }
         )
         return env
@@ -343,9 +343,9 @@ class ObservabilityRun:
     def _check_services(self) -> None:
         s = self.stack.settings
         for name, url in (
-            ("Prometheus", f"{s.prometheus_url}/-/ready"),
-            ("Alertmanager", f"{s.alertmanager_url}/-/ready"),
-            ("InfluxDB", f"{s.influx_url}/ping"),
+            ("Prometheus", f"{s.stack.prometheus_url}/-/ready"),
+            ("Alertmanager", f"{s.stack.alertmanager_url}/-/ready"),
+            ("InfluxDB", f"{s.influx.url}/ping"),
         ):
             try:
                 status, _ = http(url, timeout=5)
@@ -381,7 +381,7 @@ class ObservabilityRun:
             self.influx.drop()
         with contextlib.suppress(Exception):
             delete_topics(
-                self.stack.settings.kafka_bootstrap, (f"{self.prefix}.", f"{self.prefix}-")
+                self.stack.settings.kafka.bootstrap, (f"{self.prefix}.", f"{self.prefix}-")
             )
 
     def _healthz(self, i: int) -> dict[str, Any] | None:
@@ -738,7 +738,7 @@ class ObservabilityRun:
         self.stable()
         t0 = time.time()
         self.stop_workers()
-        bootstrap = self.stack.settings.kafka_bootstrap
+        bootstrap = self.stack.settings.kafka.bootstrap
         topic = read_committed(bootstrap, f"{self.prefix}.status", PARTITIONS)
         want = {
             str(r.value["transitionId"]) for r in topic if r.value.get("type") == "StatusChanged"

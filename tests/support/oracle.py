@@ -60,12 +60,14 @@ class Oracle:
         guide: Observed | None = None,
     ) -> None:
         self.guide = guide
-        self.grace = min(1.5 * settings.heartbeat_interval, settings.disconnect_after / 2)
-        self.d = settings.disconnect_after
-        self.e = settings.expire_after
-        self.hold = settings.outage_hold
-        self.window = settings.window
-        self.flap = settings.flap_threshold
+        self.grace = min(
+            1.5 * settings.timing.heartbeat_interval, settings.timing.disconnect_after / 2
+        )
+        self.d = settings.timing.disconnect_after
+        self.e = settings.timing.expire_after
+        self.hold = settings.timing.outage_hold
+        self.window = settings.timing.window
+        self.flap = settings.timing.flap_threshold
         self.silent = dict(silent or {})
         self.fuzz = fuzz
         self.out: dict[str, list[Transition]] = defaultdict(list)
@@ -297,7 +299,7 @@ def undeclared_gaps(
     check_interval), or it opened and closed inside a ``blind`` window (a worker that is
     stopped sees no deadline pass), or ``held(key, deadline)`` (a mass-silence hold).
     """
-    d = settings.disconnect_after
+    d = settings.timing.disconnect_after
     silences = expected_silences(truth.path, d, end=truth.end)
     declared = {
         (t.key, round(t.last_heartbeat_at, 3))
@@ -373,7 +375,7 @@ def judge(
     """
     s = dep.settings
     cutoff = truth.end - 2.0  # past this, every agent stopping at the end decides
-    horizon = truth.end + (s.expire_after if s.expire_after < 60 else 0.0) + 1.0
+    horizon = truth.end + (s.timing.expire_after if s.timing.expire_after < 60 else 0.0) + 1.0
     messages = truth.with_manual(dep.manual)
     result: list[Judged] = []
 
@@ -384,7 +386,7 @@ def judge(
         last_tick: dict[int, float] = {}
         for t in ticks:
             last_tick[t.partition] = max(last_tick.get(t.partition, 0.0), t.at)
-        behind = [p for p in range(s.partitions) if last_tick.get(p, 0.0) < horizon]
+        behind = [p for p in range(s.kafka.partitions) if last_tick.get(p, 0.0) < horizon]
         if behind:
             problems.append(f"partitions {behind} not ticked past {horizon:.3f} yet")
         if len(agents) != len(messages):
@@ -397,18 +399,20 @@ def judge(
             early = [e for e in observed.scope_events if e.at <= cutoff]
             problems += [f"unexpected {e.type} {e.scope} at {e.at:.3f}" for e in early]
         expected = Oracle(s, silent, fuzz=verdict_fuzz, guide=observed).run(messages, ticks)
-        problems += compare(observed, expected, cutoff=cutoff, disconnect_after=s.disconnect_after)
+        problems += compare(
+            observed, expected, cutoff=cutoff, disconnect_after=s.timing.disconnect_after
+        )
 
         def held(key: str, deadline: float) -> bool:
             loc = truth.locations.get(key, "")
             return any(
-                a - max(2.0, verdict_fuzz) <= deadline <= b + s.outage_hold
+                a - max(2.0, verdict_fuzz) <= deadline <= b + s.timing.outage_hold
                 for scope in ("fleet", f"location={loc}")
                 for a, b in silent.get(scope, ())
             )
 
         problems += undeclared_gaps(truth, observed, s, cutoff=cutoff, blind=blind, held=held)
-        result[:] = [Judged(observed, expected, ticks, agents, cutoff, s.disconnect_after)]
+        result[:] = [Judged(observed, expected, ticks, agents, cutoff, s.timing.disconnect_after)]
         return problems
 
     settle(f"{dep.name}: transitions vs ground truth", check, timeout=timeout)

@@ -124,7 +124,7 @@ def fast_prometheus(
     svc = stack.service("prometheus")
     assert isinstance(svc, services.Prometheus)
     config_path = svc.config
-    prom = Prometheus(stack.settings.prometheus_url)
+    prom = Prometheus(stack.settings.stack.prometheus_url)
     original = config_path.read_text()
     render_fast_rules(RULES_DIR, rules_dir)
     config_path.write_text(render_fast_config(original, str(rules_dir / "*.yml")))

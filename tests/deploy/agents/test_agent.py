@@ -89,7 +89,10 @@ def test_agent_payload_is_a_valid_heartbeat() -> None:
         settings, resource_id=default_resource_id(hostname="Box-1"), location="westeurope"
     )
     hb = decode_heartbeat(
-        agent.payload("connect"), agent.key, max_bytes=8192, accepts_region=settings.accepts_region
+        agent.payload("connect"),
+        agent.key,
+        max_bytes=8192,
+        accepts_region=settings.input.accepts_region,
     )
     assert isinstance(hb, Heartbeat)
     assert hb.kind == "connect"
@@ -101,7 +104,7 @@ def test_agent_payload_is_a_valid_heartbeat() -> None:
 async def _records(settings: Settings, expected: int) -> list[Any]:
     consumer = AIOKafkaConsumer(
         settings.heartbeats_topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -142,8 +145,8 @@ async def test_agent_once_against_the_broker(stack: Any) -> None:
         decode_heartbeat(
             r.value,
             r.key,
-            max_bytes=settings.max_message_bytes,
-            accepts_region=settings.accepts_region,
+            max_bytes=settings.input.max_message_bytes,
+            accepts_region=settings.input.accepts_region,
         )
         for r in records
     ]

@@ -119,8 +119,8 @@ async def test_every_record_is_a_valid_heartbeat_on_its_keys_partition(
             verdict = decode_heartbeat(
                 value,
                 key,
-                max_bytes=settings.max_message_bytes,
-                accepts_region=settings.accepts_region,
+                max_bytes=settings.input.max_message_bytes,
+                accepts_region=settings.input.accepts_region,
             )
             assert isinstance(verdict, Heartbeat), verdict
             assert verdict.key == key.decode()

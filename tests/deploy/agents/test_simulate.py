@@ -200,8 +200,8 @@ def test_malformed_messages_are_rejected_for_their_reason(kind: MalformedKind) -
         verdict = decode_heartbeat(
             raw,
             key,
-            max_bytes=settings.max_message_bytes,
-            accepts_region=settings.accepts_region,
+            max_bytes=settings.input.max_message_bytes,
+            accepts_region=settings.input.accepts_region,
         )
         assert isinstance(verdict, Reject)
         if kind != "random_bytes":
@@ -213,7 +213,9 @@ def test_payload_factory_makes_valid_heartbeats() -> None:
     factory = PayloadFactory(fleet)
     for m in range(100):
         body, key = factory.payload(m, "heartbeat", b"2024-05-01T12:00:00.000Z", 9)
-        hb = decode_heartbeat(body, key, max_bytes=8192, accepts_region=Settings().accepts_region)
+        hb = decode_heartbeat(
+            body, key, max_bytes=8192, accepts_region=Settings().input.accepts_region
+        )
         assert isinstance(hb, Heartbeat), hb
         assert hb.resource_id == fleet.resource_id(m)
         assert hb.sequence == 9
@@ -279,7 +281,7 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Every record of ``topic``, up to the end offsets as of now."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         group_id=None,
@@ -353,8 +355,8 @@ async def test_simulation_ground_truth_matches_the_topic(stack: Any, tmp_path: A
         verdict = decode_heartbeat(
             rec.value,
             rec.key,
-            max_bytes=settings.max_message_bytes,
-            accepts_region=settings.accepts_region,
+            max_bytes=settings.input.max_message_bytes,
+            accepts_region=settings.input.accepts_region,
         )
         if line["event"] == "malformed":
             assert isinstance(verdict, Reject)
@@ -377,9 +379,9 @@ async def test_simulation_ground_truth_matches_the_topic(stack: Any, tmp_path: A
     assert actions[("stop", "flap")] >= 2
 
     # machines that stopped for good early enough have an open silence
-    silences = expected_silences(truth, settings.disconnect_after)
+    silences = expected_silences(truth, settings.timing.disconnect_after)
     end = truth[-1]["t"]
-    early = end - settings.disconnect_after - 2 * settings.heartbeat_interval
+    early = end - settings.timing.disconnect_after - 2 * settings.timing.heartbeat_interval
     for r in truth:
         if r["event"] == "stop" and r.get("reason") == "outage-permanent" and r["t"] < early:
             assert silences[r["key"]][-1].resumed is None
