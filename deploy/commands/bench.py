@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from arcbeat.bench import readme
 from arcbeat.bench.report import write_report
 from arcbeat.bench.runner import DEFAULT_OUT, PHASES, run_bench
 from arcbeat.streams.settings import SettingsError
@@ -159,4 +160,9 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         print(f"arcbeat bench: {len(errors)} phase(s) failed: {errors}", file=sys.stderr)
         return 1
+    complete = not args.quick and set(args.phases) == set(PHASES)
+    if complete and Path(args.out).resolve() == readme.REPORT.parent:
+        # a complete run into the repository's reports: the README shows its figures
+        changed = readme.update(readme.REPO / "README.md", report)
+        print(f"arcbeat bench: README.md {'updated' if changed else 'unchanged'}", file=sys.stderr)
     return 0

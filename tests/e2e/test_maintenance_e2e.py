@@ -111,6 +111,12 @@ def _transitions(records: list[dict[str, Any]], rid: str) -> list[dict[str, Any]
     return [r for r in records if r.get("type") == "StatusChanged" and r["resourceId"] == rid]
 
 
+def _window_counts(dep: Deployment, rid: str) -> list[dict[str, Any]]:
+    records = read_topic(dep.settings.kafka_bootstrap, dep.settings.topics.fleet)
+    out = [orjson.loads(r.value) for r in records if r.value]
+    return [c for c in out if c.get("type") == "WindowCounts" and c["resourceId"] == rid]
+
+
 def _downs(records: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:
     return [t for t in _transitions(records, rid) if t["status"] == "Disconnected"]
 
@@ -278,6 +284,16 @@ def test_a_patch_night_in_a_maintenance_window(stack: Stack, tmp_path: Path) -> 
                 "create", "--resource-group", "patch", "--duration", "1h", "--reason", "x",
             )  # fmt: skip
             assert refused.returncode == 1 and "403" in refused.stderr
+
+            # -- availability: the planned time is left out ----------------------------------
+            def planned_window() -> dict[str, Any] | None:
+                counts = _window_counts(dep, PATCH[0])
+                return next((c for c in counts if c["plannedSeconds"] > 0), None)
+
+            w0 = wait_for("db0's availability window with planned time", planned_window, timeout=90)
+            assert w0["received"] == w0["expected"], w0  # up whenever it was not planned
+            steady = _window_counts(dep, STEADY[0])
+            assert all(c["plannedSeconds"] == 0 for c in steady), steady
 
         records = _status(dep)
         for rid in PATCH:
