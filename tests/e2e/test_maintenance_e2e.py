@@ -112,7 +112,7 @@ def _transitions(records: list[dict[str, Any]], rid: str) -> list[dict[str, Any]
 
 
 def _window_counts(dep: Deployment, rid: str) -> list[dict[str, Any]]:
-    records = read_topic(dep.settings.kafka_bootstrap, dep.settings.topics.fleet)
+    records = read_topic(dep.settings.kafka.bootstrap, dep.settings.topics.fleet)
     out = [orjson.loads(r.value) for r in records if r.value]
     return [c for c in out if c.get("type") == "WindowCounts" and c["resourceId"] == rid]
 
