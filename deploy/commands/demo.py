@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from arcbeat.deploy.demo import run_demo
+from arcbeat.deploy.demo import DEMO_PREFIX, MIN_DURATION, run_demo
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -12,16 +12,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="everything on one machine: stack + worker + exporters + a simulated fleet, live",
         description="Start the local stack, a worker, the history exporter and a simulated "
-        "fleet with outages (time compressed: a 2 s heartbeat), print every transition as it "
-        "happens, and say where to look. The stack keeps running afterwards.",
+        "fleet with outages (time compressed: a 2 s heartbeat), print every transition in "
+        "time order as it is committed, then a summary (transitions by kind, detection delay "
+        "against the service level, DLQ by reason, alerts, history points) and where to look. "
+        "The worker, the history exporter and the fleet (steady heartbeats: the scenarios "
+        "are over) keep running until Ctrl-C, so that everything printed can be looked at; "
+        "Ctrl-C stops the worker first, then the fleet and the history exporter. The local "
+        "stack keeps running afterwards (`arcbeat stack down` stops it). Each run starts "
+        "afresh: the demo deletes and creates again its topics (<prefix>.*), its workers' "
+        "state and its InfluxDB database.",
     )
     p.add_argument("--machines", type=int, default=1000, help="fleet size (default 1000)")
-    p.add_argument("--duration", type=float, default=120.0, help="seconds of simulation")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=120.0,
+        help=f"seconds the scenarios play before the summary (default 120, at least "
+        f"{MIN_DURATION:g})",
+    )
     p.add_argument(
         "--warmup", type=float, default=60.0, help="longest wait for the worker to be ready"
+    )
+    p.add_argument(
+        "--prefix",
+        default=DEMO_PREFIX,
+        help=f"the demo's topic prefix, worker group and InfluxDB database (default "
+        f"{DEMO_PREFIX}; '-' becomes '_' in the database name); deleted and created again "
+        "at each run",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_demo(args.machines, args.duration, args.warmup)
+    return run_demo(args.machines, args.duration, args.warmup, args.prefix)
