@@ -237,7 +237,8 @@ def run_throughput(
     worker = measure_worker(
         b, s, "tput", total, window, profile_seconds=profile_seconds, split=split
     )
-    sustained = worker.get("steadyStateRate")
+    # a run too short to rate its steady part apart (bench smoke) is rated whole
+    sustained = worker.get("steadyStateRate") or worker.get("rate")
     out: dict[str, Any] = {
         "machines": machines,
         "rounds": rounds,
