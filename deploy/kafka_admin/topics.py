@@ -112,11 +112,6 @@ class Replication:
         return f"ARCBEAT_REPLICATION_FACTOR=0, auto: {factor} with {brokers} broker(s) up"
 
 
-def maintenance_topic_name(prefix: str) -> str:
-    """The compacted topic of the maintenance windows of topic prefix ``prefix``."""
-    return Topics.of(prefix, "").maintenance
-
-
 # Compacted, keeping the latest value of each window. Windows change rarely, so a segment is
 # rolled after 10 minutes (at the next write) and cleaned soon after: a worker start reads
 # little more than the current windows. A tombstone (a deleted window) stays readable for a

@@ -54,7 +54,7 @@ class HistoryError(RuntimeError):
 
 
 def fleet_topic(settings: Settings) -> str:
-    return f"{settings.kafka.topic_prefix}.fleet"
+    return settings.topics.fleet
 
 
 def history_group_id(settings: Settings) -> str:

@@ -29,7 +29,7 @@ log = logging.getLogger("arcbeat.exporters.history")
 
 
 def maintenance_topic(settings: Settings) -> str:
-    return f"{settings.kafka.topic_prefix}.maintenance"
+    return settings.topics.maintenance
 
 
 class MaintenanceFollower:
