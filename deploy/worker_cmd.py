@@ -63,12 +63,13 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
                     i.machine_name,
                     i.location,
                     m.state.last_heartbeat_at,
-                    planned(i),
+                    covering.get(key, ""),
                 )
 
     held: Counter[str] = Counter()
     flapping = 0
     in_maintenance: Counter[str] = Counter()
+    covering: dict[str, str] = {}  # offline machine -> its window (looked up once, below)
     now = engine.stats.last_event_at
     for key in engine.held_keys():
         m = engine.machine(key)
@@ -83,7 +84,9 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
             continue
         if is_flapping(m.state, now, engine.timing):
             flapping += 1
-        if active and planned(m.info):
+        window = planned(m.info)
+        if window:
+            covering[key] = window
             in_maintenance[m.info.location] += 1
     return WorkerSnapshot(
         stats=engine.stats,
