@@ -31,7 +31,7 @@ from arcbeat.streams.machines import (
     to_slot,
 )
 from arcbeat.streams.maintenance import Book, MaintenanceError
-from arcbeat.streams.maintenance import decode as decode_window
+from arcbeat.streams.maintenance import from_json as window_from_json
 from arcbeat.streams.partitioner import KeyPartitioner
 from arcbeat.streams.records import (
     Heartbeat,
@@ -316,7 +316,7 @@ class Engine:
         book = Book()
         for w in windows:
             try:
-                window = decode_window(orjson.dumps(w))
+                window = window_from_json(w)
             except MaintenanceError:
                 continue  # the writer checked it; a window no worker can read covers nothing
             book.apply(window.id, window)

@@ -552,30 +552,37 @@ def record_key(window_id: str) -> bytes:
 
 
 def decode(raw: bytes) -> Window:
-    """A window from a record value.
+    """A window from a record value (see :func:`from_json`)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _fail(f"bad record: not JSON ({exc}); the writer must send encode(window)") from None
+    return from_json(obj)
+
+
+def from_json(obj: object) -> Window:
+    """A window from its JSON (:func:`to_json`'s shape, as a record or a tick carries it).
 
     Unknown top-level fields are ignored, so a newer writer can add some; unknown selector or
     recurrence fields are errors, since ignoring a criterion would cover unintended machines.
     """
     try:
-        obj = _object(orjson.loads(raw), "the record")
-        ended_at = obj.get("endedAt")
-        ended_by = obj.get("endedBy")
-        rec = obj.get("recurrence")
+        rec_obj = _object(obj, "the record")
+        ended_at = rec_obj.get("endedAt")
+        ended_by = rec_obj.get("endedBy")
+        rec = rec_obj.get("recurrence")
         return Window(
-            id=_text(obj, "id"),
-            selector=_selector(obj.get("selector")),
-            start=_time(obj, "start"),
-            end=_time(obj, "end"),
+            id=_text(rec_obj, "id"),
+            selector=_selector(rec_obj.get("selector")),
+            start=_time(rec_obj, "start"),
+            end=_time(rec_obj, "end"),
             recurrence=None if rec is None else _recurrence(rec),
-            reason=_text(obj, "reason"),
-            created_by=_text(obj, "createdBy"),
-            created_at=_time(obj, "createdAt"),
-            ended_by=None if ended_by is None else _text(obj, "endedBy"),
-            ended_at=None if ended_at is None else _time(obj, "endedAt"),
+            reason=_text(rec_obj, "reason"),
+            created_by=_text(rec_obj, "createdBy"),
+            created_at=_time(rec_obj, "createdAt"),
+            ended_by=None if ended_by is None else _text(rec_obj, "endedBy"),
+            ended_at=None if ended_at is None else _time(rec_obj, "endedAt"),
         )
-    except orjson.JSONDecodeError as exc:
-        raise _fail(f"bad record: not JSON ({exc}); the writer must send encode(window)") from None
     except MaintenanceError as exc:
         detail = str(exc).removeprefix("maintenance: ")
         raise MaintenanceError(f"maintenance: bad record: {detail}") from None
