@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything arcbeat needs on a Debian machine with Python 3.11 and Java 17, as root:
-# Prometheus + promtool, Alertmanager + amtool, InfluxDB 1.x, kcat and Maven from Debian, and
+# Prometheus + promtool, Alertmanager + amtool, InfluxDB 1.x, kcat and Maven from Debian, podman
+# and mmdebstrap for the container tests (images are built locally from Debian packages), and
 # arcbeat itself (editable, with the test tools) from PyPI. Kafka's jars are resolved by
 # `arcbeat stack up` from Maven Central into state/jars (once). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for bin in prometheus promtool prometheus-alertmanager amtool influxd influx kcat mvn java; do
+for bin in prometheus promtool prometheus-alertmanager amtool influxd influx kcat mvn java \
+  podman mmdebstrap runc systemd-analyze; do
   command -v "$bin" >/dev/null 2>&1 || need+=("$bin")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -15,6 +17,8 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq prometheus prometheus-alertmanager influxdb influxdb-client kcat \
     maven openjdk-17-jre-headless >/dev/null
+  apt-get install -y -qq --no-install-recommends podman runc crun netavark aardvark-dns \
+    containernetworking-plugins iptables uidmap conmon catatonit mmdebstrap systemd >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
 echo "install: done ($(arcbeat --help >/dev/null && echo 'arcbeat command ready'))" >&2
