@@ -131,22 +131,43 @@ def test_arcbeat_services_build_from_the_dockerfile() -> None:
     for service in ARCBEAT_SERVICES:
         assert SERVICES[service]["build"] == "."
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim\s*$", dockerfile, re.M)
-    assert re.search(r"pip install \.(\s|$)", dockerfile)
+    # the base is a build argument, python:3.11-slim unless given (docs/containers.md)
+    assert re.search(r"^ARG BASE=python:3\.11-slim\s*$", dockerfile, re.M)
+    froms = re.findall(r"^FROM (\S+)", dockerfile, re.M)
+    assert froms and all(f == "${BASE}" for f in froms), froms
+    assert re.search(r"pip install -r /tmp/requirements\.txt(\s|$)", dockerfile)
+    assert re.search(r"pip install --no-deps --no-build-isolation \.(\s|$)", dockerfile)
+    assert re.search(r"^USER 10001:10001\s*$", dockerfile, re.M)
+    assert re.search(
+        r"^HEALTHCHECK .*CMD \[\"python\", \"-m\", \"arcbeat\.deploy\.healthcheck\"\]",
+        dockerfile,
+        re.M | re.S,
+    )
 
 
 def test_the_image_gets_the_package_folders_of_pyproject(tmp_path: Path) -> None:
     """The Dockerfile's first stage, run on this checkout: it gathers pyproject.toml, README.md
-    and exactly the folders of pyproject's package-dir."""
+    and exactly the folders of pyproject's package-dir, and requirements.txt: the build
+    backend and the dependencies, installed in a layer of their own."""
     dockerfile = (REPO / "Dockerfile").read_text()
-    [gather] = re.findall(r"^RUN python -c '(.+)'$", dockerfile, re.M)
+    [gather] = re.findall(r"^RUN python3 -c '(.+)'$", dockerfile, re.M)
     src = tmp_path / "src"
     subprocess.run(
-        [sys.executable, "-c", gather.replace('"/src/"', repr(f"{src}/"))], cwd=REPO, check=True
+        [sys.executable, "-c", gather.replace('"/src/', f'"{src}/')], cwd=REPO, check=True
     )
-    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = set(setuptools["package-dir"].values())
-    assert {p.name for p in src.iterdir()} == {"pyproject.toml", "README.md", *folders}
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    folders = set(pyproject["tool"]["setuptools"]["package-dir"].values())
+    assert {p.name for p in src.iterdir()} == {
+        "pyproject.toml",
+        "README.md",
+        "requirements.txt",
+        *folders,
+    }
+    requirements = (src / "requirements.txt").read_text().splitlines()
+    assert requirements == [
+        *pyproject["build-system"]["requires"],
+        *pyproject["project"]["dependencies"],
+    ]
     assert (src / "deploy" / "commands" / "__init__.py").is_file()
 
 
