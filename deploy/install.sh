@@ -2,7 +2,7 @@
 # Installs everything arcbeat needs on a Debian machine with Python 3.11 and Java 17, as root:
 # Prometheus + promtool, Alertmanager + amtool, InfluxDB 1.x, kcat and Maven from Debian, podman
 # and mmdebstrap for the container tests (images are built locally from Debian packages), and
-# arcbeat itself (editable, with the test tools) from PyPI. Kafka's jars are resolved by
+# arcbeat itself (editable, with the test tools and podman-compose) from PyPI. Kafka's jars are resolved by
 # `arcbeat stack up` from Maven Central into state/jars (once). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,7 @@
-"""The Dockerfile, built with podman and run: a worker, the history exporter and a simulated
-fleet, each a container of the image on the host network, on the local stack's Kafka and
-InfluxDB (this run's own topic prefix, consumer group, ports and InfluxDB database).
+"""The Dockerfile, built with podman and run: a worker, the history exporter (both with a
+read-only root filesystem) and a simulated fleet, each a container of the image on the host
+network, on the local stack's Kafka and InfluxDB (this run's own topic prefix, consumer group,
+ports and InfluxDB database).
 
 The image is built on the local Debian base (no registry here; tests/support/image.py), in
 podman's layer cache between runs: about 30 s the first time, a few seconds after. The run
@@ -96,8 +97,16 @@ def test_worker_history_and_simulator_from_the_image(
     # the topics, by the project's own `arcbeat topics`, from the image
     out = running.run(["arcbeat", "topics"])
     assert f"{name}.heartbeats" in out, out
-    worker = running.start(f"{name}-worker", ["arcbeat", "worker", "--loglevel", "info"])
-    history = running.start(f"{name}-history", ["arcbeat", "history"])
+    # as on Kubernetes with readOnlyRootFilesystem: only a tmpfs is writable, and the worker
+    # keeps its data folder there
+    read_only = ["--read-only", "--tmpfs", "/tmp"]
+    worker = running.start(
+        f"{name}-worker",
+        ["arcbeat", "worker", "--loglevel", "info"],
+        env={"ARCBEAT_DATA_DIR": "/tmp/arcbeat-worker"},
+        options=read_only,
+    )
+    history = running.start(f"{name}-history", ["arcbeat", "history"], options=read_only)
 
     def ready() -> bool | None:
         for container in (worker, history):

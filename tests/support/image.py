@@ -83,13 +83,19 @@ class Containers:
     def _env_args(self, extra: Mapping[str, str] | None) -> list[str]:
         return [a for k, v in {**self.env, **(extra or {})}.items() for a in ("-e", f"{k}={v}")]
 
-    def start(self, name: str, command: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-        """``podman run -d`` of ``command``; no health-check timer (podman would need systemd
-        for one): tests run the image's check with :meth:`healthcheck`."""
+    def start(
+        self,
+        name: str,
+        command: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        options: Sequence[str] = (),
+    ) -> str:
+        """``podman run -d [options]`` of ``command``; no health-check timer (podman would need
+        systemd for one): tests run the image's check with :meth:`healthcheck`."""
         self.names.append(name)
         podman(
             "run", "-d", "--name", name, "--network=host", "--health-interval=disable",
-            *self._env_args(env), self.image, *command,
+            *options, *self._env_args(env), self.image, *command,
         )  # fmt: skip
         say(f"started {name}: {' '.join(command)}")
         return name
