@@ -40,7 +40,8 @@ WORKDIR /src
 COPY --from=source /src ./
 RUN pip install --no-deps --no-build-isolation . \
     && cd / && rm -rf /src \
-    && useradd --create-home --uid 10001 --user-group arcbeat
+    && groupadd --gid 10001 arcbeat \
+    && useradd --create-home --uid 10001 --gid 10001 arcbeat
 
 # Non-root. The worker keeps its data_dir (state/worker) under the home folder; its state is
 # rebuilt from Kafka, so nothing there needs to outlive the container.

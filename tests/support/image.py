@@ -10,6 +10,7 @@ named before is removed, so repeated runs do not pile up images.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -45,8 +46,10 @@ def image_id(image: str) -> str | None:
     return proc.stdout.strip() or None
 
 
+@functools.cache
 def arcbeat_image() -> str:
-    """``podman build`` of the Dockerfile as :data:`IMAGE` on the local base (cached layers)."""
+    """``podman build`` of the Dockerfile as :data:`IMAGE` on the local base (cached layers),
+    once per test session."""
     base = base_image()
     before = image_id(IMAGE)
     args = ["build", "--format", "docker", "-t", IMAGE, "--build-arg", f"BASE={base}"]
