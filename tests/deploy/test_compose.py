@@ -355,3 +355,17 @@ def test_grafana_provisioning_matches_the_compose_services() -> None:
     for config in _provisioning("dashboards"):
         for provider in config["providers"]:
             assert provider["options"]["path"] == mounts["./dashboards"]
+
+
+def test_the_build_context_leaves_out_state_tests_and_docs() -> None:
+    """The local stack's state (Kafka jars, data) would make the context gigabytes; tests and
+    docs would start a new build on every change."""
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {"state", ".git", "tests", "docs"} <= ignored
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert not ignored & set(setuptools["package-dir"].values())
+    assert not ignored & {"pyproject.toml", "README.md"}
