@@ -174,12 +174,13 @@ class ComposeRun:
             out.append(f"--- {service} ---\n{proc.stdout}{proc.stderr}")
         return "\n".join(out)
 
-    def remove_leftovers(self) -> None:
-        """Every container of the project, should `down` have failed."""
+    def remove_leftovers(self) -> list[str]:
+        """Remove every container of the project `down` left, if any; their ids."""
         label = f"label=io.podman.compose.project={self.project}"
         ids = podman("ps", "-a", "-q", "--filter", label, check=False).stdout.split()
         if ids:
             podman("rm", "-f", *ids, check=False)
+        return ids
 
 
 @pytest.fixture
@@ -201,14 +202,16 @@ def compose_run(stack: Stack) -> Iterator[ComposeRun]:
         yield run
     finally:
         t0 = time.monotonic()
+        left: list[str] = []
         try:
             run("down", "-t", "10", timeout=180)
         finally:
             run.timings["down"] = time.monotonic() - t0
-            run.remove_leftovers()
+            left = run.remove_leftovers()
             delete_topics(stack.settings.kafka.bootstrap, (f"{prefix}.", f"{prefix}-"))
             Influx(stack.settings.influx.url, env["LOCAL_STACK_INFLUX_DB"]).drop()
         say("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.timings.items()))
+        assert not left, f"podman-compose down left containers {left}"
 
 
 @pytest.mark.services
