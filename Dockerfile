@@ -1,7 +1,9 @@
 # arcbeat worker / history exporter / simulator image (docs/containers.md, docker-compose.yml).
 #
 #   docker build -t arcbeat:dev .
-#   podman build -t arcbeat:dev --build-arg BASE=localhost/arcbeat-python-base:bookworm .
+#   podman build --format docker -t arcbeat:dev \
+#     --build-arg BASE=localhost/arcbeat-python-base:bookworm .
+# (podman's default OCI format has no HEALTHCHECK: --format docker keeps it)
 #
 # BASE is any Debian-based image with Python 3.11 or 3.12 and its venv module: the official
 # python:3.11-slim by default, or Debian's own python3 (deploy/podman/build-base.sh builds one
