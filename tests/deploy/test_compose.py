@@ -1,6 +1,8 @@
 """docker-compose.yml is consistent with itself, the repository and the deploy/ configs.
 
-No Docker engine here: the file is checked by reading it (PyYAML), not by `docker compose`.
+No Docker engine here, and the official images cannot be pulled: the file is checked by reading
+it (PyYAML). test_compose_run.py has podman-compose read it, and runs its arcbeat services on the
+local stack.
 """
 
 from __future__ import annotations
