@@ -86,7 +86,7 @@ def _tags(items: Sequence[str]) -> dict[str, str]:
 
 
 def _service(args: argparse.Namespace) -> int:
-    executable = args.executable or agent_executable()
+    executable = getattr(args, "executable", "") or agent_executable()
     if is_windows():
         from arcbeat_agent.service import windows
 

@@ -235,13 +235,18 @@ def parse_config(text: str, path: Path) -> AgentConfig:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     values: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
+        if not isinstance(table, dict):
+            home = next((s for s, keys in SCHEMA.items() if section in keys), "")
+            raise ConfigError(
+                f"{_where(path, None, section)}: {section!r} is outside any section; "
+                + (f"move it under [{home}]" if home else
+                   f"the sections are {', '.join(f'[{s}]' for s in SCHEMA)}")
+            )
         if section not in SCHEMA:
             raise ConfigError(
                 f"{_where(path, section, None)}: unknown section [{section}]; the sections are "
                 f"{', '.join(f'[{s}]' for s in SCHEMA)}"
             )
-        if not isinstance(table, dict):
-            raise ConfigError(f"{_where(path, None, section)}: {section} must be a [table]")
         for key, raw in table.items():
             parser = SCHEMA[section].get(key)
             if parser is None:

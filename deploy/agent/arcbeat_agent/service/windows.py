@@ -25,7 +25,7 @@ WINSW_VERSION: Final = "2.12.0"
 
 def render_winsw(executable: str, config: str, state_dir: str, log_dir: str) -> str:
     for name, value in (("executable", executable), ("config", config)):
-        if not PureWindowsPath(value).is_absolute():
+        if not (PureWindowsPath(value).is_absolute() or Path(value).is_absolute()):
             raise ConfigError(f"service install: the {name} path {value!r} must be absolute "
                               r"(such as C:\ProgramData\arcbeat\agent.toml)")
     return template("arcbeat-agent.xml").format(
@@ -34,18 +34,22 @@ def render_winsw(executable: str, config: str, state_dir: str, log_dir: str) -> 
     )
 
 
-def install(executable: str, environ: dict[str, str] | None = None) -> list[str]:
-    """Write ``%ProgramData%\\arcbeat\\arcbeat-agent.xml`` and a configuration skeleton."""
-    paths = default_paths("win32", environ)
-    base = PureWindowsPath(str(paths.config)).parent
-    xml_path = Path(str(base / f"{SERVICE_ID}.xml"))
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
+def _base(base: Path | None) -> Path:
+    return base if base is not None else Path(str(default_paths("win32").config.parent))
+
+
+def install(executable: str, base: Path | None = None) -> list[str]:
+    """Write ``%ProgramData%\\arcbeat\\arcbeat-agent.xml`` and a configuration skeleton
+    (``base`` replaces ``%ProgramData%\\arcbeat``)."""
+    base = _base(base)
+    xml_path = base / f"{SERVICE_ID}.xml"
+    config_path = base / "agent.toml"
+    base.mkdir(parents=True, exist_ok=True)
     xml_path.write_text(
-        render_winsw(executable, str(paths.config), str(paths.state_dir), str(paths.log_dir)),
+        render_winsw(executable, str(config_path), str(base / "agent"), str(base / "logs")),
         encoding="utf-8",
     )
     lines = [f"wrote {xml_path}"]
-    config_path = Path(str(paths.config))
     if config_path.exists():
         lines.append(f"kept {config_path} (it exists)")
     else:
@@ -65,16 +69,16 @@ def install(executable: str, environ: dict[str, str] | None = None) -> list[str]
     return lines
 
 
-def uninstall(environ: dict[str, str] | None = None) -> list[str]:
-    paths = default_paths("win32", environ)
-    base = PureWindowsPath(str(paths.config)).parent
-    xml_path = Path(str(base / f"{SERVICE_ID}.xml"))
-    lines = [f"first: {base / (SERVICE_ID + '.exe')} stop; {base / (SERVICE_ID + '.exe')} "
-             "uninstall"]
+def uninstall(base: Path | None = None) -> list[str]:
+    """Remove the service file, and the configuration if it is the untouched skeleton."""
+    base = _base(base)
+    exe = base / f"{SERVICE_ID}.exe"
+    xml_path = base / f"{SERVICE_ID}.xml"
+    lines = [f"first: {exe} stop; {exe} uninstall"]
     if xml_path.exists():
         xml_path.unlink()
         lines.append(f"removed {xml_path}")
-    config_path = Path(str(paths.config))
+    config_path = base / "agent.toml"
     if config_path.exists():
         if config_path.read_text(encoding="utf-8") == config_skeleton(f"{base}\\"):
             config_path.unlink()
