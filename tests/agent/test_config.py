@@ -11,7 +11,11 @@ import pytest
 from arcbeat_agent.config import AgentConfig, load_config, parse_duration, read_secret
 from arcbeat_agent.errors import CONFIG, ConfigError
 
-FULL = """\
+RID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
+    "Microsoft.HybridCompute/machines/web-01"
+)
+FULL = f"""\
 # a fleet machine
 [kafka]
 bootstrap = "kafka-1.example.com:9093, kafka-2.example.com:9093"
@@ -22,9 +26,9 @@ topic_prefix = "prod"
 request_timeout = "20s"
 
 [machine]
-resource_id = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.HybridCompute/machines/web-01"
+resource_id = "{RID}"
 location = "westeurope"
-tags = { env = "prod", team = "noc" }
+tags = {{ env = "prod", team = "noc" }}
 
 [heartbeat]
 interval = "5m"
@@ -74,7 +78,7 @@ def test_a_named_file_must_exist(tmp_path: Path) -> None:
         load_config(str(tmp_path / "missing.toml"))
     assert info.value.exit_code == CONFIG
     env = {"ARCBEAT_AGENT_CONFIG": str(tmp_path / "other.toml")}
-    with pytest.raises(ConfigError, match="other.toml"):
+    with pytest.raises(ConfigError, match=r"other\.toml"):
         load_config(None, environ=env)
 
 
@@ -100,7 +104,8 @@ def test_a_named_file_must_exist(tmp_path: Path) -> None:
         ("[identity]\nprincipal = \"p\"\n", r"agent.toml:2: .*needs secret_file"),
         ("[kafka]\nusername = 7\n", r"agent.toml:2: .*expected a string, got an integer"),
         ("[kafka\n", r"agent.toml: not valid TOML: .*line 1"),
-        ("bootstrap = \"a:1\"\n", r"agent.toml:1: 'bootstrap' is outside any section; move it under \[kafka\]"),
+        ("bootstrap = \"a:1\"\n",
+         r"agent.toml:1: 'bootstrap' is outside any section; move it under \[kafka\]"),
     ],
 )
 def test_mistakes_name_the_file_line_and_fix(tmp_path: Path, text: str, message: str) -> None:
