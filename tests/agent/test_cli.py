@@ -85,7 +85,7 @@ def test_show_and_show_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert shown["lastHeartbeatAcknowledged"] == "2026-01-01T00:00:00.010Z"
     assert shown["lastError"] == "cannot reach Kafka"
     assert shown["configFile"] == config
-    assert main(["--config", config, "show"]) == 0
+    assert main(["show", "--config", config]) == 0  # also after the command, as in the unit
     text = capsys.readouterr().out
     assert "Resource ID:" in text and RID in text and "Config file:" in text
 

@@ -38,12 +38,19 @@ def parser() -> argparse.ArgumentParser:
         "show its status, test its connection.",
         epilog=EPILOG,
     )
-    p.add_argument("--config", help="the configuration file (default: ARCBEAT_AGENT_CONFIG, "
-                   r"else /etc/arcbeat/agent.toml or %%ProgramData%%\arcbeat\agent.toml)")
+    config_help = ("the configuration file (default: ARCBEAT_AGENT_CONFIG, else "
+                   r"/etc/arcbeat/agent.toml or %%ProgramData%%\arcbeat\agent.toml)")
+    p.add_argument("--config", help=config_help)
     p.add_argument("--version", action="version", version=f"arcbeat-agent {version()}")
+    # --config also after the command (`arcbeat-agent run --config FILE`, as the unit has it)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("connect", help="onboard this machine (sends `connect`)", epilog=EPILOG)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, epilog=EPILOG, parents=[common])
+
+    c = command("connect", "onboard this machine (sends `connect`)")
     c.add_argument("--resource-id", default="", help="the full Resource ID of this machine")
     c.add_argument("--subscription-id", default="", help="with --resource-group: build the ID")
     c.add_argument("--resource-group", default="")
@@ -51,13 +58,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--location", default="", help="region such as westeurope")
     c.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE")
 
-    sub.add_parser("disconnect", help="remove this machine from arcbeat (sends `disconnect`)",
-                   epilog=EPILOG)
-    sub.add_parser("run", help="the daemon: a heartbeat every interval until stopped",
-                   epilog=EPILOG)
-    s = sub.add_parser("show", help="the local status", epilog=EPILOG)
+    command("disconnect", "remove this machine from arcbeat (sends `disconnect`)")
+    command("run", "the daemon: a heartbeat every interval until stopped")
+    s = command("show", "the local status")
     s.add_argument("--json", action="store_true", help="as a JSON object")
-    k = sub.add_parser("check", help="connectivity self-test, one verdict a line", epilog=EPILOG)
+    k = command("check", "connectivity self-test, one verdict a line")
     k.add_argument("--timeout", type=float, default=10.0, help="seconds per step (default 10)")
 
     svc = sub.add_parser("service", help="install or remove the system service")
