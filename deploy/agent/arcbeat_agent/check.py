@@ -178,7 +178,7 @@ async def _write_permission(conn: Any, topic: str, *, must: bool, config: AgentC
     except Exception as exc:
         return Verdict("FAIL", "permission", f"{topic}: no answer to the write test: {exc!r}",
                        "run check again; the brokers may be overloaded")
-    user = config.kafka.username or "this client"
+    user = repr(config.kafka.username) if config.kafka.username else "this client"
     if code == UNKNOWN_TOPIC_OR_PARTITION:
         return Verdict("FAIL" if must else "WARN", "permission", f"{topic} does not exist",
                        "create the topics with `arcbeat topics` (or check [kafka] topic_prefix)")

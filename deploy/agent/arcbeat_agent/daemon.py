@@ -28,7 +28,7 @@ from arcbeat_agent import version
 from arcbeat_agent.config import AgentConfig, read_secret
 from arcbeat_agent.contract import heartbeat_payload, parse_resource_id, rfc3339, signature_headers
 from arcbeat_agent.errors import ConfigError, KafkaRefused, KafkaUnreachable, NotConnected
-from arcbeat_agent.kafka import REFUSALS, explain, producer_options
+from arcbeat_agent.kafka import REFUSALS, diagnose, explain, producer_options
 from arcbeat_agent.platform_info import os_info, os_type
 from arcbeat_agent.signals import stop_on_signals
 from arcbeat_agent.state import AgentState, load_state, save_state
@@ -256,7 +256,7 @@ async def _failed(
     rng: random.Random,
 ) -> None:
     """Record and log a failed attempt, then wait the backoff (or until stopped)."""
-    message = explain(exc, config)
+    message = explain(await diagnose(exc, config), config)
     wait = backoff(failures, config.heartbeat.backoff_max, rng)
     record(last_error=message, last_error_at=rfc3339(time.time()))
     say(f"{message}; retrying in {wait:.1f}s (attempt {failures})")
@@ -277,10 +277,11 @@ async def deliver_once(
         try:
             await asyncio.wait_for(producer.start(), config.kafka.request_timeout)
             return await send_one(producer, config, machine, kind)
-        except REFUSALS as exc:
-            raise KafkaRefused(explain(exc, config)) from None
         except Exception as exc:
-            raise KafkaUnreachable(explain(exc, config)) from None
+            cause = await diagnose(exc, config)
+            if isinstance(cause, REFUSALS):
+                raise KafkaRefused(explain(cause, config)) from None
+            raise KafkaUnreachable(explain(cause, config)) from None
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), 10)

@@ -3,13 +3,17 @@ certificate and host name verified, SASL/SCRAM), and what a Kafka error means fo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from pathlib import Path
 from typing import Any
 
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
+    KafkaConnectionError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -110,3 +114,30 @@ def explain(exc: BaseException, config: AgentConfig) -> str:
         f"cannot reach Kafka at {k.bootstrap} ({type(exc).__name__}: {exc}); check the "
         "network and [kafka] bootstrap, or run `arcbeat-agent check`"
     )
+
+
+async def diagnose(exc: BaseException, config: AgentConfig, timeout: float = 10.0) -> (
+    BaseException
+):
+    """The real cause behind aiokafka's "Unable to bootstrap": a login the brokers refused
+    is reported as a connection error, so try one broker directly and return its refusal."""
+    original: BaseException = exc
+    if not isinstance(exc, KafkaConnectionError) or config.kafka.security_protocol != "SASL_SSL":
+        return original
+    options = client_options(config)
+    for broker in config.kafka.brokers:
+        host, _, port = broker.rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host, int(port), client_id="arcbeat-agent",
+                            request_timeout_ms=int(timeout * 1000), **options),
+                timeout,
+            )
+        except REFUSALS as refusal:
+            found: BaseException = refusal
+            return found
+        except Exception:
+            continue
+        with contextlib.suppress(Exception):
+            conn.close()
+    return original
