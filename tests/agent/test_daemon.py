@@ -177,7 +177,12 @@ async def test_a_refused_login_is_retried_and_explained(tmp_path: Path) -> None:
 async def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     kafka = FakeKafka()
     config = _config(tmp_path)
-    kafka.on_send = lambda n: n == 3 and os.kill(os.getpid(), signal.SIGTERM)
+
+    def terminate_at_the_third(n: int) -> None:
+        if n == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    kafka.on_send = terminate_at_the_third
     acked = await asyncio.wait_for(
         daemon.run(config, say=lambda _m: None, producer_factory=kafka), 10
     )

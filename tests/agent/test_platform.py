@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,8 @@ def test_windows_names_meet_the_supported_os_list() -> None:
 def test_os_info_on_windows_asks_the_platform_not_os_release(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(p.platform, "win32_ver", lambda: ("2019Server", "10.0.17763", "", "x"))
-    monkeypatch.setattr(p.platform, "win32_edition", lambda: "ServerDatacenter")
+    monkeypatch.setattr(platform, "win32_ver", lambda: ("2019Server", "10.0.17763", "", "x"))
+    monkeypatch.setattr(platform, "win32_edition", lambda: "ServerDatacenter")
     os_release = tmp_path / "os-release"
     os_release.write_text('NAME="Ubuntu"\nVERSION_ID="22.04"\n')
     assert p.os_info("win32", os_release) == ("Windows Server 2019 Datacenter", "10.0.17763")
