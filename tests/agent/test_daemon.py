@@ -269,3 +269,27 @@ def test_windows_stop_logic_with_stub_modules() -> None:
         assert stop.is_set()
         assert loop.calls == [stop.set]
     assert sig.handlers == {2: "default-int", 15: "default-term", 21: "default-brk"}
+
+
+async def test_a_rotated_password_file_is_read_at_the_next_connection(tmp_path: Path) -> None:
+    password = tmp_path / "kafka.password"
+    password.write_text("old\n")
+    password.chmod(0o600)
+    config = _config(tmp_path, "")
+    path = tmp_path / "agent.toml"
+    path.write_text(path.read_text() + (
+        f'[kafka]\nsecurity_protocol = "SASL_SSL"\nusername = "agent-1"\n'
+        f'password_file = "{password}"\n'
+    ))
+    config = load_config(str(path))
+    kafka = FakeKafka(start_failures=1)
+    seen: list[str] = []
+    real_call = kafka.__call__
+
+    def factory(**options: Any) -> Any:
+        seen.append(options["sasl_plain_password"])
+        password.write_text("new\n")  # rotated while the first attempt fails
+        return real_call(**options)
+
+    await daemon.run(config, say=lambda _m: None, producer_factory=factory, max_heartbeats=1)
+    assert seen == ["old", "new"]

@@ -27,7 +27,13 @@ from aiokafka import AIOKafkaProducer
 from arcbeat_agent import version
 from arcbeat_agent.config import AgentConfig, read_secret
 from arcbeat_agent.contract import heartbeat_payload, parse_resource_id, rfc3339, signature_headers
-from arcbeat_agent.errors import ConfigError, KafkaRefused, KafkaUnreachable, NotConnected
+from arcbeat_agent.errors import (
+    AgentError,
+    ConfigError,
+    KafkaRefused,
+    KafkaUnreachable,
+    NotConnected,
+)
 from arcbeat_agent.kafka import REFUSALS, diagnose, explain, producer_options
 from arcbeat_agent.platform_info import os_info, os_type
 from arcbeat_agent.signals import stop_on_signals
@@ -179,6 +185,15 @@ async def run(
         try:
             while not stop.is_set():
                 if producer is None:
+                    if failures:
+                        # files are read again: a rotated password or CA file takes effect
+                        # at the next connection, without a restart
+                        try:
+                            options = producer_options(config)
+                        except AgentError as exc:
+                            failures += 1
+                            await _failed(exc, failures, config, say, record, sleep_or_stop, rng)
+                            continue
                     producer = producer_factory(**options)
                     try:
                         await asyncio.wait_for(producer.start(), config.kafka.request_timeout)
@@ -256,7 +271,10 @@ async def _failed(
     rng: random.Random,
 ) -> None:
     """Record and log a failed attempt, then wait the backoff (or until stopped)."""
-    message = explain(await diagnose(exc, config), config)
+    if isinstance(exc, AgentError):
+        message = str(exc)
+    else:
+        message = explain(await diagnose(exc, config), config)
     wait = backoff(failures, config.heartbeat.backoff_max, rng)
     record(last_error=message, last_error_at=rfc3339(time.time()))
     say(f"{message}; retrying in {wait:.1f}s (attempt {failures})")
