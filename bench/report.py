@@ -23,6 +23,7 @@ REPORT_FIELDS = (
     "startup",
     "bigState",
     "catchUp",
+    "agent",
     "goals",
     "notes",
 )
