@@ -31,6 +31,7 @@ IMAGE = "localhost/arcbeat-agent-systemd:test"
 UNIT = "arcbeat-agent.service"
 RID = ("/subscriptions/00000000-0000-0000-0000-0000000000c1/resourceGroups/rg-containers/"
        "providers/Microsoft.HybridCompute/machines/systemd-01")
+RID2 = RID.replace("systemd-01", "systemd-02")
 
 
 def _wheels(context: Path) -> None:
@@ -149,6 +150,21 @@ async def test_the_agent_under_systemd(stack: Any, tmp_path: Path) -> None:
                          "ExecMainCode": "1"}, ended
         journal = _in(name, "journalctl", "-u", UNIT, "--no-pager")
         assert "stopped after" in journal
+
+        # an administrator onboards the machine as another one (root, as azcmagent is run);
+        # the service, its own user, takes the identity over at its next start
+        agent = "/opt/arcbeat-agent/bin/arcbeat-agent"
+        _in(name, agent, "connect", "--resource-id", RID2, "--location", "westeurope")
+        assert _in(name, "stat", "-c", "%U %a", "/var/lib/arcbeat-agent/state.json") == (
+            "arcbeat-agent 640")
+        n_before = len(beats.seen)
+        _in(name, "systemctl", "start", UNIT)
+        await beats.until(
+            "heartbeats of the machine connected by root",
+            lambda s: [(h.key, h.kind) for _t, h in s[n_before:]][:2]
+            == [(RID2.lower(), "connect"), (RID2.lower(), "heartbeat")],
+        )
+        assert '"status": "connected"' in _in(name, agent, "show", "--json")
         # systemd's own view of the hardening (0 best, 10 worst), for the printed summary
         exposure = re.search(r"exposure level for \S+: ([\d.]+)", _in(
             name, "systemd-analyze", "security", "--no-pager", UNIT, check=False))

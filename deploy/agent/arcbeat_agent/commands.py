@@ -14,10 +14,7 @@ from arcbeat_agent.state import AgentState, load_state, save_state
 
 
 def _load(config: AgentConfig) -> AgentState:
-    try:
-        return load_state(config.state_file)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    return load_state(config.state_file)
 
 
 async def connect(
@@ -59,8 +56,9 @@ async def connect(
     kwargs: dict[str, Any] = {}
     if producer_factory is not None:
         kwargs["producer_factory"] = producer_factory
-    await deliver_once(config, state, "connect", **kwargs)
+    sequence, _partition, _offset = await deliver_once(config, state, "connect", **kwargs)
     now = rfc3339(time.time())
+    state.last_sequence = sequence
     state.status, state.connected_at, state.disconnected_at = "connected", now, ""
     state.last_sent_at = state.last_acknowledged_at = now
     state.last_error = state.last_error_at = ""

@@ -3,7 +3,9 @@
 ``connect`` writes the machine's identity; ``run`` records each heartbeat sent and
 acknowledged and the last error; ``show`` reads it; ``disconnect`` marks the machine removed
 (so the service does not bring it back). Written atomically (a temporary file renamed over
-it), so a reader never sees half a file and a crash keeps the previous version.
+it), so a reader never sees half a file and a crash keeps the previous version. The file
+belongs to the owner of the state directory, also when root writes it (``connect`` run by an
+administrator while the service runs as its own user).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from arcbeat_agent.errors import ConfigError
 
 
 @dataclass(slots=True)
@@ -41,12 +45,18 @@ class AgentState:
 def load_state(path: Path) -> AgentState:
     """The state at ``path``; a fresh state when the file does not exist.
 
-    A damaged file raises ValueError naming it (nothing is overwritten behind the user's back).
+    A damaged or unreadable file raises :class:`ConfigError` naming it (nothing is overwritten
+    behind the user's back).
     """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return AgentState()
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the agent's state file: {exc.strerror or exc}; run the command "
+            "as root or as the service's user (arcbeat-agent)"
+        ) from None
     try:
         data: Any = orjson.loads(raw)
         if not isinstance(data, dict):
@@ -54,7 +64,7 @@ def load_state(path: Path) -> AgentState:
         known = {f.name for f in fields(AgentState)}
         return AgentState(**{k: v for k, v in data.items() if k in known})
     except (ValueError, TypeError) as exc:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: the agent's state file is damaged ({exc}); move it away and run "
             "`arcbeat-agent connect` again"
         ) from None
@@ -67,6 +77,10 @@ def save_state(path: Path, state: AgentState) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(body + b"\n")
+        os.chmod(tmp, 0o640)
+        folder = path.parent.stat()
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and folder.st_uid != 0:
+            os.chown(tmp, folder.st_uid, folder.st_gid)  # stays the service user's file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
