@@ -2,10 +2,12 @@
 local Debian base image, the agent installed from ./deploy/agent (as a wheel) and its unit
 written by ``arcbeat-agent service install``, sending to the shared Kafka over the host
 network. The test sees heartbeats arrive, SIGKILLs the service's main process, sees systemd
-restart it and the heartbeats resume, and ends it with ``systemctl stop``.
+restart it and the heartbeats resume, ends it with ``systemctl stop``, then onboards the
+machine again as root with ``connect`` and sees the restarted service take that identity over.
 
-Runtime: about 40 s with the images cached (the first run builds the base image, ~1 min, and
-installs systemd into the test image, ~30 s). The phases' timings are printed.
+Runtime: about 30 s with the images cached (the first run builds the base image, ~1 min, and
+installs systemd into the test image, ~30 s more); it needs PyPI (or pip's cache) for the
+dependencies' wheels. The phases' timings are printed.
 """
 
 from __future__ import annotations
