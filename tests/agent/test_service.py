@@ -149,6 +149,7 @@ def test_windows_install_and_uninstall(tmp_path: Path) -> None:
     assert xml.findtext("executable") == WIN_EXE
     assert xml.findtext("arguments") == f'run --config "{base / "agent.toml"}"'
     assert any("WinSW" in line for line in lines)
+    assert (base / "agent").is_dir() and (base / "logs").is_dir()  # working and log folders
     assert (base / "agent.toml").read_text() == config_skeleton(f"{base}\\")
     windows.uninstall(base)
     assert not (base / "arcbeat-agent.xml").exists()
