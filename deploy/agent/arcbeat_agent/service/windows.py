@@ -44,7 +44,7 @@ def install(executable: str, base: Path | None = None) -> list[str]:
     base = _base(base)
     xml_path = base / f"{SERVICE_ID}.xml"
     config_path = base / "agent.toml"
-    for folder in (base, base / "agent", base / "logs"):  # WinSW starts the agent in agent\\
+    for folder in (base, base / "agent", base / "logs"):  # WinSW starts the agent in agent/
         folder.mkdir(parents=True, exist_ok=True)
     xml_path.write_text(
         render_winsw(executable, str(config_path), str(base / "agent"), str(base / "logs")),
