@@ -293,3 +293,20 @@ async def test_a_rotated_password_file_is_read_at_the_next_connection(tmp_path: 
 
     await daemon.run(config, say=lambda _m: None, producer_factory=factory, max_heartbeats=1)
     assert seen == ["old", "new"]
+
+
+async def test_a_stop_does_not_wait_for_a_missing_acknowledgement(tmp_path: Path) -> None:
+    kafka = FakeKafka()
+    config = _config(tmp_path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(config, say=lambda _m: None, stop=stop,
+                                          producer_factory=kafka))
+    while len(kafka.sent) < 2:
+        await asyncio.sleep(0.01)
+    kafka.hold.clear()  # the broker never acknowledges again
+    await asyncio.sleep(0.1)
+    stopped = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - stopped < 1
+    assert kafka.stopped == 1

@@ -197,12 +197,10 @@ async def run(
                     producer = producer_factory(**options)
                     try:
                         await asyncio.wait_for(producer.start(), config.kafka.request_timeout)
-                    except BaseException as exc:
+                    except Exception as exc:
                         with contextlib.suppress(Exception):
                             await producer.stop()
                         producer = None
-                        if isinstance(exc, asyncio.CancelledError):
-                            raise
                         failures += 1
                         await _failed(exc, failures, config, say, record, sleep_or_stop, rng)
                         continue
@@ -225,9 +223,15 @@ async def run(
                 now = rfc3339(time.time())
                 record(last_sent_at=now)
                 try:
-                    seq, partition, offset = await send_one(producer, config, machine, kind)
-                except asyncio.CancelledError:
-                    raise
+                    # a stop does not wait for an acknowledgement that may take request_timeout
+                    sent = asyncio.ensure_future(send_one(producer, config, machine, kind))
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait({sent, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    stopper.cancel()
+                    if not sent.done():
+                        sent.cancel()
+                        break
+                    seq, partition, offset = sent.result()
                 except Exception as exc:
                     failures += 1
                     due.set()  # still due: sent again, built afresh, after the backoff
