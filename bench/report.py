@@ -23,6 +23,7 @@ REPORT_FIELDS = (
     "startup",
     "bigState",
     "catchUp",
+    "agent",
     "goals",
     "notes",
 )
@@ -144,6 +145,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += _startup(r)
     lines += _bigstate(r)
     lines += _catchup(r)
+    lines += _agent(r)
     lines += ["", "## Settings", "", "```json", json.dumps(r.get("settings", {}), indent=2), "```"]
     notes = r.get("notes") or []
     if notes:
@@ -471,6 +473,28 @@ def _bigstate(r: dict[str, Any]) -> list[str]:
     if week.get("how"):
         lines += ["", f"After a week: {week['how']}."]
     return lines + _pressure_line(big)
+
+
+def _agent(r: dict[str, Any]) -> list[str]:
+    ag = r.get("agent") or {}
+    title = "The machine agent (arcbeat-agent)"
+    if not ag.get("installed"):
+        return _phase_problem(r, "agent", title)
+    lines = ["", f"## {title}", "", f"{ag.get('method')}.", ""]
+    lines += _table(
+        ["figure", "value"],
+        [
+            ["**installed size**", f"**{_fmt(_get(ag, 'installed', 'totalMiB'))} MiB**"],
+            ["by package (KiB)", ", ".join(
+                f"{k} {v}" for k, v in (_get(ag, "installed", "byPackageKiB") or {}).items())],
+            ["**idle RSS**", f"**{_fmt(ag.get('idleRssMiB'))} MiB**"],
+            ["idle CPU", f"{_fmt(ag.get('idleCpuPercent'))} %"],
+            ["**CPU per heartbeat**", f"**{_fmt(ag.get('cpuMillisecondsPerHeartbeat'))} ms**"],
+            ["heartbeats measured", f"{_fmt(ag.get('heartbeatsMeasured'))} "
+             f"({_fmt(ag.get('heartbeatsPerSecondMeasured'))} per s)"],
+        ],
+    )
+    return lines
 
 
 def _catchup(r: dict[str, Any]) -> list[str]:

@@ -12,7 +12,8 @@ Phases (each on its own topics under one unique prefix, deleted at the end):
    /readyz 200;
 5. big state: M machines in state through the live path (a day of ticks, 3 heartbeats each):
    memory, /metrics scrape, restart to /readyz 200;
-6. catch-up: the big-state worker stopped while 2 heartbeats per machine wait, started again.
+6. catch-up: the big-state worker stopped while 2 heartbeats per machine wait, started again;
+7. agent: the machine agent's installed size, idle memory and CPU per heartbeat.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from arcbeat.bench import environment
+from arcbeat.bench.agent import run_agent_footprint
 from arcbeat.bench.bigstate import BigDeployment, run_bigstate, run_catchup
 from arcbeat.bench.context import Bench
 from arcbeat.bench.detection import detection_interval, run_detection
@@ -42,7 +44,7 @@ from arcbeat.streams.settings import Settings
 DEFAULT_OUT = Path("bench/reports")
 
 
-PHASES = ("engine", "throughput", "detection", "startup", "bigState", "catchUp")
+PHASES = ("engine", "throughput", "detection", "startup", "bigState", "catchUp", "agent")
 
 
 def _phase(
@@ -221,6 +223,7 @@ def run_bench(
             errors.append("catchUp: needs the bigState phase, which did not complete")
         else:
             _phase(b, "catchUp", wanted, report, errors, lambda: run_catchup(b, kept[0]))
+        _phase(b, "agent", wanted, report, errors, lambda: run_agent_footprint(b))
     finally:
         b.stop_all()
         if not args.keep_topics:

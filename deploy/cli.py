@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 
 from arcbeat.deploy.commands import (
-    agent,
     bench,
     capacity,
     dashboards,
@@ -31,7 +30,6 @@ COMMANDS = (
     worker,
     history,
     simulate,
-    agent,
     machines,
     fleet,
     maintenance,

@@ -2,7 +2,8 @@
 # Installs everything arcbeat needs on a Debian machine with Python 3.11 and Java 17, as root:
 # Prometheus + promtool, Alertmanager + amtool, InfluxDB 1.x, kcat and Maven from Debian, podman
 # and mmdebstrap for the container tests (images are built locally from Debian packages), and
-# arcbeat itself (editable, with the test tools and podman-compose) from PyPI. Kafka's jars are resolved by
+# arcbeat itself (editable, with the test tools and podman-compose) and the machine agent (deploy/agent, its own
+# distribution `arcbeat-agent`, editable) from PyPI. Kafka's jars are resolved by
 # `arcbeat stack up` from Maven Central into state/jars (once). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,6 @@ if [ "${#need[@]}" -gt 0 ]; then
     containernetworking-plugins iptables uidmap conmon catatonit mmdebstrap systemd >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
-echo "install: done ($(arcbeat --help >/dev/null && echo 'arcbeat command ready'))" >&2
+python3 -m pip install -q --disable-pip-version-check -e ./deploy/agent
+echo "install: done ($(arcbeat --help >/dev/null && arcbeat-agent --help >/dev/null \
+  && echo 'arcbeat and arcbeat-agent commands ready'))" >&2

@@ -4,8 +4,12 @@
   ``arcbeat.deploy``, ``arcbeat.dashboards`` or ``arcbeat.bench``;
 - the status machine and the pure models (deadlines, maintenance windows) import nothing of
   Kafka, aiohttp or I/O, neither themselves nor through the arcbeat modules they import;
-- the agents (``arcbeat.deploy.agents``: the heartbeat agent and the simulated fleet) use only
-  the heartbeat contract and the settings of ``arcbeat.streams``, and nothing else of arcbeat.
+- the simulated fleet (``arcbeat.deploy.agents``) uses only the heartbeat contract and the
+  settings of ``arcbeat.streams``, and nothing else of arcbeat.
+
+``deploy/agent/`` is not part of this distribution: it is the machine agent's own
+(``arcbeat-agent``, import root ``arcbeat_agent``); tests/agent/test_distribution.py checks
+its imports.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+AGENT_DISTRIBUTION = ROOT / "deploy" / "agent"
 PACKAGE_DIRS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"][
     "setuptools"
 ]["package-dir"]
@@ -53,6 +58,8 @@ def _modules() -> dict[str, Path]:
     out: dict[str, Path] = {}
     for package, folder in PACKAGE_DIRS.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.is_relative_to(AGENT_DISTRIBUTION):
+                continue
             parts = path.relative_to(ROOT / folder).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]

@@ -132,6 +132,10 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
     assert cu["recordsBehind"] >= cu["heartbeatsWaiting"] == 8000
     assert cu["seconds"] > 0
 
+    ag = report["agent"]
+    assert ag["installed"]["totalMiB"] > 0 and ag["idleRssMiB"] > 0
+    assert ag["cpuMillisecondsPerHeartbeat"] > 0 and ag["exitCodes"] == [0, 0]
+
     e = report["engine"]
     assert e["rate"] > 0 and e["profile"] and e["fastPathProfile"]
     assert e["fastPath"]["rate"] > 0 and e["checkpoint"]["bytesPerMachine"] > 0
@@ -155,6 +159,7 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
         "## Start, restart and kill -9",
         "machines in state: memory, /metrics, restart",
         "## Catch-up",
+        "## The machine agent",
     ):
         assert heading in md
     for g in report["goals"]:

@@ -385,16 +385,16 @@ class _FakeProducer:
 
 
 async def test_agents_and_simulator_produce_with_acks_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    from arcbeat.deploy.agents import agent, producer
+    from arcbeat.deploy.agents import producer
+    from arcbeat_agent.config import AgentConfig
+    from arcbeat_agent.kafka import producer_options
 
     _FakeProducer.made = []
     monkeypatch.setattr(producer, "AIOKafkaProducer", _FakeProducer)
-    monkeypatch.setattr(agent, "AIOKafkaProducer", _FakeProducer)
     settings = Settings()
     producer.make_producer(settings)
     producer.make_producer(settings, linger_ms=20, enable_idempotence=False)  # load mode
-    with pytest.raises(ConnectionError):
-        await agent.run_agent(settings, once=True)
+    _FakeProducer.made.append(producer_options(AgentConfig(None)))  # the machine agent
     assert [m["acks"] for m in _FakeProducer.made] == ["all", "all", "all"]
     assert _FakeProducer.made[0]["enable_idempotence"] is True
     assert _FakeProducer.made[2]["enable_idempotence"] is True

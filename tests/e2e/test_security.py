@@ -32,13 +32,17 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from arcbeat.bench.fuzz import run as run_fuzz
 from arcbeat.deploy import kafka_security as ks
-from arcbeat.deploy.agents.agent import run_agent
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.engine import Engine
 from arcbeat.streams.identity import IdentityBindings, make_binding
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.records import resource_id
 from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat_agent.check import run_check
+from arcbeat_agent.config import AgentConfig, load_config
+from arcbeat_agent.daemon import deliver_once
+from arcbeat_agent.errors import KafkaRefused
+from arcbeat_agent.state import AgentState
 from tests.support.deployment import E2E_TIMING
 from tests.support.net import free_port_block
 from tests.support.paths import REPO
@@ -193,19 +197,40 @@ async def test_agent_writes_heartbeats_but_cannot_read_or_write_status(secure: S
         await consumer.stop()
 
 
+def _agent_config(secure: SecureKafka, tmp_path: Path, password_file: Path | None = None) -> (
+    AgentConfig
+):
+    """The machine agent's configuration for ``agent-1`` on the SASL_SSL broker, signing."""
+    identity = tmp_path / "identity.secret"
+    identity.write_text(IDENTITY_SECRET + "\n")
+    identity.chmod(0o600)
+    password = password_file or ks.password_file(secure.root, "agent-1")
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap = "{secure.settings.kafka.bootstrap}"\n'
+        'security_protocol = "SASL_SSL"\nusername = "agent-1"\n'
+        f'password_file = "{password}"\nca_file = "{ks.secrets_dir(secure.root) / "ca.pem"}"\n'
+        f'topic_prefix = "{secure.settings.kafka.topic_prefix}"\n'
+        f'[identity]\nprincipal = "agent-1"\nsecret_file = "{identity}"\n'
+        f'[agent]\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    return load_config(str(path))
+
+
 @pytest.mark.services
-async def test_signed_agent_through_sasl_ssl_to_worker_principal(secure: SecureKafka) -> None:
-    """arcbeat agent (signing) -> SASL_SSL -> consumer as the worker principal -> Engine with
+async def test_signed_agent_through_sasl_ssl_to_worker_principal(
+    secure: SecureKafka, tmp_path: Path
+) -> None:
+    """arcbeat-agent (signing) -> SASL_SSL -> consumer as the worker principal -> Engine with
     bindings: the agent's own machine passes, a forged one is rejected as unauthorized."""
     s = secure.settings
-    agent_settings = secure.as_user("agent-1").replace(
-        identity_principal="agent-1", identity_secret=IDENTITY_SECRET
-    )
+    config = _agent_config(secure, tmp_path)
     mine = resource_id(SUB_A, "rg-a", "m1")
     forged = resource_id(SUB_B, "rg-b", "victim")
-    lines: list[str] = []
-    assert await run_agent(agent_settings, resource_id=mine, once=True, progress=lines.append) == 2
-    assert await run_agent(agent_settings, resource_id=forged, once=True, progress=lines.append)
+    for rid in (mine, forged):
+        state = AgentState(resource_id=rid, location="westeurope")
+        for kind in ("connect", "heartbeat"):
+            await deliver_once(config, state, kind)
     worker = secure.as_user("worker")
     consumer = AIOKafkaConsumer(
         s.heartbeats_topic,
@@ -244,6 +269,35 @@ async def test_signed_agent_through_sasl_ssl_to_worker_principal(secure: SecureK
     finally:
         await consumer.stop()
     assert verdicts == {mine.lower(): "ok", forged.lower(): "unauthorized"}
+
+
+@pytest.mark.services
+async def test_agent_check_and_a_refused_login(secure: SecureKafka, tmp_path: Path) -> None:
+    """`arcbeat-agent check` on the SASL_SSL broker: TLS 1.2+, the SCRAM login, WRITE on the
+    heartbeats topic and none on the status topic; a wrong password is named as such."""
+    config = _agent_config(secure, tmp_path)
+    prefix = secure.settings.kafka.topic_prefix
+    verdicts = await run_check(config)
+    lines = [v.line() for v in verdicts]
+    assert [(v.outcome, v.check) for v in verdicts] == [
+        ("PASS", "dns"), ("PASS", "tcp"), ("PASS", "tls"), ("PASS", "sasl"),
+        ("PASS", "permission"), ("PASS", "permission"),
+    ], lines
+    assert "TLSv1." in lines[2] and "certificate" in lines[2]
+    assert f"'agent-1' may write {prefix}.heartbeats" in lines[4]
+    assert f"'agent-1' may not write {prefix}.status (as it should)" in lines[5]
+
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
+    bad = _agent_config(secure, tmp_path, password_file=wrong)
+    verdicts = await run_check(bad)
+    assert verdicts[-1].outcome == "FAIL" and verdicts[-1].check == "sasl", verdicts
+    assert "refused the login of 'agent-1'" in verdicts[-1].detail
+    assert "not-the-password" not in verdicts[-1].line()
+    state = AgentState(resource_id=resource_id(SUB_A, "rg-a", "m1"), location="westeurope")
+    with pytest.raises(KafkaRefused, match="refused the login of 'agent-1'"):
+        await deliver_once(bad, state, "heartbeat")
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,5 @@
+import sys
+
+from arcbeat_agent.cli import main
+
+sys.exit(main())
