@@ -113,7 +113,7 @@ def test_worker_ordinal(text: str, number: int) -> None:
 
 
 def test_a_bad_worker_id_names_the_setting() -> None:
-    with pytest.raises(SettingsError, match="ARCBEAT_WORKER_ID.*StatefulSet"):
+    with pytest.raises(SettingsError, match=r"ARCBEAT_WORKER_ID.*StatefulSet"):
         Settings.load(env={"ARCBEAT_WORKER_ID": "arcbeat-worker"}, toml_path="/nonexistent")
 
 
