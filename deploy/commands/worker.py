@@ -11,7 +11,7 @@ import faust
 
 from arcbeat.deploy.kafka_admin import KafkaAdminError
 from arcbeat.deploy.worker_cmd import build_worker, declare_topics, worker_number
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import Settings
 from arcbeat.streams.startup import Deadline, StartupError, retry_start
 
 
@@ -40,11 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Declare the topics, then run the worker until it is stopped (the process exits)."""
-    try:
-        settings = Settings.load()
-    except SettingsError as exc:
-        print(f"arcbeat worker: {exc}", file=sys.stderr)
-        return 2
+    settings = Settings.load()  # a SettingsError: arcbeat's main says so, exit 2
     number, offset_port = worker_number(settings, args.id)
     deadline = Deadline(settings.kafka.startup_deadline)
     pipe = build_worker(settings, number, offset_port=offset_port, deadline=deadline)
