@@ -21,7 +21,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from arcbeat.streams.settings import SETTINGS, Settings
+from arcbeat.streams import ticks
+from arcbeat.streams.auth import parse_tokens
+from arcbeat.streams.identity import load_bindings
+from arcbeat.streams.settings import SETTINGS, Settings, read_secret
 from tests.support.paths import REPO
 
 ROOT = REPO / "deploy" / "kubernetes"
@@ -177,3 +180,18 @@ def test_the_prometheus_scrape_jobs_pass_promtool(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_example_secrets_have_the_formats_arcbeat_reads() -> None:
+    """The placeholders are in the real formats, so the example starts once they are replaced
+    by real values of the same shape."""
+    secrets = KUSTOMIZATIONS["example"] / "secrets"
+    tokens = parse_tokens((secrets / "api-tokens").read_text(), "api-tokens")
+    capacity = (secrets / "capacity-token").read_text().strip()
+    assert tokens, "no token"
+    assert read_secret("", str(secrets / "capacity-token"), "capacity_token") == capacity
+    assert capacity in (secrets / "api-tokens").read_text(), "the capacity token is not a token"
+    assert ticks.read_keys(str(secrets / "tick-keys"))
+    assert load_bindings(secrets / "identity-bindings.toml")
+    for path in secrets.iterdir():
+        assert "REPLACE" in path.read_text(), f"{path.name}: an example secret must say REPLACE"
