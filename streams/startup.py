@@ -31,19 +31,24 @@ class StartupError(RuntimeError):
     the last error and what to check."""
 
 
-def retriable(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an error it was raised from) is one Kafka says may pass on retry:
-    a node not ready, a connection refused, a request timed out, a coordinator moving."""
+def transient_cause(exc: BaseException) -> BaseException | None:
+    """The error in ``exc``'s chain (itself, or what it was raised from) that Kafka says may
+    pass on retry: a node not ready, a connection refused, a request timed out, a coordinator
+    moving; None when there is none."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:  # explicit causes only (raise ... from)
         seen.add(id(cause))
-        if isinstance(cause, KafkaError) and getattr(cause, "retriable", False):
-            return True
-        if isinstance(cause, TimeoutError | ConnectionError):
-            return True
+        kafka_says_retry = isinstance(cause, KafkaError) and bool(getattr(cause, "retriable", 0))
+        if kafka_says_retry or isinstance(cause, TimeoutError | ConnectionError):
+            return cause
         cause = cause.__cause__
-    return False
+    return None
+
+
+def retriable(exc: BaseException) -> bool:
+    """Whether a retry may get past ``exc`` (see :func:`transient_cause`)."""
+    return transient_cause(exc) is not None
 
 
 class Deadline:
@@ -91,11 +96,13 @@ async def retry_start(
             if cleanup is not None:
                 with contextlib.suppress(Exception):
                     await cleanup()
-            if not retriable(exc):
+            cause = transient_cause(exc)
+            if cause is None:
                 raise
             n += 1
             wait = min(backoff(n), deadline.left)
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"  # the whole story, for the final error
+            brief = f"{type(cause).__name__}: {cause or 'timed out'}"  # the root, each retry
             if deadline.left <= 0:
                 raise StartupError(
                     f"{step}: Kafka was still not usable after {deadline.elapsed:.0f}s and "
@@ -105,7 +112,7 @@ async def retry_start(
                     "is running"
                 ) from exc
             say(
-                f"start-up: {step}: Kafka not ready ({error}); retry {n} in {wait:.1f}s "
+                f"start-up: {step}: Kafka not ready ({brief}); retry {n} in {wait:.1f}s "
                 f"({deadline.left:.0f}s left of ARCBEAT_STARTUP_DEADLINE)"
             )
             await asyncio.sleep(wait)
