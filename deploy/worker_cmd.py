@@ -151,6 +151,9 @@ async def declare_topics(pipe: Pipeline) -> None:
     await ensure_specs_async(
         s.kafka.bootstrap,
         specs,
+        # each attempt short: a request stuck on a broker that just died is retried
+        # (arcbeat.streams.startup) rather than waited for
+        timeout=15.0,
         options=options,
         replication=Replication.of(s),
         warn=lambda m: print(f"arcbeat worker: warning: {m}", file=sys.stderr, flush=True),

@@ -102,7 +102,7 @@ async def retry_start(
             n += 1
             wait = min(backoff(n), deadline.left)
             error = f"{type(exc).__name__}: {exc}"  # the whole story, for the final error
-            brief = f"{type(cause).__name__}: {cause or 'timed out'}"  # the root, each retry
+            brief = _describe(cause)  # the root, on each retry
             if deadline.left <= 0:
                 raise StartupError(
                     f"{step}: Kafka was still not usable after {deadline.elapsed:.0f}s and "
@@ -116,3 +116,10 @@ async def retry_start(
                 f"({deadline.left:.0f}s left of ARCBEAT_STARTUP_DEADLINE)"
             )
             await asyncio.sleep(wait)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` once (aiokafka's messages may start with their type already)."""
+    name = type(exc).__name__
+    text = str(exc) or "timed out"
+    return text if text.startswith(name) else f"{name}: {text}"

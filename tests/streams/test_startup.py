@@ -141,3 +141,11 @@ def test_the_advertised_host_is_what_peers_call(tmp_path: object) -> None:
     )
     app = create_app(s, worker_id="1")
     assert str(app.conf.canonical_url).rstrip("/") == "http://arcbeat-worker-1.arcbeat-worker:6066"
+
+
+def test_progress_names_the_root_error_once() -> None:
+    from arcbeat.streams.startup import _describe
+
+    assert _describe(TimeoutError()) == "TimeoutError: timed out"
+    text = _describe(NodeNotReadyError("Attempt to send a request to node which is not ready"))
+    assert text.count("NodeNotReadyError") == 1, text
