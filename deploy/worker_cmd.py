@@ -27,6 +27,7 @@ from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.machines import MachineInfo, scopes_of
 from arcbeat.streams.scopes import scopes_topic
 from arcbeat.streams.settings import Settings
+from arcbeat.streams.startup import Deadline
 from arcbeat.streams.status import is_flapping
 from arcbeat.streams.web import WorkerAPI
 from arcbeat.streams.worker import Pipeline
@@ -150,15 +151,37 @@ async def declare_topics(pipe: Pipeline) -> None:
     await ensure_specs_async(
         s.kafka.bootstrap,
         specs,
+        # each attempt short: a request stuck on a broker that just died is retried
+        # (arcbeat.streams.startup) rather than waited for
+        timeout=15.0,
         options=options,
         replication=Replication.of(s),
         warn=lambda m: print(f"arcbeat worker: warning: {m}", file=sys.stderr, flush=True),
     )
 
 
-def build_worker(settings: Settings, worker_id: int = 0) -> Pipeline:
-    settings = settings.replace(web_port=settings.worker.web_port + worker_id)
-    pipe = Pipeline(settings, worker_id=str(worker_id))
+def worker_number(settings: Settings, option: int | None) -> tuple[int, bool]:
+    """(the worker's number, whether its web port is web_port + number).
+
+    ``arcbeat worker --id N`` runs worker N beside others on one host (port base + N);
+    without it, the ``worker_id`` setting (a StatefulSet pod's name) names a worker with a
+    host of its own, which keeps web_port; neither: worker 0."""
+    if option is not None:
+        return option, True
+    ordinal = settings.worker.ordinal
+    return (ordinal, False) if ordinal is not None else (0, True)
+
+
+def build_worker(
+    settings: Settings,
+    worker_id: int = 0,
+    *,
+    offset_port: bool = True,
+    deadline: Deadline | None = None,
+) -> Pipeline:
+    if offset_port:
+        settings = settings.replace(web_port=settings.worker.web_port + worker_id)
+    pipe = Pipeline(settings, worker_id=str(worker_id), deadline=deadline)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(
         WorkerCollector(

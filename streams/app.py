@@ -26,9 +26,10 @@ class _WebAndTimers(BootStrategy):
 def create_app(settings: Settings, *, worker_id: str = "0") -> faust.App:
     datadir = Path(settings.worker.data_dir) / f"worker-{worker_id}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    # bind where told; advertise a name other workers can reach (for key routing), with https
+    # bind where told; advertise a name other workers can reach (for key routing: the
+    # advertised_host setting, e.g. a pod's name under a headless Service), with https
     # when the listener has a certificate (which must then name that host)
-    host = (
+    host = settings.worker.advertised_host or (
         socket.gethostname()
         if settings.worker.web_host in ("0.0.0.0", "::")
         else settings.worker.web_host

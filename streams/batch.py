@@ -56,9 +56,12 @@ def checkpoints_topic(settings: Settings) -> str:
 def instance_id(settings: Settings, worker_id: str) -> str:
     """Static group membership: a worker started again under the same id takes its
     partitions back at once, without waiting for the session timeout (KIP-345)."""
-    return (
-        settings.worker.instance_id or f"{settings.kafka.app_id}-{socket.gethostname()}-{worker_id}"
-    )
+    w = settings.worker
+    if w.instance_id:
+        return w.instance_id
+    if w.ordinal is not None:  # a host of its own per worker (a StatefulSet pod): no host name
+        return f"{settings.kafka.app_id}-worker-{w.ordinal}"
+    return f"{settings.kafka.app_id}-{socket.gethostname()}-{worker_id}"
 
 
 @dataclass
@@ -160,6 +163,17 @@ class HeartbeatLoop:
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         await self._consumer.start()
         self.started = True
+
+    async def discard(self) -> None:
+        """Close the clients of a start that failed (a retry starts new ones)."""
+        consumer, self._consumer = self._consumer, None
+        admin, self._admin = self._admin, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
 
     async def stop(self) -> None:
         self.stopping = True

@@ -33,8 +33,9 @@ from arcbeat.streams.maintenance import (
 if TYPE_CHECKING:
     from arcbeat.streams.worker import Pipeline
 
-# asks every other worker (path, query) on behalf of a request's caller: WorkerAPI.fan_out
-FanOut = Callable[[aioweb.Request, str, dict[str, str]], Awaitable[list[Any]]]
+# asks every other worker (path, query) on behalf of a request's caller: (their answers, the
+# workers that failed, each with a .missing() dict): WorkerAPI.fan_out_partial
+FanOut = Callable[[aioweb.Request, str, dict[str, str]], Awaitable[tuple[list[Any], list[Any]]]]
 
 MATCH_CHUNK = 2000  # machines matched between two yields to the event loop
 
@@ -107,10 +108,24 @@ class MaintenanceAPI:
         except MaintenanceError as exc:
             return _error(400, str(exc))
         machines = await self._local_matches(window.selector)
-        others = await self.fan_out(
+        others, missing = await self.fan_out(
             request, "/maintenance/matches", {"window": orjson.dumps(to_json(window)).decode()}
         )
         machines += sum(int(o.get("machines", 0)) for o in others)
+        gaps = [m.missing() for m in missing]
+        if machines == 0 and gaps and not allow_empty:
+            names = ", ".join(g["worker"] for g in gaps)
+            return aioweb.json_response(
+                {
+                    "error": f"maintenance: no machine matched on the workers that answered, "
+                    f"and {names} did not answer ({gaps[0]['error']}): whether the selector "
+                    "matches anything is unknown; try again, or create it with allowEmpty "
+                    "(arcbeat maintenance create --allow-empty)",
+                    "worker": gaps[0]["worker"],
+                    "missing": gaps,
+                },
+                status=503,
+            )
         if machines == 0 and not allow_empty:
             return _error(
                 422,
@@ -120,7 +135,9 @@ class MaintenanceAPI:
             )
         await self.pipe.maintenance.put(window)
         audit(who, "maintenance.create", to_json(window))
-        return aioweb.json_response({**to_json(window), "machines": machines}, status=201)
+        # with workers missing, machines counts those of the workers that answered
+        body = {**to_json(window), "machines": machines, "partial": bool(gaps), "missing": gaps}
+        return aioweb.json_response(body, status=201)
 
     @require(MAINTENANCE)
     async def end(self, request: aioweb.Request) -> aioweb.Response:

@@ -90,6 +90,9 @@ class KafkaSettings:
     password: str = field(default="", repr=False)
     password_file: str = ""  # read when password is empty (first line)
     ca_file: str = ""  # PEM CA bundle for SSL/SASL_SSL (empty: system CAs)
+    # a worker or history exporter started while Kafka is partly down (a broker just died,
+    # not yet fenced by the controller) retries retriable errors for this long, then exits
+    startup_deadline: float = 120.0
 
     @property
     def topics(self) -> Topics:
@@ -113,6 +116,7 @@ class KafkaSettings:
                 f"({self.replication_factor}): every acks=all write would fail; use at most "
                 f"{self.replication_factor}, or 0 (auto)",
             )
+        _check_positive("startup_deadline", self.startup_deadline)
         _check_choice("kafka_security_protocol", self.security_protocol, KAFKA_SECURITY_PROTOCOLS)
         _check_choice("kafka_sasl_mechanism", self.sasl_mechanism, KAFKA_SASL_MECHANISMS)
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.topic_prefix):
@@ -210,15 +214,40 @@ class WorkerSettings:
     # partitions before the group hands them to the others. A worker started again under
     # the same instance id takes them back at once (static membership).
     session_timeout: float = 20.0
-    # static group membership id; empty: <app_id>-<hostname>-<worker id>
+    # static group membership id; empty: <app_id>-worker-<ordinal> when worker_id is set,
+    # else <app_id>-<hostname>-<worker id>
     instance_id: str = ""
+    # the worker's id when every worker has a host of its own (Kubernetes: the pod name of a
+    # StatefulSet, whose trailing ordinal is taken: arcbeat-worker-2 -> 2). web_port is then
+    # used as is (`arcbeat worker --id N` on one host adds N to it instead)
+    worker_id: str = ""
+    # the host name other workers reach this one by (routed API calls); empty: web_host, or
+    # the host name when web_host is 0.0.0.0 / :: (Kubernetes: <pod>.<headless service>)
+    advertised_host: str = ""
     availability_windows: bool = True  # per-machine heartbeat counts per window (availability)
     # metrics (docs/metrics-alerts-history.md, Metrics)
     max_machine_series: int = 10_000
     fleet_snapshot_interval: float = 10.0  # each partition's counts by status to <prefix>.fleet
 
+    @property
+    def ordinal(self) -> int | None:
+        """The worker number of ``worker_id`` (None when it is not set)."""
+        if not self.worker_id:
+            return None
+        return worker_ordinal(self.worker_id)
+
     def validate(self) -> None:
         _check_port("web_port", self.web_port)
+        if self.worker_id:
+            try:
+                worker_ordinal(self.worker_id)
+            except ValueError as exc:
+                raise _bad("worker_id", str(exc)) from None
+        if self.advertised_host and not re.fullmatch(r"[A-Za-z0-9.:_\[\]-]+", self.advertised_host):
+            raise _bad(
+                "advertised_host",
+                f"must be a host name or an IP address, got {self.advertised_host!r}",
+            )
         if not 0 <= self.producer_linger <= 1:
             raise _bad("producer_linger", f"must be 0..1s, got {self.producer_linger:g}s")
         if self.session_timeout < 6:
@@ -259,6 +288,7 @@ class InfluxSettings:
     batch_size: int = 5000
     flush_interval: float = 1.0
     history_port: int = 6070  # `arcbeat history` serves /metrics here
+    history_host: str = "127.0.0.1"  # ... on this address (0.0.0.0: every interface)
 
     def validate(self) -> None:
         _check_port("history_port", self.history_port)
@@ -300,6 +330,9 @@ class CapacitySettings:
     # worker's GET /capacity at source_url (a worker's base URL; empty = http://web_host:web_port)
     interval: float = 60.0
     source_url: str = ""
+    # the API token (first line of this file) the capacity fetch sends, when the workers'
+    # API needs one (api_tokens_file): a token of the read role
+    token_file: str = ""
 
     def validate(self) -> None:
         if self.source_url and not re.match(r"https?://", self.source_url):
@@ -500,6 +533,7 @@ _TABLE: tuple[tuple[str, str, str, Conversion], ...] = (
     ("kafka_password", "kafka", "password", "str"),
     ("kafka_password_file", "kafka", "password_file", "str"),
     ("kafka_ca_file", "kafka", "ca_file", "str"),
+    ("startup_deadline", "kafka", "startup_deadline", "duration"),
     ("identity_bindings", "identity", "bindings", "str"),
     ("identity_principal", "identity", "principal", "str"),
     ("identity_secret", "identity", "secret", "str"),
@@ -531,6 +565,8 @@ _TABLE: tuple[tuple[str, str, str, Conversion], ...] = (
     ("checkpoint_interval", "worker", "checkpoint_interval", "duration"),
     ("session_timeout", "worker", "session_timeout", "duration"),
     ("instance_id", "worker", "instance_id", "str"),
+    ("worker_id", "worker", "worker_id", "str"),
+    ("advertised_host", "worker", "advertised_host", "str"),
     ("availability_windows", "worker", "availability_windows", "bool"),
     ("max_machine_series", "worker", "max_machine_series", "int"),
     ("fleet_snapshot_interval", "worker", "fleet_snapshot_interval", "duration"),
@@ -546,6 +582,7 @@ _TABLE: tuple[tuple[str, str, str, Conversion], ...] = (
     ("influx_batch_size", "influx", "batch_size", "int"),
     ("influx_flush_interval", "influx", "flush_interval", "duration"),
     ("history_port", "influx", "history_port", "int"),
+    ("history_host", "influx", "history_host", "str"),
     ("state_dir", "stack", "state_dir", "str"),
     ("prometheus_url", "stack", "prometheus_url", "str"),
     ("alertmanager_url", "stack", "alertmanager_url", "str"),
@@ -566,6 +603,7 @@ _TABLE: tuple[tuple[str, str, str, Conversion], ...] = (
     ("limit_tenant_objects", "capacity", "limit_tenant_objects", "int"),
     ("capacity_interval", "capacity", "interval", "duration"),
     ("capacity_source_url", "capacity", "source_url", "str"),
+    ("capacity_token_file", "capacity", "token_file", "str"),
 )
 
 SETTINGS: Mapping[str, Setting] = {row[0]: Setting(*row) for row in _TABLE}
@@ -598,6 +636,17 @@ def read_secret(value: str, path: str, name: str) -> str:
         ) from None
     lines = text.splitlines()
     return lines[0].strip() if lines else ""
+
+
+def worker_ordinal(worker_id: str) -> int:
+    """The number of a worker id: ``3`` -> 3, ``arcbeat-worker-3`` (a StatefulSet pod) -> 3."""
+    m = re.fullmatch(r"(?:.*-)?(\d+)", worker_id.strip())
+    if not m:
+        raise ValueError(
+            f"must be a worker number (0, 1, ...) or a name ending in -<number> such as a "
+            f"StatefulSet pod name (arcbeat-worker-2), got {worker_id!r}"
+        )
+    return int(m.group(1))
 
 
 def parse_duration(value: object) -> float:

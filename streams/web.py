@@ -5,14 +5,20 @@ Each worker answers for the partitions it owns; a query without ``local=1`` is r
 owner of the key (one machine) or fanned out to every worker (lists, fleet), so any worker
 can be asked anything. Each handler declares its role (:func:`arcbeat.streams.auth.require`);
 a routed call carries the caller's Authorization header, so the owner checks the same token.
+
+A peer that does not answer, or answers an error, never turns into a bare 500: lists and fleet
+counts answer what the other workers had, marked ``partial: true`` with the ``missing``
+workers and why; a single machine, whose owner is the one that failed, and capacity, which a
+partial sum would undercount, answer 502 with the ``worker`` named.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -29,7 +35,10 @@ from arcbeat.streams.status import is_flapping
 if TYPE_CHECKING:
     from arcbeat.streams.worker import Pipeline
 
+log = logging.getLogger("arcbeat.web")
+
 MAX_LIMIT = 1000
+PEER_TIMEOUT = 10.0  # seconds a routed or fanned-out call may take
 # /capacity decodes every owned machine: yield to the event loop between chunks so heartbeats
 # keep flowing (about 10 us a machine: a quarter of a million take seconds).
 SUMMARY_CHUNK = 2000
@@ -66,6 +75,47 @@ def machine_json(key: str, m: Machine, pipe: Pipeline, now: float) -> dict[str, 
     }
 
 
+class PeerError(Exception):
+    """Another worker did not answer, or answered with an error: ``worker`` is its URL."""
+
+    def __init__(self, worker: str, detail: str) -> None:
+        super().__init__(f"worker {worker}: {detail}")
+        self.worker = worker
+        self.detail = detail
+
+    def missing(self) -> dict[str, str]:
+        return {"worker": self.worker, "error": self.detail}
+
+
+def _peer_failure(url: str, status: int, body: Any) -> PeerError:
+    detail = body.get("error") if isinstance(body, dict) else None
+    why = f"answered HTTP {status}: {detail or str(body)[:200]}"
+    if status in (401, 403):
+        why += (
+            " (it refused the caller's token, which this worker accepted: every worker needs "
+            "the same api_tokens_file)"
+        )
+    return PeerError(url, why)
+
+
+@aioweb.middleware
+async def json_errors(
+    request: aioweb.Request, handler: Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
+) -> aioweb.StreamResponse:
+    """Errors as JSON: a failed peer is a 502 naming it, anything unexpected a JSON 500."""
+    try:
+        return await handler(request)
+    except aioweb.HTTPException:
+        raise
+    except PeerError as exc:
+        return aioweb.json_response({"error": str(exc), "worker": exc.worker}, status=502)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return _error(502, f"another worker did not answer: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
 class WorkerAPI:
     def __init__(self, pipe: Pipeline) -> None:
         self.pipe = pipe
@@ -75,13 +125,14 @@ class WorkerAPI:
         """Add the routes, behind ``authenticator`` (default: from the settings; a SettingsError
         when they would leave a routable listener open)."""
         install(app, authenticator or Authenticator.from_settings(self.pipe.settings.worker))
+        app.middlewares.append(json_errors)
         app.router.add_get("/machines", self.list_machines)
         app.router.add_get(r"/machines/{rid:.+}", self.get_machine)
         app.router.add_get("/fleet", self.fleet)
         app.router.add_get("/capacity", self.capacity)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        MaintenanceAPI(self.pipe, self.fan_out).register(app)
+        MaintenanceAPI(self.pipe, self.fan_out_partial).register(app)
 
     # ---- routing helpers -----------------------------------------------------------------
 
@@ -95,7 +146,7 @@ class WorkerAPI:
     def _session(self, request: aioweb.Request) -> aiohttp.ClientSession:
         """A client for calls on behalf of ``request``'s caller (same Authorization)."""
         return aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=10),
+            timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
             headers=forward_headers(request),
             connector=aiohttp.TCPConnector(ssl=self._tls),
         )
@@ -103,16 +154,43 @@ class WorkerAPI:
     async def fan_out(
         self, request: aioweb.Request, path: str, params: dict[str, str]
     ) -> list[Any]:
-        """``path`` asked of every other worker (``local=1``), as ``request``'s caller."""
-        others = self._urls() - {self._me()}
+        """``path`` asked of every other worker (``local=1``), as ``request``'s caller; the
+        first :class:`PeerError` when any of them fails."""
+        answers, missing = await self.fan_out_partial(request, path, params)
+        if missing:
+            raise missing[0]
+        return answers
+
+    async def fan_out_partial(
+        self, request: aioweb.Request, path: str, params: dict[str, str]
+    ) -> tuple[list[Any], list[PeerError]]:
+        """``path`` asked of every other worker: (the answers, the workers that failed)."""
+        others = sorted(self._urls() - {self._me()})
         async with self._session(request) as http:
 
             async def one(url: str) -> Any:
-                async with http.get(url + path, params={**params, "local": "1"}) as r:
-                    r.raise_for_status()
-                    return await r.json()
+                try:
+                    async with http.get(url + path, params={**params, "local": "1"}) as r:
+                        body = await r.json(content_type=None)
+                        if r.status != 200:
+                            raise _peer_failure(url, r.status, body)
+                        return body
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    raise PeerError(url, f"{type(exc).__name__}: {exc or 'timed out'}") from exc
 
-            return list(await asyncio.gather(*(one(u) for u in sorted(others))))
+            results = await asyncio.gather(*(one(u) for u in others), return_exceptions=True)
+        answers: list[Any] = []
+        missing: list[PeerError] = []
+        for result in results:
+            if isinstance(result, PeerError):
+                missing.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                answers.append(result)
+        for m in missing:
+            log.warning("%s: %s (partial answer)", path, m)
+        return answers, missing
 
     # ---- handlers -------------------------------------------------------------------------
 
@@ -147,9 +225,10 @@ class WorkerAPI:
         items = self._local_matches(q)
         if q.get("local") != "1":
             filters = {k: v for k, v in q.items() if k in FILTERS}
-            for page in await self.fan_out(
+            pages, missing = await self.fan_out_partial(
                 request, "/machines", {**filters, "limit": str(MAX_LIMIT)}
-            ):
+            )
+            for page in pages:
                 items.extend(page["items"])
             items.sort(key=lambda d: d["key"])
             return aioweb.json_response(
@@ -158,6 +237,7 @@ class WorkerAPI:
                     "offset": offset,
                     "limit": limit,
                     "items": items[offset : offset + limit],
+                    **_partial(missing),
                 }
             )
         items.sort(key=lambda d: d["key"])
@@ -180,8 +260,19 @@ class WorkerAPI:
                 "or it disconnected (Deleted)",
             )
         url = f"{owner}/machines{rid}"
-        async with self._session(request) as http, http.get(url, params={"local": "1"}) as r:
-            return aioweb.json_response(await r.json(), status=r.status)
+        try:
+            async with self._session(request) as http, http.get(url, params={"local": "1"}) as r:
+                body = await r.json(content_type=None)
+                if r.status in (200, 404):
+                    return aioweb.json_response(body, status=r.status)
+                raise _peer_failure(owner, r.status, body)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise PeerError(
+                owner,
+                f"owns partition {self.pipe.partition_of(key)} of {rid} but did not answer "
+                f"({type(exc).__name__}: {exc or 'timed out'}); its partitions move to another "
+                "worker after the session timeout",
+            ) from exc
 
     def _local_fleet(self) -> dict[str, Any]:
         by_status: Counter[str] = Counter()
@@ -200,7 +291,8 @@ class WorkerAPI:
         mine = self._local_fleet()
         if request.query.get("local") == "1":
             return aioweb.json_response(mine)
-        parts = [mine, *await self.fan_out(request, "/fleet", {})]
+        others, missing = await self.fan_out_partial(request, "/fleet", {})
+        parts = [mine, *others]
         by_status: Counter[str] = Counter()
         by_location: dict[str, Counter[str]] = {}
         for part in parts:
@@ -216,6 +308,7 @@ class WorkerAPI:
                 "byStatus": dict(by_status),
                 "byLocation": {k: dict(v) for k, v in sorted(by_location.items())},
                 "silentScopes": sorted(s for s, v in verdicts.items() if v.silent),
+                **_partial(missing),
             }
         )
 
@@ -254,13 +347,16 @@ class WorkerAPI:
         }
         if request.query.get("local") == "1":
             return aioweb.json_response({**mine.to_dict(), **meta, "workers": 1})
-        try:
-            others = await self.fan_out(request, "/capacity", {})
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return _error(
-                502,
-                f"a worker did not answer /capacity ({type(exc).__name__}: {exc}); capacity "
-                "needs every worker's machines, so no partial answer is given",
+        others, missing = await self.fan_out_partial(request, "/capacity", {})
+        if missing:
+            return aioweb.json_response(
+                {
+                    "error": f"{missing[0]}; capacity needs every worker's machines, so no "
+                    "partial answer is given",
+                    "worker": missing[0].worker,
+                    **_partial(missing),
+                },
+                status=502,
             )
         try:
             parts = [
@@ -294,6 +390,11 @@ class WorkerAPI:
         ready, reason = self.pipe.readiness()
         body = {"status": "ready" if ready else "not ready", "reason": reason, **self._state()}
         return aioweb.json_response(body, status=200 if ready else 503)
+
+
+def _partial(missing: list[PeerError]) -> dict[str, Any]:
+    """``partial`` (and the ``missing`` workers) of an answer merged from every worker."""
+    return {"partial": bool(missing), "missing": [m.missing() for m in missing]}
 
 
 def _error(status: int, detail: str) -> aioweb.Response:

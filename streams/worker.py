@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from arcbeat.streams import ticks
 from arcbeat.streams.app import create_app
@@ -31,6 +33,7 @@ from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.maintenance_board import MaintenanceBoard
 from arcbeat.streams.scopes import ScopeBoard
 from arcbeat.streams.settings import Settings
+from arcbeat.streams.startup import Deadline, Say, StartupError, retry_start
 from arcbeat.streams.ticks import TICK_HEADER
 
 log = logging.getLogger("arcbeat.worker")
@@ -39,9 +42,19 @@ __all__ = ["DECIDER_PARTITION", "TICK_HEADER", "Pipeline"]
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, *, worker_id: str = "0") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_id: str = "0",
+        deadline: Deadline | None = None,
+        say: Say | None = None,
+    ) -> None:
         self.settings = settings
         self.worker_id = worker_id
+        # start-up under a partly down cluster: retried until this deadline (startup_deadline)
+        self.deadline = deadline or Deadline(settings.kafka.startup_deadline)
+        self.say: Say = say or _say
         self.app: faust.App = create_app(settings, worker_id=worker_id)
         self.engine = Engine(settings)
         self.board = ScopeBoard(settings)
@@ -105,10 +118,13 @@ class Pipeline:
             await self._produce_ticks()
 
     async def _run(self) -> None:
+        retry = self.deadline, self.say
         try:
-            await self.board.start()
-            await self.maintenance.start()
-            await self.loop.start()
+            await _start("the scope state reader", self.board.start, self.board.stop, *retry)
+            await _start(
+                "the maintenance reader", self.maintenance.start, self.maintenance.stop, *retry
+            )
+            await _start("the heartbeats consumer", self.loop.start, self.loop.discard, *retry)
             self._task = asyncio.current_task()
             await self.loop.run()
         except asyncio.CancelledError:
@@ -117,6 +133,11 @@ class Pipeline:
             if self.loop.stopping:  # an error while shutting down: the process ends anyway
                 log.warning("the heartbeat loop ended while stopping: %r", exc)
                 return
+            if isinstance(exc, StartupError):  # said once, clearly; exit 2 like bad settings
+                self.failed = exc
+                self.say(f"error: {exc}")
+                asyncio.get_running_loop().call_later(0.2, os._exit, 2)
+                raise
             # a worker that cannot process must not linger: it exits with an error status so
             # that its supervisor starts it again (its state comes back from Kafka)
             self.failed = exc
@@ -139,13 +160,19 @@ class Pipeline:
         if not partitions or not self.board.ready.is_set() or not self.maintenance.ready:
             return  # a tick decides with the shared state: never with half of it
         if self.tick_producer is None:
-            self.tick_producer = AIOKafkaProducer(
+            producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.kafka.bootstrap,
                 acks="all",
                 linger_ms=0,
                 **client_options(self.settings.kafka),
             )
-            await self.tick_producer.start()
+            try:
+                await producer.start()
+            except KafkaError as exc:  # a broker down: the next tick tries again
+                await producer.stop()
+                log.warning("the tick producer could not start (%r); retrying next tick", exc)
+                return
+            self.tick_producer = producer
         topic = self.settings.heartbeats_topic
         value, headers = ticks.encode(
             self.worker_id,
@@ -157,3 +184,17 @@ class Pipeline:
         for p in partitions:
             await self.tick_producer.send(topic, value, partition=p, headers=headers)
         await self.loop.refresh_lag()
+
+
+def _say(line: str) -> None:
+    print(f"arcbeat worker: {line}", file=sys.stderr, flush=True)
+
+
+async def _start(
+    step: str,
+    start: Callable[[], Any],
+    undo: Callable[[], Any],
+    deadline: Deadline,
+    say: Say,
+) -> None:
+    await retry_start(step, start, deadline=deadline, say=say, cleanup=undo)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(_run_until_signal(settings))
-    except HistoryError as exc:
+    except (HistoryError, SettingsError) as exc:
         print(f"arcbeat history: {exc}", file=sys.stderr)
         return 2
     return 0

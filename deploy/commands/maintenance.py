@@ -22,11 +22,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "out. Needs a token with the maintenance role when the API has tokens."
         ),
     )
-    p.add_argument("--url", help="a worker's API (default: from ARCBEAT_WEB_PORT)")
-    p.add_argument("--token-file", help="file holding the API token (or $ARCBEAT_API_TOKEN)")
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    _connection_options(p, None)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     c = actions.add_parser("create", help="declare a window")
+    _connection_options(c, argparse.SUPPRESS)
     g = c.add_argument_group("which machines (resource IDs, or a scope)")
     g.add_argument("--resource-id", action="append", help="a machine (repeat for more)")
     g.add_argument("--subscription", help="subscription id")
@@ -48,10 +47,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="allow a selector that matches no machine yet (machines not onboarded)",
     )
     ls = actions.add_parser("list", help="every window (ended ones too)")
+    _connection_options(ls, argparse.SUPPRESS)
     ls.add_argument("--active", action="store_true", help="only the windows in force now")
     e = actions.add_parser("end", help="end a window now")
+    _connection_options(e, argparse.SUPPRESS)
     e.add_argument("id", help="the window id (see list)")
     p.set_defaults(func=run)
+
+
+def _connection_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    """--url, --token-file and --json, before the action or after it (``default`` SUPPRESS on
+    an action, so that an option given before the action is not reset by the action's parser)."""
+    p.add_argument("--url", default=default, help="a worker's API (default: from ARCBEAT_WEB_PORT)")
+    p.add_argument(
+        "--token-file",
+        default=default,
+        help="file holding the API token (or $ARCBEAT_API_TOKEN)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=default if default is not None else False,
+        help="print the API's JSON",
+    )
 
 
 def request_body(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import sys
 import faust
 
 from arcbeat.deploy.kafka_admin import KafkaAdminError
-from arcbeat.deploy.worker_cmd import build_worker, declare_topics
+from arcbeat.deploy.worker_cmd import build_worker, declare_topics, worker_number
 from arcbeat.streams.settings import Settings
+from arcbeat.streams.startup import Deadline, StartupError, retry_start
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Web API, /healthz, /readyz and /metrics on ARCBEAT_WEB_PORT + id."
         ),
     )
-    p.add_argument("--id", type=int, default=0, help="worker number: web port = base + id")
+    p.add_argument(
+        "--id",
+        type=int,
+        default=None,
+        help="worker number when several run on one host: web port = base + id (default: the "
+        "ordinal of ARCBEAT_WORKER_ID with the port as is, else 0)",
+    )
     p.add_argument("--loglevel", default="warning", help="debug, info, warning, error")
     p.add_argument(
         "--print-transitions", action="store_true", help="print each status record emitted"
@@ -33,11 +40,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Declare the topics, then run the worker until it is stopped (the process exits)."""
-    settings = Settings.load()
-    pipe = build_worker(settings, args.id)
+    settings = Settings.load()  # a SettingsError: arcbeat's main says so, exit 2
+    number, offset_port = worker_number(settings, args.id)
+    deadline = Deadline(settings.kafka.startup_deadline)
+    pipe = build_worker(settings, number, offset_port=offset_port, deadline=deadline)
     try:
-        asyncio.run(declare_topics(pipe))
-    except KafkaAdminError as exc:
+        asyncio.run(
+            retry_start(
+                "topic check", lambda: declare_topics(pipe), deadline=deadline, say=pipe.say
+            )
+        )
+    except (KafkaAdminError, StartupError) as exc:
         print(f"arcbeat worker: {exc}", file=sys.stderr)
         return 2
     if args.print_transitions:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import for_code
 
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.errors import KafkaAdminError
@@ -419,6 +420,7 @@ def _outcomes(obj: dict[str, Any], bootstrap: str) -> dict[str, str]:
     result: dict[str, str] = {}
     failures: list[str] = []
     denied: list[str] = []
+    codes: list[int] = []  # of the failures
     for entry in obj.get("topic_errors", []):
         name, code = str(entry["topic"]), int(entry["error_code"])
         if code == 0:
@@ -428,6 +430,7 @@ def _outcomes(obj: dict[str, Any], bootstrap: str) -> dict[str, str]:
         elif code in _AUTHORIZATION_FAILED:
             denied.append(name)
         else:
+            codes.append(code)
             message = entry.get("error_message") or f"error code {code}"
             if code == _INVALID_REPLICATION_FACTOR:
                 message += (
@@ -443,7 +446,13 @@ def _outcomes(obj: dict[str, Any], bootstrap: str) -> dict[str, str]:
             "users their ACLs, or `arcbeat topics --acls` with admin credentials)"
         )
     if failures:
-        raise KafkaAdminError(
+        error = KafkaAdminError(
             f"topics: Kafka at {bootstrap} refused to create: {'; '.join(failures)}"
         )
+        # e.g. NOT_CONTROLLER or REQUEST_TIMED_OUT while a dead broker is not fenced yet:
+        # the cause tells a start-up retry (arcbeat.streams.startup) that it may pass
+        transient = [c for c in codes if getattr(for_code(c), "retriable", False)]
+        if transient and len(transient) == len(failures):
+            raise error from for_code(transient[0])()
+        raise error
     return result

@@ -36,7 +36,7 @@ from arcbeat.exporters.capacity.report import build_report_from_summary
 from arcbeat.exporters.influx_points import capacity_line
 from arcbeat.exporters.sinks import InfluxSink, SinkError
 from arcbeat.streams.fleet_summary import FleetSummary, SummaryError
-from arcbeat.streams.settings import Settings
+from arcbeat.streams.settings import Settings, SettingsError, read_secret
 
 # the history exporter runs this task: its log lines are the exporter's
 log = logging.getLogger("arcbeat.exporters.history")
@@ -66,6 +66,7 @@ class CapacityTask:
         self.settings = settings
         self.sink = sink
         self.url = capacity_url(settings)
+        self.headers = self._auth()  # sent to the workers only, never to InfluxDB
         self.interval = settings.capacity.interval
         self.limits = CapacityLimits.from_settings(settings.capacity)
         self.history = CapacityHistory(max_samples=HISTORY_SAMPLES)
@@ -109,6 +110,19 @@ class CapacityTask:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), wait)
 
+    def _auth(self) -> dict[str, str]:
+        """The Authorization header of the capacity fetch (capacity_token_file), if any."""
+        path = self.settings.capacity.token_file
+        if not path:
+            return {}
+        token = read_secret("", path, "capacity_token")
+        if not token:
+            raise SettingsError(
+                f"setting capacity_token_file (ARCBEAT_CAPACITY_TOKEN_FILE): {path} is empty; "
+                "put a read-role API token on its first line"
+            )
+        return {"Authorization": f"Bearer {token}"}
+
     async def round(self, http: aiohttp.ClientSession) -> CapacityReport | None:
         """One report: fetch, build, record, write. None when the workers gave no counts."""
         if not self._history_loaded:
@@ -139,7 +153,7 @@ class CapacityTask:
 
     async def _fetch(self, http: aiohttp.ClientSession) -> FleetSummary:
         try:
-            async with http.get(self.url) as resp:
+            async with http.get(self.url, headers=self.headers) as resp:
                 if resp.status != 200:
                     detail = (await resp.text(errors="replace")).strip()[:300]
                     raise _CapacityFetchError(f"{self.url} answered HTTP {resp.status}: {detail}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -45,6 +46,7 @@ from arcbeat.exporters.influx_points import PointError, value_to_lines
 from arcbeat.exporters.sinks import InfluxSink, SinkError
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.settings import Settings
+from arcbeat.streams.startup import Deadline, Say, StartupError, retry_start
 
 log = logging.getLogger("arcbeat.exporters.history")
 
@@ -88,6 +90,7 @@ class HistoryExporter:
         backoff_max: float = 30.0,
         stop_timeout: float = 10.0,
         serve_metrics: bool = True,
+        say: Say | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -103,6 +106,9 @@ class HistoryExporter:
         self.stop_timeout = stop_timeout
         self.serve_metrics = serve_metrics
         self.metrics_port: int | None = None  # the bound port once serving
+        # start-up under a partly down cluster (arcbeat.streams.startup)
+        self.deadline = Deadline(settings.kafka.startup_deadline)
+        self.say: Say = say or _say
 
         self._entries: deque[Entry] = deque()
         self._points = 0  # lines in _entries
@@ -143,8 +149,7 @@ class HistoryExporter:
         consumer = self._consumer
         return frozenset(consumer.assignment()) if consumer is not None else frozenset()
 
-    async def run(self) -> None:
-        """Consume until :meth:`request_stop`; then flush (up to ``stop_timeout``) and close."""
+    def _new_consumer(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka.bootstrap,
             group_id=self.group_id,
@@ -155,14 +160,38 @@ class HistoryExporter:
             **client_options(self.settings.kafka),
         )
         consumer.subscribe(list(self.topics), listener=_Rebalance(self))
+        return consumer
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        """The started consumer; retriable Kafka errors are retried until startup_deadline."""
+        made: list[AIOKafkaConsumer] = []
+
+        async def attempt() -> AIOKafkaConsumer:
+            made.append(self._new_consumer())
+            await made[-1].start()
+            return made[-1]
+
+        async def undo() -> None:
+            if made:
+                await made.pop().stop()
+
         try:
-            await consumer.start()
-        except KafkaError as exc:
-            await consumer.stop()
+            return await retry_start(
+                "the status and fleet consumer",
+                attempt,
+                deadline=self.deadline,
+                say=self.say,
+                cleanup=undo,
+            )
+        except (KafkaError, StartupError) as exc:
             raise HistoryError(
                 f"history: cannot reach Kafka at {self.settings.kafka.bootstrap} "
                 f"(ARCBEAT_KAFKA_BOOTSTRAP): {exc}"
             ) from exc
+
+    async def run(self) -> None:
+        """Consume until :meth:`request_stop`; then flush (up to ``stop_timeout``) and close."""
+        consumer = await self._start_consumer()
         self._consumer = consumer
         capacity_task: asyncio.Task[None] | None = None
         maintenance_task: asyncio.Task[None] | None = None
@@ -380,23 +409,21 @@ class HistoryExporter:
         app.router.add_get("/healthz", self._handle_health)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.worker.web_host, self.settings.influx.history_port)
+        host = self.settings.influx.history_host
+        site = web.TCPSite(runner, host, self.settings.influx.history_port)
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise HistoryError(
-                f"history: cannot serve /metrics on {self.settings.worker.web_host}:"
-                f"{self.settings.influx.history_port} (ARCBEAT_HISTORY_PORT): {exc}"
+                f"history: cannot serve /metrics on {host}:"
+                f"{self.settings.influx.history_port} (ARCBEAT_HISTORY_HOST, "
+                f"ARCBEAT_HISTORY_PORT): {exc}"
             ) from exc
         self._web = runner
         addresses = runner.addresses
         self.metrics_port = int(addresses[0][1]) if addresses else self.settings.influx.history_port
-        log.info(
-            "history: metrics on http://%s:%s/metrics",
-            self.settings.worker.web_host,
-            self.metrics_port,
-        )
+        log.info("history: metrics on http://%s:%s/metrics", host, self.metrics_port)
 
     async def _handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -415,6 +442,10 @@ class HistoryExporter:
                 ),
             }
         )
+
+
+def _say(line: str) -> None:
+    print(f"arcbeat history: {line}", file=sys.stderr, flush=True)
 
 
 def _fmt_offsets(offsets: dict[TopicPartition, int]) -> str:

@@ -37,7 +37,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.topics import TopicSpec, ensure_specs_async
 from arcbeat.deploy.services import ClusterReport, port_open
 from arcbeat.deploy.stack import Stack, StackError
+from arcbeat.streams.records import heartbeat_payload
 from arcbeat.streams.settings import Settings
 from tests.support.deployment import Deployment
 from tests.support.groundtruth import GroundTruth, send_times
@@ -162,6 +163,20 @@ class Cluster:
             on_timeout=lambda: last[0].summary() if last else "no report",
         )  # fmt: skip
         return time.time() - t0
+
+    def controller(self) -> int:
+        """The broker the cluster's metadata names controller (admin requests go there)."""
+
+        async def go() -> int:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                described = await admin.describe_cluster()
+                return int(described["controller_id"])
+            finally:
+                await close_quietly(admin)
+
+        return run_sync(go)
 
     def leaders(self, topic: str) -> Counter[int]:
         """Broker -> how many partitions of ``topic`` it is the leader of."""
@@ -365,7 +380,97 @@ def test_three_brokers_replicate_every_topic(cluster: Cluster, tmp_path: Path) -
 
 
 # ---------------------------------------------------------------------------------------------
-# 2: brokers fail while the fleet sends
+# 2: a worker started right after a broker died
+
+
+def _machines(n: int) -> list[str]:
+    sub = "00000000-0000-0000-0000-00000000c1c5"
+    return [
+        f"/subscriptions/{sub}/resourceGroups/rg-partial/providers/"
+        f"Microsoft.HybridCompute/machines/m{i}"
+        for i in range(n)
+    ]
+
+
+@pytest.mark.slow
+def test_a_worker_started_3s_after_a_broker_was_killed_starts_and_decides(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The broker the metadata names controller is SIGKILLed; 3 s later a worker starts
+    on a deployment whose worker topics do not exist yet, so its start-up topic check sends
+    admin requests while the dead broker is still in the cluster's metadata. It retries
+    (one progress line each), becomes ready, onboards machines and declares them
+    Disconnected when they fall silent. The broker is started again at the end."""
+    dep = Deployment(
+        tmp_path, _name("partial"), kafka_bootstrap=cluster.bootstrap,
+        state_dir=str(cluster.root), partitions="3", disconnect_after="6",
+    )  # fmt: skip
+    victim = cluster.controller()  # where CreateTopics goes: the request that failed
+    try:
+        killed = cluster.kill(victim)
+        _sleep_until(killed + 3.0)
+        w = dep.start_worker(0)
+        w.wait_ready(timeout=150)
+        ready_after = time.time() - w.started
+        say(
+            f"partial: worker ready {ready_after:.1f}s after its start, "
+            f"{time.time() - killed:.1f}s after the SIGKILL"
+        )
+        progress = [
+            line for line in w.log_path.read_text(errors="replace").splitlines()
+            if "start-up:" in line
+        ]  # fmt: skip
+        say(
+            f"partial: {len(progress)} start-up retry line(s)"
+            + "".join(f"\n  {x[:240]}" for x in progress[:6])
+        )
+
+        now = time.time()
+        keys = _machines(5)
+        dep.produce(
+            [
+                (
+                    rid.lower().encode(),
+                    heartbeat_payload(
+                        rid, location="westeurope", os_type="linux", agent_version="1.0.0",
+                        sent_at=now, kind="connect",
+                    ),
+                )
+                for rid in keys
+            ],
+            event="connect",
+        )  # fmt: skip
+        wanted = {k.lower() for k in keys}
+
+        def decided(status: str) -> Callable[[], bool | None]:
+            def probe() -> bool | None:
+                assert w.alive(), w.log_tail(60)
+                seen = {
+                    str(r.get("resourceId", "")).lower()
+                    for r in w.printed()
+                    if r.get("type") == "StatusChanged" and r.get("status") == status
+                }
+                return True if wanted <= seen else None
+
+            return probe
+
+        wait_for("the worker to onboard the 5 machines", decided("Connected"), timeout=90,
+                 on_timeout=lambda: w.log_tail(60))  # fmt: skip
+        wait_for("the worker to declare the silent machines Disconnected", decided("Disconnected"),
+                 timeout=90, on_timeout=lambda: w.log_tail(60))  # fmt: skip
+        say(
+            f"partial: decided Connected and Disconnected "
+            f"{time.time() - killed:.1f}s after the SIGKILL"
+        )
+        assert w.alive()
+    finally:
+        dep.close()
+        cluster.start(victim)
+        cluster.wait_in_sync()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3: brokers fail while the fleet sends
 
 
 class HistoryProcess:

@@ -852,7 +852,9 @@ async def test_v1_sink_request_shape_and_database_creation() -> None:
 async def test_unreachable_kafka_is_a_clear_error() -> None:
     from arcbeat.exporters.history.exporter import HistoryError
 
-    settings = Settings.load(env={}).replace(kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    settings = Settings.load(env={}).replace(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}", startup_deadline=1.5
+    )
     exporter = HistoryExporter(settings, V1Sink("http://127.0.0.1:1", "x"), serve_metrics=False)
     with pytest.raises(
         HistoryError, match=r"cannot reach Kafka at 127\.0\.0\.1:\d+.*ARCBEAT_KAFKA_BOOTSTRAP"
