@@ -85,8 +85,7 @@ def probe_url(running: Running, settings: Settings) -> str | None:
         worker = settings.replace(web_port=settings.worker.web_port + running.worker_id)
         return base_url(None, worker) + "/readyz"
     if running.command == "history":
-        # its own bind address where the settings have one (history_host), else web_host
-        host = str(getattr(settings.influx, "history_host", settings.worker.web_host))
+        host = settings.influx.history_host
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         return f"http://{host}:{settings.influx.history_port}/healthz"
     return None
