@@ -44,7 +44,7 @@ from arcbeat.bench.worker_process import (
     series_count,
     wait_processed,
 )
-from arcbeat.streams.scopes import scopes_topic
+from arcbeat.streams.kafka.scopes import scopes_topic
 from arcbeat.streams.settings import Settings
 
 LONG_INTERVAL = 3600.0

@@ -44,9 +44,9 @@ from arcbeat.bench.fleetload import FleetEncoder
 from arcbeat.bench.kafka_admin import create_deployment_topics
 from arcbeat.bench.stats import summary
 from arcbeat.deploy.agents.producer import make_producer
-from arcbeat.streams.records import parse_rfc3339, rfc3339
+from arcbeat.streams.decide.records import parse_rfc3339, rfc3339
+from arcbeat.streams.decide.status import Status
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.status import Status
 
 Send = tuple[float, int, str, int]  # when (unix), machine, kind, sequence
 

@@ -24,8 +24,8 @@ import tracemalloc
 from typing import Any
 
 from arcbeat.bench.fleetload import FleetEncoder
-from arcbeat.streams import checkpoint
-from arcbeat.streams.engine import Engine
+from arcbeat.streams.decide.engine import Engine
+from arcbeat.streams.kafka import checkpoint
 from arcbeat.streams.settings import Settings
 
 Records = list[tuple[int, bytes, bytes]]

@@ -1,4 +1,4 @@
-"""Fuzzing of :func:`arcbeat.streams.records.decode_heartbeat` with hypothesis.
+"""Fuzzing of :func:`arcbeat.streams.decide.records.decode_heartbeat` with hypothesis.
 
 ``python -m arcbeat.bench.fuzz [--examples 16000 --mutants 15] [--seed 1]`` runs the big
 fuzz (about 256,000 inputs) and writes its size and result to ``bench/reports/fuzz.json``;
@@ -36,7 +36,7 @@ import orjson
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.records import (
+from arcbeat.streams.decide.records import (
     KINDS,
     MAX_AGENT_VERSION,
     MAX_LOCATION,
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     result.update(
         {
-            "target": "arcbeat.streams.records.decode_heartbeat",
+            "target": "arcbeat.streams.decide.records.decode_heartbeat",
             "engine": "hypothesis (generate phase only)",
             "python": platform.python_version(),
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

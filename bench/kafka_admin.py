@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from arcbeat.deploy.kafka_admin.topics import ensure_topics_async
-from arcbeat.streams.checkpoint import Pointer
+from arcbeat.streams.kafka.checkpoint import Pointer
 from arcbeat.streams.settings import Settings
 
 

@@ -27,7 +27,7 @@ COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "checkpoints (encode, send, restore)",
-        re.compile(r"streams/checkpoint\.py|_write_checkpoint|_restore \("),
+        re.compile(r"streams/kafka/checkpoint\.py|_write_checkpoint|_restore \("),
     ),
     (
         "transactions (EOS: begin, add partitions/offsets, commit)",
@@ -39,16 +39,16 @@ COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("producer (aiokafka: batches, produce requests)", re.compile(r"aiokafka/producer/")),
     (
         "engine (decode, status machine, slots, status records)",
-        re.compile(r"streams/(engine|records|machines|status|deadlines|partitioner)\.py"),
+        re.compile(r"streams/decide/"),
     ),
-    ("scope board (shared scope state)", re.compile(r"streams/scopes\.py")),
+    ("scope board (shared scope state)", re.compile(r"streams/kafka/scopes\.py")),
     (
         "consumer (fetch, decode records)",
         re.compile(r"aiokafka/consumer/|Fetcher\.|_drain_messages|getmany"),
     ),
-    ("batch loop glue (streams/batch.py)", re.compile(r"streams/batch\.py")),
-    ("ticks and lag (streams/worker.py)", re.compile(r"streams/worker\.py")),
-    ("HTTP API (aiohttp, streams/web.py)", re.compile(r"aiohttp/|streams/web\.py")),
+    ("batch loop glue (streams/kafka/batch.py)", re.compile(r"streams/kafka/batch\.py")),
+    ("ticks and lag (streams/kafka/pipeline.py)", re.compile(r"streams/kafka/pipeline\.py")),
+    ("HTTP API (aiohttp, streams/api/web.py)", re.compile(r"aiohttp/|streams/api/")),
     ("faust app (timers, web server)", re.compile(r"faust/")),
     ("kafka client (connections, protocol)", re.compile(r"aiokafka/")),
 )

@@ -38,7 +38,7 @@ from arcbeat.bench.goals import evaluate
 from arcbeat.bench.kafka_admin import delete_topics_with_prefix, run_prefix
 from arcbeat.bench.startup import run_startup
 from arcbeat.bench.throughput import run_throughput
-from arcbeat.streams.records import rfc3339
+from arcbeat.streams.decide.records import rfc3339
 from arcbeat.streams.settings import Settings
 
 DEFAULT_OUT = Path("bench/reports")

@@ -23,8 +23,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from arcbeat.streams.engine import Verdict
-from arcbeat.streams.stats import EngineStats, Histogram
+from arcbeat.streams.decide.engine import Verdict
+from arcbeat.streams.decide.stats import EngineStats, Histogram
 
 
 @dataclass(frozen=True)

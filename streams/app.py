@@ -2,7 +2,7 @@
 
 Faust runs the worker process (signals, start-up and shut-down order), its web server and
 its timers. It consumes and produces nothing itself: the heartbeat path is the batch loop
-of :mod:`arcbeat.streams.batch` (faust's per-event path alone caps a worker at ~6,000
+of :mod:`arcbeat.streams.kafka.batch` (faust's per-event path alone caps a worker at ~6,000
 events/s on two cores, before any work).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import faust
 from faust.app.base import BootStrategy
 
-from arcbeat.streams.api_tls import api_scheme, server_context
+from arcbeat.streams.api.tls import api_scheme, server_context
 from arcbeat.streams.settings import Settings
 
 

@@ -83,7 +83,7 @@ class KafkaSettings:
     # 0 = auto: 2 when a topic has 3 or more copies, else 1
     min_insync_replicas: int = 0
     app_id: str = "arcbeat"  # Faust app id = consumer group
-    # client security (every arcbeat client; see arcbeat.streams.kafka_client)
+    # client security (every arcbeat client; see arcbeat.streams.kafka.client)
     security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
     sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
     username: str = ""
@@ -125,7 +125,7 @@ class KafkaSettings:
 
 @dataclass(frozen=True, slots=True)
 class IdentitySettings:
-    """Signed heartbeats (arcbeat.streams.identity) and signed ticks: agents sign heartbeats,
+    """Signed heartbeats (arcbeat.streams.decide.identity) and signed ticks: agents sign heartbeats,
     the worker checks them; workers sign and check their ticks."""
 
     bindings: str = ""  # TOML/JSON file: principal -> secret + allowed scopes
@@ -193,7 +193,7 @@ class WorkerSettings:
 
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    # HTTP API security (arcbeat.streams.auth; README "Securing the API")
+    # HTTP API security (arcbeat.streams.api.auth; README "Securing the API")
     # "<role> <name> <token>" lines, re-read when the file changes; empty: no authentication,
     # which a worker accepts only on a loopback web_host (or with api_insecure)
     api_tokens_file: str = ""

@@ -2,8 +2,10 @@
 
 - ``arcbeat.streams`` (the stream processor) imports nothing of ``arcbeat.exporters``,
   ``arcbeat.deploy``, ``arcbeat.dashboards`` or ``arcbeat.bench``;
-- the status machine and the pure models (deadlines, maintenance windows) import nothing of
-  Kafka, aiohttp or I/O, neither themselves nor through the arcbeat modules they import;
+- the decisions (``arcbeat.streams.decide``: the contract, the status machine, deadlines,
+  maintenance windows, the engine) import nothing of Kafka, aiohttp or I/O, neither themselves
+  nor through the arcbeat modules they import, and nothing of the Kafka runtime or the API;
+- the Kafka runtime (``arcbeat.streams.kafka``) imports nothing of the API;
 - the simulated fleet (``arcbeat.deploy.agents``) uses only the heartbeat contract and the
   settings of ``arcbeat.streams``, and nothing else of arcbeat.
 
@@ -27,11 +29,6 @@ PACKAGE_DIRS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text
     "setuptools"
 ]["package-dir"]
 
-PURE_MODULES = (
-    "arcbeat.streams.status",
-    "arcbeat.streams.deadlines",
-    "arcbeat.streams.maintenance",
-)
 # Kafka clients, aiohttp, and modules that do network, process or event-loop I/O
 IMPURE = (
     "aiokafka",
@@ -69,6 +66,9 @@ def _modules() -> dict[str, Path]:
 
 MODULES = _modules()
 
+DECIDE = "arcbeat.streams.decide"
+PURE_MODULES = tuple(sorted(m for m in MODULES if m == DECIDE or m.startswith(DECIDE + ".")))
+
 
 def _imports(module: str) -> Iterator[str]:
     """The absolute names a module imports (relative imports resolved)."""
@@ -85,7 +85,7 @@ def _imports(module: str) -> Iterator[str]:
             else:
                 name = node.module or ""
             yield name
-            # `from arcbeat.streams import records` imports the module arcbeat.streams.records
+            # `from arcbeat.streams.decide import records` imports the module ...decide.records
             yield from (f"{name}.{a.name}" for a in node.names if f"{name}.{a.name}" in MODULES)
 
 
@@ -101,7 +101,7 @@ def test_every_package_folder_is_read() -> None:
         "arcbeat.deploy",
         "arcbeat.bench",
     }
-    assert {"arcbeat.streams.status", "arcbeat.deploy.cli"} <= set(MODULES)
+    assert {"arcbeat.streams.decide.status", "arcbeat.deploy.cli"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, ("arcbeat.streams",))))
@@ -130,11 +130,11 @@ def test_pure_modules_import_no_kafka_aiohttp_or_io(module: str) -> None:
 
 # what the agents may use of arcbeat, besides their own package
 AGENT_NEEDS = (
-    "arcbeat.streams.records",
-    "arcbeat.streams.identity",
+    "arcbeat.streams.decide.records",
+    "arcbeat.streams.decide.identity",
     "arcbeat.streams.settings",
-    "arcbeat.streams.kafka_client",
-    "arcbeat.streams.partitioner",
+    "arcbeat.streams.kafka.client",
+    "arcbeat.streams.decide.partitioner",
 )
 
 
@@ -150,8 +150,22 @@ def test_agents_use_only_the_heartbeat_contract_and_the_settings(module: str) ->
     ]
 
 
+def test_the_decisions_import_neither_the_kafka_runtime_nor_the_api() -> None:
+    assert len(PURE_MODULES) > 5
+    runtime = ("arcbeat.streams.kafka", "arcbeat.streams.api", "arcbeat.streams.app")
+    assert not [(m, n) for m in PURE_MODULES for n in _imports(m) if _within(n, runtime)]
+
+
+def test_the_kafka_runtime_does_not_import_the_api() -> None:
+    runtime = [m for m in MODULES if _within(m, ("arcbeat.streams.kafka",))]
+    assert runtime
+    assert not [
+        (m, n) for m in runtime for n in _imports(m) if _within(n, ("arcbeat.streams.api",))
+    ]
+
+
 def test_the_status_machine_imports_no_other_arcbeat_module() -> None:
-    assert not [n for n in _imports("arcbeat.streams.status") if n.startswith("arcbeat")]
+    assert not [n for n in _imports("arcbeat.streams.decide.status") if n.startswith("arcbeat")]
 
 
 def _cycles(modules: set[str]) -> list[list[str]]:
@@ -199,7 +213,7 @@ def test_kafka_administration_needs_neither_the_local_stack_nor_the_worker() -> 
         "arcbeat.deploy.services",
         "arcbeat.deploy.errors",
         "arcbeat.deploy.kafka_security",
-        "arcbeat.deploy.worker_cmd",
+        "arcbeat.deploy.worker",
         "arcbeat.deploy.commands",
     )
     assert not [(m, n) for m in admin for n in _imports(m) if _within(n, local)]

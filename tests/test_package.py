@@ -28,7 +28,7 @@ def test_no_generic_top_level_names_installed(tmp_path: object) -> None:
     code = (
         "import importlib.util as u; "
         f"print([n for n in {folders!r} if u.find_spec(n)]); "
-        "print(bool(u.find_spec('arcbeat.streams.status')))"
+        "print(bool(u.find_spec('arcbeat.streams.decide.status')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(tmp_path)

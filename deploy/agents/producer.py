@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.settings import Settings
 
 

@@ -37,8 +37,8 @@ from arcbeat.deploy.agents.scenarios import (
     build_schedule,
     fleet_locations,
 )
-from arcbeat.streams.partitioner import KeyPartitioner
-from arcbeat.streams.records import Heartbeat, decode_heartbeat, rfc3339
+from arcbeat.streams.decide.partitioner import KeyPartitioner
+from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat, rfc3339
 from arcbeat.streams.settings import Settings
 
 # per-machine state flags (one byte per machine)

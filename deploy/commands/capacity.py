@@ -31,7 +31,7 @@ from arcbeat.exporters.capacity.report import build_report_from_summary
 from arcbeat.exporters.capacity.to_json import report_to_json
 from arcbeat.exporters.capacity.to_text import render_table
 from arcbeat.exporters.influx_points import capacity_line
-from arcbeat.streams.fleet_summary import FleetSummary, SummaryError
+from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError
 from arcbeat.streams.settings import Settings
 
 

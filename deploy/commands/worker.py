@@ -10,9 +10,9 @@ import sys
 import faust
 
 from arcbeat.deploy.kafka_admin import KafkaAdminError
-from arcbeat.deploy.worker_cmd import build_worker, declare_topics, worker_number
+from arcbeat.deploy.worker import build_worker, declare_topics, worker_number
+from arcbeat.streams.kafka.startup import Deadline, StartupError, retry_start
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.startup import Deadline, StartupError, retry_start
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

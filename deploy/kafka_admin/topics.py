@@ -171,7 +171,7 @@ async def ensure_topics_async(
 ) -> dict[str, str]:
     """Create the deployment's topics; existing topics are checked, never changed.
 
-    ``options``: TLS/SASL keyword arguments (``arcbeat.streams.kafka_client.client_options``).
+    ``options``: TLS/SASL keyword arguments (``arcbeat.streams.kafka.client.client_options``).
     Returns ``{topic: "created" | "exists"}``. Raises :class:`KafkaAdminError` when the broker
     cannot be reached, refuses a topic, or an existing topic does not match (see
     :func:`ensure_specs_async`).
@@ -450,7 +450,7 @@ def _outcomes(obj: dict[str, Any], bootstrap: str) -> dict[str, str]:
             f"topics: Kafka at {bootstrap} refused to create: {'; '.join(failures)}"
         )
         # e.g. NOT_CONTROLLER or REQUEST_TIMED_OUT while a dead broker is not fenced yet:
-        # the cause tells a start-up retry (arcbeat.streams.startup) that it may pass
+        # the cause tells a start-up retry (arcbeat.streams.kafka.startup) that it may pass
         transient = [c for c in codes if getattr(for_code(c), "retriable", False)]
         if transient and len(transient) == len(failures):
             raise error from for_code(transient[0])()

@@ -2,7 +2,7 @@
 (docs/metrics-alerts-history.md, Capacity planning).
 
 The model is pure: the input is an iterable of :class:`~.model.MachineSummary` (or the workers'
-merged :class:`~arcbeat.streams.fleet_summary.FleetSummary`) plus
+merged :class:`~arcbeat.streams.decide.fleet_summary.FleetSummary`) plus
 :class:`~.model.CapacityLimits`; the output is a :class:`~.model.CapacityReport`. The same
 report feeds ``arcbeat capacity`` (table or JSON), the ``arcbeat_capacity_*`` Prometheus
 metrics and the InfluxDB ``capacity`` history. By role:

@@ -30,7 +30,7 @@ from arcbeat.exporters.capacity.os_rules import (
     OsRule,
     os_supported,
 )
-from arcbeat.streams.fleet_summary import FleetSummary
+from arcbeat.streams.decide.fleet_summary import FleetSummary
 
 _VERSION_PART = re.compile(r"\d+|[^\d.]+")
 

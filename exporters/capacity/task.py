@@ -35,7 +35,7 @@ from arcbeat.exporters.capacity.model import CapacityLimits, CapacityReport
 from arcbeat.exporters.capacity.report import build_report_from_summary
 from arcbeat.exporters.influx_points import capacity_line
 from arcbeat.exporters.sinks import InfluxSink, SinkError
-from arcbeat.streams.fleet_summary import FleetSummary, SummaryError
+from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError
 from arcbeat.streams.settings import Settings, SettingsError, read_secret
 
 # the history exporter runs this task: its log lines are the exporter's

@@ -44,9 +44,9 @@ from arcbeat.exporters.history.maintenance import MaintenanceFollower
 from arcbeat.exporters.history.writer import Entry, HistoryMetrics, PointWriter
 from arcbeat.exporters.influx_points import PointError, value_to_lines
 from arcbeat.exporters.sinks import InfluxSink, SinkError
-from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.kafka.client import client_options
+from arcbeat.streams.kafka.startup import Deadline, Say, StartupError, retry_start
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.startup import Deadline, Say, StartupError, retry_start
 
 log = logging.getLogger("arcbeat.exporters.history")
 
@@ -106,7 +106,7 @@ class HistoryExporter:
         self.stop_timeout = stop_timeout
         self.serve_metrics = serve_metrics
         self.metrics_port: int | None = None  # the bound port once serving
-        # start-up under a partly down cluster (arcbeat.streams.startup)
+        # start-up under a partly down cluster (arcbeat.streams.kafka.startup)
         self.deadline = Deadline(settings.kafka.startup_deadline)
         self.say: Say = say or _say
 

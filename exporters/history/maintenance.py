@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from arcbeat.exporters.history.writer import Entry, HistoryMetrics, PointWriter
 from arcbeat.exporters.influx_points import PointError, decode, maintenance_points
 from arcbeat.exporters.sinks import SinkError
-from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.settings import Settings
 
 log = logging.getLogger("arcbeat.exporters.history")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from arcbeat.streams.records import Heartbeat, decode_heartbeat
+from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat
 
 RID = ("/subscriptions/00000000-0000-0000-0000-0000000000a1/resourceGroups/RG-Agent/providers/"
        "Microsoft.HybridCompute/machines/Agent-Test-01")

@@ -1,5 +1,5 @@
 """The heartbeat contract is defined once: the agent's copy (arcbeat_agent.contract) behaves
-exactly as the server's (arcbeat.streams.records and arcbeat.streams.identity): the same
+exactly as the server's (arcbeat.streams.decide.records and ...decide.identity): the same
 limits, the same parse results and error messages, byte-equal bodies and signatures, and
 every body the agent writes is one the worker accepts."""
 
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import arcbeat_agent.contract as agent
-from arcbeat.streams import identity as server_identity
-from arcbeat.streams import records as server
-from arcbeat.streams.records import Heartbeat, decode_heartbeat
+from arcbeat.streams.decide import identity as server_identity
+from arcbeat.streams.decide import records as server
+from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat
 
 GUID = st.uuids().map(str)
 RG_CHARS = string.ascii_letters + string.digits + "-_.()"

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from arcbeat.streams.records import Heartbeat, decode_heartbeat
+from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat
 from tests.support.paths import REPO
 from tests.support.podman import base_image, build, podman
 

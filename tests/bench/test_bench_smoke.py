@@ -38,8 +38,8 @@ def test_verdicts_say_by_how_much() -> None:
 
 def test_pyspy_summary_groups_by_component() -> None:
     raw = (
-        "run (deploy/cli.py:1);process (streams/worker.py:9);handle_message "
-        "(streams/engine.py:3) 30\n"
+        "run (deploy/cli.py:1);process (streams/kafka/pipeline.py:9);handle_message "
+        "(streams/decide/engine.py:3) 30\n"
         "run (deploy/cli.py:1);send (aiokafka/producer/producer.py:5) 70\n"
     )
     p = summarize(raw)
@@ -53,14 +53,14 @@ def test_pyspy_summary_counts_the_idle_event_loop_as_waiting() -> None:
     raw = (
         "run (deploy/cli.py:1);run_forever (asyncio/base_events.py:607);_run_once "
         "(asyncio/base_events.py:1922);EpollSelector.select (selectors.py:468) 60\n"
-        "run (deploy/cli.py:1);HeartbeatLoop.run (streams/batch.py:195) 40\n"
+        "run (deploy/cli.py:1);HeartbeatLoop.run (streams/kafka/batch.py:195) 40\n"
         "Thread._bootstrap (threading.py:1002);_worker (concurrent/futures/thread.py:81) 50\n"
     )
     p = summarize(raw)
     assert p.samples == 100  # helper threads left out
     shares = dict(p.components)
     assert shares[WAITING] == 0.6
-    assert shares["batch loop glue (streams/batch.py)"] == 0.4
+    assert shares["batch loop glue (streams/kafka/batch.py)"] == 0.4
 
 
 @pytest.mark.services

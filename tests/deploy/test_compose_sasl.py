@@ -28,7 +28,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from arcbeat.deploy.kafka_admin.scram import users_of
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.settings import Settings
 from tests.support.paths import REPO
 

@@ -21,9 +21,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from arcbeat.streams import ticks
-from arcbeat.streams.auth import parse_tokens
-from arcbeat.streams.identity import load_bindings
+from arcbeat.streams.api.auth import parse_tokens
+from arcbeat.streams.decide.identity import load_bindings
+from arcbeat.streams.kafka import ticks
 from arcbeat.streams.settings import SETTINGS, Settings, read_secret
 from tests.support.paths import REPO
 

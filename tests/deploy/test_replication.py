@@ -45,7 +45,7 @@ from arcbeat.deploy.services import (
     set_properties,
 )
 from arcbeat.deploy.stack import Stack, StackError
-from arcbeat.deploy.worker_cmd import internal_specs
+from arcbeat.deploy.worker import internal_specs
 from arcbeat.streams.settings import Settings, SettingsError
 
 BOOT = "127.0.0.1:9092"

@@ -50,7 +50,7 @@ from arcbeat.exporters.capacity.model import (
 from arcbeat.exporters.capacity.report import build_report
 from arcbeat.exporters.capacity.to_json import report_to_dict
 from arcbeat.exporters.sinks import quote_ident
-from arcbeat.streams.records import heartbeat_payload
+from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.settings import Settings
 from tests.support.paths import REPO
 

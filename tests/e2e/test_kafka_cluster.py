@@ -54,7 +54,7 @@ from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.topics import TopicSpec, ensure_specs_async
 from arcbeat.deploy.services import ClusterReport, port_open
 from arcbeat.deploy.stack import Stack, StackError
-from arcbeat.streams.records import heartbeat_payload
+from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.settings import Settings
 from tests.support.deployment import Deployment
 from tests.support.groundtruth import GroundTruth, send_times

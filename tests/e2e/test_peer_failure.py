@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.records import heartbeat_payload
+from arcbeat.streams.decide.records import heartbeat_payload
 from tests.support.deployment import Deployment
 from tests.support.net import http
 from tests.support.progress import say

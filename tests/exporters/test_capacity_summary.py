@@ -1,4 +1,4 @@
-"""The workers' capacity summary (streams.fleet_summary), the report built from it, and the
+"""The workers' capacity summary (streams.decide.fleet_summary), the report built from it, and the
 history exporter's capacity round (with a fake worker and a fake sink: no services)."""
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from arcbeat.exporters.capacity.report import build_report, build_report_from_su
 from arcbeat.exporters.capacity.task import CapacityTask, capacity_url
 from arcbeat.exporters.capacity.to_json import report_to_json
 from arcbeat.exporters.influx_points import capacity_line
-from arcbeat.streams.fleet_summary import (
+from arcbeat.streams.decide.fleet_summary import (
     FleetSummary,
     SummaryError,
     merge,
     merge_all,
     summarize,
 )
-from arcbeat.streams.machines import MachineInfo
+from arcbeat.streams.decide.machines import MachineInfo
 from arcbeat.streams.settings import Settings
 
 SUBS = (

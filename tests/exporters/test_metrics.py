@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
-from arcbeat.streams.stats import EngineStats
+from arcbeat.streams.decide.stats import EngineStats
 
 SUB = "11111111-2222-3333-4444-555555555555"
 

@@ -1,4 +1,4 @@
-"""Bearer tokens and roles of the worker HTTP API (arcbeat.streams.auth), its TLS, and the
+"""Bearer tokens and roles of the worker HTTP API (arcbeat.streams.api.auth), its TLS, and the
 caller's identity carried on worker-to-worker calls.
 
 Pure parts first (token file, comparison, role checks), then real aiohttp servers on
@@ -24,10 +24,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from arcbeat.deploy.worker_cmd import build_worker
-from arcbeat.streams.api_tls import client_context, server_context
-from arcbeat.streams.app import create_app
-from arcbeat.streams.auth import (
+from arcbeat.deploy.worker import build_worker
+from arcbeat.streams.api.auth import (
     ANONYMOUS,
     MAINTENANCE,
     NOBODY,
@@ -44,8 +42,10 @@ from arcbeat.streams.auth import (
     principal_of,
     require,
 )
+from arcbeat.streams.api.tls import client_context, server_context
+from arcbeat.streams.app import create_app
+from arcbeat.streams.kafka.pipeline import Pipeline
 from arcbeat.streams.settings import Settings, SettingsError
-from arcbeat.streams.worker import Pipeline
 
 READ_TOKEN = secrets.token_hex(32)
 MAINT_TOKEN = secrets.token_urlsafe(32)

@@ -1,4 +1,4 @@
-"""The timing wheel and the mass-silence arithmetic (arcbeat.streams.deadlines). Pure."""
+"""The timing wheel and the mass-silence arithmetic (arcbeat.streams.decide.deadlines). Pure."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.deadlines import (
+from arcbeat.streams.decide.deadlines import (
     DeadlineWheel,
     ScopeCounts,
     late_after,

@@ -22,19 +22,19 @@ from aiokafka import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams import checkpoint
-from arcbeat.streams.batch import HeartbeatLoop, Owned
-from arcbeat.streams.checkpoint import Pointer
-from arcbeat.streams.deadlines import ScopeCounts
-from arcbeat.streams.engine import Emit, Engine, Verdict
-from arcbeat.streams.machines import from_slot
-from arcbeat.streams.maintenance import Selector, Window
-from arcbeat.streams.maintenance import to_json as maintenance_json
-from arcbeat.streams.records import heartbeat_payload, parse_rfc3339, resource_id
-from arcbeat.streams.scopes import ScopeBoard
+from arcbeat.streams.api.web import machine_json
+from arcbeat.streams.decide.deadlines import ScopeCounts
+from arcbeat.streams.decide.engine import Emit, Engine, Verdict
+from arcbeat.streams.decide.machines import from_slot
+from arcbeat.streams.decide.maintenance import Selector, Window
+from arcbeat.streams.decide.maintenance import to_json as maintenance_json
+from arcbeat.streams.decide.records import heartbeat_payload, parse_rfc3339, resource_id
+from arcbeat.streams.decide.status import Status
+from arcbeat.streams.kafka import checkpoint
+from arcbeat.streams.kafka.batch import HeartbeatLoop, Owned
+from arcbeat.streams.kafka.checkpoint import Pointer
+from arcbeat.streams.kafka.scopes import ScopeBoard
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.status import Status
-from arcbeat.streams.web import machine_json
 
 SUB = "00000000-0000-0000-0000-0000000000e1"
 LOC = "westeurope"

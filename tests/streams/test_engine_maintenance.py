@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
-from arcbeat.streams import checkpoint
-from arcbeat.streams.engine import Engine, Verdict
-from arcbeat.streams.maintenance import Recurrence, Selector, Window, to_json
-from arcbeat.streams.status import Status
+from arcbeat.streams.decide.engine import Engine, Verdict
+from arcbeat.streams.decide.maintenance import Recurrence, Selector, Window, to_json
+from arcbeat.streams.decide.status import Status
+from arcbeat.streams.kafka import checkpoint
 from tests.streams.test_engine import LOC, SCOPE, SUB, T0, _key, _rid, _settings, changes, hb
 
 WINDOW_ID = "mw-test-1"

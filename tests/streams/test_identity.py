@@ -1,4 +1,4 @@
-"""Identity binding (arcbeat.streams.identity) and its use in Engine.handle_message: pure."""
+"""Identity binding (arcbeat.streams.decide.identity) and its use in Engine.handle_message: pure."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arcbeat.streams.engine import Engine
-from arcbeat.streams.identity import (
+from arcbeat.streams.decide.engine import Engine
+from arcbeat.streams.decide.identity import (
     PRINCIPAL_HEADER,
     SIGNATURE_HEADER,
     IdentityBindings,
@@ -21,7 +21,12 @@ from arcbeat.streams.identity import (
     sign,
     signature_headers,
 )
-from arcbeat.streams.records import Heartbeat, decode_heartbeat, heartbeat_payload, resource_id
+from arcbeat.streams.decide.records import (
+    Heartbeat,
+    decode_heartbeat,
+    heartbeat_payload,
+    resource_id,
+)
 from arcbeat.streams.settings import Settings
 
 SUB_A = "00000000-0000-0000-0000-00000000000a"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.maintenance import (
+from arcbeat.streams.decide.maintenance import (
     Book,
     MaintenanceError,
     Recurrence,
@@ -26,7 +26,7 @@ from arcbeat.streams.maintenance import (
     record_key,
     to_json,
 )
-from arcbeat.streams.records import parse_rfc3339, resource_id
+from arcbeat.streams.decide.records import parse_rfc3339, resource_id
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RID = resource_id(SUB, "rg-Prod", "web-01")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.records import (
+from arcbeat.streams.decide.records import (
     MAX_SEQUENCE,
     REJECT_REASONS,
     Heartbeat,
@@ -522,7 +522,7 @@ def test_payload_helper_matches_encode() -> None:
 
 
 def test_split_heartbeat_takes_the_usual_layout() -> None:
-    from arcbeat.streams.records import split_heartbeat
+    from arcbeat.streams.decide.records import split_heartbeat
 
     rid = (
         "/subscriptions/12345678-1234-1234-1234-123456789abc/resourceGroups/rg"
@@ -559,7 +559,7 @@ def test_split_heartbeat_takes_the_usual_layout() -> None:
     ],
 )
 def test_split_heartbeat_leaves_anything_else_to_the_decoder(tail: bytes) -> None:
-    from arcbeat.streams.records import split_heartbeat
+    from arcbeat.streams.decide.records import split_heartbeat
 
     assert split_heartbeat(b'{"resourceId":"x",' + tail) is None
     assert split_heartbeat(b'{"resourceId":"x"}') is None

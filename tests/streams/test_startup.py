@@ -15,11 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from arcbeat.deploy.kafka_admin import KafkaAdminError
-from arcbeat.deploy.worker_cmd import worker_number
+from arcbeat.deploy.worker import worker_number
 from arcbeat.streams.app import create_app
-from arcbeat.streams.batch import instance_id
-from arcbeat.streams.settings import Settings, SettingsError, worker_ordinal
-from arcbeat.streams.startup import (
+from arcbeat.streams.kafka.batch import instance_id
+from arcbeat.streams.kafka.startup import (
     BACKOFF_MAX,
     Deadline,
     StartupError,
@@ -27,6 +26,7 @@ from arcbeat.streams.startup import (
     retriable,
     retry_start,
 )
+from arcbeat.streams.settings import Settings, SettingsError, worker_ordinal
 
 
 def test_retriable_errors_and_their_causes() -> None:
@@ -144,7 +144,7 @@ def test_the_advertised_host_is_what_peers_call(tmp_path: object) -> None:
 
 
 def test_progress_names_the_root_error_once() -> None:
-    from arcbeat.streams.startup import _describe
+    from arcbeat.streams.kafka.startup import _describe
 
     assert _describe(TimeoutError()) == "TimeoutError: timed out"
     text = _describe(NodeNotReadyError("Attempt to send a request to node which is not ready"))

@@ -1,4 +1,4 @@
-"""The status machine (arcbeat.streams.status): every table row, then properties.
+"""The status machine (arcbeat.streams.decide.status): every table row, then properties.
 
 Pure and I/O-free. Times are multiples of 0.25 s so every comparison below is exact.
 """
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.status import (
+from arcbeat.streams.decide.status import (
     Kind,
     MachineState,
     Outcome,

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord
 
-from arcbeat.streams import ticks
-from arcbeat.streams.batch import HeartbeatLoop
-from arcbeat.streams.engine import Engine, Verdict
-from arcbeat.streams.scopes import ScopeBoard
+from arcbeat.streams.decide.engine import Engine, Verdict
+from arcbeat.streams.kafka import ticks
+from arcbeat.streams.kafka.batch import HeartbeatLoop
+from arcbeat.streams.kafka.scopes import ScopeBoard
 from arcbeat.streams.settings import SettingsError
 from tests.streams.test_engine import _own, _settings
 

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from arcbeat.streams.web import PeerError, _partial, _peer_failure, json_errors
+from arcbeat.streams.api.web import PeerError, _partial, _peer_failure, json_errors
 
 
 def test_a_peer_refusing_the_token_names_the_fix() -> None:

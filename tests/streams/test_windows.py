@@ -16,9 +16,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams import checkpoint
-from arcbeat.streams.engine import Emit, Engine
-from arcbeat.streams.records import heartbeat_payload, parse_rfc3339, resource_id
+from arcbeat.streams.decide.engine import Emit, Engine
+from arcbeat.streams.decide.records import heartbeat_payload, parse_rfc3339, resource_id
+from arcbeat.streams.kafka import checkpoint
 from arcbeat.streams.settings import Settings
 
 SUB = "00000000-0000-0000-0000-000000000001"

@@ -1,8 +1,8 @@
 """arcbeat-agent: the program on a machine that sends its heartbeats to arcbeat.
 
 - :mod:`.contract`: the heartbeat contract's writing side (Resource IDs, the message body,
-  signatures), kept equal in behaviour to the server's ``arcbeat.streams.records`` and
-  ``arcbeat.streams.identity`` by the server's test suite;
+  signatures), kept equal in behaviour to the server's ``arcbeat.streams.decide.records`` and
+  ``arcbeat.streams.decide.identity`` by the server's test suite;
 - :mod:`.config`: the TOML configuration file and the secret files;
 - :mod:`.platform_info`: operating system, host name and default paths (Linux and Windows);
 - :mod:`.state`: the local status file that ``show`` prints;

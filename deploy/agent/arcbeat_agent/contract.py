@@ -1,7 +1,7 @@
 """The heartbeat contract, the agent's side: Resource IDs, the message body and its signature.
 
-The server defines the same contract in ``arcbeat.streams.records`` and
-``arcbeat.streams.identity``. This copy holds only what an agent writes, so that the agent
+The server defines the same contract in ``arcbeat.streams.decide.records`` and
+``arcbeat.streams.decide.identity``. This copy holds only what an agent writes, so that the agent
 installs without the server; the server's test suite (tests/agent/test_contract.py) holds the
 two equal in behaviour: same constants, same parse results and error messages, byte-equal
 bodies and signatures.

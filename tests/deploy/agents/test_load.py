@@ -14,8 +14,8 @@ import pytest
 from arcbeat.deploy.agents import load as load_module
 from arcbeat.deploy.agents.load import load
 from arcbeat.deploy.agents.scenarios import Fleet, FleetSpec, fleet_locations
-from arcbeat.streams.partitioner import KeyPartitioner
-from arcbeat.streams.records import Heartbeat, decode_heartbeat
+from arcbeat.streams.decide.partitioner import KeyPartitioner
+from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat
 from arcbeat.streams.settings import Settings
 
 PARTITIONS = (0, 1, 2, 3)

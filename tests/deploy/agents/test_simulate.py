@@ -32,8 +32,8 @@ from arcbeat.deploy.agents.scenarios import (
     build_schedule,
 )
 from arcbeat.deploy.agents.simulate import Simulator, simulate
-from arcbeat.streams.partitioner import KeyPartitioner
-from arcbeat.streams.records import (
+from arcbeat.streams.decide.partitioner import KeyPartitioner
+from arcbeat.streams.decide.records import (
     Heartbeat,
     Reject,
     decode_heartbeat,

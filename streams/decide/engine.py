@@ -4,7 +4,7 @@ Kafka-free on purpose (the worker's batch loop feeds it and sends what it return
 whole decision logic — lag gating by ticks, the deadline wheel, scope counts, mass-silence
 holds — is exercised by plain tests. The state of each partition lives in plain memory
 (:class:`PartitionIndex`); it is a function of the heartbeats log, so a checkpoint plus the
-log after it rebuilds it exactly (:mod:`arcbeat.streams.checkpoint`).
+log after it rebuilds it exactly (:mod:`arcbeat.streams.kafka.checkpoint`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, Final, Literal
 import orjson
 from xxhash import xxh3_64_intdigest
 
-from arcbeat.streams.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
-from arcbeat.streams.identity import IdentityBindings, load_bindings
-from arcbeat.streams.machines import (
+from arcbeat.streams.decide.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
+from arcbeat.streams.decide.identity import IdentityBindings, load_bindings
+from arcbeat.streams.decide.machines import (
     Machine,
     MachineInfo,
     Slot,
@@ -30,10 +30,10 @@ from arcbeat.streams.machines import (
     scopes_of_location,
     to_slot,
 )
-from arcbeat.streams.maintenance import Book, MaintenanceError
-from arcbeat.streams.maintenance import from_json as window_from_json
-from arcbeat.streams.partitioner import KeyPartitioner
-from arcbeat.streams.records import (
+from arcbeat.streams.decide.maintenance import Book, MaintenanceError
+from arcbeat.streams.decide.maintenance import from_json as window_from_json
+from arcbeat.streams.decide.partitioner import KeyPartitioner
+from arcbeat.streams.decide.records import (
     Heartbeat,
     Reject,
     decode_heartbeat,
@@ -41,9 +41,8 @@ from arcbeat.streams.records import (
     rfc3339,
     split_heartbeat,
 )
-from arcbeat.streams.settings import Settings
-from arcbeat.streams.stats import EngineStats
-from arcbeat.streams.status import (
+from arcbeat.streams.decide.stats import EngineStats
+from arcbeat.streams.decide.status import (
     MachineState,
     Outcome,
     Status,
@@ -54,6 +53,7 @@ from arcbeat.streams.status import (
     on_deadline,
     on_message,
 )
+from arcbeat.streams.settings import Settings
 
 Topic = Literal["status", "dlq", "fleet"]
 

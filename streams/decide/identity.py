@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from arcbeat.streams.records import Heartbeat, Reject
+from arcbeat.streams.decide.records import Heartbeat, Reject
 
 PRINCIPAL_HEADER: Final = "arcbeat-principal"
 SIGNATURE_HEADER: Final = "arcbeat-signature"

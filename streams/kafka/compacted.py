@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from arcbeat.streams.kafka_client import client_options
+from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.settings import Settings
 
 log = logging.getLogger("arcbeat.compacted")

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from .records import parse_resource_id, parse_rfc3339, rfc3339
-from .settings import parse_duration as _settings_duration
+from arcbeat.streams.decide.records import parse_resource_id, parse_rfc3339, rfc3339
+from arcbeat.streams.settings import parse_duration as _settings_duration
 
 DAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_RECURRENCE: Final = 7 * 86400.0

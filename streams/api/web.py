@@ -3,7 +3,7 @@
 
 Each worker answers for the partitions it owns; a query without ``local=1`` is routed to the
 owner of the key (one machine) or fanned out to every worker (lists, fleet), so any worker
-can be asked anything. Each handler declares its role (:func:`arcbeat.streams.auth.require`);
+can be asked anything. Each handler declares its role (:func:`arcbeat.streams.api.auth.require`);
 a routed call carries the caller's Authorization header, so the owner checks the same token.
 
 A peer that does not answer, or answers an error, never turns into a bare 500: lists and fleet
@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web as aioweb
 
-from arcbeat.streams.api_tls import client_context
-from arcbeat.streams.auth import READ, Authenticator, forward_headers, install, require
-from arcbeat.streams.fleet_summary import FleetSummary, SummaryError, merge_all
-from arcbeat.streams.machines import Machine
-from arcbeat.streams.maintenance_api import MaintenanceAPI
-from arcbeat.streams.records import rfc3339
-from arcbeat.streams.status import is_flapping
+from arcbeat.streams.api.auth import READ, Authenticator, forward_headers, install, require
+from arcbeat.streams.api.maintenance import MaintenanceAPI
+from arcbeat.streams.api.tls import client_context
+from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError, merge_all
+from arcbeat.streams.decide.machines import Machine
+from arcbeat.streams.decide.records import rfc3339
+from arcbeat.streams.decide.status import is_flapping
 
 if TYPE_CHECKING:
-    from arcbeat.streams.worker import Pipeline
+    from arcbeat.streams.kafka.pipeline import Pipeline
 
 log = logging.getLogger("arcbeat.web")
 

@@ -54,7 +54,7 @@ REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
     "key_mismatch",
     "missing_key",
     "invalid_utf8",
-    "unauthorized",  # identity binding (arcbeat.streams.identity), never from decode_heartbeat
+    "unauthorized",  # identity binding (decide.identity), never from decode_heartbeat
 )
 
 PROVIDER: Final = "Microsoft.HybridCompute/machines"
@@ -394,7 +394,7 @@ class _Draft:
 
 # decode_heartbeat turns a draft into a Heartbeat by swapping its class: same slots, same order
 if _Draft.__slots__ != Heartbeat.__slots__:
-    raise RuntimeError("arcbeat.streams.records: keep _Draft's fields in Heartbeat's order")
+    raise RuntimeError("arcbeat.streams.decide.records: keep _Draft's fields in Heartbeat's order")
 
 _KIND_SET: Final = frozenset(KINDS)
 _OS_TYPES: Final = {"linux": "linux", "windows": "windows", "Linux": "linux", "Windows": "windows"}

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 
 import orjson
 
-from arcbeat.streams.compacted import CompactedReader
-from arcbeat.streams.deadlines import ScopeCounts, sum_counts
-from arcbeat.streams.engine import Verdict
+from arcbeat.streams.decide.deadlines import ScopeCounts, sum_counts
+from arcbeat.streams.decide.engine import Verdict
+from arcbeat.streams.kafka.compacted import CompactedReader
 from arcbeat.streams.settings import Settings
 
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web as aioweb
 
-from arcbeat.streams.auth import MAINTENANCE, READ, audit, principal_of, require
-from arcbeat.streams.maintenance import (
+from arcbeat.streams.api.auth import MAINTENANCE, READ, audit, principal_of, require
+from arcbeat.streams.decide.maintenance import (
     MaintenanceError,
     Selector,
     decode,
@@ -31,7 +31,7 @@ from arcbeat.streams.maintenance import (
 )
 
 if TYPE_CHECKING:
-    from arcbeat.streams.worker import Pipeline
+    from arcbeat.streams.kafka.pipeline import Pipeline
 
 # asks every other worker (path, query) on behalf of a request's caller: (their answers, the
 # workers that failed, each with a .missing() dict): WorkerAPI.fan_out_partial

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from arcbeat.streams.records import Heartbeat, resource_id
-from arcbeat.streams.status import MachineState, Status
+from arcbeat.streams.decide.records import Heartbeat, resource_id
+from arcbeat.streams.decide.status import MachineState, Status
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,15 +32,15 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError, ProducerFenced
 
-from arcbeat.streams import checkpoint, ticks
-from arcbeat.streams.checkpoint import Pointer
-from arcbeat.streams.deadlines import ScopeCounts
-from arcbeat.streams.engine import Emit, Engine, PartitionIndex
-from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.leave_group import leave_as_static_member
-from arcbeat.streams.scopes import ScopeBoard
+from arcbeat.streams.decide.deadlines import ScopeCounts
+from arcbeat.streams.decide.engine import Emit, Engine, PartitionIndex
+from arcbeat.streams.kafka import checkpoint, ticks
+from arcbeat.streams.kafka.checkpoint import Pointer
+from arcbeat.streams.kafka.client import client_options
+from arcbeat.streams.kafka.leave_group import leave_as_static_member
+from arcbeat.streams.kafka.scopes import ScopeBoard
+from arcbeat.streams.kafka.ticks import TICK_HEADER
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.ticks import TICK_HEADER
 
 log = logging.getLogger("arcbeat.batch")
 

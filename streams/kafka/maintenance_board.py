@@ -15,10 +15,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from arcbeat.streams.compacted import CompactedReader
-from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.maintenance import Book, MaintenanceError, Window, decode, encode, record_key
-from arcbeat.streams.maintenance import to_json as window_json
+from arcbeat.streams.decide.maintenance import (
+    Book,
+    MaintenanceError,
+    Window,
+    decode,
+    encode,
+    record_key,
+)
+from arcbeat.streams.decide.maintenance import to_json as window_json
+from arcbeat.streams.kafka.client import client_options
+from arcbeat.streams.kafka.compacted import CompactedReader
 from arcbeat.streams.settings import Settings
 
 log = logging.getLogger("arcbeat.maintenance")

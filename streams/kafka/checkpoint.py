@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from arcbeat.streams.engine import Engine, PartitionIndex
-from arcbeat.streams.machines import Slot, to_row
+from arcbeat.streams.decide.engine import Engine, PartitionIndex
+from arcbeat.streams.decide.machines import Slot, to_row
 
 FORMAT = 3  # 3: the header carries the fingerprint seed; rows no clock skew (derived)
 CHUNK_MACHINES = 4000  # ~1 MB a chunk: well under the producer's 4 MiB request size

@@ -22,15 +22,15 @@ from arcbeat.deploy.kafka_admin.topics import (
     topic_specs,
 )
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
-from arcbeat.streams.batch import checkpoints_topic
-from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.machines import MachineInfo, scopes_of
-from arcbeat.streams.scopes import scopes_topic
+from arcbeat.streams.api.web import WorkerAPI
+from arcbeat.streams.decide.machines import MachineInfo, scopes_of
+from arcbeat.streams.decide.status import is_flapping
+from arcbeat.streams.kafka.batch import checkpoints_topic
+from arcbeat.streams.kafka.client import client_options
+from arcbeat.streams.kafka.pipeline import Pipeline
+from arcbeat.streams.kafka.scopes import scopes_topic
+from arcbeat.streams.kafka.startup import Deadline
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.startup import Deadline
-from arcbeat.streams.status import is_flapping
-from arcbeat.streams.web import WorkerAPI
-from arcbeat.streams.worker import Pipeline
 
 
 def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
@@ -152,7 +152,7 @@ async def declare_topics(pipe: Pipeline) -> None:
         s.kafka.bootstrap,
         specs,
         # each attempt short: a request stuck on a broker that just died is retried
-        # (arcbeat.streams.startup) rather than waited for
+        # (arcbeat.streams.kafka.startup) rather than waited for
         timeout=15.0,
         options=options,
         replication=Replication.of(s),

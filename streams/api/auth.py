@@ -339,7 +339,7 @@ def principal_of(request: aioweb.Request) -> Principal:
     """The caller, as the middleware established it (RuntimeError when it is not installed)."""
     principal: Principal | None = request.get(PRINCIPAL)
     if principal is None:
-        raise RuntimeError("no authentication middleware: call arcbeat.streams.auth.install")
+        raise RuntimeError("no authentication middleware: call arcbeat.streams.api.auth.install")
     return principal
 
 

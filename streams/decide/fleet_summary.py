@@ -8,7 +8,7 @@ different workers add up key by key (a key's machines are all on one partition, 
 machines of one resource group may live on different workers: adding per key, then counting
 keys, gives the exact distinct count).
 
-Pure: from :class:`~arcbeat.streams.machines.MachineInfo` records to a :class:`FleetSummary`,
+Pure: from :class:`~arcbeat.streams.decide.machines.MachineInfo` records to a :class:`FleetSummary`,
 :func:`merge`, and the JSON wire form served by ``GET /capacity``::
 
     {"version": 1, "machines": 60, "partitions": [0, 1], "partitionsTotal": 12,
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from arcbeat.streams.machines import MachineInfo
+    from arcbeat.streams.decide.machines import MachineInfo
 
 __all__ = ["SUMMARY_VERSION", "FleetSummary", "SummaryError", "merge", "merge_all", "summarize"]
 

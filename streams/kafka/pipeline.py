@@ -24,17 +24,17 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from arcbeat.streams import ticks
 from arcbeat.streams.app import create_app
-from arcbeat.streams.batch import DECIDER_PARTITION, HeartbeatLoop
-from arcbeat.streams.deadlines import ScopeCounts
-from arcbeat.streams.engine import Emit, Engine, Verdict
-from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.maintenance_board import MaintenanceBoard
-from arcbeat.streams.scopes import ScopeBoard
+from arcbeat.streams.decide.deadlines import ScopeCounts
+from arcbeat.streams.decide.engine import Emit, Engine, Verdict
+from arcbeat.streams.kafka import ticks
+from arcbeat.streams.kafka.batch import DECIDER_PARTITION, HeartbeatLoop
+from arcbeat.streams.kafka.client import client_options
+from arcbeat.streams.kafka.maintenance_board import MaintenanceBoard
+from arcbeat.streams.kafka.scopes import ScopeBoard
+from arcbeat.streams.kafka.startup import Deadline, Say, StartupError, retry_start
+from arcbeat.streams.kafka.ticks import TICK_HEADER
 from arcbeat.streams.settings import Settings
-from arcbeat.streams.startup import Deadline, Say, StartupError, retry_start
-from arcbeat.streams.ticks import TICK_HEADER
 
 log = logging.getLogger("arcbeat.worker")
 
