@@ -1,7 +1,8 @@
-"""The worker (``arcbeat worker``): the stream processor composed with its HTTP API, its
-Prometheus metrics and its topics.
+"""The worker (``arcbeat worker``): the one place a worker is composed. The Faust app hosting
+it, the heartbeat pipeline, the HTTP API over the pipeline's fleet view, the Prometheus
+metrics and the topics it needs.
 
-Wiring lives here (not in streams/) so that streams never imports exporters.
+The composition lives here (not in streams/) so that streams never imports exporters.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from faust.sensors.prometheus import setup_prometheus_sensors
-from prometheus_client import CollectorRegistry
+import faust
+from aiohttp import web as aioweb
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from arcbeat.deploy.kafka_admin.topics import (
     Replication,
@@ -23,10 +26,12 @@ from arcbeat.deploy.kafka_admin.topics import (
 )
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
 from arcbeat.streams.api.web import WorkerAPI
+from arcbeat.streams.app import create_app
 from arcbeat.streams.decide.machines import MachineInfo, scopes_of
 from arcbeat.streams.decide.status import is_flapping
 from arcbeat.streams.kafka.batch import checkpoints_topic
 from arcbeat.streams.kafka.client import client_options
+from arcbeat.streams.kafka.live_fleet import LiveFleet
 from arcbeat.streams.kafka.pipeline import Pipeline
 from arcbeat.streams.kafka.scopes import scopes_topic
 from arcbeat.streams.kafka.startup import Deadline
@@ -51,6 +56,8 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
         )
         return found or ""
 
+    covering: dict[str, str] = {}  # offline machine -> its window (filled below, read later)
+
     def offline() -> Iterator[OfflineMachine]:
         for key in disconnected:
             m = engine.machine(key)
@@ -70,7 +77,6 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
     held: Counter[str] = Counter()
     flapping = 0
     in_maintenance: Counter[str] = Counter()
-    covering: dict[str, str] = {}  # offline machine -> its window (looked up once, below)
     now = engine.stats.last_event_at
     for key in engine.held_keys():
         m = engine.machine(key)
@@ -172,25 +178,66 @@ def worker_number(settings: Settings, option: int | None) -> tuple[int, bool]:
     return (ordinal, False) if ordinal is not None else (0, True)
 
 
-def build_worker(
-    settings: Settings,
-    worker_id: int = 0,
-    *,
-    offset_port: bool = True,
-    deadline: Deadline | None = None,
-) -> Pipeline:
-    if offset_port:
-        settings = settings.replace(web_port=settings.worker.web_port + worker_id)
-    pipe = Pipeline(settings, worker_id=str(worker_id), deadline=deadline)
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(
-        WorkerCollector(
-            lambda: snapshot_of(pipe), max_machine_series=settings.worker.max_machine_series
+@dataclass
+class Worker:
+    """One worker: the Faust app that hosts it (process, web server, timers), the heartbeat
+    pipeline, the HTTP API over its fleet view, and /metrics. Built here and nowhere else."""
+
+    settings: Settings
+    number: int
+    app: faust.App
+    pipeline: Pipeline
+    api: WorkerAPI
+    registry: CollectorRegistry
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        number: int = 0,
+        *,
+        offset_port: bool = True,
+        deadline: Deadline | None = None,
+    ) -> Worker:
+        """A SettingsError when the settings would leave a routable listener open."""
+        if offset_port:  # several workers on one host: web port = base + number
+            settings = settings.replace(web_port=settings.worker.web_port + number)
+        app = create_app(settings, worker_id=str(number))
+        pipe = Pipeline(settings, app, worker_id=str(number), deadline=deadline)
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(
+            WorkerCollector(
+                lambda: snapshot_of(pipe), max_machine_series=settings.worker.max_machine_series
+            )
         )
-    )
-    # /metrics serves this registry (faust's sensors would describe faust's own event path,
-    # which the worker does not use)
-    setup_prometheus_sensors(pipe.app, "/metrics", registry, name_prefix="arcbeat_faust")
-    web: Any = pipe.app.web  # the aiohttp driver: its Application is web_app
-    WorkerAPI(pipe).register(web.web_app)
-    return pipe
+        web: Any = app.web  # faust's aiohttp driver: its Application is web_app
+        api = WorkerAPI(LiveFleet(pipe), settings)
+        api.register(web.web_app)
+        # only arcbeat's own series: faust's sensors would describe faust's per-event path,
+        # which the worker does not use (the batch loop reads Kafka itself)
+        web.web_app.router.add_get("/metrics", _metrics_page(registry))
+        return cls(settings, number, app, pipe, api, registry)
+
+    async def declare_topics(self) -> None:
+        await declare_topics(self.pipeline)
+
+    def run(self, loglevel: str) -> None:
+        """Run until stopped; the process then exits (faust's worker ends it)."""
+        # redirect_stdouts=False: faust would otherwise turn stdout lines (the command's
+        # --print-transitions) into WARNING log records on stderr
+        host = faust.Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        # faust's terminal spinner sets the root logger to DEBUG so that every record spins
+        # it: every aiokafka/faust debug record is then built and filtered, per message
+        # (~30x slower)
+        host.spinner = None
+        host.execute_from_commandline()
+
+
+def _metrics_page(
+    registry: CollectorRegistry,
+) -> Callable[[aioweb.Request], Awaitable[aioweb.Response]]:
+    async def metrics(request: aioweb.Request) -> aioweb.Response:
+        body = generate_latest(registry)
+        return aioweb.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics

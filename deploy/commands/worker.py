@@ -7,10 +7,8 @@ import asyncio
 import logging
 import sys
 
-import faust
-
 from arcbeat.deploy.kafka_admin import KafkaAdminError
-from arcbeat.deploy.worker import build_worker, declare_topics, worker_number
+from arcbeat.deploy.worker import Worker, worker_number
 from arcbeat.streams.kafka.startup import Deadline, StartupError, retry_start
 from arcbeat.streams.settings import Settings
 
@@ -43,26 +41,20 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.load()  # a SettingsError: arcbeat's main says so, exit 2
     number, offset_port = worker_number(settings, args.id)
     deadline = Deadline(settings.kafka.startup_deadline)
-    pipe = build_worker(settings, number, offset_port=offset_port, deadline=deadline)
+    worker = Worker.build(settings, number, offset_port=offset_port, deadline=deadline)
+    say = worker.pipeline.say
     try:
-        asyncio.run(
-            retry_start(
-                "topic check", lambda: declare_topics(pipe), deadline=deadline, say=pipe.say
-            )
-        )
+        asyncio.run(retry_start("topic check", worker.declare_topics, deadline=deadline, say=say))
     except (KafkaAdminError, StartupError) as exc:
         print(f"arcbeat worker: {exc}", file=sys.stderr)
         return 2
     if args.print_transitions:
-        pipe.on_emit.append(lambda e: _print_transition(e.value) if e.topic == "status" else None)
+        worker.pipeline.on_emit.append(
+            lambda e: _print_transition(e.value) if e.topic == "status" else None
+        )
     logging.getLogger("arcbeat").setLevel(args.loglevel.upper())
-    # redirect_stdouts=False: faust would otherwise turn --print-transitions' stdout lines
-    # into WARNING log records on stderr
-    worker = faust.Worker(pipe.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
-    # faust's terminal spinner sets the root logger to DEBUG so that every record spins it:
-    # every aiokafka/faust debug record is then built and filtered, per message (~30x slower)
-    worker.spinner = None
-    worker.execute_from_commandline()  # runs until stopped, then exits the process
+    worker.run(args.loglevel)
+    return 0  # not reached: faust's worker exits the process
 
 
 def _print_transition(value: bytes) -> None:

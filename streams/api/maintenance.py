@@ -15,12 +15,13 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web as aioweb
 
 from arcbeat.streams.api.auth import MAINTENANCE, READ, audit, principal_of, require
+from arcbeat.streams.api.fleet_view import FleetView
 from arcbeat.streams.decide.maintenance import (
     MaintenanceError,
     Selector,
@@ -29,9 +30,6 @@ from arcbeat.streams.decide.maintenance import (
     parse_request,
     to_json,
 )
-
-if TYPE_CHECKING:
-    from arcbeat.streams.kafka.pipeline import Pipeline
 
 # asks every other worker (path, query) on behalf of a request's caller: (their answers, the
 # workers that failed, each with a .missing() dict): WorkerAPI.fan_out_partial
@@ -45,8 +43,8 @@ def _error(status: int, detail: str) -> aioweb.Response:
 
 
 class MaintenanceAPI:
-    def __init__(self, pipe: Pipeline, fan_out: FanOut) -> None:
-        self.pipe = pipe
+    def __init__(self, fleet: FleetView, fan_out: FanOut) -> None:
+        self.view = fleet
         self.fan_out = fan_out
 
     def register(self, app: aioweb.Application) -> None:
@@ -55,13 +53,13 @@ class MaintenanceAPI:
         app.router.add_get("/maintenance/matches", self.matches)
         app.router.add_delete("/maintenance/{id}", self.end)
 
-    async def _local_matches(self, selector: Selector) -> int:
-        engine = self.pipe.engine
+    async def _local_match_count(self, selector: Selector) -> int:
+        fleet = self.view
         if selector.resource_ids:
-            return sum(engine.machine(rid) is not None for rid in selector.resource_ids)
+            return sum(fleet.machine(rid) is not None for rid in selector.resource_ids)
         n = 0
-        for i, key in enumerate(engine.owned_keys()):
-            m = engine.machine(key)
+        for i, key in enumerate(fleet.owned_keys()):
+            m = fleet.machine(key)
             if m is not None:
                 f = m.info
                 n += selector.matches(
@@ -73,7 +71,7 @@ class MaintenanceAPI:
 
     @require(READ)
     async def list_windows(self, request: aioweb.Request) -> aioweb.Response:
-        book = self.pipe.maintenance.book
+        book = self.view.windows
         now = time.time()
         windows = book.active(now) if request.query.get("active") == "1" else book.all()
         return aioweb.json_response(
@@ -88,7 +86,7 @@ class MaintenanceAPI:
             probe = decode(request.query.get("window", "").encode())
         except MaintenanceError as exc:
             return _error(400, str(exc))
-        return aioweb.json_response({"machines": await self._local_matches(probe.selector)})
+        return aioweb.json_response({"machines": await self._local_match_count(probe.selector)})
 
     @require(MAINTENANCE)
     async def create(self, request: aioweb.Request) -> aioweb.Response:
@@ -107,7 +105,7 @@ class MaintenanceAPI:
             )
         except MaintenanceError as exc:
             return _error(400, str(exc))
-        machines = await self._local_matches(window.selector)
+        machines = await self._local_match_count(window.selector)
         others, missing = await self.fan_out(
             request, "/maintenance/matches", {"window": orjson.dumps(to_json(window)).decode()}
         )
@@ -133,7 +131,7 @@ class MaintenanceAPI:
                 "resource IDs or the scope, or allow it for machines not onboarded yet "
                 "(allowEmpty: true; arcbeat maintenance create --allow-empty)",
             )
-        await self.pipe.maintenance.put(window)
+        await self.view.put_window(window)
         audit(who, "maintenance.create", to_json(window))
         # with workers missing, machines counts those of the workers that answered
         body = {**to_json(window), "machines": machines, "partial": bool(gaps), "missing": gaps}
@@ -142,7 +140,7 @@ class MaintenanceAPI:
     @require(MAINTENANCE)
     async def end(self, request: aioweb.Request) -> aioweb.Response:
         window_id = request.match_info["id"]
-        window = self.pipe.maintenance.book.get(window_id)
+        window = self.view.windows.get(window_id)
         if window is None:
             return _error(
                 404,
@@ -154,6 +152,6 @@ class MaintenanceAPI:
             ended = window.ended(who.name, time.time())
         except MaintenanceError as exc:
             return _error(409, str(exc))
-        await self.pipe.maintenance.put(ended)
+        await self.view.put_window(ended)
         audit(who, "maintenance.end", {"id": window_id})
         return aioweb.json_response(to_json(ended))

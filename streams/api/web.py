@@ -18,22 +18,22 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import web as aioweb
 
 from arcbeat.streams.api.auth import READ, Authenticator, forward_headers, install, require
+from arcbeat.streams.api.fleet_view import FleetView
 from arcbeat.streams.api.maintenance import MaintenanceAPI
 from arcbeat.streams.api.tls import client_context
+from arcbeat.streams.decide.engine import CountKey
 from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError, merge_all
 from arcbeat.streams.decide.machines import Machine
 from arcbeat.streams.decide.records import rfc3339
 from arcbeat.streams.decide.status import is_flapping
-
-if TYPE_CHECKING:
-    from arcbeat.streams.kafka.pipeline import Pipeline
+from arcbeat.streams.settings import Settings
 
 log = logging.getLogger("arcbeat.web")
 
@@ -50,7 +50,7 @@ FILTERS: dict[str, Callable[[Machine, str], bool]] = {
 }
 
 
-def machine_json(key: str, m: Machine, pipe: Pipeline, now: float) -> dict[str, Any]:
+def machine_json(key: str, m: Machine, fleet: FleetView, now: float) -> dict[str, Any]:
     s, i = m.state, m.info
     return {
         "key": key,
@@ -69,9 +69,9 @@ def machine_json(key: str, m: Machine, pipe: Pipeline, now: float) -> dict[str, 
         "lastStatusChange": rfc3339(s.last_status_change),
         "silentForSeconds": round(max(0.0, now - s.last_heartbeat_at), 3),
         "clockSkewSeconds": i.skew,
-        "flapping": is_flapping(s, now, pipe.engine.timing),
+        "flapping": is_flapping(s, now, fleet.timing),
         "heldByScopeSilence": s.held_since is not None,
-        "partition": pipe.partition_of(key),
+        "partition": fleet.partition_of(key),
     }
 
 
@@ -116,15 +116,31 @@ async def json_errors(
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
+def by_status_and_location(
+    counts: Mapping[CountKey, int],
+) -> tuple[Counter[str], dict[str, Counter[str]]]:
+    """Machine counts by status, and by location then status."""
+    by_status: Counter[str] = Counter()
+    by_location: dict[str, Counter[str]] = {}
+    for (status, location, _os, _sub), n in counts.items():
+        by_status[status] += n
+        by_location.setdefault(location, Counter())[status] += n
+    return by_status, by_location
+
+
 class WorkerAPI:
-    def __init__(self, pipe: Pipeline) -> None:
-        self.pipe = pipe
-        self._tls = client_context(pipe.settings.worker)  # verifies https peers (api_tls_ca)
+    """The routes of one worker, reading ``fleet`` (what this worker owns, who owns the
+    rest)."""
+
+    def __init__(self, fleet: FleetView, settings: Settings) -> None:
+        self.view = fleet
+        self.settings = settings
+        self._tls = client_context(settings.worker)  # verifies https peers (api_tls_ca)
 
     def register(self, app: aioweb.Application, authenticator: Authenticator | None = None) -> None:
         """Add the routes, behind ``authenticator`` (default: from the settings; a SettingsError
         when they would leave a routable listener open)."""
-        install(app, authenticator or Authenticator.from_settings(self.pipe.settings.worker))
+        install(app, authenticator or Authenticator.from_settings(self.settings.worker))
         app.middlewares.append(json_errors)
         app.router.add_get("/machines", self.list_machines)
         app.router.add_get(r"/machines/{rid:.+}", self.get_machine)
@@ -132,16 +148,12 @@ class WorkerAPI:
         app.router.add_get("/capacity", self.capacity)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        MaintenanceAPI(self.pipe, self.fan_out_partial).register(app)
+        MaintenanceAPI(self.view, self.fan_out_partial).register(app)
 
     # ---- routing helpers -----------------------------------------------------------------
 
-    def _urls(self) -> set[str]:
-        # every partition's owner, as the owners announce themselves on the scope board
-        return set(self.pipe.board.owners().values())
-
     def _me(self) -> str:
-        return self.pipe.url()
+        return self.view.url()
 
     def _session(self, request: aioweb.Request) -> aiohttp.ClientSession:
         """A client for calls on behalf of ``request``'s caller (same Authorization)."""
@@ -165,7 +177,7 @@ class WorkerAPI:
         self, request: aioweb.Request, path: str, params: dict[str, str]
     ) -> tuple[list[Any], list[PeerError]]:
         """``path`` asked of every other worker: (the answers, the workers that failed)."""
-        others = sorted(self._urls() - {self._me()})
+        others = sorted(self.view.workers() - {self._me()})
         async with self._session(request) as http:
 
             async def one(url: str) -> Any:
@@ -194,15 +206,15 @@ class WorkerAPI:
 
     # ---- handlers -------------------------------------------------------------------------
 
-    def _local_matches(self, query: dict[str, str]) -> list[dict[str, Any]]:
+    def _local_rows(self, query: dict[str, str]) -> list[dict[str, Any]]:
         now = time.time()
         wanted = [(FILTERS[k], v) for k, v in query.items() if k in FILTERS and v]
         out: list[dict[str, Any]] = []
-        for key in self.pipe.engine.owned_keys():
-            m = self.pipe.engine.machine(key)
+        for key in self.view.owned_keys():
+            m = self.view.machine(key)
             if m is None or not all(f(m, v) for f, v in wanted):
                 continue
-            out.append(machine_json(key, m, self.pipe, now))
+            out.append(machine_json(key, m, self.view, now))
         return out
 
     @require(READ)
@@ -222,7 +234,7 @@ class WorkerAPI:
                 raise ValueError
         except ValueError:
             return _error(400, f"limit must be 1..{MAX_LIMIT} and offset >= 0")
-        items = self._local_matches(q)
+        items = self._local_rows(q)
         if q.get("local") != "1":
             filters = {k: v for k, v in q.items() if k in FILTERS}
             pages, missing = await self.fan_out_partial(
@@ -247,12 +259,12 @@ class WorkerAPI:
     async def get_machine(self, request: aioweb.Request) -> aioweb.Response:
         rid = "/" + request.match_info["rid"].lstrip("/")
         key = rid.lower()
-        m = self.pipe.engine.machine(key)
-        if m is not None and self.pipe.partition_of(key) in self.pipe.engine.partitions:
-            return aioweb.json_response(machine_json(key, m, self.pipe, time.time()))
+        m = self.view.machine(key)
+        if m is not None and self.view.partition_of(key) in self.view.owned_partitions():
+            return aioweb.json_response(machine_json(key, m, self.view, time.time()))
         if request.query.get("local") == "1":
             return _error(404, f"no machine {rid} on this worker")
-        owner = self.pipe.board.owners().get(self.pipe.partition_of(key))
+        owner = self.view.owner_of(key)
         if owner is None or owner == self._me():
             return _error(
                 404,
@@ -269,19 +281,15 @@ class WorkerAPI:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise PeerError(
                 owner,
-                f"owns partition {self.pipe.partition_of(key)} of {rid} but did not answer "
+                f"owns partition {self.view.partition_of(key)} of {rid} but did not answer "
                 f"({type(exc).__name__}: {exc or 'timed out'}); its partitions move to another "
                 "worker after the session timeout",
             ) from exc
 
     def _local_fleet(self) -> dict[str, Any]:
-        by_status: Counter[str] = Counter()
-        by_location: dict[str, Counter[str]] = {}
-        for (status, location, _os, _sub), n in self.pipe.engine.counts().items():
-            by_status[status] += n
-            by_location.setdefault(location, Counter())[status] += n
+        by_status, by_location = by_status_and_location(self.view.counts())
         return {
-            "partitions": sorted(self.pipe.engine.partitions),
+            "partitions": sorted(self.view.owned_partitions()),
             "byStatus": dict(by_status),
             "byLocation": {k: dict(v) for k, v in by_location.items()},
         }
@@ -299,7 +307,6 @@ class WorkerAPI:
             by_status.update(part["byStatus"])
             for loc, c in part["byLocation"].items():
                 by_location.setdefault(loc, Counter()).update(c)
-        verdicts = self.pipe.verdicts()
         return aioweb.json_response(
             {
                 "at": rfc3339(time.time()),
@@ -307,23 +314,19 @@ class WorkerAPI:
                 "total": sum(by_status.values()),
                 "byStatus": dict(by_status),
                 "byLocation": {k: dict(v) for k, v in sorted(by_location.items())},
-                "silentScopes": sorted(s for s, v in verdicts.items() if v.silent),
+                "silentScopes": sorted(self.view.silent_scopes()),
                 **_partial(missing),
             }
         )
 
     async def _local_summary(self) -> FleetSummary:
-        engine = self.pipe.engine
-        # Copy the keys first: the sets change while we yield to the event loop.
-        partitions = dict(engine.partitions)
-        keys = [k for idx in partitions.values() for k in list(idx.machines)]
-        out = FleetSummary(
-            partitions=frozenset(partitions), partitions_total=self.pipe.settings.kafka.partitions
-        )
+        partitions = frozenset(self.view.owned_partitions())
+        keys = self.view.owned_keys()  # a copy: the index changes while this yields
+        out = FleetSummary(partitions=partitions, partitions_total=self.settings.kafka.partitions)
         for i, key in enumerate(keys):
             if i and i % SUMMARY_CHUNK == 0:
                 await asyncio.sleep(0)
-            m = engine.machine(key)
+            m = self.view.machine(key)
             if m is not None:  # deleted meanwhile
                 out.add(m.info)
         return out
@@ -338,7 +341,7 @@ class WorkerAPI:
         unknown = set(request.query) - {"local"}
         if unknown:
             return _error(400, f"unknown query parameter(s) {sorted(unknown)}; use local=1 or none")
-        s = self.pipe.settings
+        s = self.settings
         mine = await self._local_summary()
         meta = {
             "at": rfc3339(time.time()),
@@ -370,24 +373,24 @@ class WorkerAPI:
 
     def _state(self) -> dict[str, Any]:
         return {
-            "worker": self.pipe.worker_id,
-            "partitions": sorted(self.pipe.engine.partitions),
-            "lag": sum(self.pipe.lag().values()),
-            "lastEventAt": rfc3339(self.pipe.engine.stats.last_event_at),
+            "worker": self.view.worker_id,
+            "partitions": sorted(self.view.owned_partitions()),
+            "lag": self.view.lag(),
+            "lastEventAt": rfc3339(self.view.last_event_at()),
         }
 
     # the probes declare no role: open, or read with api_protect_probes (auth.PROBE_PATHS)
 
     async def healthz(self, request: aioweb.Request) -> aioweb.Response:
         """Liveness: the process and its heartbeat loop run (not whether it owns anything)."""
-        alive, reason = self.pipe.alive()
+        alive, reason = self.view.alive()
         body = {"status": "ok" if alive else "failing", "reason": reason, **self._state()}
         return aioweb.json_response(body, status=200 if alive else 503)
 
     async def readyz(self, request: aioweb.Request) -> aioweb.Response:
         """Readiness: owns partitions, recovered their state, and within one tick of the log
         end (503 with the reason until then)."""
-        ready, reason = self.pipe.readiness()
+        ready, reason = self.view.readiness()
         body = {"status": "ready" if ready else "not ready", "reason": reason, **self._state()}
         return aioweb.json_response(body, status=200 if ready else 503)
 

@@ -1,4 +1,5 @@
-"""The stream processor: the Faust app, the batched heartbeat loop, ticks and shared state.
+"""The stream processor: the batched heartbeat loop, ticks and shared state, hosted by a Faust
+app (its task runs the loop, its timer writes the ticks, its shutdown stops them).
 
 Ticks: every ``check_interval`` each worker appends a small control record (header
 ``arcbeat-tick``) to every heartbeats partition it owns. The broker stamps it with
@@ -24,7 +25,6 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from arcbeat.streams.app import create_app
 from arcbeat.streams.decide.deadlines import ScopeCounts
 from arcbeat.streams.decide.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka import ticks
@@ -45,6 +45,7 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
+        app: faust.App,
         *,
         worker_id: str = "0",
         deadline: Deadline | None = None,
@@ -55,7 +56,7 @@ class Pipeline:
         # start-up under a partly down cluster: retried until this deadline (startup_deadline)
         self.deadline = deadline or Deadline(settings.kafka.startup_deadline)
         self.say: Say = say or _say
-        self.app: faust.App = create_app(settings, worker_id=worker_id)
+        self.app = app
         self.engine = Engine(settings)
         self.board = ScopeBoard(settings)
         self.maintenance = MaintenanceBoard(settings)

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from arcbeat.deploy.worker import build_worker
+from arcbeat.deploy.worker import Worker
 from arcbeat.streams.api.auth import (
     ANONYMOUS,
     MAINTENANCE,
@@ -455,7 +455,7 @@ def free_port() -> int:
 @asynccontextmanager
 async def worker(settings: Settings, tmp_path: Path, name: str) -> AsyncIterator[Pipeline]:
     s = settings.replace(web_port=free_port(), data_dir=str(tmp_path / name))
-    pipe = build_worker(s)
+    pipe = Worker.build(s).pipeline
     web_driver: Any = pipe.app.web
     await web_driver.start_server()  # the listener faust starts, TLS included
     try:
@@ -532,4 +532,4 @@ async def test_forwarded_authorization_reaches_the_other_server(tmp_path: Path) 
 def test_the_worker_refuses_an_open_routable_listener(tmp_path: Path) -> None:
     settings = Settings().replace(web_host="0.0.0.0", data_dir=str(tmp_path), web_port=free_port())
     with pytest.raises(SettingsError, match="api_insecure"):
-        build_worker(settings)
+        Worker.build(settings)

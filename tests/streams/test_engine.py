@@ -361,8 +361,8 @@ def _machine(engine: Engine, m: int) -> Any:
 
 
 def _api(engine: Engine, m: int, now: float) -> dict[str, Any]:
-    pipe = SimpleNamespace(engine=engine, partition_of=engine.partition_of)
-    return machine_json(_key(m), _machine(engine, m), cast(Any, pipe), now)
+    view = SimpleNamespace(timing=engine.timing, partition_of=engine.partition_of)
+    return machine_json(_key(m), _machine(engine, m), cast(Any, view), now)
 
 
 # ---- fast path == general path ----------------------------------------------------------
