@@ -26,6 +26,7 @@ from arcbeat.streams import ticks
 from arcbeat.streams.app import create_app
 from arcbeat.streams.batch import DECIDER_PARTITION, HeartbeatLoop
 from arcbeat.streams.deadlines import ScopeCounts
+from arcbeat.streams.decisions_settings import deciding
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.maintenance_board import MaintenanceBoard
@@ -50,6 +51,8 @@ class Pipeline:
             settings, self.engine, self.board, worker_id=worker_id, url=self.url
         )
         self.tick_producer: AIOKafkaProducer | None = None
+        # recorded in every tick, so that a replay of the log knows what decided
+        self.deciding = deciding(settings)
         self._task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self._define()
@@ -153,6 +156,7 @@ class Pipeline:
             self.board.decided_at() or 0.0,
             self.maintenance.relevant(time.time()),
             self.loop.tick_keys,
+            self.deciding,
         )
         for p in partitions:
             await self.tick_producer.send(topic, value, partition=p, headers=headers)
