@@ -148,7 +148,8 @@ class PartitionReplay:
         self.until = until
         self.tick_keys = list(tick_keys)
         self.result = PartitionResult(partition)
-        self._fast = self.engine.fast_heartbeat if self.engine.takes_fast_path() else None
+        # the engine's fast path for plain heartbeats (None with signed heartbeats)
+        self.fast = self.engine.fast_heartbeat if self.engine.takes_fast_path() else None
         self._verdicts: dict[str, bool] = {}
         self._current: dict[str, Any] = {}  # the deciding settings of the latest tick
 
@@ -168,7 +169,7 @@ class PartitionReplay:
         at = timestamp_ms / 1000.0
         r.last_at = at
         p = self.p
-        if not headers and self._fast is not None and self._fast(p, key, value, at):
+        if not headers and self.fast is not None and self.fast(p, key, value, at):
             r.heartbeats += 1
             return
         if headers and any(h[0] == TICK_HEADER for h in headers):

@@ -109,6 +109,10 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
     assert t["kcat"]["records"] == t["records"]
     assert t["ratioWorkerToAiokafka"] > 0
 
+    rp = report["replay"]
+    assert rp["heartbeats"] == t["records"]  # the worker committed them all
+    assert rp["ticks"] > 0 and rp["rate"] > 0 and rp["processes"] >= 1
+
     d = report["detection"]
     assert d["detectionDelay"]["count"] > 0
     assert d["connectedVisible"]["count"] > 0
