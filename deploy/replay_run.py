@@ -23,6 +23,7 @@ import orjson
 from arcbeat.deploy.replay_report import Report, Side, oracle, summarize
 from arcbeat.streams import ticks
 from arcbeat.streams.decisions_settings import deciding, differences, with_recorded
+from arcbeat.streams.early_warning import replay_decisions
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.replay import Change, PartitionResult, ScopeEvent
 from arcbeat.streams.replay_log import (
@@ -68,8 +69,21 @@ class ReplayRun:
             (c for r in self.results for c in r.changes), key=lambda c: (c.decided_at, c.key)
         )
 
-    def scope_events(self) -> list[ScopeEvent]:
-        return sorted((e for r in self.results for e in r.scope_events), key=lambda e: e.at)
+    def scope_events(self, since: float = -math.inf, until: float = math.inf) -> list[ScopeEvent]:
+        """The recorded mass-silence verdicts, and the degraded-scope decisions of this
+        replay's settings over its partitions' merged samples."""
+        planned: dict[float, set[str]] = {}
+        for r in self.results:
+            for bucket, scopes in r.planned.items():
+                planned.setdefault(bucket, set()).update(scopes)
+        samples = [s for r in self.results for s in r.samples]
+        degraded = [
+            ScopeEvent(d.type, d.scope, d.at, d.late)
+            for d in replay_decisions(self.settings, samples, planned)
+            if since <= d.at < until
+        ]
+        events = [e for r in self.results for e in r.scope_events] + degraded
+        return sorted(events, key=lambda e: e.at)
 
     def horizons(self) -> dict[int, float]:
         """Per partition, the log time of the last record read: decisions before it are final
@@ -367,12 +381,16 @@ def what_if(
             on_progress=progress,
             bounds=bounds,
         )
-        left = Side("settings A", _final(other.changes(), horizons), other.scope_events(),
-                    _availability(other))  # fmt: skip
+        left = Side(
+            "settings A",
+            _final(other.changes(), horizons),
+            other.scope_events(spec.since, spec.until),
+            _availability(other),
+        )
     right_side = Side(
         "replay" if against_recorded else "settings B",
         _final(right.changes(), horizons),
-        right.scope_events(),
+        right.scope_events(spec.since, spec.until),
         _availability(right),
     )
     until = min(spec.until, max(horizons.values(), default=spec.until))

@@ -6,6 +6,7 @@ the names alone would cost ~250 bytes each in memory and in the checkpoints.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ class Slot:
     common case costs no encode, no decode and no write (see :meth:`Engine.handle_message`).
     """
 
-    __slots__ = ("fp", "hb", "ok", "rec", "received", "sent", "seq", "wstart")
+    __slots__ = ("base", "fp", "hb", "loc", "ok", "rec", "received", "sent", "seq", "wstart")
 
     def __init__(
         self,
@@ -91,6 +92,10 @@ class Slot:
         self.seq = seq
         self.wstart = wstart  # availability window start (None: no open window)
         self.received = received
+        # early warning (arcbeat.streams.early_warning), derived, never stored: the
+        # machine's clock-offset baseline (arrival - sentAt) and its location's index
+        self.base = math.inf
+        self.loc = -1
 
     @property
     def skew(self) -> float:

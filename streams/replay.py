@@ -21,6 +21,7 @@ import orjson
 
 from arcbeat.streams import ticks
 from arcbeat.streams.decisions_settings import differences
+from arcbeat.streams.early_warning import PartitionSample, planned_scopes
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.records import parse_rfc3339
 from arcbeat.streams.settings import Settings
@@ -126,6 +127,10 @@ class PartitionResult:
     settings: dict[str, Any] | None = None
     settings_changes: list[SettingsChange] = field(default_factory=list)
     ticks_without_settings: int = 0
+    # early warning: the partition's interval samples, and the locations a maintenance
+    # window covered at each interval's end (the parent merges them and judges)
+    samples: list[PartitionSample] = field(default_factory=list)
+    planned: dict[float, set[str]] = field(default_factory=dict)
 
 
 class PartitionReplay:
@@ -211,6 +216,14 @@ class PartitionReplay:
         )
         if emits:
             self._collect(emits)
+        early = self.engine.early_samples
+        if early:
+            idx = self.engine.partitions[self.p]
+            for sample in early:
+                r.samples.append(sample)
+                end = sample.bucket + self.engine.early.interval
+                r.planned[sample.bucket] = planned_scopes(idx.planned.all(), end)
+            early.clear()
 
     def _recorded_verdicts(self, verdicts: Mapping[str, Verdict], at: float) -> None:
         """The mass-silence verdicts the ticks carry, as scope events (from the deciding

@@ -27,6 +27,7 @@ from arcbeat.streams.app import create_app
 from arcbeat.streams.batch import DECIDER_PARTITION, HeartbeatLoop
 from arcbeat.streams.deadlines import ScopeCounts
 from arcbeat.streams.decisions_settings import deciding
+from arcbeat.streams.early_warning import EarlyBoard, degraded_scopes
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.maintenance_board import MaintenanceBoard
@@ -71,6 +72,10 @@ class Pipeline:
 
     def verdicts(self) -> dict[str, Verdict]:
         return self.board.verdicts()
+
+    def degraded(self) -> list[str]:
+        """Scopes held degraded (early warning), as the shared board says."""
+        return degraded_scopes(self.board.get(EarlyBoard.STATE))
 
     def totals(self) -> dict[str, ScopeCounts]:
         return self.board.totals()
