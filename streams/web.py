@@ -56,6 +56,7 @@ def _flag(value: str | None) -> bool | None:
 def machine_json(key: str, m: Machine, pipe: Pipeline, now: float) -> dict[str, Any]:
     s, i = m.state, m.info
     late = s.status is Status.CONNECTED and pipe.engine.is_late(key)
+    interval = pipe.engine.settings.timing.heartbeat_interval
     return {
         "key": key,
         "resourceId": i.resource_id,
@@ -77,11 +78,7 @@ def machine_json(key: str, m: Machine, pipe: Pipeline, now: float) -> dict[str, 
         "heldByScopeSilence": s.held_since is not None,
         # early warning: overdue by more than late_after, still Connected (not a status)
         "late": late,
-        "lateSeconds": (
-            round(max(0.0, now - s.last_heartbeat_at - pipe.settings.timing.heartbeat_interval), 3)
-            if late
-            else 0.0
-        ),
+        "lateSeconds": round(max(0.0, now - s.last_heartbeat_at - interval), 3) if late else 0.0,
         "partition": pipe.partition_of(key),
     }
 
