@@ -233,11 +233,18 @@ class Decider:
         return bucket if bucket > self.judged else None
 
     def judge(
-        self, bucket: float, samples: Iterable[PartitionSample], planned: Iterable[str]
+        self,
+        bucket: float,
+        samples: Iterable[PartitionSample],
+        planned: Iterable[str],
+        at: float | None = None,
     ) -> list[Decision]:
+        """Judge the interval starting at ``bucket``, deciding at ``at`` (default: as soon as
+        a live decider could, its end plus ``settle``)."""
         self.judged = bucket
         mine = [s for s in samples if s.bucket == bucket]
-        return self.detector.step(bucket + self.interval, merged(mine), planned)
+        when = bucket + self.interval + self.settle if at is None else at
+        return self.detector.step(when, merged(mine), planned)
 
     # the detector's state on the scope board, so that the next decider goes on from it
     def encode(self) -> bytes:
@@ -300,6 +307,9 @@ class EarlyBoard:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.decider: Decider | None = None
+        # every sample seen on the board, by (partition, interval): a partition's key holds
+        # only its latest, which may be newer than the interval being judged
+        self.seen: dict[tuple[int, float], PartitionSample] = {}
 
     def decide(
         self,
@@ -313,10 +323,6 @@ class EarlyBoard:
             raw = view.get(self.STATE)
             if raw:
                 self.decider.restore(raw)
-        bucket = self.decider.due(now)
-        if bucket is None:
-            return [], []
-        samples = []
         for k, raw in view.items():
             if k.startswith(self.SAMPLE):
                 try:
@@ -324,15 +330,21 @@ class EarlyBoard:
                 except ValueError:
                     continue
                 s = PartitionSample.decode(p, raw)
-                if s is not None:
-                    samples.append(s)
-        decisions = self.decider.judge(bucket, samples, planned_scopes(windows, now))
+                if s is not None and s.bucket > self.decider.judged:
+                    self.seen[(p, s.bucket)] = s
+        bucket = self.decider.due(now)
+        if bucket is None:
+            return [], []
+        samples = [s for (_, b), s in self.seen.items() if b == bucket]
+        decisions = self.decider.judge(bucket, samples, planned_scopes(windows, now), now)
+        self.seen = {k: s for k, s in self.seen.items() if k[1] > bucket}
         records = [(f"scope:{d.scope}".encode(), decision_record(d)) for d in decisions]
         return [(self.STATE, self.decider.encode())], records
 
     def lost(self) -> None:
         """Partition 0 went to another worker: it goes on from the board's state."""
         self.decider = None
+        self.seen = {}
 
 
 def degraded_scopes(raw: bytes | None) -> list[str]:

@@ -152,7 +152,8 @@ def simulate(
             if p == 0:
                 bucket = decider.due(at)
                 if bucket is not None:
-                    for d in decider.judge(bucket, board.values(), planned_scopes(maint, at)):
+                    planned = planned_scopes(maint, at)
+                    for d in decider.judge(bucket, board.values(), planned, at):
                         (degraded if d.type == "ScopeDegraded" else cleared).append((d.scope, d.at))
         for e in emits:
             if e.topic == "status":
