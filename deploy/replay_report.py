@@ -255,13 +255,13 @@ def _rows(report: Report) -> list[tuple[str, str, str]]:
              _pct((right.availability or {}).get(loc)))
         )  # fmt: skip
     rows.append(("ScopeDegraded warnings", str(len(left.warnings)), str(len(right.warnings))))
-    for side, col in ((left, 1), (right, 2)):
-        leads = [w["leadSeconds"] for w in side.warnings if w["leadSeconds"] is not None]
-        if leads:
-            cells = ["", "", ""]
-            cells[0] = "warning lead time, min (s)"
-            cells[col] = _num(min(leads))
-            rows.append((cells[0], cells[1], cells[2]))
+    leads = [
+        [w["leadSeconds"] for w in side.warnings if w["leadSeconds"] is not None]
+        for side in (left, right)
+    ]
+    if any(leads):
+        a, b = (_num(min(x)) if x else "-" for x in leads)
+        rows.append(("warning lead time, min (s)", a, b))
     return rows
 
 

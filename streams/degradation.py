@@ -142,9 +142,17 @@ class Detector:
     tracks: dict[str, ScopeTrack] = field(default_factory=dict)
 
     def step(
-        self, at: float, samples: Mapping[str, ScopeSample], planned: Iterable[str] = ()
+        self,
+        at: float,
+        samples: Mapping[str, ScopeSample],
+        planned: Iterable[str] = (),
+        *,
+        decided_at: float | None = None,
     ) -> list[Decision]:
-        """One interval ended at ``at``: judge every location that has a sample."""
+        """One interval ended at ``at``: judge every location that has a sample. The rule's
+        clock is the intervals' ends (so that the live decider and a replay judge alike);
+        ``decided_at`` is when the decision is taken (the records' time; default ``at``)."""
+        when = at if decided_at is None else decided_at
         out: list[Decision] = []
         quiet = set(planned)
         r = self.rule
@@ -164,7 +172,7 @@ class Detector:
                     t.degraded, t.since = True, at
                     signal = "both" if late_high and delay_high else (
                         "lateShare" if late_high else "deliveryDelay")  # fmt: skip
-                    out.append(self._decision("ScopeDegraded", scope, at, s, t, signal))
+                    out.append(self._decision("ScopeDegraded", scope, when, s, t, signal))
                 continue
             t.above_since = None
             if t.degraded:
@@ -173,7 +181,7 @@ class Detector:
                 # in maintenance (or too few machines to judge) a warning ends at once
                 if not judged or at - t.below_since >= r.sustain:
                     t.degraded, t.since, t.below_since = False, at, None
-                    out.append(self._decision("ScopeDegradationCleared", scope, at, s, t, "none"))
+                    out.append(self._decision("ScopeDegradationCleared", scope, when, s, t, "none"))
                 continue
             if judged:
                 # only healthy intervals teach the baseline: a degradation is not "normal"

@@ -243,8 +243,9 @@ class Decider:
         a live decider could, its end plus ``settle``)."""
         self.judged = bucket
         mine = [s for s in samples if s.bucket == bucket]
-        when = bucket + self.interval + self.settle if at is None else at
-        return self.detector.step(when, merged(mine), planned)
+        end = bucket + self.interval
+        when = end + self.settle if at is None else at
+        return self.detector.step(end, merged(mine), planned, decided_at=when)
 
     # the detector's state on the scope board, so that the next decider goes on from it
     def encode(self) -> bytes:

@@ -7,6 +7,8 @@ least one interval before its first Disconnected; late machines show in the API
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,5 +78,20 @@ def test_a_degrading_uplink_warns_before_its_machines_disconnect(
         lead = first_off - parse_rfc3339(str(asia[0]["at"]))
         say(f"early warning: lead {lead:.1f}s = {lead / 1.0 * 5:.0f} production minutes")
         assert lead >= dep.settings.timing.heartbeat_interval  # five production minutes
+
+        # the replay reports the warning and its lead time too (its own judgement of the
+        # partitions' samples), beside the recorded one, and reproduces every transition
+        proc = subprocess.run(
+            [sys.executable, "-m", "arcbeat.deploy.cli", "replay", "--since", "1h",
+             "--format", "json", "--no-progress"],
+            env=dep.env, cwd=dep.root, capture_output=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr.decode()
+        report = orjson.loads(proc.stdout)
+        assert report["oracle"]["identical"], report["oracle"]
+        for side in ("left", "right"):
+            ws = [x for x in report[side]["degradedWarnings"] if x["scope"] == "location=westasia"]
+            assert ws and ws[0]["leadSeconds"] >= 1.0, (side, report[side]["degradedWarnings"])
+        say(f"replay: warnings {report['right']['degradedWarnings']}")
     finally:
         dep.close()
