@@ -184,7 +184,9 @@ class PartitionReplay:
         emits, _ = self.engine.handle_message(
             p, offset, key, value, at, topic="replay", wall_now=0.0, headers=headers
         )
-        if emits:
+        # a message decides at its arrival and closes windows that started before it: before
+        # the range, nothing it emits is reported
+        if emits and at >= self.since:
             self._collect(emits)
 
     def _tick(
@@ -214,7 +216,7 @@ class PartitionReplay:
             decided_at=tick.decided_at,
             maintenance=tick.maintenance,
         )
-        if emits:
+        if emits and at >= self.since:
             self._collect(emits)
         early = self.engine.early_samples
         if early:
