@@ -567,6 +567,16 @@ def build() -> dict[str, Any]:
                                     "color": GOOD,
                                     "index": 1,
                                 },
+                                "ScopeDegraded": {
+                                    "text": "ScopeDegraded",
+                                    "color": WARN,
+                                    "index": 2,
+                                },
+                                "ScopeDegradationCleared": {
+                                    "text": "ScopeDegradationCleared",
+                                    "color": GOOD,
+                                    "index": 3,
+                                },
                             },
                         }
                     ],

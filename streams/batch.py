@@ -296,7 +296,10 @@ class HeartbeatLoop:
             emits = emits + scope_emits
             idx = engine.partitions.get(p)
             writes, records = self.early.decide(
-                now, board.view(), idx.planned.all() if idx is not None else ()
+                now,
+                board.view(),
+                idx.planned.all() if idx is not None else (),
+                [s for s, v in board.verdicts().items() if v.silent],
             )
             for key, value in writes:
                 self._board_write(o, key, value)

@@ -317,8 +317,10 @@ class EarlyBoard:
         now: float,
         view: Mapping[str, bytes],
         windows: Iterable[Any],
+        silent: Iterable[str] = (),
     ) -> tuple[list[tuple[str, bytes]], list[tuple[bytes, bytes]]]:
-        """Board writes and status records (key, value) of the decider's tick at ``now``."""
+        """Board writes and status records (key, value) of the decider's tick at ``now``.
+        ``silent``: scopes in a mass-silence verdict, not judged (they page already)."""
         if self.decider is None:
             self.decider = Decider(self.settings)
             raw = view.get(self.STATE)
@@ -337,7 +339,8 @@ class EarlyBoard:
         if bucket is None:
             return [], []
         samples = [s for (_, b), s in self.seen.items() if b == bucket]
-        decisions = self.decider.judge(bucket, samples, planned_scopes(windows, now), now)
+        quiet = planned_scopes(windows, now) | set(silent)
+        decisions = self.decider.judge(bucket, samples, quiet, now)
         self.seen = {k: s for k, s in self.seen.items() if k[1] > bucket}
         records = [(f"scope:{d.scope}".encode(), decision_record(d)) for d in decisions]
         return [(self.STATE, self.decider.encode())], records

@@ -224,7 +224,10 @@ class PartitionReplay:
             for sample in early:
                 r.samples.append(sample)
                 end = sample.bucket + self.engine.early.interval
-                r.planned[sample.bucket] = planned_scopes(idx.planned.all(), end)
+                # not judged: locations in maintenance, and those silent (they page already)
+                r.planned[sample.bucket] = planned_scopes(idx.planned.all(), end) | {
+                    s for s, v in tick.verdicts.items() if v.silent
+                }
             early.clear()
 
     def _recorded_verdicts(self, verdicts: Mapping[str, Verdict], at: float) -> None:
