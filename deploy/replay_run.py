@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from arcbeat.deploy.replay_report import Report, Side, oracle, summarize
 from arcbeat.streams import ticks
@@ -322,9 +323,14 @@ def what_if(
     keys = ticks.read_keys(settings.identity.tick_key_file)
     try:
         bounds = Bounds.of(asyncio.run(plan(settings)))
+        recorded = asyncio.run(recorded_settings(settings, bounds.plans, keys))
     except LookupError as exc:
         raise ReplayError(str(exc)) from None
-    recorded = asyncio.run(recorded_settings(settings, bounds.plans, keys))
+    except KafkaError as exc:
+        raise ReplayError(
+            f"cannot read the logs at {settings.kafka.bootstrap} ({exc}): check "
+            "ARCBEAT_KAFKA_BOOTSTRAP and that the cluster is up"
+        ) from None
     base = with_recorded(settings, recorded) if recorded is not None else settings
     right_settings = base.replace(**spec.overrides) if spec.overrides else base
     notes = []

@@ -235,3 +235,11 @@ def test_partitions_split_evenly_and_reads_stop_at_the_committed_offset() -> Non
     assert sizes == [101, 105]
     b = Bounds.of([PartitionPlan(0, 0, 100, 60), PartitionPlan(1, 5, 50, None)])
     assert [(p.start, p.end) for p in b.plans] == [(0, 60), (5, 50)] and b.total() == 105
+
+
+def test_an_unreachable_cluster_is_a_clear_error() -> None:
+    from arcbeat.deploy.replay_run import ReplayError, WhatIf, what_if
+
+    settings = _settings().replace(kafka_bootstrap="127.0.0.1:1")
+    with pytest.raises(ReplayError, match=r"cannot read the logs at 127\.0\.0\.1:1"):
+        what_if(settings, WhatIf(0.0, 1.0))
