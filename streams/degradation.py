@@ -16,7 +16,6 @@ Connected machines, are not judged. See docs/early-warning.md.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,25 +39,10 @@ def baseline(previous: float, raw: float) -> float:
     return previous + (raw - previous) * CREEP
 
 
-class DelayHistograms:
-    """Delivery delays per location index since the last :meth:`take` (one partition): the
-    count of each bucket of :data:`DELAY_BOUNDS` (and above), then their sum."""
-
-    __slots__ = ("counts",)
-
-    def __init__(self) -> None:
-        self.counts: dict[int, list[Any]] = {}
-
-    def observe(self, loc: int, delay: float) -> None:
-        c = self.counts.get(loc)
-        if c is None:
-            c = self.counts[loc] = [0] * (len(DELAY_BOUNDS) + 1) + [0.0]
-        c[bisect.bisect_left(DELAY_BOUNDS, delay)] += 1
-        c[-1] += delay
-
-    def take(self) -> dict[int, list[Any]]:
-        out, self.counts = self.counts, {}
-        return out
+def new_counters() -> list[Any]:
+    """Delivery-delay counters: the count of each bucket of :data:`DELAY_BOUNDS` (and above),
+    then their sum. Only ever added to: readers take differences."""
+    return [0] * (len(DELAY_BOUNDS) + 1) + [0.0]
 
 
 def merge(hists: Iterable[list[int]]) -> list[int]:

@@ -1,10 +1,11 @@
 """Early warning on the worker's side: late machines, delivery delays per location, and each
 partition's interval samples for the degraded-scope rule (:mod:`arcbeat.streams.degradation`).
 
-The engine calls :meth:`EarlyWarning.observe` for every accepted heartbeat (fast path too:
-one baseline update and one histogram bucket) and :meth:`EarlyWarning.on_tick` for every
-tick. A tick moves the partition's fresh delays into the cumulative histograms (metrics) and
-the current interval; the first tick of an interval returns the partition's sample of the one
+For every accepted heartbeat (fast path too) the engine updates the machine's clock-offset
+baseline and adds its delay to the counters of its partition and location, which its slot
+holds (:meth:`EarlyWarning.counters_for`). Every tick, :meth:`EarlyWarning.on_tick` moves what
+the partition's counters gained into the cumulative histograms (metrics) and the current
+interval; the first tick of an interval returns the partition's sample of the one
 that ended (machines Connected and late per location at its end, its delays). The worker
 publishes those samples on the shared scope board; the owner of partition 0 merges them and
 decides (:class:`Decider`). A replay merges them the same way (``arcbeat replay``).
@@ -22,12 +23,12 @@ import orjson
 from arcbeat.streams.degradation import (
     DELAY_BOUNDS,
     Decision,
-    DelayHistograms,
     Detector,
     Rule,
     ScopeSample,
     ScopeTrack,
     merge,
+    new_counters,
 )
 from arcbeat.streams.records import rfc3339
 from arcbeat.streams.settings import Settings
@@ -98,7 +99,11 @@ class EarlyWarning:
         self.interval = settings.timing.heartbeat_interval
         self.locations: list[str] = []
         self._index: dict[str, int] = {}
-        self.fresh: dict[int, DelayHistograms] = {}  # per partition, since its last tick
+        # per partition state (the id of its PartitionIndex: a partition restored again is a
+        # new one), per location index: counters its slots add to (never replaced, so that a
+        # slot may hold them), and what the previous tick had read of them
+        self.counters: dict[int, dict[int, list[Any]]] = {}
+        self._read: dict[int, dict[int, list[Any]]] = {}
         self.cumulative: dict[int, Cumulative] = {}  # per location index
         self._current: dict[int, tuple[float, dict[int, list[int]]]] = {}
 
@@ -109,27 +114,44 @@ class EarlyWarning:
             self.locations.append(location)
         return i
 
-    def histograms(self, p: int) -> DelayHistograms:
-        h = self.fresh.get(p)
-        if h is None:
-            h = self.fresh[p] = DelayHistograms()
-        return h
+    def counters_for(self, state: object, location: str) -> list[Any]:
+        """The delay counters a machine of the partition state ``state`` (its PartitionIndex)
+        in ``location`` adds to."""
+        loc = self.location_index(location)
+        by_loc = self.counters.setdefault(id(state), {})
+        c = by_loc.get(loc)
+        if c is None:
+            c = by_loc[loc] = new_counters()
+            self._read.setdefault(id(state), {})[loc] = new_counters()
+        return c
 
     def release(self, p: int) -> None:
-        self.fresh.pop(p, None)
+        # the counters stay: a partition given back keeps its slots, which hold them
         self._current.pop(p, None)
+
+    def _fresh(self, state: object) -> dict[int, list[Any]]:
+        """What the partition's counters gained since the previous tick, per location."""
+        out: dict[int, list[Any]] = {}
+        read = self._read.get(id(state), {})
+        for loc, c in self.counters.get(id(state), {}).items():
+            before = read[loc]
+            if c == before:
+                continue  # no heartbeat of this location since
+            out[loc] = [a - b for a, b in zip(c, before, strict=True)]
+            read[loc] = list(c)
+        return out
 
     def on_tick(
         self,
         p: int,
+        state: object,
         now: float,
         connected: Mapping[str, int],
         late: Mapping[str, int],
     ) -> PartitionSample | None:
-        """Fold the partition's fresh delays; the sample of the interval that just ended, on
-        the first tick of the next one."""
-        fresh = self.fresh.get(p)
-        taken = fresh.take() if fresh is not None else {}
+        """Fold the partition's fresh delays (``state``: its PartitionIndex); the sample of the
+        interval that just ended, on the first tick of the next one."""
+        taken = self._fresh(state)
         bucket = math.floor(now / self.interval) * self.interval
         start, acc = self._current.get(p, (bucket, {}))
         for loc, counts in taken.items():

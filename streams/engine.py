@@ -204,7 +204,6 @@ class Engine:
         # delivery delays and interval samples (docs/early-warning.md); the samples of ticks
         # since the caller last took them
         self.early = EarlyWarning(settings)
-        self._fresh = self.early.fresh  # the same dict, one lookup less on the fast path
         self.early_samples: list[PartitionSample] = []
         self.granularity = min(settings.timing.check_interval, 1.0)
         self.partitions: dict[int, PartitionIndex] = {}
@@ -264,7 +263,7 @@ class Engine:
         if pending:
             idx.pending.update(pending)
         counts, windows, timing = idx.counts, idx.windows, self.timing
-        location_index = self.early.location_index
+        counters_for = self.early.counters_for
         schedule, late_after = idx.wheel.schedule, self.late_after
         for (key, slot), (status, location, os_type, sub, changed, held) in zip(
             machines.items(), index, strict=True
@@ -277,7 +276,7 @@ class Engine:
                 idx.held.add(key)
             if slot.wstart is not None:
                 windows.setdefault(slot.wstart, set()).add(key)
-            slot.loc = location_index(location)
+            slot.loc = counters_for(idx, location)
             at = deadline_of(st, slot.hb, changed, held, timing)
             if at is not None:
                 if st is Status.CONNECTED and held is None:
@@ -308,7 +307,7 @@ class Engine:
     def _save(self, idx: PartitionIndex, key: str, m: Machine, fp: int) -> None:
         old = idx.machines.get(key)
         slot = idx.machines[key] = to_slot(m, fp)
-        slot.loc = self.early.location_index(m.info.location)
+        slot.loc = self.early.counters_for(idx, m.info.location)
         if old is not None:
             slot.base = old.base
 
@@ -447,7 +446,7 @@ class Engine:
             new = Machine(step.state, info, start, received)
             self._save(idx, mkey, new, _head_digest(raw, hb.kind, idx.seed))
             if step.outcome is Outcome.APPLIED or step.transition is not None:
-                self._delay(p, idx.machines[mkey], delay)
+                self._delay(idx.machines[mkey], delay)
         else:
             if old is not None:
                 self._close_window(idx, mkey, old, out)
@@ -507,26 +506,28 @@ class Engine:
         if abs(delay) > self.settings.input.skew_warn:
             stats.clock_skew += 1
         stats.outcomes["applied"] += 1
-        # delivery delay less the machine's own clock-offset baseline (early warning),
-        # DelayHistograms.observe inlined: this is the hot path
+        # delivery delay less the machine's own clock-offset baseline (early warning), into
+        # the counters of its partition and location (the slot holds them)
         base = slot.base
-        base = delay if delay < base else base + (delay - base) * CREEP
-        slot.base = base
-        h = self._fresh.get(p)
-        c = h.counts.get(slot.loc) if h is not None else None
-        if c is None:
-            self.early.histograms(p).observe(slot.loc, delay - base)
+        if delay < base:
+            slot.base = base = delay
         else:
-            c[bisect_left(DELAY_BOUNDS, delay - base)] += 1
-            c[-1] += delay - base
+            slot.base = base = base + (delay - base) * CREEP
+        d = delay - base
+        c = slot.loc
+        c[bisect_left(DELAY_BOUNDS, d)] += 1
+        c[-1] += d
         return True
 
-    def _delay(self, p: int, slot: Slot, delay: float) -> None:
+    @staticmethod
+    def _delay(slot: Slot, delay: float) -> None:
         """The general path's share of :meth:`fast_heartbeat`'s delay bookkeeping."""
         base = slot.base
-        base = delay if delay < base else base + (delay - base) * CREEP
-        slot.base = base
-        self.early.histograms(p).observe(slot.loc, delay - base)
+        slot.base = base = delay if delay < base else base + (delay - base) * CREEP
+        d = delay - base
+        c = slot.loc
+        c[bisect_left(DELAY_BOUNDS, d)] += 1
+        c[-1] += d
 
     def handle_tick(
         self,
@@ -645,7 +646,7 @@ class Engine:
         for scope, late in idx.late_by_scope.items():
             if scope not in counts and late:
                 counts[scope] = ScopeCounts(0, late)
-        sample = self.early.on_tick(p, now, idx.connected_by_scope(), idx.late_by_scope)
+        sample = self.early.on_tick(p, idx, now, idx.connected_by_scope(), idx.late_by_scope)
         if sample is not None:
             self.early_samples.append(sample)
         bucket = math.floor(now / self.settings.worker.fleet_snapshot_interval)

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from arcbeat.streams.degradation import new_counters
 from arcbeat.streams.records import Heartbeat, resource_id
 from arcbeat.streams.status import MachineState, Status
 
@@ -62,6 +63,10 @@ class Machine:
 _STATUS = {s.value: s for s in Status}
 
 
+# the delay counters of a slot not yet given its own (never read)
+UNCOUNTED: list[Any] = new_counters()
+
+
 class Slot:
     """One machine in a worker's memory: its durable record plus the fields every heartbeat
     moves.
@@ -93,9 +98,10 @@ class Slot:
         self.wstart = wstart  # availability window start (None: no open window)
         self.received = received
         # early warning (arcbeat.streams.early_warning), derived, never stored: the
-        # machine's clock-offset baseline (arrival - sentAt) and its location's index
+        # machine's clock-offset baseline (arrival - sentAt), and the delivery-delay counters
+        # of its partition and location (shared by those machines; a reference, no copy)
         self.base = math.inf
-        self.loc = -1
+        self.loc: list[Any] = UNCOUNTED
 
     @property
     def skew(self) -> float:
