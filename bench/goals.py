@@ -252,7 +252,8 @@ def why(key: str, report: dict[str, Any]) -> str:
             f"{_n(rp.get('heartbeats'))} heartbeats and {_n(rp.get('ticks'))} ticks of the "
             f"throughput phase's log in {rp.get('seconds')}s by {rp.get('processes')} "
             "processes (start and Kafka reads included); the machine's other load shares "
-            "the cores"
+            f"the cores: {_n(rp.get('ratePerCpuSecond'))} heartbeats per CPU-second of a "
+            f"process, {_n(rp.get('rateOnFreeCores'))}/s on {rp.get('processes')} free cores"
         )
     if key in ("detectionP99", "detectionMax"):
         return (

@@ -43,6 +43,13 @@ def run_replay(b: Bench) -> dict[str, Any]:
         "processes": r.jobs,
         "rate": round(rate),
         "dayOf100kSeconds": round(DAY_OF_100K / rate, 1) if rate > 0 else None,
+        # what the processes cost, whatever else ran on the machine: heartbeats per second
+        # of one process's CPU time, and so what the cores would do if they were free
+        "cpuSeconds": round(r.cpu_seconds, 2),
+        "ratePerCpuSecond": round(r.heartbeats / r.cpu_seconds) if r.cpu_seconds else None,
+        "rateOnFreeCores": (
+            round(r.jobs * r.heartbeats / r.cpu_seconds) if r.cpu_seconds else None
+        ),
         "how": "wall time of `arcbeat replay`'s run (processes started, Kafka read "
         "read_committed, every record through the engine, results gathered)",
     }

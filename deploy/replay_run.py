@@ -51,6 +51,7 @@ class ReplayRun:
     recorded: Recorded | None
     seconds: float
     jobs: int
+    cpu_seconds: float = 0.0  # the replay processes' CPU time, together
 
     @property
     def records(self) -> int:
@@ -151,7 +152,7 @@ def _child(
             recorded=recorded,
         )
         out.put(("progress", pending))
-        out.put(("done", (results, rec)))
+        out.put(("done", (results, rec, time.process_time())))
     except BaseException as exc:  # reported to the parent, which says what failed
         out.put(("error", f"{type(exc).__name__}: {exc}"))
 
@@ -199,6 +200,7 @@ def run(
     results: list[PartitionResult] = []
     recorded_all: Recorded | None = Recorded([], []) if recorded else None
     finished = 0
+    cpu_seconds = 0.0
     try:
         while finished < len(procs):
             try:
@@ -211,7 +213,8 @@ def run(
                 done += int(payload)
                 on_progress(done, total)
             elif kind == "done":
-                res, rec = payload
+                res, rec, cpu = payload
+                cpu_seconds += cpu
                 results.extend(res)
                 if rec is not None and recorded_all is not None:
                     recorded_all.changes.extend(rec.changes)
@@ -226,7 +229,13 @@ def run(
                 pr.kill()
     results.sort(key=lambda r: r.partition)
     return ReplayRun(
-        settings, bounds.plans, results, recorded_all, time.monotonic() - t0, len(procs)
+        settings,
+        bounds.plans,
+        results,
+        recorded_all,
+        time.monotonic() - t0,
+        len(procs),
+        cpu_seconds,
     )
 
 
