@@ -28,6 +28,8 @@ from arcbeat.streams import ticks
 from arcbeat.streams.app import create_app
 from arcbeat.streams.batch import DECIDER_PARTITION, HeartbeatLoop
 from arcbeat.streams.deadlines import ScopeCounts
+from arcbeat.streams.decisions_settings import deciding
+from arcbeat.streams.early_warning import EarlyBoard, degraded_scopes
 from arcbeat.streams.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka_client import client_options
 from arcbeat.streams.maintenance_board import MaintenanceBoard
@@ -63,6 +65,8 @@ class Pipeline:
             settings, self.engine, self.board, worker_id=worker_id, url=self.url
         )
         self.tick_producer: AIOKafkaProducer | None = None
+        # recorded in every tick, so that a replay of the log knows what decided
+        self.deciding = deciding(settings)
         self._task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self._define()
@@ -81,6 +85,10 @@ class Pipeline:
 
     def verdicts(self) -> dict[str, Verdict]:
         return self.board.verdicts()
+
+    def degraded(self) -> list[str]:
+        """Scopes held degraded (early warning), as the shared board says."""
+        return degraded_scopes(self.board.get(EarlyBoard.STATE))
 
     def totals(self) -> dict[str, ScopeCounts]:
         return self.board.totals()
@@ -180,6 +188,7 @@ class Pipeline:
             self.board.decided_at() or 0.0,
             self.maintenance.relevant(time.time()),
             self.loop.tick_keys,
+            self.deciding,
         )
         for p in partitions:
             await self.tick_producer.send(topic, value, partition=p, headers=headers)

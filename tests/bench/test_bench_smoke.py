@@ -109,6 +109,11 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
     assert t["kcat"]["records"] == t["records"]
     assert t["ratioWorkerToAiokafka"] > 0
 
+    rp = report["replay"]
+    assert 0 < rp["heartbeats"] <= t["records"]  # what the worker had committed
+    assert rp["ticks"] > 0 and rp["rate"] > 0 and rp["processes"] >= 1
+    assert rp["cpuSeconds"] > 0 and rp["rateOnFreeCores"] >= rp["ratePerCpuSecond"] > 0
+
     d = report["detection"]
     assert d["detectionDelay"]["count"] > 0
     assert d["connectedVisible"]["count"] > 0
