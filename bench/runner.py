@@ -161,6 +161,7 @@ def run_bench(
             "throughputWindow": tput_window,
             "detectWindow": detect_window,
             "detectInterval": args.detect_interval,
+            "agentWindow": args.agent_window,
             "silent": silent,
             "variants": variants,
             "phases": list(wanted),
@@ -239,7 +240,16 @@ def run_bench(
             errors.append("catchUp: needs the bigState phase, which did not complete")
         else:
             _phase(b, "catchUp", wanted, report, errors, lambda: run_catchup(b, kept[0]))
-        _phase(b, "agent", wanted, report, errors, lambda: run_agent_footprint(b))
+        _phase(
+            b,
+            "agent",
+            wanted,
+            report,
+            errors,
+            lambda: run_agent_footprint(
+                b, idle_seconds=args.agent_window, busy_seconds=args.agent_window / 2
+            ),
+        )
     finally:
         b.stop_all()
         if not args.keep_topics:
