@@ -96,6 +96,24 @@ GOALS: tuple[Goal, ...] = (
         " B",
     ),
     Goal(
+        "replayRate",
+        "`arcbeat replay`: heartbeats replayed per second (both cores, partitions in "
+        "parallel processes), wall time",
+        ">= 100,000/s",
+        100_000,
+        True,
+        "/s",
+    ),
+    Goal(
+        "replayDay",
+        "`arcbeat replay` of a day of a 100,000-machine fleet (28.8 M heartbeats), "
+        "at the measured replayRate",
+        "<= 300 s",
+        300.0,
+        False,
+        "s",
+    ),
+    Goal(
         "falseDisconnected",
         "false Disconnected (detection run: live load, restart-free)",
         "0",
@@ -153,6 +171,8 @@ def measured_values(report: dict[str, Any]) -> dict[str, float | None]:
         "connectedP99": _get(report, "detection", "connectedVisible", "p99"),
         "memory": _get(report, "bigState", "memory", "bytesPerMachine"),
         "falseDisconnected": _get(report, "detection", "falseDisconnected"),
+        "replayRate": _get(report, "replay", "rate"),
+        "replayDay": _get(report, "replay", "dayOf100kSeconds"),
     }
 
 
@@ -226,6 +246,15 @@ def why(key: str, report: dict[str, Any]) -> str:
     eng = report.get("engine") or {}
     if key in ("throughput", "throughputRatio"):
         return _throughput_why(report)
+    if key in ("replayRate", "replayDay"):
+        rp = report.get("replay") or {}
+        return (
+            f"{_n(rp.get('heartbeats'))} heartbeats and {_n(rp.get('ticks'))} ticks of the "
+            f"throughput phase's log in {rp.get('seconds')}s by {rp.get('processes')} "
+            "processes (start and Kafka reads included); the machine's other load shares "
+            f"the cores: {_n(rp.get('ratePerCpuSecond'))} heartbeats per CPU-second of a "
+            f"process, {_n(rp.get('rateOnFreeCores'))}/s on {rp.get('processes')} free cores"
+        )
     if key in ("detectionP99", "detectionMax"):
         return (
             f"decisions are taken when a tick (every {det.get('checkInterval')}s) is read back; "
@@ -318,6 +347,8 @@ PHASE_OF = {
     "connectedP99": "detection",
     "memory": "bigState",
     "falseDisconnected": "detection",
+    "replayRate": "replay",
+    "replayDay": "replay",
 }
 
 

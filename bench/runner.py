@@ -5,7 +5,8 @@ Phases (each on its own topics under one unique prefix, deleted at the end):
 1. engine: ``Engine.handle_message`` in this process (mix and fast path), with cProfile;
    checkpoint encode/decode/restore;
 2. throughput: N machines' heartbeats loaded, then read by aiokafka, kcat and a real
-   ``arcbeat worker`` (plus variants with one setting changed);
+   ``arcbeat worker`` (plus variants with one setting changed); then ``arcbeat replay``'s
+   engine over the same log (replayRate);
 3. detection: N machines put in state by their own heartbeats, live load in compressed
    time, silent machines declared and resuming, measured from the status topic;
 4. startup: a worker with a small fleet in state stopped or killed and started again: time to
@@ -36,6 +37,7 @@ from arcbeat.bench.detection import detection_interval, run_detection
 from arcbeat.bench.engine_profile import run_engine_profile
 from arcbeat.bench.goals import evaluate
 from arcbeat.bench.kafka_admin import delete_topics_with_prefix, run_prefix
+from arcbeat.bench.replay import run_replay
 from arcbeat.bench.startup import run_startup
 from arcbeat.bench.throughput import run_throughput
 from arcbeat.streams.decide.records import rfc3339
@@ -44,7 +46,16 @@ from arcbeat.streams.settings import Settings
 DEFAULT_OUT = Path("bench/reports")
 
 
-PHASES = ("engine", "throughput", "detection", "startup", "bigState", "catchUp", "agent")
+PHASES = (
+    "engine",
+    "throughput",
+    "replay",
+    "detection",
+    "startup",
+    "bigState",
+    "catchUp",
+    "agent",
+)
 
 
 def _phase(
@@ -150,6 +161,7 @@ def run_bench(
             "throughputWindow": tput_window,
             "detectWindow": detect_window,
             "detectInterval": args.detect_interval,
+            "agentWindow": args.agent_window,
             "silent": silent,
             "variants": variants,
             "phases": list(wanted),
@@ -184,6 +196,11 @@ def run_bench(
                 profile_seconds=(min(30.0, tput_window) if args.profile else 0.0),
             ),
         )
+        if "replay" in wanted and tput is None:
+            report["replay"] = {"error": "needs the throughput phase, which did not complete"}
+            errors.append("replay: needs the throughput phase, which did not complete")
+        else:
+            _phase(b, "replay", wanted, report, errors, lambda: run_replay(b))
         w = (tput or {}).get("worker") or {}
         measured = float(w.get("steadyRate") or w.get("rate") or 0.0)
         rate_hint = measured or 2000.0  # an assumption when the throughput run did not run
@@ -223,7 +240,16 @@ def run_bench(
             errors.append("catchUp: needs the bigState phase, which did not complete")
         else:
             _phase(b, "catchUp", wanted, report, errors, lambda: run_catchup(b, kept[0]))
-        _phase(b, "agent", wanted, report, errors, lambda: run_agent_footprint(b))
+        _phase(
+            b,
+            "agent",
+            wanted,
+            report,
+            errors,
+            lambda: run_agent_footprint(
+                b, idle_seconds=args.agent_window, busy_seconds=args.agent_window / 2
+            ),
+        )
     finally:
         b.stop_all()
         if not args.keep_topics:

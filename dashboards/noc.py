@@ -430,6 +430,38 @@ def build() -> dict[str, Any]:
         ),
     )
 
+    # --- early warning --------------------------------------------------------------------
+    board.row(
+        "Early warning",
+        timeseries_panel(
+            "Late machines by location",
+            prom("sum by (location) (arcbeat_machines_late)", "{{location}}"),
+            w=8,
+            description="Connected machines overdue by more than late_after (not a status: "
+            "they are still Connected). A location whose late machines climb is losing its "
+            "uplink before its machines cross the deadline (docs/early-warning.md).",
+        ),
+        timeseries_panel(
+            "Delivery delay p90 by location",
+            prom(
+                "histogram_quantile(0.9, sum by (location, le) "
+                "(rate(arcbeat_delivery_delay_seconds_bucket[$__rate_interval])))",
+                "{{location}}",
+            ),
+            w=8,
+            unit="s",
+            description="Broker arrival minus sentAt, less each machine's own clock offset: "
+            "skewed clocks read as no delay, a slow uplink as a growing one.",
+        ),
+        timeseries_panel(
+            "Degraded locations",
+            prom("max by (scope) (arcbeat_scope_degraded)", "{{scope}}"),
+            w=8,
+            description="1 between ScopeDegraded and ScopeDegradationCleared (alert "
+            "ArcLocationDeliveryDegraded, a ticket).",
+        ),
+    )
+
     # --- pipeline health -----------------------------------------------------------------
     board.row(
         "Pipeline health",
@@ -534,6 +566,16 @@ def build() -> dict[str, Any]:
                                     "text": "ScopeRecovered",
                                     "color": GOOD,
                                     "index": 1,
+                                },
+                                "ScopeDegraded": {
+                                    "text": "ScopeDegraded",
+                                    "color": WARN,
+                                    "index": 2,
+                                },
+                                "ScopeDegradationCleared": {
+                                    "text": "ScopeDegradationCleared",
+                                    "color": GOOD,
+                                    "index": 3,
                                 },
                             },
                         }

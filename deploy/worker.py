@@ -106,6 +106,9 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
         flapping=flapping,
         maintenance_offline=in_maintenance,
         maintenance_active=active,
+        late_by_location=engine.late_by_location(),
+        delivery_delay=engine.early.by_location(),
+        degraded=pipe.degraded(),
     )
 
 

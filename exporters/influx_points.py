@@ -16,7 +16,8 @@ Measurements (database/bucket ``arcbeat``)::
                   (float s, 0 if none), last_heartbeat_at (float unix s), flapping (bool),
                   maintenance (string: the window the machine was in, "" when none)
                   time = changedAt
-    scope_events  tags scope, type (ScopeSilent/ScopeRecovered); field machines (int);
+    scope_events  tags scope, type (ScopeSilent/ScopeRecovered, ScopeDegraded/
+                  ScopeDegradationCleared); field machines (int);
                   time = at
     fleet         tags scope, partition; fields connected, disconnected, expired (int);
                   time = snapshot at (aligned by the worker, so sum() over partitions per
@@ -433,6 +434,9 @@ _CONVERTERS = {
     "StatusChanged": _status_changed,
     "ScopeSilent": _scope_event,
     "ScopeRecovered": _scope_event,
+    # early warning (docs/early-warning.md): same shape, in the same measurement
+    "ScopeDegraded": _scope_event,
+    "ScopeDegradationCleared": _scope_event,
     "PartitionSnapshot": _partition_snapshot,
     "WindowCounts": _window_counts,
     "CapacitySnapshot": _capacity_snapshot,

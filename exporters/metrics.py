@@ -23,6 +23,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from arcbeat.streams.decide.degradation import DELAY_BOUNDS
+from arcbeat.streams.decide.early_warning import Cumulative
 from arcbeat.streams.decide.engine import Verdict
 from arcbeat.streams.decide.stats import EngineStats, Histogram
 
@@ -55,6 +57,11 @@ class WorkerSnapshot:
     maintenance_offline: Counter[str] = field(default_factory=Counter)
     # maintenance windows in force now (every worker knows every window)
     maintenance_active: int = 0
+    # early warning: late machines by location (owned partitions), delivery delays by
+    # location since start, and the locations the decider holds degraded (every worker)
+    late_by_location: Counter[str] = field(default_factory=Counter)
+    delivery_delay: Mapping[str, Cumulative] = field(default_factory=dict)
+    degraded: list[str] = field(default_factory=list)
 
 
 def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
@@ -148,11 +155,39 @@ class WorkerCollector(Collector):
             "Disconnected emitted after the deadline (lastHeartbeatAt + disconnect_after).",
             st.detection_delay,
         )
-        yield _histogram(
+        delivery = HistogramMetricFamily(
             "arcbeat_delivery_delay_seconds",
-            "Broker arrival minus the agent's sentAt.",
-            st.delivery_delay,
+            "Broker arrival minus the agent's sentAt, less the machine's own clock-offset "
+            "baseline, by location.",
+            labels=["location"],
         )
+        for location, cum in sorted(snap.delivery_delay.items()):
+            buckets: list[tuple[str, float]] = []
+            acc = 0
+            for bound, n in zip(DELAY_BOUNDS, cum.counts, strict=False):
+                acc += n
+                buckets.append((repr(float(bound)), acc))
+            buckets.append(("+Inf", cum.count))
+            delivery.add_metric([location], buckets, sum_value=cum.sum)
+        yield delivery
+        late = GaugeMetricFamily(
+            "arcbeat_machines_late",
+            "Connected machines overdue by more than late_after, by location (owned "
+            "partitions; not a status: they are still Connected).",
+            labels=["location"],
+        )
+        for location, n in sorted(snap.late_by_location.items()):
+            late.add_metric([location], n)
+        yield late
+        degraded = GaugeMetricFamily(
+            "arcbeat_scope_degraded",
+            "1 while a scope is degraded (ScopeDegraded until ScopeDegradationCleared; use "
+            "max by scope).",
+            labels=["scope"],
+        )
+        for scope in snap.degraded:
+            degraded.add_metric([scope], 1.0)
+        yield degraded
         skew = CounterMetricFamily(
             "arcbeat_clock_skew", "Heartbeats whose sentAt is far from their arrival."
         )

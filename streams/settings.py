@@ -153,6 +153,15 @@ class TimingSettings:
     outage_ratio: float = 0.5
     outage_min_machines: int = 20
     outage_hold: float = 900.0
+    # early warning (docs/early-warning.md): a Connected machine silent for longer than
+    # late_after is late (0 = auto: 1.5 x heartbeat_interval, at most disconnect_after / 2);
+    # a location whose late share or delivery-delay p90 stays degraded_factor x above its
+    # own baseline for degraded_for (0 = one heartbeat_interval) is degraded, when it has at
+    # least degraded_min_machines Connected machines
+    late_after: float = 0.0
+    degraded_factor: float = 3.0
+    degraded_for: float = 0.0
+    degraded_min_machines: int = 20
 
     def validate(self) -> None:
         _check_positive("heartbeat_interval", self.heartbeat_interval)
@@ -169,6 +178,18 @@ class TimingSettings:
             raise _bad("outage_ratio", f"must be in (0, 1], got {self.outage_ratio}")
         if self.outage_min_machines < 1:
             raise _bad("outage_min_machines", "must be >= 1")
+        if self.late_after < 0 or (self.late_after and self.late_after >= self.disconnect_after):
+            raise _bad(
+                "late_after",
+                f"must be 0 (auto) or a duration below disconnect_after "
+                f"({self.disconnect_after:g}s), got {self.late_after:g}s",
+            )
+        if self.degraded_factor <= 1:
+            raise _bad("degraded_factor", f"must be > 1, got {self.degraded_factor:g}")
+        if self.degraded_for < 0:
+            raise _bad("degraded_for", "must be 0 (one heartbeat_interval) or a duration")
+        if self.degraded_min_machines < 1:
+            raise _bad("degraded_min_machines", "must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +569,10 @@ _TABLE: tuple[tuple[str, str, str, Conversion], ...] = (
     ("outage_ratio", "timing", "outage_ratio", "float"),
     ("outage_min_machines", "timing", "outage_min_machines", "int"),
     ("outage_hold", "timing", "outage_hold", "duration"),
+    ("late_after", "timing", "late_after", "duration"),
+    ("degraded_factor", "timing", "degraded_factor", "float"),
+    ("degraded_for", "timing", "degraded_for", "duration"),
+    ("degraded_min_machines", "timing", "degraded_min_machines", "int"),
     ("regions", "input", "regions", "list"),
     ("max_message_bytes", "input", "max_message_bytes", "int"),
     ("skew_warn", "input", "skew_warn", "duration"),

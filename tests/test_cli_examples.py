@@ -2,7 +2,8 @@
 (:func:`arcbeat.deploy.cli.build_parser`): code blocks and code spans alike. Pure: nothing runs.
 
 An example is a shell line (``\\`` continuations joined, a ``$`` prompt and ``VAR=value``
-prefixes dropped) from ``arcbeat`` up to a pipe, ``&&``, ``;``, a redirection or a comment;
+prefixes dropped; in a block with ``$`` prompts only the prompted lines, the rest is output) from
+``arcbeat`` up to a pipe, ``&&``, ``&``, ``;``, a redirection or a comment;
 ``[--option]`` (optional) counts as ``--option``, and ``a`` / ``b`` alternatives in a span are
 each an example. Placeholders stand for values: ``N`` and ``%i`` (a worker id) for a number; a
 command written ``<command>`` stands for any. A span without options that names a command
@@ -27,7 +28,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^(```|~~~)([^\n]*)\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 _SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 _ENV = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
-_STOP = re.compile(r"\s(?:\||&&|;|#|>|2>|<)(?:\s|$)")
+_STOP = re.compile(r"\s(?:\||&&|&|;|#|>|2>|<)(?:\s|$)")
 SHELLS = {"", "sh", "bash", "shell", "console"}
 
 
@@ -67,9 +68,11 @@ def examples() -> list[Example]:
                 continue
             first = raw.count("\n", 0, fence.start(3)) + 1
             joined = fence.group(3).replace("\\\n", " ")
+            # a block with `$ ` prompts is a session: its other lines are output
+            prompted = any(line.startswith("$ ") for line in joined.splitlines())
             lineno = first
             for line in joined.splitlines():
-                cmd = _command(line)
+                cmd = _command(line) if not prompted or line.startswith("$ ") else None
                 if cmd:
                     out.append(Example(name, lineno, cmd))
                 lineno += 1

@@ -69,6 +69,7 @@ SCENARIO_NAMES: Final = (
     "flap",
     "disconnect",
     "location-silent",
+    "uplink-degrades",
     "duplicates",
     "malformed",
     "skew",
@@ -274,6 +275,14 @@ class Scenario:
     silent_at: float = 0.0
     silent_for: float = 0.0
     silent_dead_fraction: float = 0.0  # of that location's machines, never come back
+    # an uplink degrades: from `degrade_at` the location's delivery delays grow by
+    # `degrade_step` every interval (up to five steps); after `degrade_miss_after` intervals
+    # its heartbeats start to go missing, after `degrade_gone_after` all of them
+    degrade_location: str | None = None
+    degrade_at: float = 0.0
+    degrade_step: float = 0.0
+    degrade_miss_after: int = 4
+    degrade_gone_after: int = 6
     # per heartbeat probabilities
     duplicate_rate: float = 0.0
     malformed_rate: float = 0.0
@@ -295,7 +304,15 @@ class Scenario:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"scenario: {name} must be in [0, 1], got {value}")
-        for name in ("outage_duration", "flap_down", "flap_up", "silent_at", "silent_for"):
+        if not 0 <= self.degrade_miss_after <= self.degrade_gone_after:
+            raise ValueError(
+                "scenario: degrade_miss_after must be 0..degrade_gone_after, got "
+                f"{self.degrade_miss_after} and {self.degrade_gone_after}"
+            )
+        for name in (
+            "outage_duration", "flap_down", "flap_up", "silent_at", "silent_for",
+            "degrade_at", "degrade_step",
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"scenario: {name} must be >= 0, got {getattr(self, name)}")
         if self.flap_machines < 0 or self.flap_cycles < 0:
@@ -336,6 +353,9 @@ class Scenario:
             flap_up=self.flap_up or 3 * interval,
             silent_for=self.silent_for or gone,
             silent_at=self.silent_at or 2 * interval,
+            # after the baselines have been learnt (three intervals and some)
+            degrade_at=self.degrade_at or 6 * interval,
+            degrade_step=self.degrade_step or interval / 5,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -348,6 +368,7 @@ _NAMED_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "flap": {"flap_machines": 3},
     "disconnect": {"disconnect_fraction": 0.01},
     "location-silent": {"silent_location": DEFAULT_REGIONS[1]},
+    "uplink-degrades": {"degrade_location": DEFAULT_REGIONS[2]},
     "duplicates": {"duplicate_rate": 0.02},
     "malformed": {"malformed_rate": 0.01},
     "skew": {"skew_fraction": 0.02},
@@ -376,6 +397,7 @@ class Schedule:
     skewed: dict[int, float]  # machine -> clock offset in seconds
     silent_location: int | None  # location code, or None
     silent_window: tuple[float, float]  # (start, end) offsets; machines of it send nothing
+    degrade_location: int | None = None  # location code of the degrading uplink, or None
 
 
 def build_schedule(
@@ -441,13 +463,21 @@ def build_schedule(
             for m in sorted(dead):
                 actions.append(Action(sc.silent_at, "stop", m, "location-silent-dead"))
 
+    degrade_code: int | None = None
+    if sc.degrade_location is not None:
+        degrade_code = (
+            fleet.spec.locations.index(sc.degrade_location)
+            if sc.degrade_location in fleet.spec.locations
+            else _bad_location(sc.degrade_location, fleet.spec.locations)
+        )
+
     skewed: dict[int, float] = {}
     if sc.skew_fraction > 0:
         for m in rng.sample(range(n), round(sc.skew_fraction * n)):
             skewed[m] = sc.skew_seconds if rng.random() < 0.5 else -sc.skew_seconds
 
     actions.sort(key=lambda a: (a.at, a.machine, a.kind))
-    return Schedule(sc, tuple(actions), skewed, silent_code, window)
+    return Schedule(sc, tuple(actions), skewed, silent_code, window, degrade_code)
 
 
 def _bad_location(location: str, locations: Sequence[str]) -> int:

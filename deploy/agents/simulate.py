@@ -98,6 +98,7 @@ class Simulator:
         self.errors = 0
         self.outstanding = 0
         self.stopped = 0
+        self._degrade_started = False
         self.gone = 0
         self.silent_machines = (
             fleet.location_of.count(schedule.silent_location)
@@ -279,11 +280,17 @@ class Simulator:
             return
         if in_window and self.fleet.location_of[m] == self.schedule.silent_location:
             return
+        late = 0.0
+        if self.fleet.location_of[m] == self.schedule.degrade_location:
+            degraded = self._degraded(now)
+            if degraded is None:
+                return  # the uplink lost this one
+            late = degraded
         kind = "connect" if self.scenario.connect_first and not st & _SENT else "heartbeat"
         self.state[m] = st | _SENT
         rid = self.fleet.resource_id(m)
         key = rid.lower().encode()
-        payload = await self._send_heartbeat(m, rid, key, kind, k, now)
+        payload = await self._send_heartbeat(m, rid, key, kind, k, now, sent_shift=-late)
         sc, rng = self.scenario, self.rng
         if sc.duplicate_rate and rng.random() < sc.duplicate_rate:
             if k >= 1 and rng.random() < 0.5:  # an older one: arrives out of order
@@ -296,6 +303,30 @@ class Simulator:
                 await self._send(m, rid, payload, key, "duplicate", now, k, extra)
         if sc.malformed_rate and rng.random() < sc.malformed_rate:
             await self._send_malformed(m, rid, k, now)
+
+    def _degraded(self, now: float) -> float | None:
+        """The delivery delay of a heartbeat of the degrading location sent now, or None when
+        its uplink loses it. The delay shows as a sentAt that much earlier than its arrival:
+        the agent stamped it, the uplink held it."""
+        sc = self.scenario
+        steps = (now - self.t0 - sc.degrade_at) / self.interval
+        if steps < 0:
+            return 0.0
+        if not self._degrade_started and self.truth is not None:
+            self._degrade_started = True
+            self.truth.write(
+                {"t": now, "event": "degrade", "scope": f"location={sc.degrade_location}",
+                 "location": sc.degrade_location, "reason": "uplink-degrades"}
+            )  # fmt: skip
+        if steps >= sc.degrade_gone_after:
+            return None
+        if steps >= sc.degrade_miss_after:
+            share = (steps - sc.degrade_miss_after + 1) / (
+                sc.degrade_gone_after - sc.degrade_miss_after + 1
+            )
+            if self.rng.random() < share:
+                return None
+        return sc.degrade_step * min(steps, 5.0)
 
     def _stamp(self, ts: float) -> bytes:
         """RFC 3339 bytes of ``ts``; the loop sends many messages with the same ``now``."""
@@ -312,10 +343,14 @@ class Simulator:
         seq: int,
         at: float,
         event: str | None = None,
+        *,
+        sent_shift: float = 0.0,
     ) -> bytes:
         skew = self.schedule.skewed.get(m, 0.0)
-        payload = self.factory.body(m, rid.encode(), kind, self._stamp(at + skew), seq)
+        payload = self.factory.body(m, rid.encode(), kind, self._stamp(at + skew + sent_shift), seq)
         extra: dict[str, Any] = {"skew": skew} if skew else {}
+        if sent_shift:
+            extra["delay"] = round(-sent_shift, 3)
         if event == "duplicate":
             extra["kind"] = kind
         await self._send(m, rid, payload, key, event or kind, at, seq, extra)

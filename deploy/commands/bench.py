@@ -123,6 +123,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the worker's measured rate, 5-60 s; the deadline is 3 intervals)",
     )
     p.add_argument(
+        "--agent-window",
+        type=_seconds,
+        default=20.0,
+        help="seconds the idle agent's CPU is measured over in the agent phase; the busy agent's "
+        "CPU per heartbeat is measured over half of it (default %(default)g)",
+    )
+    p.add_argument(
         "--silent",
         type=_positive,
         help="machines that go silent in the detection run (default 2%% of "

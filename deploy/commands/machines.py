@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--subscription", help="subscription id")
     p.add_argument("--resource-group", help="resource group name")
     p.add_argument("--location", help="region, e.g. westeurope")
+    p.add_argument(
+        "--late", action="store_true", help="late machines only (overdue by more than late_after)"
+    )
     p.add_argument("--limit", type=int, default=50, help="rows per page (default 50)")
     p.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
     p.add_argument("--url", help="a worker's base URL (default from settings)")
@@ -50,6 +53,7 @@ def _machines(args: argparse.Namespace) -> str:
             "subscription": args.subscription,
             "resourceGroup": args.resource_group,
             "location": args.location,
+            "late": "1" if getattr(args, "late", False) else None,
             "limit": str(args.limit),
             "offset": str(args.offset),
         }.items()
@@ -67,6 +71,7 @@ def _machines(args: argparse.Namespace) -> str:
             m["lastHeartbeatAt"],
             f"{m['silentForSeconds']:.0f}s",
             "yes" if m["flapping"] else "",
+            f"{m['lateSeconds']:.0f}s" if m.get("late") else "",
         ]
         for m in data["items"]
     ]
@@ -78,6 +83,7 @@ def _machines(args: argparse.Namespace) -> str:
         "last heartbeat",
         "silent",
         "flapping",
+        "late",
     ]
     return (
         table(rows, header) + f"\n\n{len(rows)} of {data['total']} (offset {data.get('offset', 0)})"

@@ -97,6 +97,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--silent-at", type=_duration)
     g.add_argument("--silent-for", type=_duration)
     g.add_argument("--silent-dead-fraction", type=_fraction)
+    g = p.add_argument_group("uplink-degrades")
+    g.add_argument("--degrade-location", help="the location whose uplink degrades")
+    g.add_argument("--degrade-at", type=_duration, help="when it starts (default 6 intervals)")
+    g.add_argument(
+        "--degrade-step", type=_duration, help="delay added each interval (default interval/5)"
+    )
     g = p.add_argument_group("duplicates, malformed, skew")
     g.add_argument("--duplicate-rate", type=_fraction)
     g.add_argument("--malformed-rate", type=_fraction)
@@ -139,6 +145,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
             "silent_at",
             "silent_for",
             "silent_dead_fraction",
+            "degrade_location",
+            "degrade_at",
+            "degrade_step",
             "duplicate_rate",
             "malformed_rate",
             "skew_fraction",

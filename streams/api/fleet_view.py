@@ -27,6 +27,11 @@ class FleetView(Protocol):
         """The deadlines the machines are judged by (flapping is read with them)."""
         ...
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often an agent sends: a late machine's lateness is read against it."""
+        ...
+
     def url(self) -> str:
         """This worker's advertised base URL (how the other workers reach it)."""
         ...
@@ -35,6 +40,10 @@ class FleetView(Protocol):
 
     def machine(self, key: str) -> Machine | None:
         """The machine of ``key`` (a lower-cased resource id), if this worker holds it."""
+        ...
+
+    def is_late(self, key: str) -> bool:
+        """Overdue by more than late_after while still Connected (early warning)."""
         ...
 
     def owned_keys(self) -> list[str]:

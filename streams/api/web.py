@@ -32,7 +32,7 @@ from arcbeat.streams.decide.engine import CountKey
 from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError, merge_all
 from arcbeat.streams.decide.machines import Machine
 from arcbeat.streams.decide.records import rfc3339
-from arcbeat.streams.decide.status import is_flapping
+from arcbeat.streams.decide.status import Status, is_flapping
 from arcbeat.streams.settings import Settings
 
 log = logging.getLogger("arcbeat.web")
@@ -50,8 +50,22 @@ FILTERS: dict[str, Callable[[Machine, str], bool]] = {
 }
 
 
+def _flag(value: str | None) -> bool | None:
+    """``?late=1``: 1/true/yes or 0/false/no; None when absent or anything else."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v in ("1", "true", "yes"):
+        return True
+    if v in ("0", "false", "no"):
+        return False
+    return None
+
+
 def machine_json(key: str, m: Machine, fleet: FleetView, now: float) -> dict[str, Any]:
     s, i = m.state, m.info
+    late = s.status is Status.CONNECTED and fleet.is_late(key)
+    interval = fleet.heartbeat_interval
     return {
         "key": key,
         "resourceId": i.resource_id,
@@ -71,6 +85,9 @@ def machine_json(key: str, m: Machine, fleet: FleetView, now: float) -> dict[str
         "clockSkewSeconds": i.skew,
         "flapping": is_flapping(s, now, fleet.timing),
         "heldByScopeSilence": s.held_since is not None,
+        # early warning: overdue by more than late_after, still Connected (not a status)
+        "late": late,
+        "lateSeconds": round(max(0.0, now - s.last_heartbeat_at - interval), 3) if late else 0.0,
         "partition": fleet.partition_of(key),
     }
 
@@ -209,24 +226,29 @@ class WorkerAPI:
     def _local_rows(self, query: dict[str, str]) -> list[dict[str, Any]]:
         now = time.time()
         wanted = [(FILTERS[k], v) for k, v in query.items() if k in FILTERS and v]
+        late = _flag(query.get("late"))
         out: list[dict[str, Any]] = []
         for key in self.view.owned_keys():
             m = self.view.machine(key)
             if m is None or not all(f(m, v) for f, v in wanted):
                 continue
-            out.append(machine_json(key, m, self.view, now))
+            item = machine_json(key, m, self.view, now)
+            if late is None or item["late"] == late:
+                out.append(item)
         return out
 
     @require(READ)
     async def list_machines(self, request: aioweb.Request) -> aioweb.Response:
         q = dict(request.query)
-        unknown = set(q) - set(FILTERS) - {"limit", "offset", "local"}
+        unknown = set(q) - set(FILTERS) - {"limit", "offset", "local", "late"}
         if unknown:
             return _error(
                 400,
                 f"unknown query parameter(s) {sorted(unknown)}; "
-                f"use {sorted(FILTERS)}, limit, offset",
+                f"use {sorted(FILTERS)}, late, limit, offset",
             )
+        if "late" in q and _flag(q["late"]) is None:
+            return _error(400, f"late must be 1 or 0 (true or false), got {q['late']!r}")
         try:
             limit = int(q.get("limit", "100"))
             offset = int(q.get("offset", "0"))
@@ -236,7 +258,7 @@ class WorkerAPI:
             return _error(400, f"limit must be 1..{MAX_LIMIT} and offset >= 0")
         items = self._local_rows(q)
         if q.get("local") != "1":
-            filters = {k: v for k, v in q.items() if k in FILTERS}
+            filters = {k: v for k, v in q.items() if k in FILTERS or k == "late"}
             pages, missing = await self.fan_out_partial(
                 request, "/machines", {**filters, "limit": str(MAX_LIMIT)}
             )

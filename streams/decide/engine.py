@@ -10,6 +10,7 @@ log after it rebuilds it exactly (:mod:`arcbeat.streams.kafka.checkpoint`).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import orjson
 from xxhash import xxh3_64_intdigest
 
 from arcbeat.streams.decide.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
+from arcbeat.streams.decide.degradation import CREEP, DELAY_BOUNDS
+from arcbeat.streams.decide.early_warning import EarlyWarning, PartitionSample
 from arcbeat.streams.decide.identity import IdentityBindings, load_bindings
 from arcbeat.streams.decide.machines import (
     Machine,
@@ -195,9 +198,13 @@ class Engine:
             window=settings.timing.window,
             flap_threshold=settings.timing.flap_threshold,
         )
-        self.late_after = late_after(
+        self.late_after = settings.timing.late_after or late_after(
             settings.timing.heartbeat_interval, settings.timing.disconnect_after
         )
+        # delivery delays and interval samples (docs/early-warning.md); the samples of ticks
+        # since the caller last took them
+        self.early = EarlyWarning(settings)
+        self.early_samples: list[PartitionSample] = []
         self.granularity = min(settings.timing.check_interval, 1.0)
         self.partitions: dict[int, PartitionIndex] = {}
         self.stats = EngineStats()
@@ -223,6 +230,7 @@ class Engine:
     def release(self, p: int) -> None:
         """Forget a partition this worker no longer owns."""
         self.partitions.pop(p, None)
+        self.early.release(p)
 
     def adopt(
         self,
@@ -255,6 +263,7 @@ class Engine:
         if pending:
             idx.pending.update(pending)
         counts, windows, timing = idx.counts, idx.windows, self.timing
+        counters_for = self.early.counters_for
         schedule, late_after = idx.wheel.schedule, self.late_after
         for (key, slot), (status, location, os_type, sub, changed, held) in zip(
             machines.items(), index, strict=True
@@ -267,6 +276,7 @@ class Engine:
                 idx.held.add(key)
             if slot.wstart is not None:
                 windows.setdefault(slot.wstart, set()).add(key)
+            slot.loc = counters_for(idx, location)
             at = deadline_of(st, slot.hb, changed, held, timing)
             if at is not None:
                 if st is Status.CONNECTED and held is None:
@@ -295,7 +305,11 @@ class Engine:
         return from_slot(slot) if slot is not None else None
 
     def _save(self, idx: PartitionIndex, key: str, m: Machine, fp: int) -> None:
-        idx.machines[key] = to_slot(m, fp)
+        old = idx.machines.get(key)
+        slot = idx.machines[key] = to_slot(m, fp)
+        slot.loc = self.early.counters_for(idx, m.info.location)
+        if old is not None:
+            slot.base = old.base
 
     def _schedule(self, idx: PartitionIndex, key: str, state: MachineState) -> None:
         at = deadline(state, self.timing)
@@ -411,7 +425,6 @@ class Engine:
             ], False
         stats.heartbeats[hb.kind] += 1
         delay = arrived_at - hb.sent_at
-        stats.delivery_delay.observe(max(delay, 0.0))
         if abs(delay) > self.settings.input.skew_warn:
             stats.clock_skew += 1
 
@@ -432,6 +445,8 @@ class Engine:
             start, received = self._count(idx, mkey, old, hb.kind, arrived_at, out)
             new = Machine(step.state, info, start, received)
             self._save(idx, mkey, new, _head_digest(raw, hb.kind, idx.seed))
+            if step.outcome is Outcome.APPLIED or step.transition is not None:
+                self._delay(idx.machines[mkey], delay)
         else:
             if old is not None:
                 self._close_window(idx, mkey, old, out)
@@ -488,11 +503,31 @@ class Engine:
         stats.last_event_at = arrived_at
         stats.heartbeats["heartbeat"] += 1
         delay = arrived_at - sent
-        stats.delivery_delay.observe(delay if delay > 0.0 else 0.0)
         if abs(delay) > self.settings.input.skew_warn:
             stats.clock_skew += 1
         stats.outcomes["applied"] += 1
+        # delivery delay less the machine's own clock-offset baseline (early warning), into
+        # the counters of its partition and location (the slot holds them)
+        base = slot.base
+        if delay < base:
+            slot.base = base = delay
+        else:
+            slot.base = base = base + (delay - base) * CREEP
+        d = delay - base
+        c = slot.loc
+        c[bisect_left(DELAY_BOUNDS, d)] += 1
+        c[-1] += d
         return True
+
+    @staticmethod
+    def _delay(slot: Slot, delay: float) -> None:
+        """The general path's share of :meth:`fast_heartbeat`'s delay bookkeeping."""
+        base = slot.base
+        slot.base = base = delay if delay < base else base + (delay - base) * CREEP
+        d = delay - base
+        c = slot.loc
+        c[bisect_left(DELAY_BOUNDS, d)] += 1
+        c[-1] += d
 
     def handle_tick(
         self,
@@ -611,6 +646,9 @@ class Engine:
         for scope, late in idx.late_by_scope.items():
             if scope not in counts and late:
                 counts[scope] = ScopeCounts(0, late)
+        sample = self.early.on_tick(p, idx, now, idx.connected_by_scope(), idx.late_by_scope)
+        if sample is not None:
+            self.early_samples.append(sample)
         bucket = math.floor(now / self.settings.worker.fleet_snapshot_interval)
         if bucket > idx.snapshot_bucket:
             idx.snapshot_bucket = bucket
@@ -880,6 +918,19 @@ class Engine:
     def disconnected_keys(self) -> Iterable[str]:
         for idx in self.partitions.values():
             yield from idx.disconnected
+
+    def late_by_location(self) -> Counter[str]:
+        """Late machines by location (owned partitions)."""
+        out: Counter[str] = Counter()
+        for idx in list(self.partitions.values()):
+            for scope, n in idx.late_by_scope.items():
+                if scope.startswith("location=") and n > 0:
+                    out[scope[len("location=") :]] += n
+        return out
+
+    def is_late(self, key: str) -> bool:
+        idx = self.partitions.get(self.partition_of(key))
+        return idx is not None and key in idx.late
 
     def held_keys(self) -> list[str]:
         """Machines whose Disconnected a ScopeSilent verdict holds."""

@@ -6,11 +6,13 @@ the names alone would cost ~250 bytes each in memory and in the checkpoints.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from arcbeat.streams.decide.degradation import new_counters
 from arcbeat.streams.decide.records import Heartbeat, resource_id
 from arcbeat.streams.decide.status import MachineState, Status
 
@@ -61,6 +63,10 @@ class Machine:
 _STATUS = {s.value: s for s in Status}
 
 
+# the delay counters of a slot not yet given its own (never read)
+UNCOUNTED: list[Any] = new_counters()
+
+
 class Slot:
     """One machine in a worker's memory: its durable record plus the fields every heartbeat
     moves.
@@ -70,7 +76,7 @@ class Slot:
     common case costs no encode, no decode and no write (see :meth:`Engine.handle_message`).
     """
 
-    __slots__ = ("fp", "hb", "ok", "rec", "received", "sent", "seq", "wstart")
+    __slots__ = ("base", "fp", "hb", "loc", "ok", "rec", "received", "sent", "seq", "wstart")
 
     def __init__(
         self,
@@ -91,6 +97,11 @@ class Slot:
         self.seq = seq
         self.wstart = wstart  # availability window start (None: no open window)
         self.received = received
+        # early warning (arcbeat.streams.decide.early_warning), derived, never stored: the
+        # machine's clock-offset baseline (arrival - sentAt), and the delivery-delay counters
+        # of its partition and location (shared by those machines; a reference, no copy)
+        self.base = math.inf
+        self.loc: list[Any] = UNCOUNTED
 
     @property
     def skew(self) -> float:

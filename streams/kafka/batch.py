@@ -33,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError, ProducerFenced
 
 from arcbeat.streams.decide.deadlines import ScopeCounts
+from arcbeat.streams.decide.early_warning import EarlyBoard
 from arcbeat.streams.decide.engine import Emit, Engine, PartitionIndex
 from arcbeat.streams.kafka import checkpoint, ticks
 from arcbeat.streams.kafka.checkpoint import Pointer
@@ -126,6 +127,7 @@ class HeartbeatLoop:
             "fleet": settings.topics.fleet,
         }
         self.owned: dict[int, Owned] = {}
+        self.early = EarlyBoard(settings)  # early warning's share of the scope board
         self.parked: dict[int, Parked] = {}
         self.end_offsets: dict[int, int] = {}
         self.ends_at = 0.0  # monotonic time end_offsets were read
@@ -285,8 +287,11 @@ class HeartbeatLoop:
             maintenance=tick.maintenance,
         )
         engine.replaying = False
+        samples, engine.early_samples = engine.early_samples, []
         if replay:
             return emits
+        for sample in samples:
+            self._board_write(o, f"{EarlyBoard.SAMPLE}{p}", sample.encode())
         # this partition's scope counts, when they changed (shared with every worker)
         for scope, c in counts.items():
             if o.published.get(scope) != c:
@@ -303,6 +308,16 @@ class HeartbeatLoop:
             # for a decision newer than their counts (Engine._await_verdict)
             self._board_write(o, "d|", orjson.dumps(now))
             emits = emits + scope_emits
+            idx = engine.partitions.get(p)
+            writes, records = self.early.decide(
+                now,
+                board.view(),
+                idx.planned.all() if idx is not None else (),
+                [s for s, v in board.verdicts().items() if v.silent],
+            )
+            for key, value in writes:
+                self._board_write(o, key, value)
+            emits = emits + [Emit("status", k, v) for k, v in records]
         return emits
 
     def _board_write(self, o: Owned, key: str, value: bytes) -> None:
@@ -469,6 +484,8 @@ class HeartbeatLoop:
         self._recover_later([o.tp])
 
     async def _lose(self, o: Owned) -> None:
+        if o.p == DECIDER_PARTITION:
+            self.early.lost()
         self.owned.pop(o.p, None)
         self.engine.release(o.p)
         self.board.forget(o.p)

@@ -27,11 +27,18 @@ class LiveFleet:
     def timing(self) -> Timing:
         return self._engine.timing
 
+    @property
+    def heartbeat_interval(self) -> float:
+        return self._pipe.settings.timing.heartbeat_interval
+
     def url(self) -> str:
         return self._pipe.url()
 
     def machine(self, key: str) -> Machine | None:
         return self._engine.machine(key)
+
+    def is_late(self, key: str) -> bool:
+        return self._engine.is_late(key)
 
     def owned_keys(self) -> list[str]:
         # the partitions' key sets change while a caller yields to the event loop: copied

@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from arcbeat.streams.decide.deadlines import ScopeCounts
+from arcbeat.streams.decide.decisions_settings import deciding
+from arcbeat.streams.decide.early_warning import EarlyBoard, degraded_scopes
 from arcbeat.streams.decide.engine import Emit, Engine, Verdict
 from arcbeat.streams.kafka import ticks
 from arcbeat.streams.kafka.batch import DECIDER_PARTITION, HeartbeatLoop
@@ -64,6 +66,8 @@ class Pipeline:
             settings, self.engine, self.board, worker_id=worker_id, url=self.url
         )
         self.tick_producer: AIOKafkaProducer | None = None
+        # recorded in every tick, so that a replay of the log knows what decided
+        self.deciding = deciding(settings)
         self._task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self._define()
@@ -82,6 +86,10 @@ class Pipeline:
 
     def verdicts(self) -> dict[str, Verdict]:
         return self.board.verdicts()
+
+    def degraded(self) -> list[str]:
+        """Scopes held degraded (early warning), as the shared board says."""
+        return degraded_scopes(self.board.get(EarlyBoard.STATE))
 
     def totals(self) -> dict[str, ScopeCounts]:
         return self.board.totals()
@@ -181,6 +189,7 @@ class Pipeline:
             self.board.decided_at() or 0.0,
             self.maintenance.relevant(time.time()),
             self.loop.tick_keys,
+            self.deciding,
         )
         for p in partitions:
             await self.tick_producer.send(topic, value, partition=p, headers=headers)

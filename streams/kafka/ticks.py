@@ -32,6 +32,9 @@ class Tick:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     decided_at: float = 0.0
     maintenance: list[Mapping[str, Any]] = field(default_factory=list)
+    # the deciding settings of the worker that wrote it (arcbeat.streams.decide.decisions_settings);
+    # None in ticks of workers that did not record them
+    settings: dict[str, Any] | None = None
 
 
 def read_keys(path: str) -> list[bytes]:
@@ -62,17 +65,19 @@ def encode(
     decided_at: float,
     maintenance: Sequence[Mapping[str, Any]],
     keys: Sequence[bytes] = (),
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, list[tuple[str, bytes]]]:
     """A tick's value and headers."""
-    value = orjson.dumps(
-        {
-            "type": "tick",
-            "worker": worker,
-            "verdicts": {s: [v.silent, v.since, v.machines] for s, v in verdicts.items()},
-            "decidedAt": decided_at,
-            "maintenance": list(maintenance),
-        }
-    )
+    body: dict[str, Any] = {
+        "type": "tick",
+        "worker": worker,
+        "verdicts": {s: [v.silent, v.since, v.machines] for s, v in verdicts.items()},
+        "decidedAt": decided_at,
+        "maintenance": list(maintenance),
+    }
+    if settings is not None:
+        body["settings"] = dict(settings)
+    value = orjson.dumps(body)
     headers = [(TICK_HEADER, b"1")]
     if keys:
         headers.append((SIGNATURE_HEADER, _sign(keys[0], value)))
@@ -121,11 +126,13 @@ def decode(
     verdicts = _verdicts(body.get("verdicts", {}))
     decided_at = body.get("decidedAt", 0.0)
     windows = body.get("maintenance", [])
+    settings = body.get("settings")
     if (
         verdicts is None
         or not _number(decided_at)
         or not isinstance(windows, list)
         or not all(isinstance(w, dict) for w in windows)
+        or not (settings is None or isinstance(settings, dict))
     ):
         return None
-    return Tick(verdicts, float(decided_at), windows)
+    return Tick(verdicts, float(decided_at), windows, settings)

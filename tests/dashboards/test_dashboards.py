@@ -54,6 +54,8 @@ CONTRACT_METRICS = {
     "arcbeat_transitions_total",
     "arcbeat_detection_delay_seconds_bucket",
     "arcbeat_delivery_delay_seconds_bucket",
+    "arcbeat_machines_late",
+    "arcbeat_scope_degraded",
     "arcbeat_clock_skew_total",
     "arcbeat_consumer_lag",
     "arcbeat_last_event_timestamp_seconds",

@@ -26,6 +26,7 @@ CONTRACT_ALERTS = {
     "ArcLocationOfflineRatio",
     "ArcFleetOfflineRatio",
     "ArcScopeSilent",
+    "ArcLocationDeliveryDegraded",
     "ArcPipelineStalled",
     "ArcPipelineLagging",
     "ArcDlqRateHigh",

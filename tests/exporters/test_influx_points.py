@@ -270,7 +270,7 @@ def test_same_record_same_line() -> None:
 
 
 def test_scope_events() -> None:
-    for kind in ("ScopeSilent", "ScopeRecovered"):
+    for kind in ("ScopeSilent", "ScopeRecovered", "ScopeDegraded", "ScopeDegradationCleared"):
         rec = {
             "type": kind,
             "scope": "location=westeurope",

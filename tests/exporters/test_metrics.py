@@ -93,3 +93,22 @@ def test_machine_series_cap_applies_to_machines_in_a_window_too() -> None:
     scraped = _scrape(_snapshot(offline=iter(machines), offline_total=5), max_machine_series=3)
     assert len(scraped["arcbeat_machine_offline"]) == 3
     assert scraped["arcbeat_machine_series_overflow"] == [({}, 2.0)]
+
+
+def test_early_warning_series_by_location() -> None:
+    from arcbeat.streams.decide.degradation import DELAY_BOUNDS
+    from arcbeat.streams.decide.early_warning import Cumulative
+
+    slow = Cumulative([0] * 10 + [4] + [0] * (len(DELAY_BOUNDS) - 10), 250.0)
+    snap = _snapshot(
+        late_by_location=Counter({"westasia": 7}),
+        delivery_delay={"westasia": slow},
+        degraded=["location=westasia"],
+    )
+    scraped = _scrape(snap)
+    assert scraped["arcbeat_machines_late"] == [({"location": "westasia"}, 7.0)]
+    assert scraped["arcbeat_scope_degraded"] == [({"scope": "location=westasia"}, 1.0)]
+    count = scraped["arcbeat_delivery_delay_seconds_count"]
+    assert count == [({"location": "westasia"}, 4.0)]
+    buckets = {lb["le"]: v for lb, v in scraped["arcbeat_delivery_delay_seconds_bucket"]}
+    assert buckets["60.0"] == 0.0 and buckets["120.0"] == 4.0 and buckets["+Inf"] == 4.0

@@ -48,12 +48,17 @@ class FakeFleet:
 
     worker_id = "7"
     timing = Timing(60.0, 600.0, 120.0, 300.0, 5)
+    heartbeat_interval = 30.0
+    late: set[str] = set()
 
     def url(self) -> str:
         return "http://127.0.0.1:1"
 
     def machine(self, key: str) -> Machine | None:
         return self.machines.get(key)
+
+    def is_late(self, key: str) -> bool:
+        return key in self.late
 
     def owned_keys(self) -> list[str]:
         return list(self.machines)

@@ -97,6 +97,9 @@ def test_parse_tokens_roles_comments_and_blank_lines() -> None:
         (f"read grafana {READ_TOKEN[:20]}\u00e9{READ_TOKEN[20:]}", "cannot carry"),
         (f"maintenance bob {READ_TOKEN}", "also on line 2"),
     ],
+    # ids without the random tokens: the same on every run and in every xdist worker
+    ids=["extra-field", "two-fields", "unknown-role", "bad-name", "short-token", "non-ascii",
+         "token-twice"],
 )
 def test_token_file_errors_name_file_and_line_never_the_token(line: str, why: str) -> None:
     text = f"# header\nread grafana {READ_TOKEN}\n{line}\n"

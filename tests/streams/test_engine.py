@@ -361,7 +361,12 @@ def _machine(engine: Engine, m: int) -> Any:
 
 
 def _api(engine: Engine, m: int, now: float) -> dict[str, Any]:
-    view = SimpleNamespace(timing=engine.timing, partition_of=engine.partition_of)
+    view = SimpleNamespace(
+        timing=engine.timing,
+        partition_of=engine.partition_of,
+        is_late=engine.is_late,
+        heartbeat_interval=engine.settings.timing.heartbeat_interval,
+    )
     return machine_json(_key(m), _machine(engine, m), cast(Any, view), now)
 
 

@@ -55,6 +55,8 @@ class GroundTruth:
                 end = float(rec["t"])
             elif ev in ("stop", "resume"):
                 actions.append(rec)
+            elif ev == "degrade":  # a location's uplink starts to degrade (no message)
+                continue
             elif "error" in rec:
                 errors.append(rec)
             else:

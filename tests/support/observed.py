@@ -71,6 +71,8 @@ class Observed:
             n += 1
             assert r.value is not None, f"status record without value at {r.partition}/{r.offset}"
             rec = orjson.loads(r.value)
+            if rec["type"] in ("ScopeDegraded", "ScopeDegradationCleared"):
+                continue  # early warnings: tests/e2e/test_early_warning_e2e.py reads them
             if rec["type"] in ("ScopeSilent", "ScopeRecovered"):
                 scopes.append(
                     ScopeEvent(

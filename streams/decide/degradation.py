@@ -1,0 +1,189 @@
+"""Early warning: delivery delays per location, and the degraded-scope rule. Pure.
+
+Each heartbeat's **delivery delay** is its broker arrival minus its ``sentAt``, less the
+machine's own baseline: the smallest such difference it has shown, which creeps up slowly
+(:data:`CREEP` of the excess a heartbeat) so that a clock that was stepped is relearned. A
+skewed clock therefore reads as no delay, and a slow uplink as a growing one.
+
+A location is **degraded** when, for ``degraded_for`` on end, its late share (Connected machines
+overdue by more than ``late_after``) or its delivery-delay p90 over the latest interval is above
+its own baseline by ``degraded_factor`` (and above a floor: 2 % late, a tenth of the
+heartbeat interval of delay, so that a quiet location's near-zero baseline cannot make noise
+of one late machine). Baselines are slow averages over the intervals that were not degraded.
+Locations in a maintenance window, and locations with fewer than ``degraded_min_machines``
+Connected machines, are not judged. See docs/early-warning.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Delay histogram bounds (seconds): fine at the bottom (a healthy uplink), up to an hour
+DELAY_BOUNDS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+CREEP = 0.01  # of the excess over the baseline, per heartbeat
+MIN_LATE_SHARE = 0.02
+BASELINE_ALPHA = 0.1  # each healthy interval moves the baseline a tenth of the way
+WARM_UP = 3  # intervals of baseline before a location is judged
+
+
+def baseline(previous: float, raw: float) -> float:
+    """A machine's clock-offset baseline after a heartbeat whose arrival - sentAt is ``raw``
+    (``previous``: inf before its first)."""
+    if raw < previous:
+        return raw
+    return previous + (raw - previous) * CREEP
+
+
+def new_counters() -> list[Any]:
+    """Delivery-delay counters: the count of each bucket of :data:`DELAY_BOUNDS` (and above),
+    then their sum. Only ever added to: readers take differences."""
+    return [0] * (len(DELAY_BOUNDS) + 1) + [0.0]
+
+
+def merge(hists: Iterable[list[int]]) -> list[int]:
+    out = [0] * (len(DELAY_BOUNDS) + 1)
+    for h in hists:
+        for i, n in enumerate(h[: len(out)]):
+            out[i] += n
+    return out
+
+
+def quantile(counts: list[int], q: float) -> float | None:
+    """The bucket upper bound holding the q-quantile (None: no observations)."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        seen += n
+        if seen >= rank and n:
+            return DELAY_BOUNDS[i] if i < len(DELAY_BOUNDS) else math.inf
+    return math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeSample:
+    """One location over one interval: machines Connected and late at its end, and the
+    delivery delays of the heartbeats that arrived in it."""
+
+    connected: int
+    late: int
+    delays: tuple[int, ...]
+
+    @property
+    def late_share(self) -> float:
+        return self.late / self.connected if self.connected else 0.0
+
+    @property
+    def p90(self) -> float | None:
+        return quantile(list(self.delays), 0.9)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    factor: float = 3.0
+    sustain: float = 300.0  # degraded_for: how long the condition must hold (and clear)
+    min_machines: int = 20
+    min_delay: float = 30.0  # a tenth of the heartbeat interval
+
+
+@dataclass
+class ScopeTrack:
+    base_late: float = 0.0
+    base_p90: float = 0.0
+    intervals: int = 0  # healthy intervals folded into the baselines
+    above_since: float | None = None
+    below_since: float | None = None
+    degraded: bool = False
+    since: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    type: str  # ScopeDegraded | ScopeDegradationCleared
+    scope: str
+    at: float
+    late: int
+    connected: int
+    late_share: float
+    p90: float | None
+    base_late: float
+    base_p90: float
+    signal: str  # lateShare | deliveryDelay | both | none
+
+
+@dataclass
+class Detector:
+    """The degraded-scope rule over interval samples (run where mass silence is decided)."""
+
+    rule: Rule
+    tracks: dict[str, ScopeTrack] = field(default_factory=dict)
+
+    def step(
+        self,
+        at: float,
+        samples: Mapping[str, ScopeSample],
+        planned: Iterable[str] = (),
+        *,
+        decided_at: float | None = None,
+    ) -> list[Decision]:
+        """One interval ended at ``at``: judge every location that has a sample. The rule's
+        clock is the intervals' ends (so that the live decider and a replay judge alike);
+        ``decided_at`` is when the decision is taken (the records' time; default ``at``)."""
+        when = at if decided_at is None else decided_at
+        out: list[Decision] = []
+        quiet = set(planned)
+        r = self.rule
+        for scope in sorted(set(samples) | {s for s, t in self.tracks.items() if t.degraded}):
+            s = samples.get(scope, ScopeSample(0, 0, ()))
+            t = self.tracks.setdefault(scope, ScopeTrack())
+            share, p90 = s.late_share, s.p90
+            judged = scope not in quiet and s.connected >= r.min_machines
+            late_high = share > max(r.factor * t.base_late, MIN_LATE_SHARE)
+            delay_high = p90 is not None and p90 > max(r.factor * t.base_p90, r.min_delay)
+            above = judged and t.intervals >= WARM_UP and (late_high or delay_high)
+            if above:
+                t.below_since = None
+                if t.above_since is None:
+                    t.above_since = at
+                if not t.degraded and at - t.above_since >= r.sustain:
+                    t.degraded, t.since = True, at
+                    signal = "both" if late_high and delay_high else (
+                        "lateShare" if late_high else "deliveryDelay")  # fmt: skip
+                    out.append(self._decision("ScopeDegraded", scope, when, s, t, signal))
+                continue
+            t.above_since = None
+            if t.degraded:
+                if t.below_since is None:
+                    t.below_since = at
+                # in maintenance (or too few machines to judge) a warning ends at once
+                if not judged or at - t.below_since >= r.sustain:
+                    t.degraded, t.since, t.below_since = False, at, None
+                    out.append(self._decision("ScopeDegradationCleared", scope, when, s, t, "none"))
+                continue
+            if judged:
+                # only healthy intervals teach the baseline: a degradation is not "normal"
+                a = 1.0 if t.intervals == 0 else BASELINE_ALPHA
+                t.base_late += a * (share - t.base_late)
+                if p90 is not None:
+                    t.base_p90 += a * (p90 - t.base_p90)
+                t.intervals += 1
+        return out
+
+    @staticmethod
+    def _decision(
+        kind: str, scope: str, at: float, s: ScopeSample, t: ScopeTrack, signal: str
+    ) -> Decision:
+        return Decision(
+            kind, scope, at, s.late, s.connected, round(s.late_share, 4), s.p90,
+            round(t.base_late, 4), round(t.base_p90, 3), signal,
+        )  # fmt: skip
+
+    def degraded(self) -> list[str]:
+        return sorted(s for s, t in self.tracks.items() if t.degraded)
