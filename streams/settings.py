@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from arcbeat.streams.topics import Topics
 
@@ -34,6 +34,36 @@ MAX_REPLICATION = 32767  # Kafka stores replication factors as int16
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+# ---- how a setting is declared: once, as a field of its section -------------------------------
+#
+# The field's annotation says how its text is converted (str, int, float, bool, a Literal of
+# choices, tuple[str, ...] from a comma-separated list); these mark the rest. Its flat name (the
+# ARCBEAT_* variable and the arcbeat.toml key) is the field's name unless named() gives another.
+
+_DURATION_MARK = "duration"
+_SECRET_MARK = "secret"  # never shown; the client reads <name>_file when it connects
+_LOADED_SECRET_MARK = "secret read at load"  # never shown; <name>_file read once, at load
+Seconds = Annotated[float, _DURATION_MARK]  # 300, 300s, 15m, 2h, 45d, 500ms
+Secret = Annotated[str, _SECRET_MARK]
+LoadedSecret = Annotated[str, _LOADED_SECRET_MARK]
+_T = TypeVar("_T")
+
+
+def named(flat: str, default: _T) -> _T:
+    """A field whose flat name is ``flat`` (``kafka_bootstrap`` for ``kafka.bootstrap``)."""
+    return field(default=default, metadata={"flat": flat})
+
+
+def _hide_secrets(cls: type[_T]) -> type[_T]:
+    """Leave a section's Secret fields out of its repr (applied before @dataclass)."""
+    for name, annotation in cls.__annotations__.items():
+        if annotation in ("Secret", "LoadedSecret"):
+            current = cls.__dict__.get(name, "")
+            meta = current.metadata if isinstance(current, dataclasses.Field) else {}
+            default = current.default if isinstance(current, dataclasses.Field) else current
+            setattr(cls, name, field(default=default, repr=False, metadata=meta))
+    return cls
 
 
 class SettingsError(ValueError):
@@ -69,10 +99,11 @@ def _check_positive(name: str, value: float) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+@_hide_secrets
 class KafkaSettings:
     """Where the Kafka cluster is, the topics arcbeat uses and how every client connects."""
 
-    bootstrap: str = "localhost:9092"
+    bootstrap: str = named("kafka_bootstrap", "localhost:9092")
     topic_prefix: str = "arcbeat"  # topics: <prefix>.heartbeats, <prefix>.status, ...
     partitions: int = 12
     # copies of every topic arcbeat creates (deployment topics and the worker's own
@@ -84,15 +115,16 @@ class KafkaSettings:
     min_insync_replicas: int = 0
     app_id: str = "arcbeat"  # Faust app id = consumer group
     # client security (every arcbeat client; see arcbeat.streams.kafka.client)
-    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
-    sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
-    username: str = ""
-    password: str = field(default="", repr=False)
-    password_file: str = ""  # read when password is empty (first line)
-    ca_file: str = ""  # PEM CA bundle for SSL/SASL_SSL (empty: system CAs)
+    security_protocol: KafkaSecurityProtocol = named("kafka_security_protocol", "PLAINTEXT")
+    sasl_mechanism: KafkaSaslMechanism = named("kafka_sasl_mechanism", "SCRAM-SHA-512")
+    username: str = named("kafka_username", "")
+    password: Secret = named("kafka_password", "")
+    # read when password is empty (first line)
+    password_file: str = named("kafka_password_file", "")
+    ca_file: str = named("kafka_ca_file", "")  # PEM CA bundle for SSL/SASL_SSL (empty: system CAs)
     # a worker or history exporter started while Kafka is partly down (a broker just died,
     # not yet fenced by the controller) retries retriable errors for this long, then exits
-    startup_deadline: float = 120.0
+    startup_deadline: Seconds = 120.0
 
     @property
     def topics(self) -> Topics:
@@ -124,14 +156,17 @@ class KafkaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+@_hide_secrets
 class IdentitySettings:
     """Signed heartbeats (arcbeat.streams.decide.identity) and signed ticks: agents sign heartbeats,
     the worker checks them; workers sign and check their ticks."""
 
-    bindings: str = ""  # TOML/JSON file: principal -> secret + allowed scopes
-    principal: str = ""  # agent side: sign as this principal (empty: do not sign)
-    secret: str = field(default="", repr=False)
-    secret_file: str = ""
+    # TOML/JSON file: principal -> secret + allowed scopes
+    bindings: str = named("identity_bindings", "")
+    # agent side: sign as this principal (empty: do not sign)
+    principal: str = named("identity_principal", "")
+    secret: Secret = named("identity_secret", "")
+    secret_file: str = named("identity_secret_file", "")
     # ticks signed by the workers (HMAC keys, one per line; empty: ticks are not signed)
     tick_key_file: str = ""
 
@@ -140,27 +175,28 @@ class IdentitySettings:
 
 
 @dataclass(frozen=True, slots=True)
+@_hide_secrets
 class TimingSettings:
     """When a machine's status changes (docs/how-it-decides.md, Timing and Mass silence)."""
 
-    heartbeat_interval: float = 300.0
-    disconnect_after: float = 900.0
-    expire_after: float = 45 * 86400.0
-    check_interval: float = 1.0
-    window: float = 3600.0
+    heartbeat_interval: Seconds = 300.0
+    disconnect_after: Seconds = 900.0
+    expire_after: Seconds = 45 * 86400.0
+    check_interval: Seconds = 1.0
+    window: Seconds = 3600.0
     flap_threshold: int = 4
     # mass silence
     outage_ratio: float = 0.5
     outage_min_machines: int = 20
-    outage_hold: float = 900.0
+    outage_hold: Seconds = 900.0
     # early warning (docs/early-warning.md): a Connected machine silent for longer than
     # late_after is late (0 = auto: 1.5 x heartbeat_interval, at most disconnect_after / 2);
     # a location whose late share or delivery-delay p90 stays degraded_factor x above its
     # own baseline for degraded_for (0 = one heartbeat_interval) is degraded, when it has at
     # least degraded_min_machines Connected machines
-    late_after: float = 0.0
+    late_after: Seconds = 0.0
     degraded_factor: float = 3.0
-    degraded_for: float = 0.0
+    degraded_for: Seconds = 0.0
     degraded_min_machines: int = 20
 
     def validate(self) -> None:
@@ -193,12 +229,13 @@ class TimingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+@_hide_secrets
 class InputSettings:
     """What heartbeats are accepted (docs/heartbeat-contract.md, Rejected messages: the DLQ)."""
 
     regions: tuple[str, ...] = DEFAULT_REGIONS  # ("*",) accepts any region
     max_message_bytes: int = 8192
-    skew_warn: float = 300.0  # |arrival - sentAt| above this counts as clock skew
+    skew_warn: Seconds = 300.0  # |arrival - sentAt| above this counts as clock skew
 
     def accepts_region(self, region: str) -> bool:
         return "*" in self.regions or region in self.regions
@@ -209,6 +246,7 @@ class InputSettings:
 
 
 @dataclass(frozen=True, slots=True)
+@_hide_secrets
 class WorkerSettings:
     """The worker process: its HTTP API and its security, its Kafka cadences and metrics."""
 
@@ -226,15 +264,15 @@ class WorkerSettings:
     data_dir: str = "state/worker"
     # how long the producer gathers records into one request: outputs are visible only at
     # the transaction commit (commit_interval) anyway
-    producer_linger: float = 0.1
-    commit_interval: float = 0.5  # transaction/offset commit cadence (bounds output latency)
+    producer_linger: Seconds = 0.1
+    commit_interval: Seconds = 0.5  # transaction/offset commit cadence (bounds output latency)
     # each partition's state is checkpointed this often; a restart replays the heartbeats
     # log since the latest checkpoint (at most this long a stretch of it)
-    checkpoint_interval: float = 120.0
+    checkpoint_interval: Seconds = 120.0
     # consumer-group session: how long a crashed worker that does not come back keeps its
     # partitions before the group hands them to the others. A worker started again under
     # the same instance id takes them back at once (static membership).
-    session_timeout: float = 20.0
+    session_timeout: Seconds = 20.0
     # static group membership id; empty: <app_id>-worker-<ordinal> when worker_id is set,
     # else <app_id>-<hostname>-<worker id>
     instance_id: str = ""
@@ -248,7 +286,7 @@ class WorkerSettings:
     availability_windows: bool = True  # per-machine heartbeat counts per window (availability)
     # metrics (docs/metrics-alerts-history.md, Metrics)
     max_machine_series: int = 10_000
-    fleet_snapshot_interval: float = 10.0  # each partition's counts by status to <prefix>.fleet
+    fleet_snapshot_interval: Seconds = 10.0  # each partition's counts by status to <prefix>.fleet
 
     @property
     def ordinal(self) -> int | None:
@@ -293,21 +331,24 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+@_hide_secrets
 class InfluxSettings:
     """History in InfluxDB (docs/metrics-alerts-history.md): where `arcbeat history` writes,
     and the port of its own /metrics."""
 
-    url: str = "http://127.0.0.1:8086"
-    api: InfluxApi = "v1"  # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
-    db: str = "arcbeat"
-    org: str = "arcbeat"
-    token: str = field(default="", repr=False)
-    token_file: str = ""  # read when token is empty (first line)
-    username: str = ""
-    password: str = field(default="", repr=False)
-    password_file: str = ""  # read when password is empty (first line)
-    batch_size: int = 5000
-    flush_interval: float = 1.0
+    url: str = named("influx_url", "http://127.0.0.1:8086")
+    # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
+    api: InfluxApi = named("influx_api", "v1")
+    db: str = named("influx_db", "arcbeat")
+    org: str = named("influx_org", "arcbeat")
+    token: LoadedSecret = named("influx_token", "")
+    token_file: str = named("influx_token_file", "")  # read when token is empty (first line)
+    username: str = named("influx_username", "")
+    password: LoadedSecret = named("influx_password", "")
+    # read when password is empty (first line)
+    password_file: str = named("influx_password_file", "")
+    batch_size: int = named("influx_batch_size", 5000)
+    flush_interval: Seconds = named("influx_flush_interval", 1.0)
     history_port: int = 6070  # `arcbeat history` serves /metrics here
     history_host: str = "127.0.0.1"  # ... on this address (0.0.0.0: every interface)
 
@@ -317,6 +358,7 @@ class InfluxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+@_hide_secrets
 class StackSettings:
     """The local stack (`arcbeat stack`, `arcbeat demo`): its folder, ports and Kafka users."""
 
@@ -339,6 +381,7 @@ class StackSettings:
 
 
 @dataclass(frozen=True, slots=True)
+@_hide_secrets
 class CapacitySettings:
     """Capacity planning (docs/metrics-alerts-history.md, Capacity planning): Azure's limits
     (0 switches a check off) and how often `arcbeat history` computes the report."""
@@ -349,11 +392,11 @@ class CapacitySettings:
     limit_tenant_objects: int = 50_000
     # `arcbeat history` computes the fleet's capacity report every interval (0 = off) from a
     # worker's GET /capacity at source_url (a worker's base URL; empty = http://web_host:web_port)
-    interval: float = 60.0
-    source_url: str = ""
+    interval: Seconds = named("capacity_interval", 60.0)
+    source_url: str = named("capacity_source_url", "")
     # the API token (first line of this file) the capacity fetch sends, when the workers'
     # API needs one (api_tokens_file): a token of the read role
-    token_file: str = ""
+    token_file: str = named("capacity_token_file", "")
 
     def validate(self) -> None:
         if self.source_url and not re.match(r"https?://", self.source_url):
@@ -464,8 +507,9 @@ class Settings:
         parsed: dict[str, Any] = {}
         for key, (raw, where) in values.items():
             parsed[key] = setting(key, where).convert(raw, where)
-        # secrets kept in files (Docker/Kubernetes secrets) are read once, here
-        for name in ("influx_token", "influx_password"):
+        # secrets kept in files (Docker/Kubernetes secrets) and declared LoadedSecret are read
+        # once, here; a Secret is read by its client when it connects
+        for name in _LOADED_SECRETS:
             if not parsed.get(name) and parsed.get(f"{name}_file"):
                 parsed[name] = read_secret("", parsed[f"{name}_file"], name)
         by_section: dict[str, dict[str, Any]] = {}
@@ -505,6 +549,7 @@ class Setting:
     section: str
     field: str
     conversion: Conversion
+    secret: str = ""  # _SECRET_MARK, _LOADED_SECRET_MARK or ""
 
     @property
     def env(self) -> str:
@@ -540,98 +585,47 @@ class Setting:
             ) from exc
 
 
-# every setting: flat name, section, field, conversion
-_TABLE: tuple[tuple[str, str, str, Conversion], ...] = (
-    ("kafka_bootstrap", "kafka", "bootstrap", "str"),
-    ("topic_prefix", "kafka", "topic_prefix", "str"),
-    ("partitions", "kafka", "partitions", "int"),
-    ("replication_factor", "kafka", "replication_factor", "int"),
-    ("min_insync_replicas", "kafka", "min_insync_replicas", "int"),
-    ("app_id", "kafka", "app_id", "str"),
-    ("kafka_security_protocol", "kafka", "security_protocol", "str"),
-    ("kafka_sasl_mechanism", "kafka", "sasl_mechanism", "str"),
-    ("kafka_username", "kafka", "username", "str"),
-    ("kafka_password", "kafka", "password", "str"),
-    ("kafka_password_file", "kafka", "password_file", "str"),
-    ("kafka_ca_file", "kafka", "ca_file", "str"),
-    ("startup_deadline", "kafka", "startup_deadline", "duration"),
-    ("identity_bindings", "identity", "bindings", "str"),
-    ("identity_principal", "identity", "principal", "str"),
-    ("identity_secret", "identity", "secret", "str"),
-    ("identity_secret_file", "identity", "secret_file", "str"),
-    ("tick_key_file", "identity", "tick_key_file", "str"),
-    ("heartbeat_interval", "timing", "heartbeat_interval", "duration"),
-    ("disconnect_after", "timing", "disconnect_after", "duration"),
-    ("expire_after", "timing", "expire_after", "duration"),
-    ("check_interval", "timing", "check_interval", "duration"),
-    ("window", "timing", "window", "duration"),
-    ("flap_threshold", "timing", "flap_threshold", "int"),
-    ("outage_ratio", "timing", "outage_ratio", "float"),
-    ("outage_min_machines", "timing", "outage_min_machines", "int"),
-    ("outage_hold", "timing", "outage_hold", "duration"),
-    ("late_after", "timing", "late_after", "duration"),
-    ("degraded_factor", "timing", "degraded_factor", "float"),
-    ("degraded_for", "timing", "degraded_for", "duration"),
-    ("degraded_min_machines", "timing", "degraded_min_machines", "int"),
-    ("regions", "input", "regions", "list"),
-    ("max_message_bytes", "input", "max_message_bytes", "int"),
-    ("skew_warn", "input", "skew_warn", "duration"),
-    ("web_host", "worker", "web_host", "str"),
-    ("web_port", "worker", "web_port", "int"),
-    ("api_tokens_file", "worker", "api_tokens_file", "str"),
-    ("api_insecure", "worker", "api_insecure", "bool"),
-    ("api_protect_probes", "worker", "api_protect_probes", "bool"),
-    ("api_tls_cert", "worker", "api_tls_cert", "str"),
-    ("api_tls_key", "worker", "api_tls_key", "str"),
-    ("api_tls_ca", "worker", "api_tls_ca", "str"),
-    ("data_dir", "worker", "data_dir", "str"),
-    ("producer_linger", "worker", "producer_linger", "duration"),
-    ("commit_interval", "worker", "commit_interval", "duration"),
-    ("checkpoint_interval", "worker", "checkpoint_interval", "duration"),
-    ("session_timeout", "worker", "session_timeout", "duration"),
-    ("instance_id", "worker", "instance_id", "str"),
-    ("worker_id", "worker", "worker_id", "str"),
-    ("advertised_host", "worker", "advertised_host", "str"),
-    ("availability_windows", "worker", "availability_windows", "bool"),
-    ("max_machine_series", "worker", "max_machine_series", "int"),
-    ("fleet_snapshot_interval", "worker", "fleet_snapshot_interval", "duration"),
-    ("influx_url", "influx", "url", "str"),
-    ("influx_api", "influx", "api", "str"),
-    ("influx_db", "influx", "db", "str"),
-    ("influx_org", "influx", "org", "str"),
-    ("influx_token", "influx", "token", "str"),
-    ("influx_token_file", "influx", "token_file", "str"),
-    ("influx_username", "influx", "username", "str"),
-    ("influx_password", "influx", "password", "str"),
-    ("influx_password_file", "influx", "password_file", "str"),
-    ("influx_batch_size", "influx", "batch_size", "int"),
-    ("influx_flush_interval", "influx", "flush_interval", "duration"),
-    ("history_port", "influx", "history_port", "int"),
-    ("history_host", "influx", "history_host", "str"),
-    ("state_dir", "stack", "state_dir", "str"),
-    ("prometheus_url", "stack", "prometheus_url", "str"),
-    ("alertmanager_url", "stack", "alertmanager_url", "str"),
-    ("kafka_controller_port", "stack", "kafka_controller_port", "int"),
-    ("kafka_security", "stack", "kafka_security", "str"),
-    ("kafka_worker_user", "stack", "kafka_worker_user", "str"),
-    ("kafka_history_user", "stack", "kafka_history_user", "str"),
-    ("kafka_agent_users", "stack", "kafka_agent_users", "list"),
-    ("influx_rpc_port", "stack", "influx_rpc_port", "int"),
-    (
-        "limit_resource_groups_per_subscription",
-        "capacity",
-        "limit_resource_groups_per_subscription",
-        "int",
-    ),
-    ("limit_machines_per_resource_group", "capacity", "limit_machines_per_resource_group", "int"),
-    ("limit_tags_per_machine", "capacity", "limit_tags_per_machine", "int"),
-    ("limit_tenant_objects", "capacity", "limit_tenant_objects", "int"),
-    ("capacity_interval", "capacity", "interval", "duration"),
-    ("capacity_source_url", "capacity", "source_url", "str"),
-    ("capacity_token_file", "capacity", "token_file", "str"),
-)
+def _conversion(annotation: Any) -> tuple[Conversion, str]:
+    """(how the text of a field with this annotation is converted, its secret mark or "")."""
+    if get_origin(annotation) is Annotated:
+        base, *marks = get_args(annotation)
+        if _DURATION_MARK in marks:
+            return "duration", ""
+        secret = next((m for m in marks if m in (_SECRET_MARK, _LOADED_SECRET_MARK)), "")
+        return _conversion(base)[0], secret
+    if annotation is bool:
+        return "bool", ""
+    if annotation is int:
+        return "int", ""
+    if annotation is float:
+        return "float", ""
+    if get_origin(annotation) is tuple:
+        return "list", ""
+    if annotation is str or get_origin(annotation) is Literal:
+        return "str", ""
+    raise TypeError(f"a setting cannot be of type {annotation!r}")
 
-SETTINGS: Mapping[str, Setting] = {row[0]: Setting(*row) for row in _TABLE}
+
+def _declared() -> dict[str, Setting]:
+    """Every setting, from the sections' fields (in their order)."""
+    out: dict[str, Setting] = {}
+    for section, kind in _SECTIONS.items():
+        hints = get_type_hints(kind, include_extras=True)
+        for f in dataclasses.fields(kind):
+            name = f.metadata.get("flat", f.name)
+            conversion, secret = _conversion(hints[f.name])
+            if name in out:
+                raise TypeError(
+                    f"two settings named {name}: {out[name].path} and {section}.{f.name}"
+                )
+            out[name] = Setting(name, section, f.name, conversion, secret)
+    return out
+
+
+SETTINGS: Mapping[str, Setting] = _declared()
+
+
+_LOADED_SECRETS = tuple(s.name for s in SETTINGS.values() if s.secret == _LOADED_SECRET_MARK)
 
 
 def setting(name: str, where: str = "") -> Setting:
