@@ -19,7 +19,12 @@ SETTINGS_DOC = DOCS / "settings.md"
 
 
 def handbook() -> list[Path]:
-    return [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
+    return [
+        REPO / "README.md",
+        REPO / "CHANGELOG.md",
+        REPO / "CONTRIBUTING.md",
+        *sorted(DOCS.glob("*.md")),
+    ]
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -246,3 +251,28 @@ def test_documented_defaults_and_variables_are_right(tmp_path: Path) -> None:
                 f"{s.default!r} (e.g. `{shown_default(s.default)}`)"
             )
     assert not wrong, "docs/settings.md:\n  " + "\n  ".join(wrong)
+
+
+# ---- the front page and the layout ----------------------------------------------------------
+
+
+def test_the_front_page_stays_short() -> None:
+    size = len((REPO / "README.md").read_bytes())
+    assert size <= 14 * 1024, f"README.md is {size} bytes: move detail into docs/"
+
+
+def test_the_layout_page_names_every_module_of_streams() -> None:
+    """docs/layout.md matches the tree: every folder and module of streams/ is named."""
+    text = (DOCS / "layout.md").read_text()
+    streams = REPO / "streams"
+    missing = [
+        str(path.relative_to(REPO))
+        for path in sorted(streams.rglob("*.py"))
+        if path.name != "__init__.py" and not re.search(rf"\b{re.escape(path.name)}\b", text)
+    ]
+    missing += [
+        f"{d.name}/"
+        for d in sorted(streams.iterdir())
+        if d.is_dir() and (d / "__init__.py").exists() and f"{d.name}/" not in text
+    ]
+    assert not missing, f"docs/layout.md does not name {missing}"
