@@ -44,7 +44,6 @@ from arcbeat.bench.worker_process import (
     series_count,
     wait_processed,
 )
-from arcbeat.streams.kafka.scopes import scopes_topic
 from arcbeat.streams.settings import Settings
 
 LONG_INTERVAL = 3600.0
@@ -96,7 +95,7 @@ def heartbeat_chunks(
 def _produce(
     b: Bench, s: Settings, chunks: Iterator[Encoded], label: str, total: int
 ) -> dict[str, Any]:
-    topic = s.heartbeats_topic
+    topic = s.topics.heartbeats
     figures = asyncio.run(
         produce_many(
             s, ((topic, c) for c in chunks), progress=b.say, label=label, total=total,
@@ -197,7 +196,7 @@ def _week(
     is the measured restart plus the time to read what a week adds to that topic beyond what
     this restart read, at the rate this machine reads it.
     """
-    offsets_now, records_now, read_seconds = asyncio.run(read_to_end(s, scopes_topic(s)))
+    offsets_now, records_now, read_seconds = asyncio.run(read_to_end(s, s.topics.scopes))
     rate = offsets_now / read_seconds if read_seconds > 0 else 0.0
     week_offsets = board_growth * WEEK
     extra = max(0.0, week_offsets - offsets_now)
@@ -304,7 +303,7 @@ def run_bigstate(
         "big state",
         ticks + total_hb,
     )
-    ends_after_load = asyncio.run(end_offsets(s, s.heartbeats_topic))
+    ends_after_load = asyncio.run(end_offsets(s, s.topics.heartbeats))
     wait_processed(w, total_hb, 7200.0, progress=b.say, label="big-state worker", every=20.0)
     ready = w.wait_ready(1800.0, progress=b.say, label="big-state worker")
     build_seconds = ready - t_load
@@ -328,7 +327,7 @@ def run_bigstate(
 
     # 4. every partition checkpointed with the whole state in it; meanwhile, how fast the
     # shared scope state grows while the worker runs in real time (one decision a tick)
-    board = scopes_topic(s)
+    board = s.topics.scopes
     t_wait = time.monotonic()
     board0 = _offsets(s, board)
     before = wait_checkpoints(s, ends_after_load, s.worker.checkpoint_interval + 120.0, b.say)
@@ -465,7 +464,7 @@ def run_catchup(b: Bench, big: BigDeployment, *, rounds: int = 2) -> dict[str, A
         waiting,
     )
     committed = committed_offsets(s, s.kafka.partitions)
-    ends = asyncio.run(end_offsets(s, s.heartbeats_topic))
+    ends = asyncio.run(end_offsets(s, s.topics.heartbeats))
     behind = sum(max(0, ends.get(p, 0) - c.offset) for p, c in committed.items())
     replay = _replay(committed)
     log_at = _log_size(w)

@@ -190,7 +190,7 @@ async def watch_status(
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(settings.status_topic, p) for p in range(settings.kafka.partitions)]
+        tps = [TopicPartition(settings.topics.status, p) for p in range(settings.kafka.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         while not stop.is_set():
@@ -249,7 +249,7 @@ async def drive(
     per turn; returns send figures."""
     producer = make_producer(settings, linger_ms=2, enable_idempotence=False, acks=1)
     await producer.start()
-    topic = settings.heartbeats_topic
+    topic = settings.topics.heartbeats
     pending: list[asyncio.Future[Any]] = []
     lateness: list[float] = []
     sent = failed = 0

@@ -49,7 +49,7 @@ def _records(settings: Settings, machines: int, rounds: int) -> tuple[Records, R
 
 def _run(engine: Engine, settings: Settings, records: Records, start: float) -> float:
     handle = engine.handle_message
-    topic = settings.heartbeats_topic
+    topic = settings.topics.heartbeats
     t0 = time.perf_counter()
     for i, (p, key, value) in enumerate(records):
         handle(p, i, key, value, start + i * 1e-5, topic=topic, wall_now=start)

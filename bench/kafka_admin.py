@@ -53,7 +53,7 @@ def committed_offsets(settings: Settings, partitions: int) -> dict[int, Committe
     async def go() -> dict[int, Committed]:
         admin = await _admin(settings)
         try:
-            tps = [TopicPartition(settings.heartbeats_topic, p) for p in range(partitions)]
+            tps = [TopicPartition(settings.topics.heartbeats, p) for p in range(partitions)]
             got = await admin.list_consumer_group_offsets(settings.kafka.app_id, partitions=tps)
         finally:
             await admin.close()

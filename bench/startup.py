@@ -48,7 +48,7 @@ def run_startup(b: Bench, machines: int, *, runs: int = 3) -> dict[str, Any]:
     first = w.wait_ready(180.0, progress=b.say, label="start worker") - w.started_at
     b.say(f"startup: empty worker ready {first:.1f}s after start; loading {machines:,} machines")
     enc = FleetEncoder(s, machines)
-    asyncio.run(produce(s, s.heartbeats_topic, enc.encode(range(machines), rounds=3, block=1000)))
+    asyncio.run(produce(s, s.topics.heartbeats, enc.encode(range(machines), rounds=3, block=1000)))
     sent = 3 * machines
     wait_processed(w, sent, 300.0, progress=b.say, label="start worker")
     w.wait_ready(300.0)
@@ -72,7 +72,7 @@ def run_startup(b: Bench, machines: int, *, runs: int = 3) -> dict[str, Any]:
             asyncio.run(
                 produce(
                     s,
-                    s.heartbeats_topic,
+                    s.topics.heartbeats,
                     enc.encode(range(machines), first_kind="heartbeat", first_sequence=seq),
                 )
             )

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
+from arcbeat.deploy.demo_report import percentile
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in [0, 100]) of an ascending list; NaN when empty."""
-    if not sorted_values:
-        return math.nan
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile: q must be in [0, 100], got {q}")
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
+__all__ = ["percentile", "summary"]
 
 
 def summary(values: Iterable[float], digits: int = 3) -> dict[str, Any]:

@@ -224,11 +224,11 @@ def run_throughput(
         into=enc,
     )
     total, size = enc.count, enc.size
-    load = asyncio.run(produce(s, s.heartbeats_topic, enc, progress=b.say, label="load"))
+    load = asyncio.run(produce(s, s.topics.heartbeats, enc, progress=b.say, label="load"))
     del enc
     b.say("throughput: raw consumers (aiokafka getmany, kcat) over the same records")
     # read_committed, as the worker reads
-    _, aio, kc = run_raw(s, s.heartbeats_topic, "read_committed")
+    _, aio, kc = run_raw(s, s.topics.heartbeats, "read_committed")
     b.say(
         f"aiokafka: {aio.rate:,.0f}/s; kcat: {kc.rate:,.0f}/s"
         if kc

@@ -63,9 +63,13 @@ def fmt_record(rec: Mapping[str, Any]) -> str:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank ``q`` percentile (0 < q <= 100) of non-empty ``values``."""
+    """The nearest-rank ``q`` percentile (q in [0, 100]) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile: q must be in [0, 100], got {q}")
     ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 @dataclass

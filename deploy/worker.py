@@ -29,11 +29,9 @@ from arcbeat.streams.api.web import WorkerAPI
 from arcbeat.streams.app import create_app
 from arcbeat.streams.decide.machines import MachineInfo, scopes_of
 from arcbeat.streams.decide.status import is_flapping
-from arcbeat.streams.kafka.batch import checkpoints_topic
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.kafka.live_fleet import LiveFleet
 from arcbeat.streams.kafka.pipeline import Pipeline
-from arcbeat.streams.kafka.scopes import scopes_topic
 from arcbeat.streams.kafka.startup import Deadline
 from arcbeat.streams.settings import Settings
 
@@ -120,7 +118,7 @@ def internal_specs(settings: Settings) -> list[TopicSpec]:
     left, which must not grow with uptime."""
     return [
         TopicSpec(
-            checkpoints_topic(settings),
+            settings.topics.checkpoints,
             settings.kafka.partitions,
             {
                 "cleanup.policy": "compact",
@@ -132,7 +130,7 @@ def internal_specs(settings: Settings) -> list[TopicSpec]:
             },
         ),
         TopicSpec(
-            scopes_topic(settings),
+            settings.topics.scopes,
             1,
             {
                 "cleanup.policy": "compact",

@@ -291,7 +291,11 @@ class WorkerCollector(Collector):
         windows.add_metric([], snap.maintenance_active)
         yield windows
 
-        flap = GaugeMetricFamily("arcbeat_flapping_machines", "Machines flapping this window.")
+        flap = GaugeMetricFamily(
+            "arcbeat_flapping_machines",
+            "Disconnected machines that are flapping (past flap_threshold transitions this "
+            "window); flapping Connected machines are not counted.",
+        )
         flap.add_metric([], snap.flapping)
         yield flap
 

@@ -113,7 +113,9 @@ class KafkaSettings:
     # min.insync.replicas of those topics (acks=all writes need this many copies in sync);
     # 0 = auto: 2 when a topic has 3 or more copies, else 1
     min_insync_replicas: int = 0
-    app_id: str = "arcbeat"  # Faust app id = consumer group
+    # the workers' consumer group (the heartbeat loop's), and the prefix of their own topics
+    # (<app_id>-checkpoints, <app_id>-scopes)
+    app_id: str = "arcbeat"
     # client security (every arcbeat client; see arcbeat.streams.kafka.client)
     security_protocol: KafkaSecurityProtocol = named("kafka_security_protocol", "PLAINTEXT")
     sasl_mechanism: KafkaSaslMechanism = named("kafka_sasl_mechanism", "SCRAM-SHA-512")

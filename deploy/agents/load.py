@@ -58,7 +58,7 @@ async def load(
     spec = FleetSpec(machines=first_index + n, seed=seed, locations=fleet_locations(settings))
     fleet = Fleet(spec)
     factory = PayloadFactory(fleet)
-    target = topic or settings.heartbeats_topic
+    target = topic or settings.topics.heartbeats
     if check:
         await check_topic(settings, target)
     options = {"linger_ms": 20, "max_batch_size": 256 * 1024, "enable_idempotence": False}

@@ -514,7 +514,7 @@ async def simulate(
     stop_event: asyncio.Event | None = None,
     check: bool = True,
 ) -> SimulationResult:
-    """Run a simulated fleet against ``settings.heartbeats_topic`` (or ``topic``).
+    """Run a simulated fleet against ``settings.topics.heartbeats`` (or ``topic``).
 
     Stops after ``duration`` seconds, after ``until_count`` messages, or when ``stop_event``
     is set (SIGINT/SIGTERM set it when none is given); whichever comes first.
@@ -533,7 +533,7 @@ async def simulate(
         disconnect_after=settings.timing.disconnect_after,
         duration=duration,
     )
-    target = topic or settings.heartbeats_topic
+    target = topic or settings.topics.heartbeats
     if check:
         await check_topic(settings, target)
     writer = GroundTruthWriter(groundtruth) if groundtruth is not None else None

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from arcbeat.deploy.api_client import ApiError, base_url, call, token
+from arcbeat.deploy.api_client import base_url, call, token
 from arcbeat.streams.settings import Settings
-
-# one client of the worker API (tokens, TLS): arcbeat.deploy.api_client
-WorkerUnreachable = ApiError
 
 
 def get_json(url: str) -> Any:
     """``GET url`` as JSON, with the caller's API token ($ARCBEAT_API_TOKEN_FILE or
-    $ARCBEAT_API_TOKEN) when there is one; :class:`WorkerUnreachable` with the URL and the fix."""
+    $ARCBEAT_API_TOKEN) when there is one. An ApiError (arcbeat.deploy.api_client) when the
+    worker does not answer or answers an error status, with the URL and the fix."""
     ca = Settings.load().worker.api_tls_ca or None
     return call("GET", url, bearer=token(), ca_file=ca)
 

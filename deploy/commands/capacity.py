@@ -19,7 +19,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from arcbeat.deploy.commands._worker_api import WorkerUnreachable, get_json, worker_url
+from arcbeat.deploy.api_client import ApiError
+from arcbeat.deploy.commands._worker_api import get_json, worker_url
 from arcbeat.exporters.capacity.forecast import (
     HISTORY_QUERY,
     HISTORY_SAMPLES,
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.load()
     try:
         summary = fetch_summary(worker_url(args))
-    except (WorkerUnreachable, SummaryError) as exc:
+    except (ApiError, SummaryError) as exc:
         print(f"arcbeat capacity: {exc}", file=sys.stderr)
         return 1
     history, note = load_history(settings)

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from arcbeat.deploy.commands._worker_api import WorkerUnreachable, get_json, table, worker_url
+from arcbeat.deploy.api_client import ApiError
+from arcbeat.deploy.commands._worker_api import get_json, table, worker_url
 
 STATUSES = ("Connected", "Disconnected", "Expired")
 
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         data = get_json(f"{worker_url(args)}/fleet")
-    except WorkerUnreachable as exc:
+    except ApiError as exc:
         print(f"arcbeat fleet: {exc}", file=sys.stderr)
         return 1
     if args.json:

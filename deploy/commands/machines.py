@@ -7,7 +7,8 @@ import json
 import sys
 import urllib.parse
 
-from arcbeat.deploy.commands._worker_api import WorkerUnreachable, get_json, table, worker_url
+from arcbeat.deploy.api_client import ApiError
+from arcbeat.deploy.commands._worker_api import get_json, table, worker_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         print(_machines(args))
-    except WorkerUnreachable as exc:
+    except ApiError as exc:
         print(f"arcbeat machines: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -55,9 +55,6 @@ class HistoryError(RuntimeError):
     """The exporter cannot start (Kafka unreachable, port taken); the message says how to fix."""
 
 
-def fleet_topic(settings: Settings) -> str:
-    return settings.topics.fleet
-
 
 def history_group_id(settings: Settings) -> str:
     return f"{settings.kafka.app_id}-history"
@@ -98,7 +95,7 @@ class HistoryExporter:
         self.metrics = HistoryMetrics(self.registry)
         self.writer = PointWriter(sink, self.metrics)
         self.group_id = group_id or history_group_id(settings)
-        self.topics = (settings.status_topic, fleet_topic(settings))
+        self.topics = (settings.topics.status, settings.topics.fleet)
         self.batch_size = max(1, settings.influx.batch_size)
         self.max_buffered = max_buffered_points or 10 * self.batch_size
         self.backoff_initial = backoff_initial

@@ -28,9 +28,6 @@ from arcbeat.streams.settings import Settings
 log = logging.getLogger("arcbeat.exporters.history")
 
 
-def maintenance_topic(settings: Settings) -> str:
-    return settings.topics.maintenance
-
 
 class MaintenanceFollower:
     """Follows ``<prefix>.maintenance`` and writes its windows until ``stopping`` is set."""
@@ -62,7 +59,7 @@ class MaintenanceFollower:
         Its own consumer without a group (nothing to commit, see the module docstring). If
         the topic does not exist yet, or Kafka refuses, it says so and tries again.
         """
-        topic = maintenance_topic(self.settings)
+        topic = self.settings.topics.maintenance
         while not self._stopping.is_set():
             consumer = AIOKafkaConsumer(
                 topic,

@@ -1,9 +1,9 @@
 """TLS and SASL options for every arcbeat Kafka client, from :class:`KafkaSettings`.
 
 One place decides how arcbeat talks to Kafka: :func:`client_options` gives the keyword
-arguments for aiokafka producers, consumers and admin clients, :func:`faust_credentials` the
-``broker_credentials`` of the Faust app. With the default ``PLAINTEXT`` both are empty, so
-existing deployments are untouched. TLS contexts refuse anything below TLS 1.2, and verify
+arguments for aiokafka producers, consumers and admin clients (the Faust app itself connects
+to no broker: the worker's heartbeat loop has its own clients). With the default
+``PLAINTEXT`` they are empty. TLS contexts refuse anything below TLS 1.2, and verify
 the broker's certificate and host name against ``kafka_ca_file`` (or the system CAs).
 
 Passwords come from ``kafka_password`` or the first line of ``kafka_password_file``; they are
@@ -19,7 +19,7 @@ from typing import Any
 
 from arcbeat.streams.settings import KafkaSettings, SettingsError, read_secret
 
-__all__ = ["KafkaAuth", "client_options", "faust_credentials", "kafka_auth", "ssl_context"]
+__all__ = ["KafkaAuth", "client_options", "kafka_auth", "ssl_context"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,23 +88,3 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
             sasl_plain_password=auth.password,
         )
     return options
-
-
-def faust_credentials(kafka: KafkaSettings) -> dict[str, Any]:
-    """``broker_credentials`` for ``faust.App`` (``{}`` for PLAINTEXT)."""
-    import faust
-
-    auth = kafka_auth(kafka)
-    if auth.protocol == "PLAINTEXT":
-        return {}
-    ctx = ssl_context(auth.ca_file)
-    if auth.protocol == "SSL":
-        return {"broker_credentials": faust.SSLCredentials(ctx)}
-    return {
-        "broker_credentials": faust.SASLCredentials(
-            username=auth.username,
-            password=auth.password,
-            ssl_context=ctx,
-            mechanism=auth.mechanism,
-        )
-    }

@@ -9,6 +9,7 @@ skipped: the windows already read stay in force.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -34,7 +35,7 @@ log = logging.getLogger("arcbeat.maintenance")
 class MaintenanceBoard:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = settings.maintenance_topic
+        self.topic = settings.topics.maintenance
         self.book = Book()
         self.bad_records = 0
         self._reader = CompactedReader(
@@ -43,8 +44,9 @@ class MaintenanceBoard:
         self._producer: AIOKafkaProducer | None = None
 
     @property
-    def ready(self) -> bool:
-        return self._reader.ready.is_set()
+    def ready(self) -> asyncio.Event:
+        """Set once every window there was at start has been read (as the scope board's)."""
+        return self._reader.ready
 
     def _apply(self, key: str, value: bytes | None) -> None:
         try:

@@ -166,7 +166,7 @@ class Pipeline:
 
     async def _produce_ticks(self) -> None:
         partitions = self.loop.tick_partitions()
-        if not partitions or not self.board.ready.is_set() or not self.maintenance.ready:
+        if not partitions or not self.board.ready.is_set() or not self.maintenance.ready.is_set():
             return  # a tick decides with the shared state: never with half of it
         if self.tick_producer is None:
             producer = AIOKafkaProducer(
@@ -182,7 +182,7 @@ class Pipeline:
                 log.warning("the tick producer could not start (%r); retrying next tick", exc)
                 return
             self.tick_producer = producer
-        topic = self.settings.heartbeats_topic
+        topic = self.settings.topics.heartbeats
         value, headers = ticks.encode(
             self.worker_id,
             self.board.verdicts(),

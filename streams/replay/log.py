@@ -67,7 +67,7 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
 
 async def plan(settings: Settings) -> list[PartitionPlan]:
     """Each heartbeats partition's retained stretch and the workers' committed offset."""
-    topic = settings.heartbeats_topic
+    topic = settings.topics.heartbeats
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka.bootstrap, **client_options(settings.kafka)
     )
@@ -135,7 +135,7 @@ async def _replay(
     tick_keys: Sequence[bytes],
     progress: Progress,
 ) -> list[PartitionResult]:
-    topic = settings.heartbeats_topic
+    topic = settings.topics.heartbeats
     replays = {
         p.partition: PartitionReplay(
             settings, p.partition, since=since, until=until, tick_keys=tick_keys
@@ -190,7 +190,7 @@ async def read_recorded(
     settings: Settings, partitions: Sequence[int], *, since: float, until: float
 ) -> Recorded:
     """The status topic's StatusChanged and scope records decided in [since, until)."""
-    topic = settings.status_topic
+    topic = settings.topics.status
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka.bootstrap, **client_options(settings.kafka)
     )
@@ -280,7 +280,7 @@ async def recorded_settings(
     if not candidates:
         return None
     p = candidates[0]
-    tp = TopicPartition(settings.heartbeats_topic, p.partition)
+    tp = TopicPartition(settings.topics.heartbeats, p.partition)
     found: dict[str, Any] | None = None
     seen = 0
 

@@ -250,10 +250,10 @@ def test_topics_acls_then_each_principal_gets_only_its_rights(compose_broker: Pa
         )
         await producer.start()
         try:
-            md = await producer.send_and_wait(agent.heartbeats_topic, b"{}", key=b"k")
+            md = await producer.send_and_wait(agent.topics.heartbeats, b"{}", key=b"k")
             assert md.offset >= 0
             with pytest.raises(TopicAuthorizationFailedError):
-                await producer.send_and_wait(agent.status_topic, b"{}", key=b"k")
+                await producer.send_and_wait(agent.topics.status, b"{}", key=b"k")
         finally:
             await producer.stop()
         admin = AIOKafkaAdminClient(
@@ -264,7 +264,7 @@ def test_topics_acls_then_each_principal_gets_only_its_rights(compose_broker: Pa
             seen = {t["topic"]: t["error_code"] for t in await admin.describe_topics()}
         finally:
             await admin.close()
-        assert seen.get(worker.status_topic) == 0 and seen.get(worker.heartbeats_topic) == 0
+        assert seen.get(worker.topics.status) == 0 and seen.get(worker.topics.heartbeats) == 0
 
     asyncio.run(check())
     # a second run is a no-op: topics exist, no user is new

@@ -245,7 +245,7 @@ def produce(settings: Settings, machines: list[Sent]) -> None:
                 )
                 # the default partitioner (murmur2) puts the key where the worker expects it
                 await producer.send(
-                    settings.heartbeats_topic, value, key=m.resource_id.lower().encode()
+                    settings.topics.heartbeats, value, key=m.resource_id.lower().encode()
                 )
             await producer.flush()
         finally:

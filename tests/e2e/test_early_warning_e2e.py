@@ -54,7 +54,7 @@ def test_a_degrading_uplink_warns_before_its_machines_disconnect(
 
         def records() -> list[dict[str, object]]:
             out = []
-            for r in read_topic(dep.settings.kafka.bootstrap, dep.status_topic):
+            for r in read_topic(dep.settings.kafka.bootstrap, dep.settings.topics.status):
                 if r.value:
                     out.append(orjson.loads(r.value))
             return out

@@ -593,7 +593,7 @@ def test_broker_kill_and_clean_stop_lose_nothing(
 
         # a broker dies: SIGKILL the leader of the most output (status) partitions
         _sleep_until(t0 + 25)
-        leaders = cluster.leaders(dep.status_topic)
+        leaders = cluster.leaders(dep.settings.topics.status)
         victim = leaders.most_common(1)[0][0]
         killed = cluster.kill(victim)
         say(f"faults: status partition leaders {dict(leaders)}: killed kafka-{victim}")
@@ -608,7 +608,7 @@ def test_broker_kill_and_clean_stop_lose_nothing(
 
         # a clean stop of the leader of the most heartbeats partitions; it stays down
         _sleep_until(max(time.time(), t0 + 65))
-        leaders = cluster.leaders(dep.settings.heartbeats_topic)
+        leaders = cluster.leaders(dep.settings.topics.heartbeats)
         second = leaders.most_common(1)[0][0]
         say(f"faults: heartbeats partition leaders {dict(leaders)}: stopping kafka-{second}")
         asked, stopped = cluster.stop(second)

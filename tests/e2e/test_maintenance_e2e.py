@@ -104,7 +104,7 @@ class Fleet:
 def _status(dep: Deployment) -> list[dict[str, Any]]:
     return [
         orjson.loads(r.value)
-        for r in read_topic(dep.settings.kafka.bootstrap, dep.status_topic)
+        for r in read_topic(dep.settings.kafka.bootstrap, dep.settings.topics.status)
         if r.value
     ]
 
@@ -179,7 +179,7 @@ def test_a_patch_night_in_a_maintenance_window(stack: Stack, tmp_path: Path) -> 
         for w in workers:
             w.wait_ready(timeout=90)
         urls = [w.url for w in workers]
-        with Fleet(dep.settings.kafka.bootstrap, dep.settings.heartbeats_topic) as fleet:
+        with Fleet(dep.settings.kafka.bootstrap, dep.settings.topics.heartbeats) as fleet:
             fleet.up = set(PATCH) | set(STEADY)
 
             def known() -> bool:

@@ -168,23 +168,23 @@ async def test_agent_writes_heartbeats_but_cannot_read_or_write_status(secure: S
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, **opts)
     await producer.start()
     try:
-        md = await producer.send_and_wait(s.heartbeats_topic, b"{}", key=b"k")
+        md = await producer.send_and_wait(s.topics.heartbeats, b"{}", key=b"k")
         assert md.offset >= 0
         with pytest.raises(TopicAuthorizationFailedError):
-            await producer.send_and_wait(s.status_topic, b"{}", key=b"k")
+            await producer.send_and_wait(s.topics.status, b"{}", key=b"k")
     finally:
         await producer.stop()
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap, **opts)
     await admin.start()
     try:
         described = {
-            t["topic"]: t["error_code"] for t in await admin.describe_topics([s.status_topic])
+            t["topic"]: t["error_code"] for t in await admin.describe_topics([s.topics.status])
         }
     finally:
         await admin.close()
-    assert described[s.status_topic] == 29  # TOPIC_AUTHORIZATION_FAILED
+    assert described[s.topics.status] == 29  # TOPIC_AUTHORIZATION_FAILED
     consumer = AIOKafkaConsumer(
-        s.status_topic,
+        s.topics.status,
         group_id=f"{s.kafka.app_id}-spy",
         bootstrap_servers=s.kafka.bootstrap,
         **opts,
@@ -233,7 +233,7 @@ async def test_signed_agent_through_sasl_ssl_to_worker_principal(
             await deliver_once(config, state, kind)
     worker = secure.as_user("worker")
     consumer = AIOKafkaConsumer(
-        s.heartbeats_topic,
+        s.topics.heartbeats,
         group_id=f"{s.kafka.app_id}-check",
         bootstrap_servers=s.kafka.bootstrap,
         auto_offset_reset="earliest",
@@ -374,7 +374,7 @@ async def _agent_can_write(settings: Settings) -> bool:
     )
     try:
         await asyncio.wait_for(producer.start(), 30)
-        await producer.send_and_wait(settings.heartbeats_topic, b"{}", key=b"late")
+        await producer.send_and_wait(settings.topics.heartbeats, b"{}", key=b"late")
         return True
     except KafkaError:
         return False

@@ -196,7 +196,7 @@ def steady_run(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         expected_dlq = len(storm) + sum(1 for m in truth.messages if m.event == "malformed")
 
         def dlq_complete() -> list[dict[str, Any]] | None:
-            records = read_topic(dep.settings.kafka.bootstrap, dep.settings.dlq_topic)
+            records = read_topic(dep.settings.kafka.bootstrap, dep.settings.topics.dlq)
             return (
                 [orjson.loads(r.value or b"{}") for r in records]
                 if len(records) >= expected_dlq
@@ -243,7 +243,7 @@ def test_malformed_storm_goes_to_dlq(steady_run: SteadyRun) -> None:
         d = by_pos.get((p, o))
         assert d is not None, f"no DLQ record for the {reason} message at {p}/{o}"
         assert d["reason"] == reason, d
-        assert d["topic"] == run.dep.settings.heartbeats_topic and d["detail"]
+        assert d["topic"] == run.dep.settings.topics.heartbeats and d["detail"]
         source = run.sources[(p, o)] or b""
         assert d["rawSize"] == len(source)
         if "raw" in d:

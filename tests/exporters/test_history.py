@@ -33,8 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from arcbeat.deploy.kafka_admin.topics import ensure_topics_async
 from arcbeat.deploy.stack import Stack
-from arcbeat.exporters.history.exporter import HistoryExporter, fleet_topic, history_group_id
-from arcbeat.exporters.history.maintenance import maintenance_topic
+from arcbeat.exporters.history.exporter import HistoryExporter, history_group_id
 from arcbeat.exporters.influx_points import QUERIES
 from arcbeat.exporters.sinks import SinkError, V1Sink, V2Sink, make_sink, quote_ident
 from arcbeat.streams.settings import Settings
@@ -361,8 +360,8 @@ async def test_exports_every_record_type_and_commits(env: Settings) -> None:
         "used": 7,
         "limit": 980,
     }
-    await produce(s.kafka.bootstrap, s.status_topic, [*status, *scope_events, *bad])
-    await produce(s.kafka.bootstrap, fleet_topic(s), [*snapshots, *windows, capacity])
+    await produce(s.kafka.bootstrap, s.topics.status, [*status, *scope_events, *bad])
+    await produce(s.kafka.bootstrap, s.topics.fleet, [*snapshots, *windows, capacity])
     total_points = n + 2 + 2 * len(snapshots) + len(windows) + 1
 
     registry = CollectorRegistry()
@@ -387,7 +386,7 @@ async def test_exports_every_record_type_and_commits(env: Settings) -> None:
         assert sample(registry, "arcbeat_history_last_write_timestamp_seconds") > time.time() - 60
 
     # offsets: everything committed, including past the two skipped records
-    topics = [s.status_topic, fleet_topic(s)]
+    topics = [s.topics.status, s.topics.fleet]
     assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
         s.kafka.bootstrap, topics
     )
@@ -475,9 +474,9 @@ async def test_maintenance_windows_become_points(env: Settings) -> None:
     try:
         for value in (window, weekly, ended):
             await producer.send(
-                maintenance_topic(s), orjson.dumps(value), key=str(value["id"]).encode()
+                s.topics.maintenance, orjson.dumps(value), key=str(value["id"]).encode()
             )
-        await producer.send(maintenance_topic(s), None, key=b"mw-gone")
+        await producer.send(s.topics.maintenance, None, key=b"mw-gone")
         await producer.flush()
     finally:
         await producer.stop()
@@ -515,10 +514,10 @@ async def test_influxdb_outage_loses_nothing(
     )
     first, during = transitions(0, 100), transitions(100, 240)
     expected = {r["transitionId"] for r in first + during}
-    topics = [s.status_topic, fleet_topic(s)]
+    topics = [s.topics.status, s.topics.fleet]
 
     async with running(exporter):
-        await produce(s.kafka.bootstrap, s.status_topic, list(first))
+        await produce(s.kafka.bootstrap, s.topics.status, list(first))
 
         async def first_written() -> bool:
             return len(await transition_ids(s.influx.url, s.influx.db)) == len(first)
@@ -533,7 +532,7 @@ async def test_influxdb_outage_loses_nothing(
         max_buffered = 0
         paused_seen = False
         for chunk in range(0, len(during), 20):
-            await produce(s.kafka.bootstrap, s.status_topic, list(during[chunk : chunk + 20]))
+            await produce(s.kafka.bootstrap, s.topics.status, list(during[chunk : chunk + 20]))
             await asyncio.sleep(0.8)
             max_buffered = max(max_buffered, exporter.buffered_points)
             paused_seen = paused_seen or sample(registry, "arcbeat_history_consumption_paused") == 1
@@ -594,7 +593,7 @@ async def test_sigkilled_exporter_loses_nothing(env: Settings, tmp_path: Path) -
 
     child = spawn()
     try:
-        await produce(s.kafka.bootstrap, s.status_topic, list(records[:200]))
+        await produce(s.kafka.bootstrap, s.topics.status, list(records[:200]))
 
         async def some_written() -> bool:
             assert child.poll() is None, log.read_text()[-3000:]
@@ -603,7 +602,7 @@ async def test_sigkilled_exporter_loses_nothing(env: Settings, tmp_path: Path) -
         await wait_for("the first writes", some_written, 60, every=0.05)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-        await produce(s.kafka.bootstrap, s.status_topic, list(records[200:]))
+        await produce(s.kafka.bootstrap, s.topics.status, list(records[200:]))
         child = spawn()
 
         async def all_there() -> bool:
@@ -620,7 +619,7 @@ async def test_sigkilled_exporter_loses_nothing(env: Settings, tmp_path: Path) -
     ids = await transition_ids(s.influx.url, s.influx.db)
     assert len(ids) == len(records)
     assert set(ids) == {r["transitionId"] for r in records}
-    topics = [s.status_topic, fleet_topic(s)]
+    topics = [s.topics.status, s.topics.fleet]
     assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
         s.kafka.bootstrap, topics
     )
@@ -637,7 +636,7 @@ async def test_point_refused_by_influxdb_is_skipped_not_blocking(env: Settings) 
     records.insert(
         17, {"type": "ScopeSilent", "scope": "fleet", "machines": 99, "at": iso(BASE + 1)}
     )
-    await produce(s.kafka.bootstrap, s.status_topic, records)
+    await produce(s.kafka.bootstrap, s.topics.status, records)
 
     registry = CollectorRegistry()
     exporter = HistoryExporter(s, make_sink(s.influx), registry=registry)
@@ -650,7 +649,7 @@ async def test_point_refused_by_influxdb_is_skipped_not_blocking(env: Settings) 
 
         await wait_for("30 points written and 1 refused", done, 60)
     assert len(await transition_ids(s.influx.url, s.influx.db)) == 30
-    topics = [s.status_topic, fleet_topic(s)]
+    topics = [s.topics.status, s.topics.fleet]
     assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
         s.kafka.bootstrap, topics
     )
@@ -782,14 +781,14 @@ async def test_two_exporters_in_one_group_share_the_work(env: Settings) -> None:
     a = HistoryExporter(s, make_sink(s.influx), registry=reg_a, serve_metrics=False)
     b = HistoryExporter(s, make_sink(s.influx), registry=reg_b, serve_metrics=False)
     async with running(a):
-        await produce(s.kafka.bootstrap, s.status_topic, list(records[:150]))
+        await produce(s.kafka.bootstrap, s.topics.status, list(records[:150]))
         async with running(b):
 
             async def b_joined() -> bool:
                 return bool(b.assignment) and not (a.assignment & b.assignment)
 
             await wait_for("the second member's assignment", b_joined, 30)
-            await produce(s.kafka.bootstrap, s.status_topic, list(records[150:]))
+            await produce(s.kafka.bootstrap, s.topics.status, list(records[150:]))
 
             async def all_there() -> bool:
                 return len(await transition_ids(s.influx.url, s.influx.db)) >= len(records)
@@ -803,7 +802,7 @@ async def test_two_exporters_in_one_group_share_the_work(env: Settings) -> None:
             assert sample(reg_b, "arcbeat_history_points_written_total") > 0, "b got no work"
     ids = await transition_ids(s.influx.url, s.influx.db)
     assert len(ids) == len(records) and set(ids) == {r["transitionId"] for r in records}
-    topics = [s.status_topic, fleet_topic(s)]
+    topics = [s.topics.status, s.topics.fleet]
     assert await committed(s.kafka.bootstrap, history_group_id(s), topics) == await end_offsets(
         s.kafka.bootstrap, topics
     )

@@ -12,7 +12,6 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from arcbeat.exporters.history.exporter import HistoryExporter
-from arcbeat.exporters.history.maintenance import maintenance_topic
 from arcbeat.exporters.influx_points import maintenance_points
 from arcbeat.exporters.sinks import SinkError
 from arcbeat.streams.settings import Settings
@@ -77,8 +76,8 @@ def _exporter(sink: FlakySink) -> tuple[HistoryExporter, CollectorRegistry]:
 
 
 def test_maintenance_topic_follows_the_prefix() -> None:
-    assert maintenance_topic(Settings()) == "arcbeat.maintenance"
-    assert maintenance_topic(Settings().replace(topic_prefix="p")) == "p.maintenance"
+    assert Settings().topics.maintenance == "arcbeat.maintenance"
+    assert Settings().replace(topic_prefix="p").topics.maintenance == "p.maintenance"
 
 
 async def test_windows_are_written_after_a_failed_write_and_bad_records_are_skipped() -> None:

@@ -81,7 +81,7 @@ def test_replace_takes_flat_names_and_whole_sections() -> None:
 def test_topics_follow_prefix_and_app_id() -> None:
     s = Settings().replace(topic_prefix="p", app_id="g")
     assert s.topics == s.kafka.topics == Topics.of("p", "g")
-    assert (s.heartbeats_topic, s.status_topic, s.dlq_topic) == (
+    assert (s.topics.heartbeats, s.topics.status, s.topics.dlq) == (
         "p.heartbeats",
         "p.status",
         "p.heartbeats.dlq",

@@ -290,19 +290,16 @@ class Deployment:
             delete_topics(self.settings.kafka.bootstrap, (f"{self.name}.", f"{self.name}-"))
 
     # -- topics --------------------------------------------------------------------------------
-    @property
-    def status_topic(self) -> str:
-        return str(self.settings.status_topic)
-
     def status(self) -> Observed:
-        return Observed.parse(read_topic(self.settings.kafka.bootstrap, self.status_topic))
+        s = self.settings
+        return Observed.parse(read_topic(s.kafka.bootstrap, s.topics.status))
 
     def ticks(self) -> tuple[list[Tick], list[KafkaRecord]]:
         """Tick records and agent records of the heartbeats log."""
         ticks: list[Tick] = []
         agents: list[KafkaRecord] = []
         for r in read_topic(
-            self.settings.kafka.bootstrap, self.settings.heartbeats_topic, committed=False
+            self.settings.kafka.bootstrap, self.settings.topics.heartbeats, committed=False
         ):
             if any(k == TICK_HEADER for k, _ in r.headers):
                 ticks.append(Tick(r.partition, r.offset, r.timestamp))
@@ -319,7 +316,7 @@ class Deployment:
         reasons: Sequence[str | None] | None = None,
     ) -> list[AgentMessage]:
         """Produce (key, value) pairs to the heartbeats topic; record them like ground truth."""
-        topic = self.settings.heartbeats_topic
+        topic = self.settings.topics.heartbeats
         bootstrap = self.settings.kafka.bootstrap
 
         async def go() -> list[AgentMessage]:

@@ -101,7 +101,7 @@ async def test_every_record_is_a_valid_heartbeat_on_its_keys_partition(
     [producer] = made
     assert producer.started and producer.stopped
     assert (result.topic, result.machines, result.sent, result.errors) == (
-        settings.heartbeats_topic,
+        settings.topics.heartbeats,
         40,
         120,
         0,
@@ -113,7 +113,7 @@ async def test_every_record_is_a_valid_heartbeat_on_its_keys_partition(
     partition_of = KeyPartitioner(len(PARTITIONS))
     sequences: dict[str, list[tuple[int | None, str]]] = defaultdict(list)
     for topic, partition, records in producer.batches:
-        assert topic == settings.heartbeats_topic
+        assert topic == settings.topics.heartbeats
         assert 0 < len(records) <= producer.batch_limit
         for key, value in records:
             verdict = decode_heartbeat(

@@ -343,7 +343,7 @@ async def test_simulation_ground_truth_matches_the_topic(stack: Any, tmp_path: A
     assert truth[0]["event"] == "header" and truth[-1]["event"] == "end"
     sent = {(r["partition"], r["offset"]): r for r in truth if "offset" in r}
     assert len(sent) == result.sent
-    records = await read_topic(settings, settings.heartbeats_topic)
+    records = await read_topic(settings, settings.topics.heartbeats)
     assert len(records) == len(sent)
 
     seen: Counter[str] = Counter()
