@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web as aioweb
 
 from arcbeat.streams.api.auth import MAINTENANCE, READ, audit, principal_of, require
+from arcbeat.streams.api.errors import error as _error
 from arcbeat.streams.api.fleet_view import FleetView
 from arcbeat.streams.decide.maintenance import (
     MaintenanceError,
@@ -36,10 +37,6 @@ from arcbeat.streams.decide.maintenance import (
 FanOut = Callable[[aioweb.Request, str, dict[str, str]], Awaitable[tuple[list[Any], list[Any]]]]
 
 MATCH_CHUNK = 2000  # machines matched between two yields to the event loop
-
-
-def _error(status: int, detail: str) -> aioweb.Response:
-    return aioweb.json_response({"error": detail}, status=status)
 
 
 class MaintenanceAPI:

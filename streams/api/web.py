@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web as aioweb
 
 from arcbeat.streams.api.auth import READ, Authenticator, forward_headers, install, require
+from arcbeat.streams.api.errors import error as _error
 from arcbeat.streams.api.fleet_view import FleetView
 from arcbeat.streams.api.maintenance import MaintenanceAPI
 from arcbeat.streams.api.tls import client_context
@@ -420,7 +421,3 @@ class WorkerAPI:
 def _partial(missing: list[PeerError]) -> dict[str, Any]:
     """``partial`` (and the ``missing`` workers) of an answer merged from every worker."""
     return {"partial": bool(missing), "missing": [m.missing() for m in missing]}
-
-
-def _error(status: int, detail: str) -> aioweb.Response:
-    return aioweb.json_response({"error": detail}, status=status)
