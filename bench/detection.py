@@ -44,8 +44,8 @@ from arcbeat.bench.fleetload import FleetEncoder
 from arcbeat.bench.kafka_admin import create_deployment_topics
 from arcbeat.bench.stats import summary
 from arcbeat.deploy.agents.producer import make_producer
-from arcbeat.streams.decide.records import parse_rfc3339, rfc3339
 from arcbeat.streams.decide.status import Status
+from arcbeat.streams.decide.timestamps import parse_rfc3339, rfc3339
 from arcbeat.streams.settings import Settings
 
 Send = tuple[float, int, str, int]  # when (unix), machine, kind, sequence

@@ -19,7 +19,7 @@ from arcbeat.deploy.agents.payloads import PayloadFactory
 from arcbeat.deploy.agents.producer import make_producer
 from arcbeat.deploy.agents.scenarios import Fleet, FleetSpec, fleet_locations
 from arcbeat.streams.decide.partitioner import KeyPartitioner
-from arcbeat.streams.decide.records import rfc3339
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
 
 Progress = Callable[[str], None]

@@ -51,8 +51,8 @@ from arcbeat.streams.decide.records import (
     REJECT_REASONS,
     Heartbeat,
     decode_heartbeat,
-    parse_resource_id,
 )
+from arcbeat.streams.decide.resource_ids import parse_resource_id
 
 REPORT = Path(__file__).resolve().parent / "reports" / "fuzz.json"
 INTERNAL = "could not validate the message"

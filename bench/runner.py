@@ -40,7 +40,7 @@ from arcbeat.bench.kafka_admin import delete_topics_with_prefix, run_prefix
 from arcbeat.bench.replay import run_replay
 from arcbeat.bench.startup import run_startup
 from arcbeat.bench.throughput import run_throughput
-from arcbeat.streams.decide.records import rfc3339
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
 
 DEFAULT_OUT = Path("bench/reports")

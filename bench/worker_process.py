@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from arcbeat.streams.decide.records import parse_rfc3339
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 
 
 class WorkerError(RuntimeError):

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from arcbeat.deploy.replay_report import Report, Side, oracle, summarize
 from arcbeat.streams.decide.decisions_settings import deciding, differences, with_recorded
 from arcbeat.streams.decide.early_warning import replay_decisions
-from arcbeat.streams.decide.records import rfc3339
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.kafka import ticks
 from arcbeat.streams.replay.log import (
     PartitionPlan,

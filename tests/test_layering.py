@@ -131,6 +131,9 @@ def test_pure_modules_import_no_kafka_aiohttp_or_io(module: str) -> None:
 # what the agents may use of arcbeat, besides their own package
 AGENT_NEEDS = (
     "arcbeat.streams.decide.records",
+    "arcbeat.streams.decide.resource_ids",
+    "arcbeat.streams.decide.timestamps",
+    "arcbeat.streams.decide.quoting",
     "arcbeat.streams.decide.identity",
     "arcbeat.streams.settings",
     "arcbeat.streams.kafka.client",

@@ -14,7 +14,7 @@ from arcbeat.deploy.agents.producer import check_topic, make_producer
 from arcbeat.deploy.agents.running import Progress
 from arcbeat.deploy.agents.scenarios import Fleet, FleetSpec, fleet_locations
 from arcbeat.streams.decide.partitioner import KeyPartitioner
-from arcbeat.streams.decide.records import rfc3339
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
 
 

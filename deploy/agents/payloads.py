@@ -9,7 +9,7 @@ from typing import Any, Final
 import orjson
 
 from arcbeat.deploy.agents.scenarios import AGENT_VERSIONS, OPERATING_SYSTEMS, Fleet, MalformedKind
-from arcbeat.streams.decide.records import rfc3339
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
 
 # a location no deployment accepts

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from arcbeat.streams.decide.records import resource_id
+from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.settings import DEFAULT_REGIONS, Settings
 
 # (osType, osName, osVersion); the last entries are outside the supported list on purpose

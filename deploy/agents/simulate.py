@@ -38,7 +38,8 @@ from arcbeat.deploy.agents.scenarios import (
     fleet_locations,
 )
 from arcbeat.streams.decide.partitioner import KeyPartitioner
-from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat, rfc3339
+from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
 
 # per-machine state flags (one byte per machine)

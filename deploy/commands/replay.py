@@ -18,7 +18,7 @@ from arcbeat.deploy.replay_run import (
     parse_overrides,
     what_if,
 )
-from arcbeat.streams.decide.records import parse_rfc3339
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.settings import Settings, SettingsError, parse_duration
 
 

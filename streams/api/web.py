@@ -32,8 +32,8 @@ from arcbeat.streams.api.tls import client_context
 from arcbeat.streams.decide.engine import CountKey
 from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError, merge_all
 from arcbeat.streams.decide.machines import Machine
-from arcbeat.streams.decide.records import rfc3339
 from arcbeat.streams.decide.status import Status, is_flapping
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
 
 log = logging.getLogger("arcbeat.web")

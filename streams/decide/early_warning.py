@@ -30,7 +30,7 @@ from arcbeat.streams.decide.degradation import (
     merge,
     new_counters,
 )
-from arcbeat.streams.decide.records import rfc3339
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
 
 LOCATION = "location="

@@ -41,7 +41,6 @@ from arcbeat.streams.decide.records import (
     Reject,
     decode_heartbeat,
     dlq_record,
-    rfc3339,
     split_heartbeat,
 )
 from arcbeat.streams.decide.stats import EngineStats
@@ -56,6 +55,7 @@ from arcbeat.streams.decide.status import (
     on_deadline,
     on_message,
 )
+from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
 
 Topic = Literal["status", "dlq", "fleet"]

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from arcbeat.streams.decide.degradation import new_counters
-from arcbeat.streams.decide.records import Heartbeat, resource_id
+from arcbeat.streams.decide.records import Heartbeat
+from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.status import MachineState, Status
 
 

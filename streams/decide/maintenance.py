@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from arcbeat.streams.decide.records import parse_resource_id, parse_rfc3339, rfc3339
+from arcbeat.streams.decide.resource_ids import parse_resource_id
+from arcbeat.streams.decide.timestamps import parse_rfc3339, rfc3339
 from arcbeat.streams.settings import parse_duration as _settings_duration
 
 DAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

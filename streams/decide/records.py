@@ -1,5 +1,5 @@
-"""The heartbeat contract (docs/heartbeat-contract.md): Resource IDs, heartbeats, rejects and
-DLQ records.
+"""The heartbeat contract (docs/heartbeat-contract.md): heartbeats, rejects and DLQ records
+(Resource IDs: :mod:`.resource_ids`; times: :mod:`.timestamps`).
 
 Everything on the wire is JSON (orjson), camelCase. :func:`decode_heartbeat` is the worker's
 hot path: it never raises, and turns any input into a :class:`Heartbeat` or a :class:`Reject`
@@ -9,14 +9,19 @@ whose ``detail`` says what is wrong, where (the field path) and how to fix it.
 from __future__ import annotations
 
 import base64
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Final, Literal, NoReturn
+from datetime import datetime
+from typing import Any, Final, Literal, NoReturn, get_args
 
 import orjson
+
+from arcbeat.streams.decide.quoting import json_type as _json_type
+from arcbeat.streams.decide.quoting import short as _short
+from arcbeat.streams.decide.quoting import show as _show
+from arcbeat.streams.decide.resource_ids import MAX_RESOURCE_ID, RESOURCE_ID_RE, resource_id_problem
+from arcbeat.streams.decide.timestamps import parse_rfc3339, rfc3339
 
 # --------------------------------------------------------------------------------------------
 # limits (docs/heartbeat-contract.md, Machines and Resource IDs, Fields)
@@ -29,7 +34,6 @@ MAX_LOCATION: Final = 64
 MAX_OS_NAME: Final = 128
 MAX_OS_VERSION: Final = 64
 MAX_AGENT_VERSION: Final = 64
-MAX_RESOURCE_ID: Final = 512
 MAX_SEQUENCE: Final = 2**63  # exclusive: a Java long, so any consumer can hold it
 
 Kind = Literal["heartbeat", "connect", "disconnect"]
@@ -44,199 +48,9 @@ RejectReason = Literal[
     "key_mismatch",
     "missing_key",
     "invalid_utf8",
-    "unauthorized",
-]
-REJECT_REASONS: Final[tuple[RejectReason, ...]] = (
-    "invalid_json",
-    "schema",
-    "too_large",
-    "unsupported_region",
-    "key_mismatch",
-    "missing_key",
-    "invalid_utf8",
     "unauthorized",  # identity binding (decide.identity), never from decode_heartbeat
-)
-
-PROVIDER: Final = "Microsoft.HybridCompute/machines"
-RESOURCE_ID_FORMAT: Final = (
-    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}"
-    "/providers/Microsoft.HybridCompute/machines/{machineName}"
-)
-
-# --------------------------------------------------------------------------------------------
-# Resource IDs
-
-# ASCII only: with re.IGNORECASE alone, [a-z] would also match the Kelvin sign and the long s.
-_ASCII_I: Final = re.ASCII | re.IGNORECASE
-_GUID: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_RG: Final = r"[a-z0-9_().-]{0,89}[a-z0-9_()-]"
-_MACHINE: Final = r"[a-z0-9_.-]{1,64}"
-_RESOURCE_ID_RE: Final = re.compile(
-    rf"/subscriptions/({_GUID})/resourcegroups/({_RG})"
-    rf"/providers/microsoft\.hybridcompute/machines/({_MACHINE})",
-    _ASCII_I,
-)
-_GUID_RE: Final = re.compile(_GUID, _ASCII_I)
-_RG_RE: Final = re.compile(_RG, _ASCII_I)
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceId:
-    """An Azure-style machine Resource ID; compare machines by :attr:`key`."""
-
-    subscription_id: str
-    resource_group: str
-    machine_name: str
-    original: str
-
-    @property
-    def key(self) -> str:
-        """The lower-cased Resource ID: Kafka message key and table key."""
-        return self.original.lower()
-
-    def __str__(self) -> str:
-        return self.original
-
-
-def resource_id(subscription_id: str, resource_group: str, machine_name: str) -> str:
-    """Format a Resource ID string (not validated; see :func:`parse_resource_id`)."""
-    return (
-        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
-        f"/providers/Microsoft.HybridCompute/machines/{machine_name}"
-    )
-
-
-def parse_resource_id(text: str) -> ResourceId:
-    """Parse a machine Resource ID, or raise :class:`ValueError` saying which part is wrong."""
-    if not isinstance(text, str):
-        raise ValueError(f"a Resource ID must be a string, got {_type_name(text)}")
-    if len(text) <= MAX_RESOURCE_ID:
-        m = _RESOURCE_ID_RE.fullmatch(text)
-        if m is not None:
-            return ResourceId(m.group(1), m.group(2), m.group(3), text)
-    raise ValueError(_resource_id_problem(text))
-
-
-def _resource_id_problem(text: str) -> str:
-    """The slow path: explain precisely why ``text`` is not a machine Resource ID."""
-    shown = _show(text)
-    if len(text) > MAX_RESOURCE_ID:
-        return f"Resource ID is {len(text)} characters, at most {MAX_RESOURCE_ID} allowed"
-    parts = text.split("/")
-    expected = f"expected {RESOURCE_ID_FORMAT}, got {shown}"
-    if len(parts) != 9 or parts[0] != "":
-        return f"Resource ID must have 8 segments separated by '/': {expected}"
-    for index, word in ((1, "subscriptions"), (3, "resourceGroups"), (5, "providers")):
-        if parts[index].lower() != word.lower():
-            return (
-                f"Resource ID segment {index} must be {word!r}, "
-                f"got {_show(parts[index])}: {expected}"
-            )
-    provider = f"{parts[6]}/{parts[7]}"
-    if provider.lower() != PROVIDER.lower():
-        return (
-            f"Resource ID provider must be {PROVIDER!r} (case-insensitive), "
-            f"got {_show(provider)}: arcbeat only tracks Arc-enabled servers"
-        )
-    sub, rg, name = parts[2], parts[4], parts[8]
-    if not _GUID_RE.fullmatch(sub):
-        return (
-            f"subscriptionId {_show(sub)} is not a GUID: "
-            "expected 8-4-4-4-12 hexadecimal digits such as 00000000-0000-0000-0000-000000000000"
-        )
-    if not 1 <= len(rg) <= 90:
-        return f"resourceGroup must be 1-90 characters, got {len(rg)}"
-    if rg.endswith("."):
-        return f"resourceGroup {_show(rg)} must not end with '.'"
-    if not _RG_RE.fullmatch(rg):
-        return (
-            f"resourceGroup {_show(rg)} may only contain ASCII letters, digits and -_.() "
-            f"(bad character {_show(_first_bad(rg, '-_.()'))})"
-        )
-    if not 1 <= len(name) <= 64:
-        return f"machineName must be 1-64 characters, got {len(name)}"
-    return (
-        f"machineName {_show(name)} may only contain ASCII letters, digits and -_. "
-        f"(bad character {_show(_first_bad(name, '-_.'))})"
-    )
-
-
-def _first_bad(text: str, extra: str) -> str:
-    for ch in text:
-        if not (ch.isascii() and (ch.isalnum() or ch in extra)):
-            return ch
-    return ""
-
-
-# --------------------------------------------------------------------------------------------
-# RFC 3339 time
-
-
-_RFC3339_RE: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})",
-    re.ASCII,
-)
-_fromiso: Final = datetime.fromisoformat
-
-
-_SECONDS: dict[int, str] = {}  # whole second -> "2024-05-01T12:00:00" (the recent ones)
-
-
-def rfc3339(ts: float) -> str:
-    """Unix seconds -> ``2024-05-01T12:00:00.123Z`` (milliseconds, or microseconds if needed)."""
-    sec = math.floor(ts)
-    us = round((ts - sec) * 1_000_000)
-    if us >= 1_000_000:  # rounding reached the next second
-        sec, us = sec + 1, us - 1_000_000
-    head = _SECONDS.get(sec)
-    if head is None:
-        # formatting a date costs microseconds; records of one second share it
-        if len(_SECONDS) > 4096:
-            _SECONDS.clear()
-        head = _SECONDS[sec] = f"{datetime.fromtimestamp(sec, UTC):%Y-%m-%dT%H:%M:%S}"
-    if us % 1000 == 0:
-        return f"{head}.{us // 1000:03d}Z"
-    return f"{head}.{us:06d}Z"
-
-
-def parse_rfc3339(text: str) -> float:
-    """RFC 3339 timestamp with a time zone (``Z`` or ``+hh:mm``) -> unix seconds (UTC).
-
-    Raises :class:`ValueError` for anything else (no zone, ISO week dates, ...).
-    """
-    n = len(text)
-    if (
-        (n == 24 or n == 20 or n == 27)
-        and text[-1] == "Z"
-        and text[10] == "T"
-        and text[4] == "-"
-        and text[7] == "-"
-        and text[13] == ":"
-        and text[16] == ":"
-        and (n == 20 or text[19] == ".")
-    ):
-        # fast path: the shape is fixed and fromisoformat only takes ASCII digits in between
-        try:
-            return _fromiso(text).timestamp()
-        except ValueError:
-            pass  # e.g. a leap second: the slow path below handles it or explains
-    m = _RFC3339_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(
-            f"expected an RFC 3339 timestamp with a time zone such as "
-            f"2024-05-01T12:00:00Z or 2024-05-01T14:00:00+02:00, got {_show(text)}"
-        )
-    leap = m.group(6) == "60"  # RFC 3339 allows a leap second; Python does not
-    if text[10] != "T" or text[-1] == "z" or leap:
-        text = f"{text[:10]}T{text[11:17]}{'59' if leap else text[17:19]}{text[19:]}"
-        if text[-1] == "z":
-            text = text[:-1] + "Z"
-    try:
-        d = _fromiso(text)
-    except ValueError as exc:
-        raise ValueError(f"not a valid date/time: {_show(text)} ({exc})") from None
-    return d.timestamp() + (1.0 if leap else 0.0)
-
+]
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 
 # --------------------------------------------------------------------------------------------
 # records
@@ -343,7 +157,7 @@ def split_heartbeat(raw: bytes) -> tuple[bytes, float, int | None] | None:
     if secs is None:
         # a fleet's heartbeats of one second share it: parsing a date costs a microsecond
         try:
-            secs = int(_fromiso(whole.decode() + "+00:00").timestamp())
+            secs = int(datetime.fromisoformat(whole.decode() + "+00:00").timestamp())
         except ValueError:  # e.g. month 13: the full decoder explains it
             return None
         if len(_TAIL_SECONDS) > 4096:
@@ -501,9 +315,9 @@ def _build(obj: dict[str, Any]) -> Heartbeat:
 
     if type(rid) is not str:
         raise _Bad(f"field 'resourceId': expected a string, got {_json_type(rid)}")
-    m = _RESOURCE_ID_RE.fullmatch(rid) if len(rid) <= MAX_RESOURCE_ID else None
+    m = RESOURCE_ID_RE.fullmatch(rid) if len(rid) <= MAX_RESOURCE_ID else None
     if m is None:
-        raise _Bad(f"field 'resourceId': {_resource_id_problem(rid)}")
+        raise _Bad(f"field 'resourceId': {resource_id_problem(rid)}")
 
     kind = get("kind")
     if kind is None:
@@ -684,36 +498,3 @@ def dlq_record(
     if truncated:
         rec["rawTruncated"] = True
     return orjson.dumps(rec)
-
-
-# --------------------------------------------------------------------------------------------
-# helpers for details
-
-
-def _show(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _short(name: str, limit: int = 40) -> str:
-    return name if len(name) <= limit else name[: limit - 3] + "..."
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _type_name(value: object) -> str:
-    return type(value).__name__

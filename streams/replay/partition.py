@@ -22,7 +22,7 @@ import orjson
 from arcbeat.streams.decide.decisions_settings import differences
 from arcbeat.streams.decide.early_warning import PartitionSample, planned_scopes
 from arcbeat.streams.decide.engine import Emit, Engine, Verdict
-from arcbeat.streams.decide.records import parse_rfc3339
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.kafka import ticks
 from arcbeat.streams.kafka.ticks import TICK_HEADER
 from arcbeat.streams.settings import Settings

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 import arcbeat_agent.contract as agent
 from arcbeat.streams.decide import identity as server_identity
 from arcbeat.streams.decide import records as server
+from arcbeat.streams.decide import resource_ids as server_ids
+from arcbeat.streams.decide import timestamps as server_times
 from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat
 
 GUID = st.uuids().map(str)
@@ -27,10 +29,11 @@ SEGMENT = st.one_of(
 def test_the_constants_are_the_same() -> None:
     for name in (
         "MAX_MESSAGE_BYTES", "MAX_TAGS", "MAX_TAG_NAME", "MAX_TAG_VALUE", "MAX_LOCATION",
-        "MAX_OS_NAME", "MAX_OS_VERSION", "MAX_AGENT_VERSION", "MAX_RESOURCE_ID", "KINDS",
-        "OS_TYPES", "PROVIDER", "RESOURCE_ID_FORMAT",
+        "MAX_OS_NAME", "MAX_OS_VERSION", "MAX_AGENT_VERSION", "KINDS", "OS_TYPES",
     ):
         assert getattr(agent, name) == getattr(server, name), name
+    for name in ("MAX_RESOURCE_ID", "PROVIDER", "RESOURCE_ID_FORMAT"):
+        assert getattr(agent, name) == getattr(server_ids, name), name
     assert agent.PRINCIPAL_HEADER == server_identity.PRINCIPAL_HEADER
     assert agent.SIGNATURE_HEADER == server_identity.SIGNATURE_HEADER
 
@@ -58,12 +61,12 @@ def _outcome(parse: object, text: str) -> tuple[str, ...]:
     )
 )
 def test_resource_ids_parse_the_same(text: str) -> None:
-    assert _outcome(agent.parse_resource_id, text) == _outcome(server.parse_resource_id, text)
+    assert _outcome(agent.parse_resource_id, text) == _outcome(server_ids.parse_resource_id, text)
 
 
 def test_resource_id_formatting_is_the_same() -> None:
     args = ("00000000-0000-0000-0000-000000000001", "rg-A", "Web-01")
-    assert agent.resource_id(*args) == server.resource_id(*args)
+    assert agent.resource_id(*args) == server_ids.resource_id(*args)
 
 
 TAGS = st.dictionaries(
@@ -96,7 +99,7 @@ def test_bodies_are_byte_equal_and_accepted(
     }
     body = agent.heartbeat_payload(rid, **kwargs)  # type: ignore[arg-type]
     assert body == server.heartbeat_payload(rid, **kwargs)  # type: ignore[arg-type]
-    assert agent.rfc3339(sent_at) == server.rfc3339(sent_at)
+    assert agent.rfc3339(sent_at) == server_times.rfc3339(sent_at)
     verdict = decode_heartbeat(body, rid.lower().encode(), accepts_region=lambda _r: True)
     if len(body) <= agent.MAX_MESSAGE_BYTES and agent.check_tags(tags) is not None:
         assert isinstance(verdict, Heartbeat), verdict

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.decide.records import parse_rfc3339
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 from tests.support.deployment import Deployment
 from tests.support.kafka import read_topic
 from tests.support.progress import say

@@ -37,7 +37,8 @@ from aiokafka import AIOKafkaProducer
 
 from arcbeat.deploy.api_client import ApiError, call
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.decide.records import heartbeat_key, heartbeat_payload, resource_id
+from arcbeat.streams.decide.records import heartbeat_key, heartbeat_payload
+from arcbeat.streams.decide.resource_ids import resource_id
 from tests.support.deployment import Deployment
 from tests.support.kafka import read_topic
 from tests.support.progress import say

@@ -35,7 +35,7 @@ from arcbeat.deploy import kafka_security as ks
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.identity import IdentityBindings, make_binding
-from arcbeat.streams.decide.records import resource_id
+from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.settings import Settings, SettingsError
 from arcbeat_agent.check import run_check

@@ -36,12 +36,8 @@ from arcbeat.deploy.agents.scenarios import (
     fleet_locations,
 )
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.decide.records import (
-    Heartbeat,
-    decode_heartbeat,
-    heartbeat_payload,
-    parse_rfc3339,
-)
+from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat, heartbeat_payload
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 from tests.support.deployment import Deployment, WorkerProcess
 from tests.support.groundtruth import GroundTruth
 from tests.support.kafka import read_topic

@@ -25,7 +25,9 @@ from arcbeat.streams.decide.degradation import DELAY_BOUNDS, Detector, Rule, Sco
 from arcbeat.streams.decide.early_warning import Decider, PartitionSample, planned_scopes
 from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.maintenance import Selector, Window, to_json
-from arcbeat.streams.decide.records import heartbeat_payload, parse_rfc3339, resource_id
+from arcbeat.streams.decide.records import heartbeat_payload
+from arcbeat.streams.decide.resource_ids import resource_id
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.settings import Settings
 
 SUB = "00000000-0000-0000-0000-0000000000f2"

@@ -28,8 +28,10 @@ from arcbeat.streams.decide.engine import Emit, Engine, Verdict
 from arcbeat.streams.decide.machines import from_slot
 from arcbeat.streams.decide.maintenance import Selector, Window
 from arcbeat.streams.decide.maintenance import to_json as maintenance_json
-from arcbeat.streams.decide.records import heartbeat_payload, parse_rfc3339, resource_id
+from arcbeat.streams.decide.records import heartbeat_payload
+from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.status import Status
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.kafka import checkpoint
 from arcbeat.streams.kafka.batch import HeartbeatLoop, Owned
 from arcbeat.streams.kafka.checkpoint import Pointer

@@ -21,12 +21,8 @@ from arcbeat.streams.decide.identity import (
     sign,
     signature_headers,
 )
-from arcbeat.streams.decide.records import (
-    Heartbeat,
-    decode_heartbeat,
-    heartbeat_payload,
-    resource_id,
-)
+from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat, heartbeat_payload
+from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.settings import Settings
 
 SUB_A = "00000000-0000-0000-0000-00000000000a"

@@ -26,7 +26,8 @@ from arcbeat.streams.decide.maintenance import (
     record_key,
     to_json,
 )
-from arcbeat.streams.decide.records import parse_rfc3339, resource_id
+from arcbeat.streams.decide.resource_ids import resource_id
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RID = resource_id(SUB, "rg-Prod", "web-01")

@@ -16,17 +16,14 @@ from arcbeat.streams.decide.records import (
     REJECT_REASONS,
     Heartbeat,
     Reject,
-    ResourceId,
     decode_heartbeat,
     dlq_record,
     encode_heartbeat,
     heartbeat_key,
     heartbeat_payload,
-    parse_resource_id,
-    parse_rfc3339,
-    resource_id,
-    rfc3339,
 )
+from arcbeat.streams.decide.resource_ids import ResourceId, parse_resource_id, resource_id
+from arcbeat.streams.decide.timestamps import parse_rfc3339, rfc3339
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RID = resource_id(SUB, "RG-Web-01", "VM-000123")

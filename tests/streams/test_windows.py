@@ -17,7 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arcbeat.streams.decide.engine import Emit, Engine
-from arcbeat.streams.decide.records import heartbeat_payload, parse_rfc3339, resource_id
+from arcbeat.streams.decide.records import heartbeat_payload
+from arcbeat.streams.decide.resource_ids import resource_id
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.kafka import checkpoint
 from arcbeat.streams.settings import Settings
 

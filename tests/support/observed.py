@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from arcbeat.streams.decide.records import parse_rfc3339
+from arcbeat.streams.decide.timestamps import parse_rfc3339
 from tests.support.kafka import KafkaRecord
 
 

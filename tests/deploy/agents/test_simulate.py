@@ -33,12 +33,8 @@ from arcbeat.deploy.agents.scenarios import (
 )
 from arcbeat.deploy.agents.simulate import Simulator, simulate
 from arcbeat.streams.decide.partitioner import KeyPartitioner
-from arcbeat.streams.decide.records import (
-    Heartbeat,
-    Reject,
-    decode_heartbeat,
-    parse_resource_id,
-)
+from arcbeat.streams.decide.records import Heartbeat, Reject, decode_heartbeat
+from arcbeat.streams.decide.resource_ids import parse_resource_id
 from arcbeat.streams.settings import Settings
 
 ALL = ["outages", "flap", "disconnect", "location-silent", "duplicates", "malformed", "skew"]
