@@ -23,14 +23,8 @@ from aiohttp import web as aioweb
 from arcbeat.streams.api.auth import MAINTENANCE, READ, audit, principal_of, require
 from arcbeat.streams.api.errors import error as _error
 from arcbeat.streams.api.fleet_view import FleetView
-from arcbeat.streams.decide.maintenance import (
-    MaintenanceError,
-    Selector,
-    decode,
-    new_window_id,
-    parse_request,
-    to_json,
-)
+from arcbeat.streams.decide.maintenance import MaintenanceError, Selector
+from arcbeat.streams.decide.maintenance_codec import decode, new_window_id, parse_request, to_json
 
 # asks every other worker (path, query) on behalf of a request's caller: (their answers, the
 # workers that failed, each with a .missing() dict): WorkerAPI.fan_out_partial

@@ -34,7 +34,7 @@ from arcbeat.streams.decide.machines import (
     to_slot,
 )
 from arcbeat.streams.decide.maintenance import Book, MaintenanceError
-from arcbeat.streams.decide.maintenance import from_json as window_from_json
+from arcbeat.streams.decide.maintenance_codec import from_json as window_from_json
 from arcbeat.streams.decide.partitioner import KeyPartitioner
 from arcbeat.streams.decide.records import (
     Heartbeat,

@@ -16,15 +16,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from arcbeat.streams.decide.maintenance import (
-    Book,
-    MaintenanceError,
-    Window,
-    decode,
-    encode,
-    record_key,
-)
-from arcbeat.streams.decide.maintenance import to_json as window_json
+from arcbeat.streams.decide.maintenance import Book, MaintenanceError, Window
+from arcbeat.streams.decide.maintenance_codec import decode, encode, record_key
+from arcbeat.streams.decide.maintenance_codec import to_json as window_json
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.kafka.compacted import CompactedReader
 from arcbeat.streams.settings import Settings

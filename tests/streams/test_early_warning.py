@@ -24,7 +24,8 @@ import pytest
 from arcbeat.streams.decide.degradation import DELAY_BOUNDS, Detector, Rule, ScopeSample, baseline
 from arcbeat.streams.decide.early_warning import Decider, PartitionSample, planned_scopes
 from arcbeat.streams.decide.engine import Engine
-from arcbeat.streams.decide.maintenance import Selector, Window, to_json
+from arcbeat.streams.decide.maintenance import Selector, Window
+from arcbeat.streams.decide.maintenance_codec import to_json
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.timestamps import parse_rfc3339

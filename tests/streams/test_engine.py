@@ -27,7 +27,7 @@ from arcbeat.streams.decide.deadlines import ScopeCounts
 from arcbeat.streams.decide.engine import Emit, Engine, Verdict
 from arcbeat.streams.decide.machines import from_slot
 from arcbeat.streams.decide.maintenance import Selector, Window
-from arcbeat.streams.decide.maintenance import to_json as maintenance_json
+from arcbeat.streams.decide.maintenance_codec import to_json as maintenance_json
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.status import Status

@@ -12,12 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.decide.maintenance import (
-    Book,
-    MaintenanceError,
-    Recurrence,
-    Selector,
-    Window,
+from arcbeat.streams.decide.maintenance import Book, MaintenanceError, Recurrence, Selector, Window
+from arcbeat.streams.decide.maintenance_codec import (
     decode,
     encode,
     new_window_id,
