@@ -37,3 +37,6 @@ class EngineStats:
     detection_delay: Histogram = field(default_factory=Histogram)
     delivery_delay: Histogram = field(default_factory=Histogram)
     last_event_at: float = 0.0
+    # machines the ticks looked at (decoded and judged): grows with the machines due, never
+    # with those merely held (tests count it)
+    tick_looks: int = 0
