@@ -69,7 +69,13 @@ class Restored:
 def encode(idx: PartitionIndex, p: int, offset: int) -> list[bytes]:
     """The records of a checkpoint of ``idx`` at heartbeats offset ``offset``: a header, then
     chunks of machines."""
-    header = orjson.dumps(
+    return list(encoding(idx, p, offset))
+
+
+def encoding(idx: PartitionIndex, p: int, offset: int) -> Iterator[bytes]:
+    """:func:`encode` one record at a time (a chunk is ~10-20 ms of work), so that the writer
+    can let its event loop run between chunks. ``idx`` must not change until the last one."""
+    yield orjson.dumps(
         {
             "format": FORMAT,
             "partition": p,
@@ -83,15 +89,26 @@ def encode(idx: PartitionIndex, p: int, offset: int) -> list[bytes]:
             "maintenance": idx.planned_json,
         }
     )
-    out = [header]
-    items = list(idx.machines.items())
-    for i in range(0, len(items), CHUNK_MACHINES):
-        out.append(orjson.dumps([to_row(k, s) for k, s in items[i : i + CHUNK_MACHINES]]))
-    return out
+    chunk: list[list[Any]] = []
+    for k, s in idx.machines.items():
+        chunk.append(to_row(k, s))
+        if len(chunk) == CHUNK_MACHINES:
+            yield orjson.dumps(chunk)
+            chunk = []
+    if chunk:
+        yield orjson.dumps(chunk)
 
 
 def decode(records: Iterable[bytes]) -> Restored:
     """A checkpoint's records (in order), decoded."""
+    for got in decoding(records):
+        if got is not None:
+            return got
+    raise ValueError("checkpoint: no records")  # decoding ends with the Restored
+
+
+def decoding(records: Iterable[bytes]) -> Iterator[Restored | None]:
+    """:func:`decode` one record at a time: None after each chunk, the Restored last."""
     it: Iterator[bytes] = iter(records)
     header: dict[str, Any] = orjson.loads(next(it))
     if header.get("format") != FORMAT:
@@ -104,18 +121,27 @@ def decode(records: Iterable[bytes]) -> Restored:
             ok = ix[0] == "Connected" and ix[5] is None
             machines[k] = Slot(rec.encode(), ok, fp, hb, sent, seq, wstart, received)
             add(tuple(ix))
+        yield None
     if len(machines) != header["machines"]:
         raise ValueError(
             f"checkpoint of partition {header['partition']}: {len(machines)} machines read, "
             f"{header['machines']} written"
         )
-    return Restored(header, machines, index)
+    yield Restored(header, machines, index)
 
 
 def restore(engine: Engine, p: int, cp: Restored) -> int:
     """Install a decoded checkpoint as partition ``p``'s state; returns the machine count."""
+    for _ in restoring(engine, p, cp):
+        pass
+    return len(cp.machines)
+
+
+def restoring(engine: Engine, p: int, cp: Restored) -> Iterator[int]:
+    """:func:`restore` in steps (yields the machines done so far); the partition is installed
+    after the last one."""
     h = cp.header
-    engine.adopt(
+    return engine.adopting(
         p,
         cp.machines,
         cp.index,
@@ -126,4 +152,3 @@ def restore(engine: Engine, p: int, cp: Restored) -> int:
         seed=h.get("seed"),
         maintenance=h.get("maintenance") or (),
     )
-    return len(cp.machines)

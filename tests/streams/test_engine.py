@@ -896,6 +896,23 @@ def test_readiness_states() -> None:
     assert loop.readiness() == (True, "ready")
 
 
+def test_ready_within_one_tick_of_the_log_end() -> None:
+    """The tick a worker has just written (the log end is read right after it) is read a
+    moment later: readiness does not flicker for it."""
+    loop = _loop()
+    loop.started = True
+    loop.board.ready.set()
+    o = _own(loop, 0, "live", position=10)
+    loop.end_offsets = {0: 10}
+    loop.ends_at = loop.last_loop_at = time.monotonic()
+    assert loop.readiness() == (True, "ready")
+    loop.previous_ends, loop.end_offsets = loop.end_offsets, {0: 11}  # the next tick
+    assert loop.lag() == {0: 1}
+    assert loop.readiness() == (True, "ready")
+    o.position = 9  # behind the log end of the previous tick: catching up
+    assert loop.readiness() == (False, "catching up: lag 2")
+
+
 def test_lag_counts_owned_partitions_only_and_never_below_zero() -> None:
     loop = _loop()
     _own(loop, 0, "live", position=12)
