@@ -12,7 +12,9 @@ Phases (each on its own topics under one unique prefix, deleted at the end):
    /readyz 200;
 5. big state: M machines in state through the live path (a day of ticks, 3 heartbeats each):
    memory, /metrics scrape, restart to /readyz 200;
-6. catch-up: the big-state worker stopped while 2 heartbeats per machine wait, started again.
+6. catch-up: the big-state worker stopped while 2 heartbeats per machine wait, started again;
+7. mass outage: a big fleet in state, one location and then the whole fleet silent and held
+   (CPU while held, tick time, event loop lag, readiness, restarts, release at the hold's end).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from arcbeat.bench.detection import detection_interval, run_detection
 from arcbeat.bench.engine_profile import run_engine_profile
 from arcbeat.bench.goals import evaluate
 from arcbeat.bench.kafka_admin import delete_topics_with_prefix, run_prefix
+from arcbeat.bench.massoutage import run_massoutage
 from arcbeat.bench.startup import run_startup
 from arcbeat.bench.throughput import run_throughput
 from arcbeat.streams.records import rfc3339
@@ -42,7 +45,7 @@ from arcbeat.streams.settings import Settings
 DEFAULT_OUT = Path("bench/reports")
 
 
-PHASES = ("engine", "throughput", "detection", "startup", "bigState", "catchUp")
+PHASES = ("engine", "throughput", "detection", "startup", "bigState", "catchUp", "massOutage")
 
 
 def _phase(
@@ -116,6 +119,7 @@ def run_bench(
     detect_window = args.detect_window or (40.0 if quick else 75.0)
     silent = args.silent or max(10, min(2000, machines // 50))
     variants = (not quick) if args.variants is None else bool(args.variants)
+    outage = getattr(args, "outage_machines", None) or (100_000 if quick else 1_000_000)
     workdir = Path(tempfile.mkdtemp(prefix="arcbeat-bench-"))
     b = Bench(settings, run_prefix(), workdir)
     started = time.time()
@@ -149,6 +153,10 @@ def run_bench(
             "detectWindow": detect_window,
             "detectInterval": args.detect_interval,
             "silent": silent,
+            "outageMachines": outage,
+            "outageInterval": getattr(args, "outage_interval", None),
+            "outageHold": getattr(args, "outage_hold", None),
+            "outageRestarts": getattr(args, "outage_restarts", 3),
             "variants": variants,
             "phases": list(wanted),
             "topicPrefix": b.prefix,
@@ -221,6 +229,21 @@ def run_bench(
             errors.append("catchUp: needs the bigState phase, which did not complete")
         else:
             _phase(b, "catchUp", wanted, report, errors, lambda: run_catchup(b, kept[0]))
+        _phase(
+            b,
+            "massOutage",
+            wanted,
+            report,
+            errors,
+            lambda: run_massoutage(
+                b,
+                outage,
+                interval=getattr(args, "outage_interval", None),
+                hold=getattr(args, "outage_hold", None),
+                restarts=getattr(args, "outage_restarts", 3),
+                checkpoint_interval=args.checkpoint_interval,
+            ),
+        )
     finally:
         b.stop_all()
         if not args.keep_topics:
