@@ -423,8 +423,9 @@ def _outage_why(key: str, report: dict[str, Any]) -> str:
         rel = mo.get("releases") or {}
         return (
             f"{_n(rel.get('released'))} machines declared with massOutage at their hold's end "
-            f"(outage_hold {t.get('outageHold')} s; p99 {rel.get('delayP99')} s); an upper "
-            "bound: the hold's end is taken as lastHeartbeatAt + disconnect_after + outage_hold"
+            f"(outage_hold {t.get('outageHold')} s; p99 {rel.get('delayP99')} s); a hold ends "
+            "outage_hold after the first tick at or after the machine's deadline, and is "
+            "released at the first tick after that (ticks every check_interval)"
         )
     return ""
 

@@ -23,6 +23,7 @@ and its event loop's lag (``arcbeat_event_loop_lag_max_seconds``, ``loopLagMax``
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
 import time
 import urllib.error
@@ -43,6 +44,7 @@ from arcbeat.deploy.agents.producer import make_producer
 from arcbeat.streams.deadlines import late_after
 from arcbeat.streams.records import parse_rfc3339
 from arcbeat.streams.settings import Settings
+from arcbeat.streams.ticks import TICK_HEADER
 
 MIN_HOLD = 600.0  # at least 10 minutes of ticks with the fleet held
 
@@ -218,12 +220,57 @@ def quantile(
     return None
 
 
-def read_releases(s: Settings, hold_end_offset: float) -> dict[str, Any]:
+def read_ticks(s: Settings) -> dict[int, list[float]]:
+    """The broker times of the ticks in each heartbeats partition (what the worker decided at)."""
+
+    async def go() -> dict[int, list[float]]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        out: dict[int, list[float]] = {}
+        try:
+            tps = [TopicPartition(s.heartbeats_topic, p) for p in range(s.kafka.partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await consumer.seek_to_beginning(*tps)
+            open_ = {tp for tp in tps if ends[tp] > 0}
+            while open_:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
+                for tp, msgs in batch.items():
+                    ticks = out.setdefault(tp.partition, [])
+                    for msg in msgs:
+                        if msg.headers and any(h[0] == TICK_HEADER for h in msg.headers):
+                            ticks.append(msg.timestamp / 1000.0)
+                for tp in list(open_):
+                    if await consumer.position(tp) >= ends[tp]:
+                        open_.discard(tp)
+        finally:
+            await consumer.stop()
+        for ticks in out.values():
+            ticks.sort()
+        return out
+
+    return asyncio.run(go())
+
+
+def _first_at_or_after(ticks: list[float], t: float) -> float | None:
+    i = bisect.bisect_left(ticks, t)
+    return ticks[i] if i < len(ticks) else None
+
+
+def read_releases(s: Settings, ticks: dict[int, list[float]]) -> dict[str, Any]:
     """The status topic's Disconnected records: released from a hold (massOutage) or not, and
-    the latest release after its hold's end: changedAt - (lastHeartbeatAt + disconnect_after +
-    outage_hold). That end is an upper bound of the hold's real end by the hold's own start
-    delay (the first tick after the deadline), so the delay reported is at most the true one
-    plus that."""
+    how long after its hold's end each release was emitted (changedAt). A hold starts at the
+    first tick of the machine's partition at or after its deadline (lastHeartbeatAt +
+    disconnect_after) and ends outage_hold later: the same arithmetic the worker does, on the
+    tick times of the log."""
+    deadline_after = s.timing.disconnect_after
+    hold = s.timing.outage_hold
 
     async def go() -> dict[str, Any]:
         consumer = AIOKafkaConsumer(
@@ -233,7 +280,7 @@ def read_releases(s: Settings, hold_end_offset: float) -> dict[str, Any]:
             isolation_level="read_committed",
         )
         await consumer.start()
-        mass = other = 0
+        mass = other = unknown = 0
         delays: list[float] = []
         try:
             tps = [TopicPartition(s.status_topic, p) for p in range(s.kafka.partitions)]
@@ -254,8 +301,12 @@ def read_releases(s: Settings, hold_end_offset: float) -> dict[str, Any]:
                             other += 1
                             continue
                         mass += 1
-                        end = parse_rfc3339(r["lastHeartbeatAt"]) + hold_end_offset
-                        delays.append(parse_rfc3339(r["changedAt"]) - end)
+                        due = parse_rfc3339(r["lastHeartbeatAt"]) + deadline_after
+                        since = _first_at_or_after(ticks.get(tp.partition, []), due)
+                        if since is None:
+                            unknown += 1
+                            continue
+                        delays.append(parse_rfc3339(r["changedAt"]) - (since + hold))
                     if await consumer.position(tp) >= ends[tp]:
                         open_.discard(tp)
                 if not batch:
@@ -267,6 +318,7 @@ def read_releases(s: Settings, hold_end_offset: float) -> dict[str, Any]:
         return {
             "released": mass,
             "otherDisconnected": other,
+            "holdStartUnknown": unknown,
             "delayMax": round(delays[-1], 3) if delays else None,
             "delayP99": round(delays[int(0.99 * (len(delays) - 1))], 3) if delays else None,
         }
@@ -396,7 +448,8 @@ def run_massoutage(
     finally:
         prober.stop()
         live.stop()
-    releases = read_releases(s, 2 * interval + hold)
+    b.say("reading the tick times and the status records")
+    releases = read_releases(s, read_ticks(s))
     tick_p99 = quantile(buckets(final, "arcbeat_tick_seconds"), [], 0.99)
     lag_max = metric_value(final, "arcbeat_event_loop_lag_max_seconds")
     ready_from = runs[-1]["readyAt"] if runs else t_held_first
@@ -453,8 +506,7 @@ def run_massoutage(
             "arcbeat_event_loop_lag_max_seconds of that process (a 100 ms timer's lateness); "
             "readyFlaps: /readyz probes (1 s) answering not ready while held, restarts aside; "
             "restartHeld: the slowest restart, process start to /readyz 200; releaseDelay: "
-            "the latest massOutage Disconnected after its hold's end, changedAt - "
-            "(lastHeartbeatAt + disconnect_after + outage_hold): an upper bound (the hold "
-            "started at the first tick after the deadline)."
+            "the latest massOutage Disconnected (changedAt) after its hold's end (the first "
+            "tick of its partition at or after its deadline, plus outage_hold)."
         ),
     }

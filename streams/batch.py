@@ -142,6 +142,8 @@ class HeartbeatLoop:
         self._recovery: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self._last_commit = time.monotonic()
+        # when the current step of the loop should yield (shared by the partitions of a batch)
+        self._step_end = 0.0
         self.stopping = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -219,6 +221,7 @@ class HeartbeatLoop:
                 self.last_loop_at = time.monotonic()
                 return
             self.last_loop_at = time.monotonic()
+            self._step_end = time.perf_counter() + STEP_SECONDS
             async with self._lock:
                 wall = time.time()
                 for tp, records in batch.items():
@@ -250,14 +253,17 @@ class HeartbeatLoop:
         fast = engine.fast_heartbeat if engine.takes_fast_path() else None
         p, topic, replay_until = o.p, self.topic, o.replay_until
         sends = o.sends
+        emits_tick = True  # look at the clock first: an earlier partition may have used it up
         clock = time.perf_counter
-        step_end = clock() + STEP_SECONDS
         for n, r in enumerate(records):
-            if n & 255 == 255 and clock() >= step_end:
+            # every 256 records, and after every tick (a tick may release thousands)
+            if (emits_tick or n & 255 == 255) and clock() >= self._step_end:
                 await asyncio.sleep(0)
                 if self.owned.get(p) is not o:
                     return  # lost meanwhile (it cannot be: the lock is held; be safe)
-                step_end = clock() + STEP_SECONDS
+                self._step_end = clock() + STEP_SECONDS
+                wall = time.time()
+            emits_tick = False
             off = r.offset
             if off < o.position:
                 continue  # already processed (a fetch from before a seek)
@@ -268,6 +274,7 @@ class HeartbeatLoop:
             replay = off < replay_until
             if headers and any(h[0] == TICK_HEADER for h in headers):
                 emits = self._tick(o, r, wall, replay)
+                emits_tick = True
             else:
                 if replay:
                     engine.replaying = True

@@ -207,8 +207,9 @@ class Engine:
         # the fingerprint seed of partitions that start empty; None: a random one each
         self.fp_seed = fp_seed
         self.fast_path = fast_path  # False: every message takes the general path (tests)
-        # True: every tick decodes every held machine to find those to look at, the way it was
-        # done before the held index (the reference of its property test)
+        # True: every tick decodes every held machine to find those to look at, and every
+        # machine whose wheel bucket came up, the way it was done before the held index (the
+        # reference of its property test)
         self.rescan_held = rescan_held
         # True while a partition's log is replayed after a restart: its transitions were
         # emitted (and counted) by the run that committed them
@@ -591,10 +592,24 @@ class Engine:
         # Machines in a maintenance window are left out of the mass-silence evidence: a planned
         # reboot of a whole location is no outage of it.
         looked: list[tuple[str, Machine, str | None]] = []
+        shortcut = not self.rescan_held
+        disconnect_after, late_after = self.timing.disconnect_after, self.late_after
         for key in due:
             slot = idx.machines.get(key)
             if slot is None:
                 continue
+            if shortcut and slot.ok:
+                # A plain Connected machine whose wheel bucket came up before its next moment
+                # (buckets start before the deadlines they hold): judging it would only book it
+                # again, so it is booked again without decoding its record. A late one only
+                # without maintenance windows (one may have begun: it would no longer be late).
+                if key not in idx.late:
+                    if now < slot.hb + late_after:
+                        idx.wheel.schedule(key, slot.hb + late_after)
+                        continue
+                elif now < slot.hb + disconnect_after and not len(idx.planned):
+                    idx.wheel.schedule(key, slot.hb + disconnect_after)
+                    continue
             m = from_slot(slot)
             planned = self._planned_window(idx, m.info, now) if len(idx.planned) else None
             if planned is not None:
