@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import time
@@ -89,6 +90,15 @@ class Parked:
 
     idx: PartitionIndex
     position: int
+
+
+def _freeze() -> None:
+    """Move every object alive now out of the garbage collector's sight (``gc.freeze``).
+
+    A million machines are millions of objects that never form cycles (refcounting frees them);
+    a full collection walking them all stops the event loop for seconds. Frozen after each
+    recovery and checkpoint, a collection walks only what is newer."""
+    gc.freeze()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -406,6 +416,7 @@ class HeartbeatLoop:
         if with_checkpoint and pointer is not None:
             o.pointer = pointer
             o.checkpoint_at = time.monotonic()
+            _freeze()
 
     async def _write_checkpoint(self, o: Owned, producer: AIOKafkaProducer) -> Pointer:
         idx = self.engine.partitions.get(o.p)
@@ -587,6 +598,7 @@ class HeartbeatLoop:
             for o in mine:
                 o.state = target[o.p]
             consumer.resume(*[o.tp for o in mine])
+        _freeze()
         log.info(
             "recovered partitions %s in %.2fs (%d machines)",
             sorted(o.p for o in owned),
