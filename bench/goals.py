@@ -421,12 +421,19 @@ def _outage_why(key: str, report: dict[str, Any]) -> str:
         )
     if key == "releaseDelay":
         rel = mo.get("releases") or {}
-        return (
+        text = (
             f"{_n(rel.get('released'))} machines declared with massOutage at their hold's end "
             f"(outage_hold {t.get('outageHold')} s; p99 {rel.get('delayP99')} s); a hold ends "
             "outage_hold after the first tick at or after the machine's deadline, and is "
             "released at the first tick after that (ticks every check_interval)"
         )
+        if rel.get("tickAfterHoldEndMax") is not None:
+            text += (
+                f"; the releasing tick came at most {rel['tickAfterHoldEndMax']} s after the "
+                f"hold's end, and the worker decided up to {rel.get('processedAfterTickMax')} s "
+                f"after that tick's broker time (p99 {rel.get('processedAfterTickP99')} s)"
+            )
+        return text
     return ""
 
 

@@ -282,6 +282,8 @@ def read_releases(s: Settings, ticks: dict[int, list[float]]) -> dict[str, Any]:
         await consumer.start()
         mass = other = unknown = 0
         delays: list[float] = []
+        tick_after: list[float] = []  # the releasing tick's time after the hold's end
+        processed_after: list[float] = []  # the worker read that tick this much later
         try:
             tps = [TopicPartition(s.status_topic, p) for p in range(s.kafka.partitions)]
             consumer.assign(tps)
@@ -306,7 +308,11 @@ def read_releases(s: Settings, ticks: dict[int, list[float]]) -> dict[str, Any]:
                         if since is None:
                             unknown += 1
                             continue
-                        delays.append(parse_rfc3339(r["changedAt"]) - (since + hold))
+                        end = since + hold
+                        decided = parse_rfc3339(r["decidedAt"])
+                        delays.append(parse_rfc3339(r["changedAt"]) - end)
+                        tick_after.append(decided - end)
+                        processed_after.append(parse_rfc3339(r["changedAt"]) - decided)
                     if await consumer.position(tp) >= ends[tp]:
                         open_.discard(tp)
                 if not batch:
@@ -315,7 +321,16 @@ def read_releases(s: Settings, ticks: dict[int, list[float]]) -> dict[str, Any]:
         finally:
             await consumer.stop()
         delays.sort()
+        tick_after.sort()
+        processed_after.sort()
         return {
+            "tickAfterHoldEndMax": round(tick_after[-1], 3) if tick_after else None,
+            "processedAfterTickMax": round(processed_after[-1], 3) if processed_after else None,
+            "processedAfterTickP99": (
+                round(processed_after[int(0.99 * (len(processed_after) - 1))], 3)
+                if processed_after
+                else None
+            ),
             "released": mass,
             "otherDisconnected": other,
             "holdStartUnknown": unknown,
