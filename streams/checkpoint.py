@@ -17,7 +17,11 @@ import orjson
 from arcbeat.streams.engine import Engine, PartitionIndex
 from arcbeat.streams.machines import Slot, to_row
 
-FORMAT = 3  # 3: the header carries the fingerprint seed; rows no clock skew (derived)
+# 3: the header carries the fingerprint seed; rows no clock skew (derived)
+# 4: whether a machine is late, and since when it waits for a verdict, are in its row, not in
+#    the header (at a million machines held a header listing them passed the request size)
+FORMAT = 4
+READS = (3, 4)  # formats a worker restores (a format 3 checkpoint's header lists them)
 CHUNK_MACHINES = 4000  # ~1 MB a chunk: well under the producer's 4 MiB request size
 
 
@@ -44,7 +48,7 @@ class Pointer:
             return None
         try:
             v = orjson.loads(text)
-            if not isinstance(v, list) or not v or v[0] != FORMAT:
+            if not isinstance(v, list) or not v or v[0] not in READS:
                 return None  # not ours: replay the whole log
             return cls(int(v[1]), int(v[2]), int(v[3]), int(v[4]))
         except (orjson.JSONDecodeError, IndexError, TypeError, ValueError):
@@ -83,15 +87,17 @@ def encoding(idx: PartitionIndex, p: int, offset: int) -> Iterator[bytes]:
             "machines": len(idx.machines),
             "previousTick": idx.previous_tick,
             "snapshotBucket": idx.snapshot_bucket,
-            "late": sorted(idx.late),
-            "pending": idx.pending,
             "seed": idx.seed,
             "maintenance": idx.planned_json,
         }
     )
     chunk: list[list[Any]] = []
+    late, pending = idx.late, idx.pending
     for k, s in idx.machines.items():
-        chunk.append(to_row(k, s))
+        row = to_row(k, s)
+        row.append(k in late)
+        row.append(pending.get(k))
+        chunk.append(row)
         if len(chunk) == CHUNK_MACHINES:
             yield orjson.dumps(chunk)
             chunk = []
@@ -111,17 +117,26 @@ def decoding(records: Iterable[bytes]) -> Iterator[Restored | None]:
     """:func:`decode` one record at a time: None after each chunk, the Restored last."""
     it: Iterator[bytes] = iter(records)
     header: dict[str, Any] = orjson.loads(next(it))
-    if header.get("format") != FORMAT:
+    if header.get("format") not in READS:
         raise ValueError(f"checkpoint: unknown format {header.get('format')!r}")
     machines: dict[str, Slot] = {}
     index: list[tuple[str, str, str, str, float, float | None]] = []
     add = index.append
+    late: list[str] = list(header.get("late") or ())  # format 3
+    pending: dict[str, float] = dict(header.get("pending") or {})  # format 3
     for raw in it:
         for k, rec, hb, sent, seq, wstart, received, fp, *ix in orjson.loads(raw):
             ok = ix[0] == "Connected" and ix[5] is None
             machines[k] = Slot(rec.encode(), ok, fp, hb, sent, seq, wstart, received)
+            if len(ix) > 6:  # format 4: late, pending
+                if ix[6]:
+                    late.append(k)
+                if ix[7] is not None:
+                    pending[k] = ix[7]
+                ix = ix[:6]
             add(tuple(ix))
         yield None
+    header["late"], header["pending"] = late, pending
     if len(machines) != header["machines"]:
         raise ValueError(
             f"checkpoint of partition {header['partition']}: {len(machines)} machines read, "
