@@ -24,7 +24,7 @@ from arcbeat.deploy.kafka_admin.topics import (
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
 from arcbeat.streams.batch import checkpoints_topic
 from arcbeat.streams.kafka_client import client_options
-from arcbeat.streams.machines import MachineInfo, scopes_of
+from arcbeat.streams.machines import MachineInfo
 from arcbeat.streams.scopes import scopes_topic
 from arcbeat.streams.settings import Settings
 from arcbeat.streams.startup import Deadline
@@ -67,16 +67,11 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
                     covering.get(key, ""),
                 )
 
-    held: Counter[str] = Counter()
     flapping = 0
     in_maintenance: Counter[str] = Counter()
     covering: dict[str, str] = {}  # offline machine -> its window (looked up once, below)
     now = engine.stats.last_event_at
-    for key in engine.held_keys():
-        m = engine.machine(key)
-        if m is not None:
-            for s in scopes_of(m.info):
-                held[s] += 1
+    held = engine.held_by_scope()  # from the held index: O(locations), not O(held)
     # flapping machines have had transitions this window: the disconnected set and recent
     # transitions are where they are; scanning only Disconnected keeps scrape cost bounded
     for key in disconnected:
