@@ -26,6 +26,7 @@ WORKER_SETTINGS = (
     "heartbeat_interval",
     "disconnect_after",
     "check_interval",
+    "outage_hold",
     "window",
     "regions",
     "commit_interval",

@@ -24,6 +24,7 @@ REPORT_FIELDS = (
     "bigState",
     "catchUp",
     "agent",
+    "massOutage",
     "goals",
     "notes",
 )
@@ -146,6 +147,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += _bigstate(r)
     lines += _catchup(r)
     lines += _agent(r)
+    lines += _massoutage(r)
     lines += ["", "## Settings", "", "```json", json.dumps(r.get("settings", {}), indent=2), "```"]
     notes = r.get("notes") or []
     if notes:
@@ -528,6 +530,53 @@ def _catchup(r: dict[str, Any]) -> list[str]:
         ],
     )
     return lines + _pressure_line(cu)
+
+
+def _massoutage(r: dict[str, Any]) -> list[str]:
+    mo = r.get("massOutage") or {}
+    title = "Mass outage: a held fleet"
+    if mo.get("heldIdleCpu") is None:
+        return _phase_problem(r, "massOutage", title)
+    t = mo.get("timing") or {}
+    first = mo.get("silentFirst") or {}
+    rel = mo.get("releases") or {}
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        f"{_fmt(mo.get('machines'))} machines in state; heartbeat interval "
+        f"{_fmt(t.get('heartbeatInterval'))} s, deadline {_fmt(t.get('disconnectAfter'))} s, "
+        f"outage_hold {_fmt(t.get('outageHold'))} s. First {first.get('location')} "
+        f"({_fmt(first.get('machines'))} machines) silent and held, then the whole fleet. "
+        f"{mo.get('method')}",
+        "",
+    ]
+    lines += _table(
+        ["figure", "value"],
+        [
+            ["**CPU while held and idle**", f"**{_fmt((mo.get('heldIdleCpu') or 0) * 100)} %** "
+             f"of a core ({_fmt(mo.get('idleWindowSeconds'))} s)"],
+            ["**tick p99** (all ticks of the last process) / idle held ticks",
+             f"**{_fmt(mo.get('tickP99'))} s** / {_fmt(mo.get('tickP99Idle'))} s"],
+            ["ticks / machines looked at", f"{_fmt(mo.get('ticks'))} / "
+             f"{_fmt(mo.get('tickLooks'))}"],
+            ["**event loop lag, max**", f"**{_fmt(mo.get('loopLagMax'))} s**"],
+            ["**/readyz not ready while held**", f"**{_fmt(mo.get('readyFlaps'))}** of "
+             f"{_fmt(mo.get('readyProbes'))} probes"],
+            ["**restart with the location held** (slowest)",
+             f"**{_fmt(mo.get('restartHeld'))} s**"],
+            ["restarts (kill -9, runs shorter than checkpoint_interval)", "; ".join(
+                f"{x['seconds']} s, {_fmt(x['replayRecords'])} records replayed"
+                for x in mo.get("restarts") or []) or "—"],
+            ["**release after the hold's end**, max / p99",
+             f"**{_fmt(mo.get('releaseDelay'))} s** / {_fmt(rel.get('delayP99'))} s"],
+            ["released (massOutage) / other Disconnected",
+             f"{_fmt(rel.get('released'))} / {_fmt(rel.get('otherDisconnected'))}"],
+            ["held at the end", _fmt(mo.get("heldAtEnd"))],
+            ["worker CPU (last process)", f"{_fmt(mo.get('workerCpuSeconds'))} s"],
+        ],
+    )  # fmt: skip
+    return lines + _pressure_line(mo)
 
 
 def _get(data: dict[str, Any], *path: str) -> Any:

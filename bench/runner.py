@@ -15,6 +15,8 @@ Phases (each on its own topics under one unique prefix, deleted at the end):
    memory, /metrics scrape, restart to /readyz 200;
 6. catch-up: the big-state worker stopped while 2 heartbeats per machine wait, started again;
 7. agent: the machine agent's installed size, idle memory and CPU per heartbeat.
+8. mass outage: a big fleet in state, one location and then the whole fleet silent and held
+   (CPU while held, tick time, event loop lag, readiness, restarts, release at the hold's end).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from arcbeat.bench.detection import detection_interval, run_detection
 from arcbeat.bench.engine_profile import run_engine_profile
 from arcbeat.bench.goals import evaluate
 from arcbeat.bench.kafka_admin import delete_topics_with_prefix, run_prefix
+from arcbeat.bench.massoutage import run_massoutage
 from arcbeat.bench.replay import run_replay
 from arcbeat.bench.startup import run_startup
 from arcbeat.bench.throughput import run_throughput
@@ -55,6 +58,7 @@ PHASES = (
     "bigState",
     "catchUp",
     "agent",
+    "massOutage",
 )
 
 
@@ -129,6 +133,7 @@ def run_bench(
     detect_window = args.detect_window or (40.0 if quick else 75.0)
     silent = args.silent or max(10, min(2000, machines // 50))
     variants = (not quick) if args.variants is None else bool(args.variants)
+    outage = getattr(args, "outage_machines", None) or (100_000 if quick else 1_000_000)
     workdir = Path(tempfile.mkdtemp(prefix="arcbeat-bench-"))
     b = Bench(settings, run_prefix(), workdir)
     started = time.time()
@@ -163,6 +168,10 @@ def run_bench(
             "detectInterval": args.detect_interval,
             "agentWindow": args.agent_window,
             "silent": silent,
+            "outageMachines": outage,
+            "outageInterval": getattr(args, "outage_interval", None),
+            "outageHold": getattr(args, "outage_hold", None),
+            "outageRestarts": getattr(args, "outage_restarts", 3),
             "variants": variants,
             "phases": list(wanted),
             "topicPrefix": b.prefix,
@@ -248,6 +257,21 @@ def run_bench(
             errors,
             lambda: run_agent_footprint(
                 b, idle_seconds=args.agent_window, busy_seconds=args.agent_window / 2
+            ),
+        )
+        _phase(
+            b,
+            "massOutage",
+            wanted,
+            report,
+            errors,
+            lambda: run_massoutage(
+                b,
+                outage,
+                interval=getattr(args, "outage_interval", None),
+                hold=getattr(args, "outage_hold", None),
+                restarts=getattr(args, "outage_restarts", 3),
+                checkpoint_interval=args.checkpoint_interval,
             ),
         )
     finally:

@@ -27,7 +27,7 @@ from arcbeat.deploy.kafka_admin.topics import (
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
 from arcbeat.streams.api.web import WorkerAPI
 from arcbeat.streams.app import create_app
-from arcbeat.streams.decide.machines import MachineInfo, scopes_of
+from arcbeat.streams.decide.machines import MachineInfo
 from arcbeat.streams.decide.status import is_flapping
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.kafka.live_fleet import LiveFleet
@@ -72,15 +72,10 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
                     covering.get(key, ""),
                 )
 
-    held: Counter[str] = Counter()
     flapping = 0
     in_maintenance: Counter[str] = Counter()
     now = engine.stats.last_event_at
-    for key in engine.held_keys():
-        m = engine.machine(key)
-        if m is not None:
-            for s in scopes_of(m.info):
-                held[s] += 1
+    held = engine.held_by_scope()  # from the held index: O(locations), not O(held)
     # flapping machines have had transitions this window: the disconnected set and recent
     # transitions are where they are; scanning only Disconnected keeps scrape cost bounded
     for key in disconnected:

@@ -188,6 +188,27 @@ class WorkerCollector(Collector):
         for scope in snap.degraded:
             degraded.add_metric([scope], 1.0)
         yield degraded
+        yield _histogram(
+            "arcbeat_tick_seconds",
+            "Time to handle one tick of one partition (deadlines, holds, releases).",
+            st.tick_seconds,
+        )
+        yield _histogram(
+            "arcbeat_event_loop_lag_seconds",
+            "How late the worker's event loop ran a 100 ms timer (a blocking step delays it).",
+            st.loop_lag,
+        )
+        lag_max = GaugeMetricFamily(
+            "arcbeat_event_loop_lag_max_seconds",
+            "The largest event loop lag since the worker started.",
+        )
+        lag_max.add_metric([], st.loop_lag_max)
+        yield lag_max
+        looks = CounterMetricFamily(
+            "arcbeat_tick_looks", "Machines the ticks looked at (due, or released from a hold)."
+        )
+        looks.add_metric([], st.tick_looks)
+        yield looks
         skew = CounterMetricFamily(
             "arcbeat_clock_skew", "Heartbeats whose sentAt is far from their arrival."
         )

@@ -47,8 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "with each goal met or missed. Needs the "
             "local stack (arcbeat stack up). Every worker is a real `arcbeat worker` process "
             "and every machine in state got there through the heartbeats topic. The full run "
-            "(1,000,000 machines in state) takes 20-30 minutes and most of the machine; "
-            "--quick takes a few minutes."
+            "(1,000,000 machines in state) takes about an hour and a half and most of the "
+            "machine (its mass-outage phase alone holds a million machines for half an hour); "
+            "--quick takes about half an hour (10 minutes of it a held fleet)."
         ),
     )
     p.add_argument(
@@ -146,6 +147,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="py-spy the worker during the throughput run when py-spy is installed",
+    )
+    p.add_argument(
+        "--outage-machines",
+        type=_positive,
+        help="machines in state of the mass-outage phase (default 1,000,000; --quick 100,000)",
+    )
+    p.add_argument(
+        "--outage-interval",
+        type=_seconds,
+        help="heartbeat interval of the mass-outage fleet (default: 30 s, or machines / 5,000 "
+        "s when longer; the deadline is 2 intervals)",
+    )
+    p.add_argument(
+        "--outage-hold",
+        type=_seconds,
+        help="outage_hold of the mass-outage phase (default: 10 minutes, or 8 intervals when "
+        "longer)",
+    )
+    p.add_argument(
+        "--outage-restarts",
+        type=_positive,
+        default=3,
+        help="kill + start runs of the mass-outage worker with a location held, each shorter "
+        "than checkpoint_interval (default %(default)s)",
     )
     p.add_argument("--keep-topics", action="store_true", help="do not delete the run's topics")
     p.set_defaults(func=run, bench_parser=p)

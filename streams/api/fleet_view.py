@@ -69,6 +69,10 @@ class FleetView(Protocol):
         """The URLs of every worker owning a partition, this one included."""
         ...
 
+    def held_by_scope(self) -> Mapping[str, int]:
+        """Machines whose Disconnected a ScopeSilent verdict holds, by scope."""
+        ...
+
     def silent_scopes(self) -> Iterable[str]:
         """The scopes whose machines fell silent together (ScopeSilent)."""
         ...

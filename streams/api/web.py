@@ -315,6 +315,8 @@ class WorkerAPI:
             "partitions": sorted(self.view.owned_partitions()),
             "byStatus": dict(by_status),
             "byLocation": {k: dict(v) for k, v in by_location.items()},
+            # machines whose Disconnected a ScopeSilent verdict holds, by scope (the index)
+            "held": dict(self.view.held_by_scope()),
         }
 
     @require(READ)
@@ -326,8 +328,10 @@ class WorkerAPI:
         parts = [mine, *others]
         by_status: Counter[str] = Counter()
         by_location: dict[str, Counter[str]] = {}
+        held: Counter[str] = Counter()
         for part in parts:
             by_status.update(part["byStatus"])
+            held.update(part.get("held") or {})  # a worker of an older version has none
             for loc, c in part["byLocation"].items():
                 by_location.setdefault(loc, Counter()).update(c)
         return aioweb.json_response(
@@ -338,6 +342,7 @@ class WorkerAPI:
                 "byStatus": dict(by_status),
                 "byLocation": {k: dict(v) for k, v in sorted(by_location.items())},
                 "silentScopes": sorted(self.view.silent_scopes()),
+                "held": dict(sorted(held.items())),
                 **_partial(missing),
             }
         )

@@ -10,9 +10,10 @@ log after it rebuilds it exactly (:mod:`arcbeat.streams.kafka.checkpoint`).
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from secrets import randbits
 from typing import Any, Final, Literal
@@ -78,6 +79,7 @@ class Verdict:
 CountKey = tuple[str, str, str, str]  # status, location, os_type, subscription_id
 _STATUS = {s.value: s for s in Status}
 _NOTHING: list[Emit] = []  # returned, never changed
+ADOPT_STEP = 20_000  # machines restored between two yields of the event loop
 
 
 def _digest(head: bytes, seed: int) -> int:
@@ -120,6 +122,7 @@ class PartitionIndex:
         "counts",
         "disconnected",
         "held",
+        "held_by_location",
         "late",
         "late_by_scope",
         "machines",
@@ -141,7 +144,11 @@ class PartitionIndex:
         self.late_by_scope: Counter[str] = Counter()
         self.machines: dict[str, Slot] = {}
         self.disconnected: set[str] = set()  # for the per-machine offline series
-        self.held: set[str] = set()  # Disconnected held by a ScopeSilent verdict
+        # Disconnected held by a ScopeSilent verdict: key -> its location, and the same keys
+        # by location (a machine's scopes are the fleet and its location), so that a scope's
+        # recovery releases its machines in one step and a tick never looks at the others
+        self.held: dict[str, str] = {}
+        self.held_by_location: dict[str, set[str]] = {}
         # key -> tick time: late and due in one tick (a backlog was just read), waiting for a
         # scope verdict that has seen it late before it may be declared
         self.pending: dict[str, float] = {}
@@ -155,6 +162,26 @@ class PartitionIndex:
         # broker time of this partition's previous tick: judged from the log, so that a
         # replay decides exactly as the first run did
         self.previous_tick: float | None = None
+
+    def hold(self, key: str, location: str) -> None:
+        if key in self.held:
+            return
+        location = sys.intern(location)  # one string per location, not one per machine
+        self.held[key] = location
+        keys = self.held_by_location.get(location)
+        if keys is None:
+            self.held_by_location[location] = {key}
+        else:
+            keys.add(key)
+
+    def unhold(self, key: str) -> None:
+        location = self.held.pop(key, None)
+        if location is None:
+            return
+        keys = self.held_by_location[location]
+        keys.discard(key)
+        if not keys:
+            del self.held_by_location[location]
 
     def connected_by_scope(self) -> Counter[str]:
         out: Counter[str] = Counter()
@@ -177,11 +204,16 @@ class Engine:
         identity: IdentityBindings | None = None,
         fast_path: bool = True,
         fp_seed: int | None = None,
+        rescan_held: bool = False,
     ) -> None:
         self.settings = settings
         # the fingerprint seed of partitions that start empty; None: a random one each
         self.fp_seed = fp_seed
         self.fast_path = fast_path  # False: every message takes the general path (tests)
+        # True: every tick decodes every held machine to find those to look at, and every
+        # machine whose wheel bucket came up, the way it was done before the held index (the
+        # reference of its property test)
+        self.rescan_held = rescan_held
         # True while a partition's log is replayed after a restart: its transitions were
         # emitted (and counted) by the run that committed them
         self.replaying = False
@@ -251,11 +283,35 @@ class Engine:
         need (status, location, os type, subscription, last status change, held since), so
         that a million machines are indexed without decoding a record or building a state.
         """
+        steps = self.adopting(
+            p, machines, index, late=late, pending=pending, previous_tick=previous_tick,
+            snapshot_bucket=snapshot_bucket, seed=seed, maintenance=maintenance,
+        )  # fmt: skip
+        for _ in steps:
+            pass
+        return self.partitions[p]
+
+    def adopting(
+        self,
+        p: int,
+        machines: dict[str, Slot],
+        index: Sequence[tuple[str, str, str, str, float, float | None]],
+        *,
+        late: Iterable[str] = (),
+        pending: Mapping[str, float] | None = None,
+        previous_tick: float | None = None,
+        snapshot_bucket: int = -1,
+        seed: int | None = None,
+        maintenance: Sequence[Mapping[str, Any]] = (),
+        step: int = ADOPT_STEP,
+    ) -> Iterator[int]:
+        """:meth:`adopt` in steps of ``step`` machines (yields the machines done so far), so
+        that a worker restoring a million machines lets its event loop run in between. The
+        partition is installed after the last step: nothing sees it half built.
+        """
         # the fingerprints in ``machines`` were made with ``seed``; without it they match nothing
         # and every machine's next heartbeat takes the general path once
-        idx = self.partitions[p] = PartitionIndex(
-            self.granularity, seed if seed is not None else self._new_seed()
-        )
+        idx = PartitionIndex(self.granularity, seed if seed is not None else self._new_seed())
         idx.machines = machines
         idx.previous_tick = previous_tick
         idx.snapshot_bucket = snapshot_bucket
@@ -265,6 +321,7 @@ class Engine:
         counts, windows, timing = idx.counts, idx.windows, self.timing
         counters_for = self.early.counters_for
         schedule, late_after = idx.wheel.schedule, self.late_after
+        done = 0
         for (key, slot), (status, location, os_type, sub, changed, held) in zip(
             machines.items(), index, strict=True
         ):
@@ -273,7 +330,7 @@ class Engine:
             if st is Status.DISCONNECTED:
                 idx.disconnected.add(key)
             if held is not None:
-                idx.held.add(key)
+                idx.hold(key, location)
             if slot.wstart is not None:
                 windows.setdefault(slot.wstart, set()).add(key)
             slot.loc = counters_for(idx, location)
@@ -282,23 +339,18 @@ class Engine:
                 if st is Status.CONNECTED and held is None:
                     at = min(at, slot.hb + late_after)  # late is marked below
                 schedule(key, at)
+            done += 1
+            if done % step == 0:
+                yield done
         late = set(late)
-        for key, (_, location, *_rest) in zip(machines, index, strict=True):
-            if key in late:
-                idx.late.add(key)
-                for s in scopes_of_location(location):
-                    idx.late_by_scope[s] += 1
-        return idx
-
-    def _index(self, idx: PartitionIndex, key: str, m: Machine) -> None:
-        idx.counts[_count_key(m.state, m.info)] += 1
-        if m.state.status is Status.DISCONNECTED:
-            idx.disconnected.add(key)
-        if m.state.held_since is not None:
-            idx.held.add(key)
-        if m.window_start is not None:
-            idx.windows.setdefault(m.window_start, set()).add(key)
-        self._schedule(idx, key, m.state)
+        if late:
+            for key, (_, location, *_rest) in zip(machines, index, strict=True):
+                if key in late:
+                    idx.late.add(key)
+                    for s in scopes_of_location(location):
+                        idx.late_by_scope[s] += 1
+        self.partitions[p] = idx
+        yield done
 
     def _load(self, idx: PartitionIndex, key: str) -> Machine | None:
         slot = idx.machines.get(key)
@@ -365,14 +417,14 @@ class Engine:
                 del idx.counts[ck]
             self._set_late(idx, key, old.info, False)
         idx.disconnected.discard(key)
-        idx.held.discard(key)
+        idx.unhold(key)
         idx.pending.pop(key, None)
         if new is not None:
             idx.counts[_count_key(new.state, new.info)] += 1
             if new.state.status is Status.DISCONNECTED:
                 idx.disconnected.add(key)
             if new.state.held_since is not None:
-                idx.held.add(key)
+                idx.hold(key, new.info.location)
         else:
             idx.wheel.unschedule(key)
 
@@ -560,17 +612,13 @@ class Engine:
         if idx.held:
             # a scope that recovered releases its held machines soon (late_after, below),
             # not at the hold's end
-            silent_scopes = {s for s, v in verdicts.items() if v.silent}
-            if not silent_scopes:  # no scope is silent: every held machine is looked at
-                due.extend(idx.held)
-            else:
-                for k in list(idx.held):
-                    slot = idx.machines.get(k)
-                    if slot is not None and not (
-                        set(scopes_of(from_slot(slot).info)) & silent_scopes
-                    ):
-                        due.append(k)
-            due = list(dict.fromkeys(due))
+            looks = self._held_rescan(idx, verdicts) if self.rescan_held else None
+            if looks is None:
+                looks = self._held_due(idx, verdicts, now)
+            if looks:
+                due.extend(looks)
+                due = list(dict.fromkeys(due))
+        self.stats.tick_looks += len(due)
         # in key order: the records of one tick come out the same in a replay (the wheel's
         # buckets are sets, whose order depends on how they were filled)
         due.sort()
@@ -579,10 +627,24 @@ class Engine:
         # Machines in a maintenance window are left out of the mass-silence evidence: a planned
         # reboot of a whole location is no outage of it.
         looked: list[tuple[str, Machine, str | None]] = []
+        shortcut = not self.rescan_held
+        disconnect_after, late_after = self.timing.disconnect_after, self.late_after
         for key in due:
             slot = idx.machines.get(key)
             if slot is None:
                 continue
+            if shortcut and slot.ok:
+                # A plain Connected machine whose wheel bucket came up before its next moment
+                # (buckets start before the deadlines they hold): judging it would only book it
+                # again, so it is booked again without decoding its record. A late one only
+                # without maintenance windows (one may have begun: it would no longer be late).
+                if key not in idx.late:
+                    if now < slot.hb + late_after:
+                        idx.wheel.schedule(key, slot.hb + late_after)
+                        continue
+                elif now < slot.hb + disconnect_after and not len(idx.planned):
+                    idx.wheel.schedule(key, slot.hb + disconnect_after)
+                    continue
             m = from_slot(slot)
             planned = self._planned_window(idx, m.info, now) if len(idx.planned) else None
             if planned is not None:
@@ -633,7 +695,7 @@ class Engine:
                 new = Machine(step.state, m.info, m.window_start, m.received)
                 self._save(idx, key, new, idx.machines[key].fp)
                 if step.state.held_since is not None:
-                    idx.held.add(key)
+                    idx.hold(key, m.info.location)
                 if step.transition is not None:
                     self._recount(idx, key, m, new)
                     out.append(self._status_emit(key, m.info, step.transition, wall_now, planned))
@@ -656,6 +718,52 @@ class Engine:
                 self._snapshot(p, idx, bucket * self.settings.worker.fleet_snapshot_interval)
             )
         return out, counts
+
+    def _held_due(
+        self, idx: PartitionIndex, verdicts: Mapping[str, Verdict], now: float
+    ) -> list[str]:
+        """The held machines this tick must look at, by location: O(locations held + released).
+
+        A held machine is looked at when none of its scopes (the fleet, its location) is
+        silent. It is then released unless a scope recovered less than ``late_after`` ago
+        (the grace of a recovering region) and no maintenance window covers it. So a location
+        past its grace is released whole, a location in its grace is looked at only when an
+        active window might cover some of its machines, and the others are not touched.
+        """
+        fleet = verdicts.get("fleet")
+        if fleet is not None and fleet.silent:
+            return []
+        grace_fleet = fleet is not None and now < fleet.since + self.late_after
+        out: list[str] = []
+        for location, keys in idx.held_by_location.items():
+            v = verdicts.get(f"location={location}")
+            if v is not None and v.silent:
+                continue
+            if (
+                grace_fleet or (v is not None and now < v.since + self.late_after)
+            ) and not self._window_may_cover(idx, location, now):
+                continue  # held on for the grace: looking would change nothing
+            out.extend(keys)
+        return out
+
+    @staticmethod
+    def _window_may_cover(idx: PartitionIndex, location: str, now: float) -> bool:
+        return len(idx.planned) > 0 and any(
+            w.selector.location in (None, location) and w.active_at(now) for w in idx.planned.all()
+        )
+
+    def _held_rescan(self, idx: PartitionIndex, verdicts: Mapping[str, Verdict]) -> list[str]:
+        """The reference :meth:`_held_due` is tested against (``rescan_held``): every held
+        machine of no silent scope, found by decoding each held machine's record."""
+        silent_scopes = {s for s, v in verdicts.items() if v.silent}
+        if not silent_scopes:
+            return list(idx.held)
+        out: list[str] = []
+        for k in list(idx.held):
+            slot = idx.machines.get(k)
+            if slot is not None and not (set(scopes_of(from_slot(slot).info)) & silent_scopes):
+                out.append(k)
+        return out
 
     # ---- availability windows ---------------------------------------------------------------
 
@@ -935,6 +1043,16 @@ class Engine:
     def held_keys(self) -> list[str]:
         """Machines whose Disconnected a ScopeSilent verdict holds."""
         return [k for idx in list(self.partitions.values()) for k in idx.held]
+
+    def held_by_scope(self) -> Counter[str]:
+        """Held machines per scope (the fleet, each location), from the held index: no
+        machine is looked at."""
+        out: Counter[str] = Counter()
+        for idx in list(self.partitions.values()):
+            for location, keys in list(idx.held_by_location.items()):
+                out["fleet"] += len(keys)
+                out[f"location={location}"] += len(keys)
+        return out
 
     def counts(self) -> Counter[CountKey]:
         total: Counter[CountKey] = Counter()

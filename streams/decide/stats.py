@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0)
+# steps of the worker's event loop: a tick's handling, the loop's lag (goals: 50 ms, 250 ms)
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Histogram:
@@ -37,3 +39,11 @@ class EngineStats:
     detection_delay: Histogram = field(default_factory=Histogram)
     delivery_delay: Histogram = field(default_factory=Histogram)
     last_event_at: float = 0.0
+    # machines the ticks looked at (decoded and judged): grows with the machines due, never
+    # with those merely held (tests count it)
+    tick_looks: int = 0
+    # measured by the batch loop (the engine has no clock): a tick's handling time, and how
+    # late the event loop ran a timer (any synchronous step of the worker delays it)
+    tick_seconds: Histogram = field(default_factory=lambda: Histogram(STEP_BUCKETS))
+    loop_lag: Histogram = field(default_factory=lambda: Histogram(STEP_BUCKETS))
+    loop_lag_max: float = 0.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import time
@@ -47,6 +48,10 @@ log = logging.getLogger("arcbeat.batch")
 
 DECIDER_PARTITION = 0  # the owner of heartbeats partition 0 decides scope verdicts, once
 MAX_RECORDS = 20_000  # per getmany: bounds the time between commits under a backlog
+# the longest the loop works without letting other tasks run (timers, the HTTP API, Kafka's
+# own coroutines): a long batch, checkpoint or restore yields after about this much
+STEP_SECONDS = 0.05
+LAG_PROBE = 0.1  # how often the event loop's lag is measured
 MIB = 1024 * 1024
 
 
@@ -91,6 +96,15 @@ class Parked:
     position: int
 
 
+def _freeze() -> None:
+    """Move every object alive now out of the garbage collector's sight (``gc.freeze``).
+
+    A million machines are millions of objects that never form cycles (refcounting frees them);
+    a full collection walking them all stops the event loop for seconds. Frozen after each
+    recovery and checkpoint, a collection walks only what is newer."""
+    gc.freeze()
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, loop: HeartbeatLoop) -> None:
         self.loop = loop
@@ -130,6 +144,9 @@ class HeartbeatLoop:
         self.early = EarlyBoard(settings)  # early warning's share of the scope board
         self.parked: dict[int, Parked] = {}
         self.end_offsets: dict[int, int] = {}
+        # the log ends read one tick earlier: a worker that has read that far is within one
+        # tick of the log end, which is ready (the tick just written is read a moment later)
+        self.previous_ends: dict[int, int] = {}
         self.ends_at = 0.0  # monotonic time end_offsets were read
         self.on_emit: list[Callable[[Emit], None]] = []
         self.started = False
@@ -138,7 +155,10 @@ class HeartbeatLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._recovery: asyncio.Task[None] | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
         self._last_commit = time.monotonic()
+        # when the current step of the loop should yield (shared by the partitions of a batch)
+        self._step_end = 0.0
         self.stopping = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -165,6 +185,19 @@ class HeartbeatLoop:
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         await self._consumer.start()
         self.started = True
+        self._lag_probe = asyncio.create_task(self._probe_lag(), name="arcbeat-loop-lag")
+
+    async def _probe_lag(self) -> None:
+        """How late the event loop runs a timer: the length of the longest synchronous step
+        (a tick, a batch, a restore chunk, a scrape), exported for the bench and dashboards."""
+        stats = self.engine.stats
+        while not self.stopping:
+            t0 = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE)
+            lag = max(0.0, time.perf_counter() - t0 - LAG_PROBE)
+            stats.loop_lag.observe(lag)
+            if lag > stats.loop_lag_max:
+                stats.loop_lag_max = lag
 
     async def discard(self) -> None:
         """Close the clients of a start that failed (a retry starts new ones)."""
@@ -179,6 +212,9 @@ class HeartbeatLoop:
 
     async def stop(self) -> None:
         self.stopping = True
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
+            await asyncio.gather(self._lag_probe, return_exceptions=True)
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
@@ -211,13 +247,14 @@ class HeartbeatLoop:
                 self.last_loop_at = time.monotonic()
                 return
             self.last_loop_at = time.monotonic()
+            self._step_end = time.perf_counter() + STEP_SECONDS
             async with self._lock:
                 wall = time.time()
                 for tp, records in batch.items():
                     o = self.owned.get(tp.partition)
                     if o is None or o.state == "recovering":
                         continue  # revoked meanwhile, or fetched before the pause took
-                    self._process(o, records, wall)
+                    await self._process(o, records, wall)
                     if o.sends:
                         try:
                             await self._flush(o)
@@ -231,14 +268,28 @@ class HeartbeatLoop:
 
     # ---- processing ---------------------------------------------------------------------
 
-    def _process(self, o: Owned, records: list[ConsumerRecord[Any, Any]], wall: float) -> None:
+    async def _process(
+        self, o: Owned, records: list[ConsumerRecord[Any, Any]], wall: float
+    ) -> None:
+        """Feed one partition's records to the engine; yields to the event loop every
+        ``STEP_SECONDS`` (the lock stays held: nothing else processes or commits meanwhile)."""
         engine = self.engine
         handle = engine.handle_message
         # the common case first, without the general entry's checks and keywords
         fast = engine.fast_heartbeat if engine.takes_fast_path() else None
         p, topic, replay_until = o.p, self.topic, o.replay_until
         sends = o.sends
-        for r in records:
+        emits_tick = True  # look at the clock first: an earlier partition may have used it up
+        clock = time.perf_counter
+        for n, r in enumerate(records):
+            # every 256 records, and after every tick (a tick may release thousands)
+            if (emits_tick or n & 255 == 255) and clock() >= self._step_end:
+                await asyncio.sleep(0)
+                if self.owned.get(p) is not o:
+                    return  # lost meanwhile (it cannot be: the lock is held; be safe)
+                self._step_end = clock() + STEP_SECONDS
+                wall = time.time()
+            emits_tick = False
             off = r.offset
             if off < o.position:
                 continue  # already processed (a fetch from before a seek)
@@ -249,6 +300,7 @@ class HeartbeatLoop:
             replay = off < replay_until
             if headers and any(h[0] == TICK_HEADER for h in headers):
                 emits = self._tick(o, r, wall, replay)
+                emits_tick = True
             else:
                 if replay:
                     engine.replaying = True
@@ -265,6 +317,10 @@ class HeartbeatLoop:
                         cb(e)
         if o.state == "replaying" and o.position >= replay_until:
             o.state = "live"
+            # checkpoint it soon (the oldest first, one a commit): a worker that crashes again
+            # before checkpoint_interval then replays from here, not from the same old
+            # checkpoint with ever more log after it
+            o.checkpoint_at = 0.0
             log.info("partition %d: replayed up to offset %d, live", p, replay_until)
 
     def _tick(self, o: Owned, r: ConsumerRecord[Any, Any], wall: float, replay: bool) -> list[Emit]:
@@ -278,6 +334,7 @@ class HeartbeatLoop:
             log.warning("partition %d offset %d: a bad tick record skipped", p, r.offset)
             return []
         engine.replaying = replay
+        t0 = time.perf_counter()
         emits, counts = engine.handle_tick(
             p,
             now,
@@ -286,6 +343,7 @@ class HeartbeatLoop:
             decided_at=tick.decided_at,
             maintenance=tick.maintenance,
         )
+        engine.stats.tick_seconds.observe(time.perf_counter() - t0)
         engine.replaying = False
         samples, engine.early_samples = engine.early_samples, []
         if replay:
@@ -387,22 +445,24 @@ class HeartbeatLoop:
         if with_checkpoint and pointer is not None:
             o.pointer = pointer
             o.checkpoint_at = time.monotonic()
+            _freeze()
 
     async def _write_checkpoint(self, o: Owned, producer: AIOKafkaProducer) -> Pointer:
         idx = self.engine.partitions.get(o.p)
         if idx is None:
             idx = self.engine.index_for(o.p)
         t0 = time.monotonic()
-        records = checkpoint.encode(idx, o.p, o.position)
         old = o.pointer
         cid = (old.id + 1) if old is not None else 1
         futures = []
-        for n, value in enumerate(records):
+        # chunk by chunk, letting the event loop run in between (the lock keeps idx still)
+        for n, value in enumerate(checkpoint.encoding(idx, o.p, o.position)):
             futures.append(
                 await producer.send(
                     self.ckpt_topic, value, key=checkpoint.record_key(o.p, cid, n), partition=o.p
                 )
             )
+            await asyncio.sleep(0)
         if old is not None:  # the previous checkpoint's records: compaction removes them
             for n in range(old.records):
                 await producer.send(
@@ -411,9 +471,9 @@ class HeartbeatLoop:
         first = await futures[0]
         log.info(
             "partition %d: checkpoint %d at offset %d (%d machines, %d records, %.2fs)",
-            o.p, cid, o.position, len(idx.machines), len(records), time.monotonic() - t0,
+            o.p, cid, o.position, len(idx.machines), len(futures), time.monotonic() - t0,
         )  # fmt: skip
-        return Pointer(o.position, first.offset, len(records), cid)
+        return Pointer(o.position, first.offset, len(futures), cid)
 
     # ---- assignment ---------------------------------------------------------------------
 
@@ -569,6 +629,7 @@ class HeartbeatLoop:
             for o in mine:
                 o.state = target[o.p]
             consumer.resume(*[o.tp for o in mine])
+        _freeze()
         log.info(
             "recovered partitions %s in %.2fs (%d machines)",
             sorted(o.p for o in owned),
@@ -619,7 +680,7 @@ class HeartbeatLoop:
             await reader.stop()
         target: dict[int, str] = {}
         for o, ptr, c in reads:
-            checkpoint.restore(self.engine, o.p, checkpoint.decode(got[o.p][: ptr.records]))
+            await self._install(o.p, got.pop(o.p)[: ptr.records])
             o.pointer = ptr
             o.checkpoint_at = time.monotonic()
             o.position = ptr.offset
@@ -628,6 +689,19 @@ class HeartbeatLoop:
             consumer.seek(o.tp, ptr.offset)
             target[o.p] = "replaying" if o.position < o.replay_until else "live"
         return target
+
+    async def _install(self, p: int, records: list[bytes]) -> None:
+        """Decode and restore one partition's checkpoint a chunk at a time, letting the event
+        loop run between chunks (a million machines take seconds of CPU)."""
+        restored: checkpoint.Restored | None = None
+        for got in checkpoint.decoding(records):
+            restored = got
+            await asyncio.sleep(0)
+        if restored is None:
+            raise ValueError(f"checkpoint of partition {p}: nothing decoded")
+        records.clear()  # the decoded slots hold what they need
+        for _ in checkpoint.restoring(self.engine, p, restored):
+            await asyncio.sleep(0)
 
     async def _publish_owners(self, owned: list[Owned]) -> None:
         """Tell every worker who owns these partitions (API queries are routed by it)."""
@@ -657,6 +731,7 @@ class HeartbeatLoop:
             ends = await consumer.end_offsets(tps)
         except Exception:  # reporting only; never let it stop ticking (readiness sees it)
             return
+        self.previous_ends = self.end_offsets
         self.end_offsets = {tp.partition: end for tp, end in ends.items()}
         self.ends_at = time.monotonic()
 
@@ -685,6 +760,15 @@ class HeartbeatLoop:
             return False, f"waiting for Kafka: no poll for {now - self.last_loop_at:.0f}s"
         lag = sum(self.lag().values())
         replaying = [o for o in self.owned.values() if o.state == "replaying"]
-        if replaying or lag > 0:
+        if replaying or (lag > 0 and not self._within_one_tick()):
             return False, f"catching up: lag {lag}"
         return True, "ready"
+
+    def _within_one_tick(self) -> bool:
+        """Every owned partition read up to its log end as of the previous tick: what is left
+        is at most the latest tick (and what arrived with it), read a moment later."""
+        ends = self.previous_ends
+        return (
+            all(p in ends and o.position >= ends[p] for p, o in self.owned.items())
+            and len(ends) > 0
+        )

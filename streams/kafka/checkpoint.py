@@ -17,7 +17,11 @@ import orjson
 from arcbeat.streams.decide.engine import Engine, PartitionIndex
 from arcbeat.streams.decide.machines import Slot, to_row
 
-FORMAT = 3  # 3: the header carries the fingerprint seed; rows no clock skew (derived)
+# 3: the header carries the fingerprint seed; rows no clock skew (derived)
+# 4: whether a machine is late, and since when it waits for a verdict, are in its row, not in
+#    the header (at a million machines held a header listing them passed the request size)
+FORMAT = 4
+READS = (3, 4)  # formats a worker restores (a format 3 checkpoint's header lists them)
 CHUNK_MACHINES = 4000  # ~1 MB a chunk: well under the producer's 4 MiB request size
 
 
@@ -44,7 +48,7 @@ class Pointer:
             return None
         try:
             v = orjson.loads(text)
-            if not isinstance(v, list) or not v or v[0] != FORMAT:
+            if not isinstance(v, list) or not v or v[0] not in READS:
                 return None  # not ours: replay the whole log
             return cls(int(v[1]), int(v[2]), int(v[3]), int(v[4]))
         except (orjson.JSONDecodeError, IndexError, TypeError, ValueError):
@@ -69,7 +73,13 @@ class Restored:
 def encode(idx: PartitionIndex, p: int, offset: int) -> list[bytes]:
     """The records of a checkpoint of ``idx`` at heartbeats offset ``offset``: a header, then
     chunks of machines."""
-    header = orjson.dumps(
+    return list(encoding(idx, p, offset))
+
+
+def encoding(idx: PartitionIndex, p: int, offset: int) -> Iterator[bytes]:
+    """:func:`encode` one record at a time (a chunk is ~10-20 ms of work), so that the writer
+    can let its event loop run between chunks. ``idx`` must not change until the last one."""
+    yield orjson.dumps(
         {
             "format": FORMAT,
             "partition": p,
@@ -77,45 +87,76 @@ def encode(idx: PartitionIndex, p: int, offset: int) -> list[bytes]:
             "machines": len(idx.machines),
             "previousTick": idx.previous_tick,
             "snapshotBucket": idx.snapshot_bucket,
-            "late": sorted(idx.late),
-            "pending": idx.pending,
             "seed": idx.seed,
             "maintenance": idx.planned_json,
         }
     )
-    out = [header]
-    items = list(idx.machines.items())
-    for i in range(0, len(items), CHUNK_MACHINES):
-        out.append(orjson.dumps([to_row(k, s) for k, s in items[i : i + CHUNK_MACHINES]]))
-    return out
+    chunk: list[list[Any]] = []
+    late, pending = idx.late, idx.pending
+    for k, s in idx.machines.items():
+        row = to_row(k, s)
+        row.append(k in late)
+        row.append(pending.get(k))
+        chunk.append(row)
+        if len(chunk) == CHUNK_MACHINES:
+            yield orjson.dumps(chunk)
+            chunk = []
+    if chunk:
+        yield orjson.dumps(chunk)
 
 
 def decode(records: Iterable[bytes]) -> Restored:
     """A checkpoint's records (in order), decoded."""
+    for got in decoding(records):
+        if got is not None:
+            return got
+    raise ValueError("checkpoint: no records")  # decoding ends with the Restored
+
+
+def decoding(records: Iterable[bytes]) -> Iterator[Restored | None]:
+    """:func:`decode` one record at a time: None after each chunk, the Restored last."""
     it: Iterator[bytes] = iter(records)
     header: dict[str, Any] = orjson.loads(next(it))
-    if header.get("format") != FORMAT:
+    if header.get("format") not in READS:
         raise ValueError(f"checkpoint: unknown format {header.get('format')!r}")
     machines: dict[str, Slot] = {}
     index: list[tuple[str, str, str, str, float, float | None]] = []
     add = index.append
+    late: list[str] = list(header.get("late") or ())  # format 3
+    pending: dict[str, float] = dict(header.get("pending") or {})  # format 3
     for raw in it:
         for k, rec, hb, sent, seq, wstart, received, fp, *ix in orjson.loads(raw):
             ok = ix[0] == "Connected" and ix[5] is None
             machines[k] = Slot(rec.encode(), ok, fp, hb, sent, seq, wstart, received)
+            if len(ix) > 6:  # format 4: late, pending
+                if ix[6]:
+                    late.append(k)
+                if ix[7] is not None:
+                    pending[k] = ix[7]
+                ix = ix[:6]
             add(tuple(ix))
+        yield None
+    header["late"], header["pending"] = late, pending
     if len(machines) != header["machines"]:
         raise ValueError(
             f"checkpoint of partition {header['partition']}: {len(machines)} machines read, "
             f"{header['machines']} written"
         )
-    return Restored(header, machines, index)
+    yield Restored(header, machines, index)
 
 
 def restore(engine: Engine, p: int, cp: Restored) -> int:
     """Install a decoded checkpoint as partition ``p``'s state; returns the machine count."""
+    for _ in restoring(engine, p, cp):
+        pass
+    return len(cp.machines)
+
+
+def restoring(engine: Engine, p: int, cp: Restored) -> Iterator[int]:
+    """:func:`restore` in steps (yields the machines done so far); the partition is installed
+    after the last one."""
     h = cp.header
-    engine.adopt(
+    return engine.adopting(
         p,
         cp.machines,
         cp.index,
@@ -126,4 +167,3 @@ def restore(engine: Engine, p: int, cp: Restored) -> int:
         seed=h.get("seed"),
         maintenance=h.get("maintenance") or (),
     )
-    return len(cp.machines)

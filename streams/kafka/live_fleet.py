@@ -5,7 +5,7 @@ scope board and the maintenance board."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from arcbeat.streams.decide.engine import CountKey
 from arcbeat.streams.decide.machines import Machine
@@ -59,6 +59,9 @@ class LiveFleet:
     def workers(self) -> set[str]:
         # every partition's owner, as the owners announce themselves on the scope board
         return set(self._pipe.board.owners().values())
+
+    def held_by_scope(self) -> Mapping[str, int]:
+        return self._engine.held_by_scope()
 
     def silent_scopes(self) -> Iterable[str]:
         return (s for s, v in self._pipe.verdicts().items() if v.silent)

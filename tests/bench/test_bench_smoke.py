@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from arcbeat.bench.goals import GOALS, verdict
+from arcbeat.bench.goals import GOALS, evaluate, verdict
 from arcbeat.bench.pyspy import WAITING, summarize
 from arcbeat.bench.report import REPORT_FIELDS, render_markdown
 from arcbeat.bench.stats import percentile, summary
@@ -34,6 +34,26 @@ def test_verdicts_say_by_how_much() -> None:
     assert verdict(by_key["detectionP99"], 3.0)["missedBy"].startswith("1.5x over")
     assert verdict(by_key["falseDisconnected"], 0)["met"] is True
     assert verdict(by_key["restart"], None) == {"met": None, "missedBy": None}
+
+
+def test_mass_outage_goals_follow_the_fleet_and_the_check_interval() -> None:
+    def rows(machines: int) -> dict[str, dict[str, object]]:
+        report = {
+            "massOutage": {
+                "machines": machines,
+                "timing": {"checkInterval": 0.5},
+                "restartHeld": 12.0,
+                "releaseDelay": 1.4,
+                "readyFlaps": 0,
+            }
+        }
+        return {r["key"]: r for r in evaluate(report)}
+
+    quick, full = rows(100_000), rows(1_000_000)
+    assert quick["restartHeld"]["met"] is False and full["restartHeld"]["met"] is True
+    assert quick["releaseDelay"]["goal"] == "<= check_interval + 1 s (1.5 s)"
+    assert quick["releaseDelay"]["met"] is True and quick["readyFlaps"]["met"] is True
+    assert quick["heldIdleCpu"]["met"] is None  # not measured
 
 
 def test_pyspy_summary_groups_by_component() -> None:
@@ -92,6 +112,14 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
             "4",
             "--no-variants",
             "--no-profile",
+            "--outage-machines",
+            "600",
+            "--outage-interval",
+            "3",
+            "--outage-hold",
+            "45",
+            "--outage-restarts",
+            "1",
             "--out",
             str(tmp_path),
         ]
@@ -145,6 +173,12 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
     ag = report["agent"]
     assert ag["installed"]["totalMiB"] > 0 and ag["idleRssMiB"] > 0
     assert ag["cpuMillisecondsPerHeartbeat"] > 0 and ag["exitCodes"] == [0, 0]
+    mo = report["massOutage"]
+    assert mo["releases"]["released"] == 600 and mo["heldAtEnd"] == 0
+    assert mo["releases"]["otherDisconnected"] == 0  # every silent machine held, then released
+    assert mo["heldAfterRestart"] == mo["silentFirst"]["machines"]
+    for key in ("heldIdleCpu", "tickP99", "loopLagMax", "readyFlaps", "restartHeld"):
+        assert mo[key] is not None, key
 
     e = report["engine"]
     assert e["rate"] > 0 and e["profile"] and e["fastPathProfile"]
@@ -170,6 +204,7 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
         "machines in state: memory, /metrics, restart",
         "## Catch-up",
         "## The machine agent",
+        "## Mass outage",
     ):
         assert heading in md
     for g in report["goals"]:

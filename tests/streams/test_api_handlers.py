@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -80,6 +80,9 @@ class FakeFleet:
 
     def workers(self) -> set[str]:
         return {self.url(), *self.others}
+
+    def held_by_scope(self) -> Mapping[str, int]:
+        return {"location:eastus": 1}
 
     def silent_scopes(self) -> Iterable[str]:
         return ["location:eastus"]

@@ -509,14 +509,14 @@ def test_checkpoint_round_trip_keeps_every_machine_and_the_partition_state(
     assert statuses == {Status.EXPIRED: 1, Status.DISCONNECTED: 1, Status.CONNECTED: 6}
     assert idx.late == {_key(m) for m in range(4)}
     assert idx.pending == {_key(m): T0 + 5 for m in range(4)}
-    assert idx.held == ({_key(m) for m in range(4)} if hold else set())
+    assert set(idx.held) == ({_key(m) for m in range(4)} if hold else set())
     assert idx.windows
     monkeypatch.setattr(checkpoint, "CHUNK_MACHINES", 3)  # several chunks
     records = checkpoint.encode(idx, 0, 42)
     assert len(records) == 1 + 3  # a header, then 3 + 3 + 2 machines
     cp = checkpoint.decode(records)
     assert (cp.header["offset"], cp.header["partition"], cp.header["machines"]) == (42, 0, 8)
-    assert cp.header["late"] == sorted(idx.late)
+    assert sorted(cp.header["late"]) == sorted(idx.late)
     assert cp.header["pending"] == idx.pending
     assert cp.header["previousTick"] == idx.previous_tick == (T0 + 5.4 if hold else T0 + 5)
     assert cp.header["snapshotBucket"] == idx.snapshot_bucket
@@ -528,6 +528,33 @@ def test_checkpoint_round_trip_keeps_every_machine_and_the_partition_state(
     assert state(restored) == state(engine)
     for m in range(8):
         assert restored.machine(_key(m)) == engine.machine(_key(m))
+
+
+def test_a_checkpoint_header_does_not_grow_with_late_machines() -> None:
+    """Late and waiting machines are marked in their rows: at a million machines held, a
+    header listing them would pass the producer's request size and the commit would fail."""
+    engine = Engine(_settings(partitions=1))
+    _mixed_partition(engine, hold=True)
+    idx = engine.partitions[0]
+    header = checkpoint.encode(idx, 0, 42)[0]
+    assert b"late" not in header and b"pending" not in header
+    assert not any(k.encode() in header for k in idx.machines)
+
+
+def test_a_format_3_checkpoint_still_restores() -> None:
+    """A worker of this version takes over from one that wrote format 3 (late and pending in
+    the header) without replaying the whole log."""
+    engine = Engine(_settings(partitions=1))
+    _mixed_partition(engine, hold=True)
+    idx = engine.partitions[0]
+    header, *chunks = checkpoint.encode(idx, 0, 42)
+    old = {**orjson.loads(header), "format": 3, "late": sorted(idx.late), "pending": idx.pending}
+    rows = [[row[:-2] for row in orjson.loads(c)] for c in chunks]
+    cp = checkpoint.decode([orjson.dumps(old), *(orjson.dumps(r) for r in rows)])
+    restored = Engine(_settings(partitions=1))
+    checkpoint.restore(restored, 0, cp)
+    assert state(restored) == state(engine)
+    assert Pointer.decode(orjson.dumps([3, 42, 0, 2, 1]).decode()) == Pointer(42, 0, 2, 1)
 
 
 def test_checkpoint_decode_refuses_a_short_or_foreign_checkpoint(
@@ -901,6 +928,23 @@ def test_readiness_states() -> None:
     assert loop.readiness() == (False, "waiting for Kafka: no poll for 45s")
     loop.last_loop_at += 45
     assert loop.readiness() == (True, "ready")
+
+
+def test_ready_within_one_tick_of_the_log_end() -> None:
+    """The tick a worker has just written (the log end is read right after it) is read a
+    moment later: readiness does not flicker for it."""
+    loop = _loop()
+    loop.started = True
+    loop.board.ready.set()
+    o = _own(loop, 0, "live", position=10)
+    loop.end_offsets = {0: 10}
+    loop.ends_at = loop.last_loop_at = time.monotonic()
+    assert loop.readiness() == (True, "ready")
+    loop.previous_ends, loop.end_offsets = loop.end_offsets, {0: 11}  # the next tick
+    assert loop.lag() == {0: 1}
+    assert loop.readiness() == (True, "ready")
+    o.position = 9  # behind the log end of the previous tick: catching up
+    assert loop.readiness() == (False, "catching up: lag 2")
 
 
 def test_lag_counts_owned_partitions_only_and_never_below_zero() -> None:

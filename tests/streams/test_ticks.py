@@ -3,6 +3,8 @@ tick header to the heartbeats topic), optionally signed. Pure: no Kafka."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from aiokafka import ConsumerRecord
 from arcbeat.streams.decide.engine import Engine, Verdict
 from arcbeat.streams.kafka import ticks
 from arcbeat.streams.kafka.batch import HeartbeatLoop
+from arcbeat.streams.kafka.checkpoint import Pointer
 from arcbeat.streams.kafka.scopes import ScopeBoard
 from arcbeat.streams.settings import SettingsError
 from tests.streams.test_engine import _own, _settings
@@ -96,7 +99,7 @@ def test_the_loop_skips_a_bad_or_unsigned_tick_and_keeps_going(tmp_path: Path) -
     bad = _record(0, orjson.dumps({"verdicts": {"fleet": 5}}), [(ticks.TICK_HEADER, b"1")])
     value, headers = ticks.encode("0", {}, 0.0, [])
     good = _record(1, value, headers)
-    loop._process(o, [bad, good], wall=1_800_000_000.0)
+    asyncio.run(loop._process(o, [bad, good], wall=1_800_000_000.0))
     assert o.position == 2
     assert loop.engine.stats.rejects["bad_tick"] == 1
     assert loop.engine.partitions[0].previous_tick == 1_800_000_000.0  # the good one counted
@@ -105,8 +108,21 @@ def test_the_loop_skips_a_bad_or_unsigned_tick_and_keeps_going(tmp_path: Path) -
     keys.write_text("s" * 40 + "\n")
     signed = _loop(tick_key_file=str(keys))
     o = _own(signed, 0, "live")
-    signed._process(o, [_record(0, value, headers)], wall=1_800_000_000.0)
+    asyncio.run(signed._process(o, [_record(0, value, headers)], wall=1_800_000_000.0))
     assert signed.engine.stats.rejects["bad_tick"] == 1
     value, headers = ticks.encode("0", {}, 0.0, [], signed.tick_keys)
-    signed._process(o, [_record(1, value, headers)], wall=1_800_000_000.0)
+    asyncio.run(signed._process(o, [_record(1, value, headers)], wall=1_800_000_000.0))
     assert signed.engine.stats.rejects["bad_tick"] == 1 and o.position == 2
+
+
+def test_a_partition_is_checkpointed_as_soon_as_its_replay_is_done() -> None:
+    """A worker that crashes again and again, each run shorter than checkpoint_interval, must
+    not replay from the same old checkpoint every time (with ever more log after it)."""
+    loop = _loop()
+    o = _own(loop, 0, "replaying")
+    o.replay_until, o.pointer, o.checkpoint_at = 2, Pointer(0, 0, 1, 1), time.monotonic()
+    value, headers = ticks.encode("0", {}, 0.0, [])
+    asyncio.run(loop._process(o, [_record(0, value, headers)], wall=1_800_000_000.0))
+    assert o.state == "replaying" and loop._checkpoint_due([o]) is None
+    asyncio.run(loop._process(o, [_record(1, value, headers)], wall=1_800_000_000.0))
+    assert o.state == "live" and loop._checkpoint_due([o]) is o
