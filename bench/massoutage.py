@@ -124,7 +124,7 @@ class LiveLoad:
     async def _go(self) -> None:
         producer = make_producer(self.s, linger_ms=20, enable_idempotence=False, acks=1)
         await producer.start()
-        topic = self.s.heartbeats_topic
+        topic = self.s.topics.heartbeats
         slices = max(1, round(self.interval))  # one slice a second
         per = -(-len(self.machines) // slices)
         try:
@@ -234,7 +234,7 @@ def read_ticks(s: Settings) -> dict[int, list[float]]:
         await consumer.start()
         out: dict[int, list[float]] = {}
         try:
-            tps = [TopicPartition(s.heartbeats_topic, p) for p in range(s.kafka.partitions)]
+            tps = [TopicPartition(s.topics.heartbeats, p) for p in range(s.kafka.partitions)]
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
             await consumer.seek_to_beginning(*tps)
@@ -285,7 +285,7 @@ def read_releases(s: Settings, ticks: dict[int, list[float]]) -> dict[str, Any]:
         tick_after: list[float] = []  # the releasing tick's time after the hold's end
         processed_after: list[float] = []  # the worker read that tick this much later
         try:
-            tps = [TopicPartition(s.status_topic, p) for p in range(s.kafka.partitions)]
+            tps = [TopicPartition(s.topics.status, p) for p in range(s.kafka.partitions)]
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
             await consumer.seek_to_beginning(*tps)
@@ -418,7 +418,7 @@ def run_massoutage(
             b, w, scope_first, len(silent_first), 4 * interval + 300, "first location"
         )
         b.say(f"{scope_first}: {len(silent_first):,} machines held")
-        ends = asyncio.run(end_offsets(s, s.heartbeats_topic))
+        ends = asyncio.run(end_offsets(s, s.topics.heartbeats))
         wait_checkpoints(s, ends, s.worker.checkpoint_interval + 120.0, b.say)
         runs = _restarts(b, w, s, restarts, between=min(20.0, s.worker.checkpoint_interval / 4))
         held_after_restart = held(w).get(scope_first, 0)

@@ -93,22 +93,6 @@ class Settings:
     def topics(self) -> Topics:
         return self.kafka.topics
 
-    @property
-    def heartbeats_topic(self) -> str:
-        return self.topics.heartbeats
-
-    @property
-    def status_topic(self) -> str:
-        return self.topics.status
-
-    @property
-    def dlq_topic(self) -> str:
-        return self.topics.dlq
-
-    @property
-    def maintenance_topic(self) -> str:
-        return self.topics.maintenance
-
     def value(self, name: str) -> Any:
         """The setting ``name`` by its flat name (``kafka_bootstrap`` -> ``kafka.bootstrap``)."""
         s = setting(name)

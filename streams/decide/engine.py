@@ -1,4 +1,4 @@
-"""Per-partition processing: heartbeats and ticks in, table writes and output records out.
+"""Per-partition processing: heartbeats and ticks in, decisions and output records out.
 
 Kafka-free on purpose (the worker's batch loop feeds it and sends what it returns), so the
 whole decision logic — lag gating by ticks, the deadline wheel, scope counts, mass-silence

@@ -55,10 +55,6 @@ LAG_PROBE = 0.1  # how often the event loop's lag is measured
 MIB = 1024 * 1024
 
 
-def checkpoints_topic(settings: Settings) -> str:
-    return settings.topics.checkpoints
-
-
 def instance_id(settings: Settings, worker_id: str) -> str:
     """Static group membership: a worker started again under the same id takes its
     partitions back at once, without waiting for the session timeout (KIP-345)."""
@@ -133,11 +129,11 @@ class HeartbeatLoop:
         self.worker_id = worker_id
         self.url = url
         self.group = settings.kafka.app_id
-        self.topic = settings.heartbeats_topic
-        self.ckpt_topic = checkpoints_topic(settings)
+        self.topic = settings.topics.heartbeats
+        self.ckpt_topic = settings.topics.checkpoints
         self.out_topics = {
-            "status": settings.status_topic,
-            "dlq": settings.dlq_topic,
+            "status": settings.topics.status,
+            "dlq": settings.topics.dlq,
             "fleet": settings.topics.fleet,
         }
         self.owned: dict[int, Owned] = {}

@@ -25,10 +25,6 @@ from arcbeat.streams.kafka.compacted import CompactedReader
 from arcbeat.streams.settings import Settings
 
 
-def scopes_topic(settings: Settings) -> str:
-    return settings.topics.scopes
-
-
 def verdicts_of(view: Mapping[str, bytes]) -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
     for k, raw in view.items():
@@ -51,7 +47,7 @@ class ScopeBoard:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = scopes_topic(settings)
+        self.topic = settings.topics.scopes
         self.committed: dict[str, bytes] = {}
         self.pending: dict[int, dict[str, bytes]] = {}
         self.own: dict[int, dict[str, bytes]] = {}
