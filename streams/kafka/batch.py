@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
@@ -349,18 +348,18 @@ class HeartbeatLoop:
         # this partition's scope counts, when they changed (shared with every worker)
         for scope, c in counts.items():
             if o.published.get(scope) != c:
-                self._board_write(o, f"c|{scope}|{p}", orjson.dumps([c.connected, c.late]))
+                self._board_write(o, *ScopeBoard.counts_record(scope, p, c))
                 o.published[scope] = c
         for scope in [s for s in o.published if s not in counts]:
-            self._board_write(o, f"c|{scope}|{p}", orjson.dumps([0, 0]))
+            self._board_write(o, *ScopeBoard.counts_record(scope, p, None))
             del o.published[scope]
         if p == DECIDER_PARTITION:
             scope_emits, changed = engine.decide_scopes(now, board.totals(), board.verdicts())
             for scope, v in changed.items():
-                self._board_write(o, f"v|{scope}", orjson.dumps([v.silent, v.since, v.machines]))
+                self._board_write(o, *ScopeBoard.verdict_record(scope, v))
             # when the latest decision was taken: machines found late and due in one tick wait
             # for a decision newer than their counts (Engine._await_verdict)
-            self._board_write(o, "d|", orjson.dumps(now))
+            self._board_write(o, *ScopeBoard.decided_record(now))
             emits = emits + scope_emits
             idx = engine.partitions.get(p)
             writes, records = self.early.decide(
@@ -618,7 +617,7 @@ class HeartbeatLoop:
         if reads:
             target.update(await self._restore(reads))
         for o in owned:
-            self.board.write(o.p, f"o|{o.p}", self.url().encode())
+            self.board.write(o.p, *ScopeBoard.owner_record(o.p, self.url()))
         await self._publish_owners(owned)
         async with self._lock:
             mine = [o for o in owned if self.owned.get(o.p) is o]
@@ -704,11 +703,12 @@ class HeartbeatLoop:
         producer = next((o.producer for o in owned if o.producer is not None), None)
         if producer is None:
             return
-        url = self.url().encode()
+        url = self.url()
         # outside any transaction of the partition: a one-record transaction of its own
         async with producer.transaction():
             for o in owned:
-                await producer.send(self.board.topic, url, key=f"o|{o.p}".encode(), partition=0)
+                key, value = ScopeBoard.owner_record(o.p, url)
+                await producer.send(self.board.topic, value, key=key.encode(), partition=0)
         for o in owned:
             self.board.committed_partition(o.p)
 

@@ -24,11 +24,13 @@ from arcbeat.streams.decide.engine import Verdict
 from arcbeat.streams.kafka.compacted import CompactedReader
 from arcbeat.streams.settings import Settings
 
+COUNTS, VERDICT, DECIDED, OWNER = "c|", "v|", "d|", "o|"  # the key prefixes (module docstring)
+
 
 def verdicts_of(view: Mapping[str, bytes]) -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
     for k, raw in view.items():
-        if k.startswith("v|"):
+        if k.startswith(VERDICT):
             silent, since, machines = orjson.loads(raw)
             out[k[2:]] = Verdict(bool(silent), float(since), int(machines))
     return out
@@ -73,30 +75,52 @@ class ScopeBoard:
         return verdicts_of(self.view())
 
     def decided_at(self) -> float | None:
-        raw = self.get("d|")
+        raw = self.get(DECIDED)
         return float(orjson.loads(raw)) if raw else None
 
     def totals(self) -> dict[str, ScopeCounts]:
         parts: dict[str, list[ScopeCounts]] = {}
         for k, raw in self.view().items():
-            if k.startswith("c|"):
+            if k.startswith(COUNTS):
                 scope = k[2:].rsplit("|", 1)[0]
                 connected, late = orjson.loads(raw)
                 parts.setdefault(scope, []).append(ScopeCounts(connected, late))
         return {s: sum_counts(v) for s, v in parts.items()}
 
     def owners(self) -> dict[int, str]:
-        return {int(k[2:]): v.decode() for k, v in self.committed.items() if k.startswith("o|")}
+        return {int(k[2:]): v.decode() for k, v in self.committed.items() if k.startswith(OWNER)}
 
     def published_counts(self, p: int) -> dict[str, ScopeCounts]:
         """Partition p's counts as the board holds them (after a takeover: the old owner's)."""
         out: dict[str, ScopeCounts] = {}
         suffix = f"|{p}"
         for k, raw in self.view().items():
-            if k.startswith("c|") and k.endswith(suffix):
+            if k.startswith(COUNTS) and k.endswith(suffix):
                 connected, late = orjson.loads(raw)
                 out[k[2 : -len(suffix)]] = ScopeCounts(connected, late)
         return out
+
+    # ---- the records: what is written under which key (read back by the view above) ------
+
+    @staticmethod
+    def counts_record(scope: str, p: int, counts: ScopeCounts | None) -> tuple[str, bytes]:
+        """Partition p's counts of ``scope`` (None: the scope has no machine there any more)."""
+        c = counts or ScopeCounts(0, 0)
+        return f"{COUNTS}{scope}|{p}", orjson.dumps([c.connected, c.late])
+
+    @staticmethod
+    def verdict_record(scope: str, v: Verdict) -> tuple[str, bytes]:
+        return f"{VERDICT}{scope}", orjson.dumps([v.silent, v.since, v.machines])
+
+    @staticmethod
+    def decided_record(at: float) -> tuple[str, bytes]:
+        """When the latest mass-silence decision was taken."""
+        return DECIDED, orjson.dumps(at)
+
+    @staticmethod
+    def owner_record(p: int, url: str) -> tuple[str, bytes]:
+        """The URL of the worker that owns partition p (API queries are routed by it)."""
+        return f"{OWNER}{p}", url.encode()
 
     # ---- writes (the caller sends the same records in partition p's transaction) ---------
 
