@@ -311,6 +311,16 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "arcbeat_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
 @pytest.mark.services
 def test_secrets_never_in_logs_or_repr(secure: SecureKafka, tmp_path: Path) -> None:
     s = secure.settings
@@ -335,12 +345,19 @@ def test_secrets_never_in_logs_or_repr(secure: SecureKafka, tmp_path: Path) -> N
     }
     secrets = [agent_pw, influx_token, influx_pw, IDENTITY_SECRET, secure.password("admin")]
     outputs = []
-    ok = _cli(env, "agent", "--once", "--resource-id", resource_id(SUB_A, "rg-a", "m2"))
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    outputs.append(ok.stdout + ok.stderr)
-    bad = _cli({**env, "ARCBEAT_KAFKA_PASSWORD": agent_pw[::-1]}, "agent", "--once")
-    assert bad.returncode != 0
-    outputs.append(bad.stdout + bad.stderr)
+    # the machine agent onboarding with its password file, then with a wrong password
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text(agent_pw[::-1] + "\n")
+    wrong.chmod(0o600)
+    for folder, password_file, refused in (("good", None, False), ("bad", wrong, True)):
+        (tmp_path / folder).mkdir()
+        _agent_config(secure, tmp_path / folder, password_file=password_file)
+        run = _agent_cli(
+            "--config", str(tmp_path / folder / "agent.toml"), "connect",
+            "--resource-id", resource_id(SUB_A, "rg-a", "m2"), "--location", "westeurope",
+        )  # fmt: skip
+        assert (run.returncode != 0) is refused, run.stderr[-2000:]
+        outputs.append(run.stdout + run.stderr)
     status = _cli(env, "stack", "status")
     outputs.append(status.stdout + status.stderr)
     loaded = Settings.load(env=env)
