@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -34,7 +33,7 @@ from arcbeat.streams.settings import SETTINGS, Settings
 from tests.support.image import arcbeat_image
 from tests.support.influx import Influx
 from tests.support.kafka import delete_topics
-from tests.support.net import http_get
+from tests.support.net import http_get, ports_free
 from tests.support.paths import REPO
 from tests.support.podman import podman, podman_env
 from tests.support.progress import sayer
@@ -141,15 +140,7 @@ def _free_166xx(n: int) -> int:
     which the shared stack's users run on)."""
     offset = random.randrange(0, 100 - n)  # two runs at once rarely try the same block first
     for base in sorted(range(16600, 16700 - n), key=lambda b: (b - 16600 - offset) % 100):
-        free = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    free = False
-                    break
-        if free:
+        if ports_free(base, n):
             return base
     raise AssertionError("no free block of ports in 16600-16699")
 

@@ -25,17 +25,20 @@ def free_port_block(n: int) -> int:
             base = int(probe.getsockname()[1])
         if base + n > 65535:
             continue
-        ok = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+        if ports_free(base, n):
             return base
     raise RuntimeError(f"no block of {n} free TCP ports on 127.0.0.1")
+
+
+def ports_free(base: int, n: int) -> bool:
+    """Whether ``base .. base+n-1`` can all be bound on 127.0.0.1 now."""
+    for port in range(base, base + n):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def free_port_block_below_ephemeral(n: int) -> int:
