@@ -64,6 +64,13 @@ class WorkerSnapshot:
     degraded: list[str] = field(default_factory=list)
 
 
+def _gauge_by_location(name: str, doc: str, values: Mapping[str, float]) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc, labels=["location"])
+    for location, n in sorted(values.items()):
+        g.add_metric([location], n)
+    return g
+
+
 def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
     buckets: list[tuple[str, float]] = []
     acc = 0
@@ -170,15 +177,12 @@ class WorkerCollector(Collector):
             buckets.append(("+Inf", cum.count))
             delivery.add_metric([location], buckets, sum_value=cum.sum)
         yield delivery
-        late = GaugeMetricFamily(
+        yield _gauge_by_location(
             "arcbeat_machines_late",
             "Connected machines overdue by more than late_after, by location (owned "
             "partitions; not a status: they are still Connected).",
-            labels=["location"],
+            snap.late_by_location,
         )
-        for location, n in sorted(snap.late_by_location.items()):
-            late.add_metric([location], n)
-        yield late
         degraded = GaugeMetricFamily(
             "arcbeat_scope_degraded",
             "1 while a scope is degraded (ScopeDegraded until ScopeDegradationCleared; use "
@@ -296,15 +300,12 @@ class WorkerCollector(Collector):
         over_total.add_metric([], self._overflow_total)
         yield over_total
 
-        planned = GaugeMetricFamily(
+        yield _gauge_by_location(
             "arcbeat_machines_offline_in_maintenance",
             "Disconnected machines inside a maintenance window, by location (owned partitions; "
             "not capped).",
-            labels=["location"],
+            snap.maintenance_offline,
         )
-        for location, n in sorted(snap.maintenance_offline.items()):
-            planned.add_metric([location], n)
-        yield planned
         windows = GaugeMetricFamily(
             "arcbeat_maintenance_windows_active",
             "Maintenance windows in force now; every worker exports the same value (use max).",
