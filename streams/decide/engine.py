@@ -22,7 +22,7 @@ import orjson
 from xxhash import xxh3_64_intdigest
 
 from arcbeat.streams.decide.deadlines import DeadlineWheel, ScopeCounts, late_after, scope_is_silent
-from arcbeat.streams.decide.degradation import CREEP, DELAY_BOUNDS
+from arcbeat.streams.decide.degradation import CREEP, DELAY_BOUNDS, part_scope
 from arcbeat.streams.decide.early_warning import EarlyWarning, PartitionSample
 from arcbeat.streams.decide.identity import IdentityBindings, load_bindings
 from arcbeat.streams.decide.machines import (
@@ -124,6 +124,7 @@ class PartitionIndex:
         "held",
         "held_by_location",
         "late",
+        "late_by_part",
         "late_by_scope",
         "machines",
         "pending",
@@ -142,6 +143,8 @@ class PartitionIndex:
         self.counts: Counter[CountKey] = Counter()
         self.late: set[str] = set()
         self.late_by_scope: Counter[str] = Counter()
+        # late machines by subscription part (a subscription in a location: early warning)
+        self.late_by_part: Counter[str] = Counter()
         self.machines: dict[str, Slot] = {}
         self.disconnected: set[str] = set()  # for the per-machine offline series
         # Disconnected held by a ScopeSilent verdict: key -> its location, and the same keys
@@ -190,6 +193,15 @@ class PartitionIndex:
                 out["fleet"] += n
                 out[f"location={location}"] += n
         return out
+
+    def early_counts(self) -> tuple[Counter[str], Counter[str]]:
+        """Machines Connected and late per location and per subscription part (early
+        warning's interval samples)."""
+        connected = self.connected_by_scope()
+        for (status, location, _os, sub), n in self.counts.items():
+            if status == "Connected" and n:
+                connected[part_scope(sub, location)] += n
+        return connected, self.late_by_scope + self.late_by_part
 
 
 def _count_key(state: MachineState, info: MachineInfo) -> CountKey:
@@ -333,7 +345,7 @@ class Engine:
                 idx.hold(key, location)
             if slot.wstart is not None:
                 windows.setdefault(slot.wstart, set()).add(key)
-            slot.loc = counters_for(idx, location)
+            slot.loc = counters_for(idx, location, sub)
             at = deadline_of(st, slot.hb, changed, held, timing)
             if at is not None:
                 if st is Status.CONNECTED and held is None:
@@ -344,11 +356,12 @@ class Engine:
                 yield done
         late = set(late)
         if late:
-            for key, (_, location, *_rest) in zip(machines, index, strict=True):
+            for key, (_, location, _os, sub, *_rest) in zip(machines, index, strict=True):
                 if key in late:
                     idx.late.add(key)
                     for s in scopes_of_location(location):
                         idx.late_by_scope[s] += 1
+                    idx.late_by_part[part_scope(sub, location)] += 1
         self.partitions[p] = idx
         yield done
 
@@ -359,7 +372,7 @@ class Engine:
     def _save(self, idx: PartitionIndex, key: str, m: Machine, fp: int) -> None:
         old = idx.machines.get(key)
         slot = idx.machines[key] = to_slot(m, fp)
-        slot.loc = self.early.counters_for(idx, m.info.location)
+        slot.loc = self.early.counters_for(idx, m.info.location, m.info.subscription_id)
         if old is not None:
             slot.base = old.base
 
@@ -402,10 +415,15 @@ class Engine:
             idx.late.add(key)
             for s in scopes_of(info):
                 idx.late_by_scope[s] += 1
+            idx.late_by_part[part_scope(info.subscription_id, info.location)] += 1
         else:
             idx.late.discard(key)
             for s in scopes_of(info):
                 idx.late_by_scope[s] -= 1
+            part = part_scope(info.subscription_id, info.location)
+            idx.late_by_part[part] -= 1
+            if idx.late_by_part[part] <= 0:
+                del idx.late_by_part[part]
 
     def _recount(
         self, idx: PartitionIndex, key: str, old: Machine | None, new: Machine | None
@@ -708,7 +726,7 @@ class Engine:
         for scope, late in idx.late_by_scope.items():
             if scope not in counts and late:
                 counts[scope] = ScopeCounts(0, late)
-        sample = self.early.on_tick(p, idx, now, idx.connected_by_scope(), idx.late_by_scope)
+        sample = self.early.on_tick(p, idx, now, idx.early_counts)
         if sample is not None:
             self.early_samples.append(sample)
         bucket = math.floor(now / self.settings.worker.fleet_snapshot_interval)
