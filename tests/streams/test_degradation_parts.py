@@ -100,3 +100,23 @@ def test_maintenance_windows_quiet_a_subscription_or_its_part_in_a_location() ->
         == set()
     )
     assert planned_scopes([window(Selector(location="westus2"))], 150.0) == set()  # ended
+
+
+@given(
+    st.lists(samples_st, min_size=1, max_size=12),
+    st.sampled_from(["fleet", "maintenance", "locations"]),
+)
+def test_a_silent_or_planned_subscription_raises_nothing(
+    intervals: list[dict[tuple[str, str], ScopeSample]], why: str
+) -> None:
+    rule = Rule(factor=3.0, sustain=300.0, min_machines=20, min_delay=30.0)
+    d = Detector(rule)
+    quiet = {
+        "fleet": {"fleet"},
+        "maintenance": {f"subscription={s}" for s in SUBS},
+        "locations": {f"location={loc}" for loc in LOCS},  # every location silent or planned
+    }[why]
+    for i, parts in enumerate(intervals):
+        samples = {part_scope(s, loc): x for (s, loc), x in parts.items()}
+        decisions = d.step(300.0 * (i + 1), samples, planned=quiet)
+        assert not [x for x in decisions if x.scope.startswith("subscription=")], decisions
