@@ -17,9 +17,9 @@ A **subscription** is judged by the same rule, on its own baseline, from its par
 machines in each location (a sample per ``subscription=<id>|location=<name>``). The parts in a
 location that is silent, in maintenance, or itself above its baseline (degraded or about to
 be) are left out: that location explains them and warns for them (once a subscription has
-warned, all its parts count until it clears). A subscription in a
-maintenance window of its own, or with fewer than ``degraded_min_machines`` Connected machines
-in the parts left, is not judged. See docs/early-warning.md.
+warned, all its parts count until it clears). A subscription in a maintenance window of its
+own, or with fewer than ``degraded_min_machines`` Connected machines in the parts left, is not
+judged. See docs/early-warning.md.
 """
 
 from __future__ import annotations
