@@ -28,7 +28,6 @@ from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSna
 from arcbeat.streams.api.web import WorkerAPI
 from arcbeat.streams.app import create_app
 from arcbeat.streams.decide.machines import MachineInfo
-from arcbeat.streams.decide.status import is_flapping
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.kafka.live_fleet import LiveFleet
 from arcbeat.streams.kafka.pipeline import Pipeline
@@ -37,8 +36,11 @@ from arcbeat.streams.settings import Settings
 
 
 def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
+    """What a scrape shows, at a cost that grows with locations x statuses, not with machines:
+    counts come from the engine's indexes; only the capped per-machine series (taken lazily,
+    as the collector writes them) and, while a maintenance window is in force, the
+    Disconnected machines it might cover are looked at one by one."""
     engine = pipe.engine
-    disconnected = list(engine.disconnected_keys())
     wall = time.time()
     book = pipe.maintenance.book
     active = len(book.active(wall))
@@ -46,8 +48,6 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
     def planned(info: MachineInfo) -> str:
         """The window covering the machine now ("" when none): read at scrape time, so the
         label drops, and the machine pages, the moment its window ends."""
-        if not active:
-            return ""
         i = info
         found = book.window_for(
             i.resource_id, i.subscription_id, i.resource_group, i.location, i.tags, wall
@@ -55,9 +55,20 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
         return found or ""
 
     covering: dict[str, str] = {}  # offline machine -> its window (filled below, read later)
+    in_maintenance: Counter[str] = Counter()
+    if active:
+        for key in list(engine.disconnected_keys()):
+            m = engine.machine(key)
+            if m is None:
+                continue
+            window = planned(m.info)
+            if window:
+                covering[key] = window
+                in_maintenance[m.info.location] += 1
 
     def offline() -> Iterator[OfflineMachine]:
-        for key in disconnected:
+        # consumed by the collector in one synchronous pass, up to its series cap
+        for key in engine.disconnected_keys():
             m = engine.machine(key)
             if m is not None:
                 i = m.info
@@ -72,31 +83,15 @@ def snapshot_of(pipe: Pipeline) -> WorkerSnapshot:
                     covering.get(key, ""),
                 )
 
-    flapping = 0
-    in_maintenance: Counter[str] = Counter()
-    now = engine.stats.last_event_at
-    held = engine.held_by_scope()  # from the held index: O(locations), not O(held)
-    # flapping machines have had transitions this window: the disconnected set and recent
-    # transitions are where they are; scanning only Disconnected keeps scrape cost bounded
-    for key in disconnected:
-        m = engine.machine(key)
-        if m is None:
-            continue
-        if is_flapping(m.state, now, engine.timing):
-            flapping += 1
-        window = planned(m.info)
-        if window:
-            covering[key] = window
-            in_maintenance[m.info.location] += 1
     return WorkerSnapshot(
         stats=engine.stats,
         counts=engine.counts(),
         lag=pipe.lag(),
         verdicts=pipe.verdicts(),
-        held_by_scope=held,
+        held_by_scope=engine.held_by_scope(),  # from the held index: O(locations)
         offline=offline(),
-        offline_total=len(disconnected),
-        flapping=flapping,
+        offline_total=engine.disconnected_count(),
+        flapping=engine.flapping_count(engine.stats.last_event_at),  # from the flap index
         maintenance_offline=in_maintenance,
         maintenance_active=active,
         late_by_location=engine.late_by_location(),
