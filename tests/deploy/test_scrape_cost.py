@@ -1,7 +1,7 @@
 """A /metrics scrape costs what the locations and statuses cost, not what the machines do.
 
-Counted with no Kafka: the worker's snapshot (deploy/worker.py) over an engine holding many
-Disconnected and held machines, rendered by the collector the way a scrape renders it. The
+Counted with no Kafka: the worker's scrape (deploy/worker.py) over an engine holding many
+Disconnected and held machines. The
 records it decodes are counted: only the capped per-machine series may cost a decode each.
 The flapping count, kept by the engine as machines change, equals a scan of every machine,
 also after a checkpoint's restore.
@@ -9,15 +9,14 @@ also after a checkpoint's restore.
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from arcbeat.deploy.worker import snapshot_of
-from arcbeat.exporters.metrics import WorkerCollector
+from arcbeat.deploy.worker import Scrapes
 from arcbeat.streams.decide import engine as engine_module
 from arcbeat.streams.decide.engine import Engine, Verdict
 from arcbeat.streams.decide.machines import Machine, Slot, from_slot
@@ -99,10 +98,10 @@ def _pipe(engine: Engine) -> Pipeline:
 
 
 def _scrape(engine: Engine) -> dict[str, list[tuple[dict[str, str], float]]]:
-    registry = CollectorRegistry()
-    registry.register(WorkerCollector(lambda: snapshot_of(_pipe(engine)), max_machine_series=CAP))
+    """A scrape the way the worker answers one (snapshot in steps, rendered in a thread)."""
+    body = asyncio.run(Scrapes(_pipe(engine), CAP).render())
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+    for family in text_string_to_metric_families(body.decode()):
         for s in family.samples:
             out.setdefault(s.name, []).append((dict(s.labels), s.value))
     return out
