@@ -56,6 +56,10 @@ MIB = 1024 * 1024
 # no machine: a held, silent fleet) is checkpointed this many checkpoint_intervals apart, not
 # one: the checkpoint would repeat the last one, and a restart replays only ticks
 QUIET_CHECKPOINTS = 10
+# a partition that read only such ticks since its latest commit, and has nothing to send,
+# commits its offset this often, not each commit_interval: the transaction would carry no
+# output, and a crash replays a few quiet ticks (nothing is lost: they decide nothing)
+QUIET_COMMIT = 10.0
 
 
 def instance_id(settings: Settings, worker_id: str) -> str:
@@ -86,6 +90,9 @@ class Owned:
     # the state moved since the latest checkpoint: a heartbeat, or a tick that looked at a
     # machine, emitted a machine's record or brought other maintenance windows
     changed: bool = True
+    # only quiet ticks (as for ``changed``) were read since the latest commit
+    quiet: bool = False
+    committed_at: float = 0.0  # monotonic time of the latest commit
     sends: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
     published: dict[str, ScopeCounts] = field(default_factory=dict)
 
@@ -322,6 +329,7 @@ class HeartbeatLoop:
                         cb(e)
         if beats:
             o.changed = True
+            o.quiet = False
         if o.state == "replaying" and o.position >= replay_until:
             o.state = "live"
             # checkpoint it soon (the oldest first, one a commit): a worker that crashes again
@@ -361,6 +369,7 @@ class HeartbeatLoop:
             or any(e.topic != "fleet" for e in emits)  # the fleet snapshot changes no machine
         ):
             o.changed = True
+            o.quiet = False
         samples, engine.early_samples = engine.early_samples, []
         if replay:
             return emits
@@ -418,7 +427,17 @@ class HeartbeatLoop:
     async def _commit_all(self, *, final: bool = False) -> None:
         self._last_commit = time.monotonic()
         live = [o for o in self.owned.values() if o.state == "live" and o.producer is not None]
-        due = [o for o in live if o.position > o.committed or o.in_txn]
+        now = time.monotonic()
+        due = [
+            o
+            for o in live
+            if o.in_txn
+            or o.sends
+            or (
+                o.position > o.committed
+                and (final or not o.quiet or now - o.committed_at >= QUIET_COMMIT)
+            )
+        ]
         ckpt = None if final else self._checkpoint_due(live)
         if ckpt is not None and ckpt not in due:
             due.append(ckpt)
@@ -462,6 +481,8 @@ class HeartbeatLoop:
             return
         o.in_txn = False
         o.committed = o.position
+        o.committed_at = time.monotonic()
+        o.quiet = True  # until a heartbeat or a tick that moves the state
         self.board.committed_partition(o.p)
         if with_checkpoint and pointer is not None:
             o.pointer = pointer
