@@ -57,6 +57,20 @@ def block(report: dict[str, Any]) -> str:
         if row["key"] == "lostOrDuplicated":
             continue
         lines.append(f"| {row['what']} | {row['goal']} | {_value(row)} | {_met(row)} |")
+    merged = report.get("mergedPhases") or {}
+    if merged:
+        runs: dict[tuple[str, str], list[str]] = {}
+        for phase, src in sorted(merged.items()):
+            key = (str(src.get("startedAt", "?"))[:10], str(src.get("command", "arcbeat bench")))
+            runs.setdefault(key, []).append(phase)
+        lines.append("")
+        lines.append(
+            "Left out by this run, from earlier runs: "
+            + "; ".join(
+                f"{', '.join(ps)} (run of {day}, `{cmd}`)" for (day, cmd), ps in runs.items()
+            )
+            + "."
+        )
     if w:
         lines += [
             "",
