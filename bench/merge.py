@@ -1,10 +1,10 @@
-"""One report from several runs: a run of some phases (``arcbeat bench --phases ...``) keeps
-the figures of the phases it left out from the report it is written over.
+"""One report from several runs: a run of some phases (``arcbeat bench --phases ...``) written
+over a report replaces those phases' figures and keeps the others.
 
 ``arcbeat bench`` merges when it writes into a folder that holds a ``latest.json`` already;
 ``python -m arcbeat.bench.merge RUN.json [INTO.json]`` merges a report written elsewhere (by
-default into ``bench/reports/latest.json``). Each phase taken from the earlier report is
-named in ``mergedPhases`` with the run it came from, and the goals are evaluated again.
+default into ``bench/reports/latest.json``). Each phase taken from a later run is named in
+``mergedPhases`` with that run, and the goals are evaluated again.
 """
 
 from __future__ import annotations
@@ -23,25 +23,36 @@ def _ran(section: Any) -> bool:
     return isinstance(section, dict) and not section.get("skipped")
 
 
+NOTE = "Figures of "
+
+
 def merge(run: dict[str, Any], earlier: dict[str, Any], phases: tuple[str, ...]) -> dict[str, Any]:
-    """``run`` with every phase of ``phases`` it skipped taken from ``earlier`` (when that
-    report ran it), and its goals evaluated again. ``run`` itself is not changed."""
-    out = dict(run)
+    """``earlier`` with the phases of ``phases`` that ``run`` ran (or failed) taken from
+    ``run``, and its goals evaluated again. Neither report is changed.
+
+    The earlier report stays the frame (its command, machine, versions and settings describe
+    its own phases); ``mergedPhases`` names, for each phase taken from a later run, that run's
+    start, command, variant and machine (its load).
+    """
+    out = dict(earlier)
     merged: dict[str, Any] = dict(earlier.get("mergedPhases") or {})
-    merged = {p: src for p, src in merged.items() if not _ran(run.get(p))}
-    origin = {"startedAt": earlier.get("startedAt"), "command": earlier.get("command")}
+    origin = {
+        "startedAt": run.get("startedAt"),
+        "command": run.get("command"),
+        "quick": run.get("quick"),
+        "machine": run.get("machine"),
+    }
     for phase in phases:
-        if _ran(run.get(phase)) or not _ran(earlier.get(phase)):
-            continue
-        out[phase] = earlier[phase]
-        merged.setdefault(phase, origin)
+        if _ran(run.get(phase)):
+            out[phase] = run[phase]
+            merged[phase] = origin
     if merged:
         out["mergedPhases"] = merged
-        kept = ", ".join(sorted(merged))
+        later = ", ".join(sorted(merged))
         out["notes"] = [
-            *[n for n in run.get("notes") or [] if not str(n).startswith("Figures of ")],
-            f"Figures of {kept} are from earlier runs (mergedPhases names each one's run); "
-            "this run left them out.",
+            *[n for n in earlier.get("notes") or [] if not str(n).startswith(NOTE)],
+            f"{NOTE}{later} are from later runs of those phases alone (mergedPhases names "
+            "each one's run and the machine's load then).",
         ]
     out["goals"] = evaluate(out)
     return out

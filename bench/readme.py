@@ -65,7 +65,7 @@ def block(report: dict[str, Any]) -> str:
             runs.setdefault(key, []).append(phase)
         lines.append("")
         lines.append(
-            "Left out by this run, from earlier runs: "
+            "From later runs of those phases alone: "
             + "; ".join(
                 f"{', '.join(ps)} (run of {day}, `{cmd}`)" for (day, cmd), ps in runs.items()
             )

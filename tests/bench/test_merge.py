@@ -32,28 +32,33 @@ def test_the_phases_left_out_keep_their_figures() -> None:
         {"startup": {"seconds": 1.5}, "massOutage": {"heldIdleCpu": 0.0556}},
     )
     run = _report(QUICK, "2026-12-07T18:00:00Z", {"massOutage": {"heldIdleCpu": 0.04}})
+    run["machine"] = {"loadAverage": [7.6, 5.3, 3.1]}
     out = merge(run, earlier, PHASES)
     assert out["startup"] == {"seconds": 1.5}  # kept
     assert out["massOutage"] == {"heldIdleCpu": 0.04}  # this run's
     assert out["engine"] == {"skipped": True}  # neither ran it
+    assert out["command"] == FULL  # the frame stays the earlier report's
     assert out["mergedPhases"] == {
-        "startup": {"startedAt": "2026-12-01T10:00:00Z", "command": FULL}
+        "massOutage": {
+            "startedAt": "2026-12-07T18:00:00Z",
+            "command": QUICK,
+            "quick": None,
+            "machine": {"loadAverage": [7.6, 5.3, 3.1]},
+        }
     }
-    assert out["command"] == QUICK
-    assert any("startup" in n for n in out["notes"])
-    assert run["startup"] == {"skipped": True}  # the run itself is left as it was
-    # merged again with a later run of startup: its provenance goes, massOutage's stays
+    assert any("massOutage" in n for n in out["notes"])
+    assert earlier["massOutage"] == {"heldIdleCpu": 0.0556}  # neither input is changed
+    assert "massOutage (run of 2026-12-07" in block(out)
+    # merged again with a later run of startup: both provenances stay, one note
     later = _report(FULL, "2026-12-08T09:00:00Z", {"startup": {"seconds": 1.2}})
     again = merge(later, out, PHASES)
     assert again["startup"] == {"seconds": 1.2}
     assert again["massOutage"] == {"heldIdleCpu": 0.04}
-    assert again["mergedPhases"] == {
-        "massOutage": {"startedAt": "2026-12-07T18:00:00Z", "command": QUICK}
-    }
-    assert "massOutage (run of 2026-12-07" in block(again)
+    assert sorted(again["mergedPhases"]) == ["massOutage", "startup"]
+    assert sum(n.startswith("Figures of ") for n in again["notes"]) == 1
 
 
-def test_a_failed_phase_stays_failed() -> None:
+def test_a_failed_phase_is_reported_failed() -> None:
     earlier = _report(FULL, "2026-12-01T10:00:00Z", {"massOutage": {"heldIdleCpu": 0.05}})
     run = _report(QUICK, "2026-12-07T18:00:00Z", {"massOutage": {"error": "worker died"}})
     assert merge(run, earlier, PHASES)["massOutage"] == {"error": "worker died"}
