@@ -59,18 +59,13 @@ def block(report: dict[str, Any]) -> str:
         lines.append(f"| {row['what']} | {row['goal']} | {_value(row)} | {_met(row)} |")
     merged = report.get("mergedPhases") or {}
     if merged:
-        runs: dict[tuple[str, str], list[str]] = {}
-        for phase, src in sorted(merged.items()):
-            key = (str(src.get("startedAt", "?"))[:10], str(src.get("command", "arcbeat bench")))
-            runs.setdefault(key, []).append(phase)
-        lines.append("")
-        lines.append(
-            "From later runs of those phases alone: "
-            + "; ".join(
-                f"{', '.join(ps)} (run of {day}, `{cmd}`)" for (day, cmd), ps in runs.items()
-            )
-            + "."
-        )
+        # short: the front page has a size limit; the report names each run in full
+        runs = [
+            f"{phase} of {str(src.get('startedAt', '?'))[:10]}"
+            + (" (--quick)" if src.get("quick") else "")
+            for phase, src in sorted(merged.items())
+        ]
+        lines += ["", f"From later runs: {', '.join(runs)}."]
     if w:
         lines += [
             "",
