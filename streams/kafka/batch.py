@@ -86,7 +86,10 @@ class Owned:
     committed: int = -1  # offset committed with its outputs
     replay_until: int = 0  # outputs of records before this offset were committed already
     pointer: Pointer | None = None
-    checkpoint_at: float = 0.0  # monotonic time of the latest checkpoint
+    # monotonic time of the latest checkpoint, or of the latest one skipped because the state
+    # had not moved (its turn comes again a checkpoint_interval later: turns stay spread out)
+    checkpoint_at: float = 0.0
+    written_at: float = 0.0  # monotonic time of the latest checkpoint written
     # the state moved since the latest checkpoint: a heartbeat, or a tick that looked at a
     # machine, emitted a machine's record or brought other maintenance windows
     changed: bool = True
@@ -448,12 +451,11 @@ class HeartbeatLoop:
         """At most one partition's checkpoint per commit: the one waiting longest."""
         now = time.monotonic()
         every = self.settings.worker.checkpoint_interval
-        due = [
-            o
-            for o in live
-            if o.pointer is None
-            or now - o.checkpoint_at >= (every if o.changed else every * QUIET_CHECKPOINTS)
-        ]
+        due = [o for o in live if o.pointer is None or now - o.checkpoint_at >= every]
+        for o in [o for o in due if o.pointer is not None and not o.changed]:
+            if now - o.written_at < every * QUIET_CHECKPOINTS:
+                o.checkpoint_at = now  # it would repeat the latest one: skipped, turn kept
+                due.remove(o)
         return min(due, key=lambda o: o.checkpoint_at) if due else None
 
     async def _commit(self, o: Owned, with_checkpoint: bool) -> None:
@@ -486,7 +488,7 @@ class HeartbeatLoop:
         self.board.committed_partition(o.p)
         if with_checkpoint and pointer is not None:
             o.pointer = pointer
-            o.checkpoint_at = time.monotonic()
+            o.checkpoint_at = o.written_at = time.monotonic()
             o.changed = False  # the lock held: nothing was processed since it was taken
             _freeze()
 
