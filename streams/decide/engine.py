@@ -53,6 +53,7 @@ from arcbeat.streams.decide.status import (
     Transition,
     deadline,
     deadline_of,
+    flap_window,
     on_deadline,
     on_message,
 )
@@ -121,6 +122,8 @@ class PartitionIndex:
     __slots__ = (
         "counts",
         "disconnected",
+        "flapping",
+        "flaps_by_window",
         "held",
         "held_by_location",
         "late",
@@ -147,6 +150,11 @@ class PartitionIndex:
         self.late_by_part: Counter[str] = Counter()
         self.machines: dict[str, Slot] = {}
         self.disconnected: set[str] = set()  # for the per-machine offline series
+        # Disconnected machines past flap_threshold transitions in their flap window: key ->
+        # that window, and how many per window, so that a scrape counts the flapping machines
+        # of the current window without decoding a Disconnected machine
+        self.flapping: dict[str, float] = {}
+        self.flaps_by_window: Counter[float] = Counter()
         # Disconnected held by a ScopeSilent verdict: key -> its location, and the same keys
         # by location (a machine's scopes are the fleet and its location), so that a scope's
         # recovery releases its machines in one step and a tick never looks at the others
@@ -185,6 +193,19 @@ class PartitionIndex:
         keys.discard(key)
         if not keys:
             del self.held_by_location[location]
+
+    def flap(self, key: str, window: float) -> None:
+        self.unflap(key)
+        self.flapping[key] = window
+        self.flaps_by_window[window] += 1
+
+    def unflap(self, key: str) -> None:
+        window = self.flapping.pop(key, None)
+        if window is None:
+            return
+        self.flaps_by_window[window] -= 1
+        if self.flaps_by_window[window] <= 0:
+            del self.flaps_by_window[window]
 
     def connected_by_scope(self) -> Counter[str]:
         out: Counter[str] = Counter()
@@ -337,6 +358,9 @@ class Engine:
         counts, windows, timing = idx.counts, idx.windows, self.timing
         counters_for = self.early.counters_for
         schedule, late_after = idx.wheel.schedule, self.late_after
+        # a machine's flap window is that of its last status change: one changed before the
+        # window of the previous tick cannot be flapping now, so only the others are decoded
+        recent = -math.inf if previous_tick is None else flap_window(previous_tick, timing)
         done = 0
         for (key, slot), (status, location, os_type, sub, changed, held) in zip(
             machines.items(), index, strict=True
@@ -345,6 +369,8 @@ class Engine:
             st = _STATUS[status]
             if st is Status.DISCONNECTED:
                 idx.disconnected.add(key)
+                if changed >= recent:
+                    self._mark_flapping(idx, key, from_slot(slot).state)
             if held is not None:
                 idx.hold(key, location)
             if slot.wstart is not None:
@@ -439,16 +465,22 @@ class Engine:
                 del idx.counts[ck]
             self._set_late(idx, key, old.info, False)
         idx.disconnected.discard(key)
+        idx.unflap(key)
         idx.unhold(key)
         idx.pending.pop(key, None)
         if new is not None:
             idx.counts[_count_key(new.state, new.info)] += 1
             if new.state.status is Status.DISCONNECTED:
                 idx.disconnected.add(key)
+                self._mark_flapping(idx, key, new.state)
             if new.state.held_since is not None:
                 idx.hold(key, new.info.location)
         else:
             idx.wheel.unschedule(key)
+
+    def _mark_flapping(self, idx: PartitionIndex, key: str, state: MachineState) -> None:
+        if state.flap_count >= self.timing.flap_threshold:
+            idx.flap(key, state.flap_window)
 
     # ---- input --------------------------------------------------------------------------
 
@@ -1050,6 +1082,15 @@ class Engine:
     def disconnected_keys(self) -> Iterable[str]:
         for idx in self.partitions.values():
             yield from idx.disconnected
+
+    def disconnected_count(self) -> int:
+        return sum(len(idx.disconnected) for idx in list(self.partitions.values()))
+
+    def flapping_count(self, now: float) -> int:
+        """Disconnected machines flapping at ``now`` (:func:`is_flapping`), from the flap
+        index: no machine is looked at."""
+        window = flap_window(now, self.timing)
+        return sum(idx.flaps_by_window.get(window, 0) for idx in list(self.partitions.values()))
 
     def late_by_location(self) -> Counter[str]:
         """Late machines by location (owned partitions)."""

@@ -52,6 +52,14 @@ MAX_RECORDS = 20_000  # per getmany: bounds the time between commits under a bac
 STEP_SECONDS = 0.05
 LAG_PROBE = 0.1  # how often the event loop's lag is measured
 MIB = 1024 * 1024
+# a partition whose state did not move since its latest checkpoint (only ticks that looked at
+# no machine: a held, silent fleet) is checkpointed this many checkpoint_intervals apart, not
+# one: the checkpoint would repeat the last one, and a restart replays only ticks
+QUIET_CHECKPOINTS = 10
+# a partition that read only such ticks since its latest commit, and has nothing to send,
+# commits its offset this often, not each commit_interval: the transaction would carry no
+# output, and a crash replays a few quiet ticks (nothing is lost: they decide nothing)
+QUIET_COMMIT = 10.0
 
 
 def instance_id(settings: Settings, worker_id: str) -> str:
@@ -78,7 +86,16 @@ class Owned:
     committed: int = -1  # offset committed with its outputs
     replay_until: int = 0  # outputs of records before this offset were committed already
     pointer: Pointer | None = None
-    checkpoint_at: float = 0.0  # monotonic time of the latest checkpoint
+    # monotonic time of the latest checkpoint, or of the latest one skipped because the state
+    # had not moved (its turn comes again a checkpoint_interval later: turns stay spread out)
+    checkpoint_at: float = 0.0
+    written_at: float = 0.0  # monotonic time of the latest checkpoint written
+    # the state moved since the latest checkpoint: a heartbeat, or a tick that looked at a
+    # machine, emitted a machine's record or brought other maintenance windows
+    changed: bool = True
+    # only quiet ticks (as for ``changed``) were read since the latest commit
+    quiet: bool = False
+    committed_at: float = 0.0  # monotonic time of the latest commit
     sends: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
     published: dict[str, ScopeCounts] = field(default_factory=dict)
 
@@ -276,6 +293,7 @@ class HeartbeatLoop:
         sends = o.sends
         emits_tick = True  # look at the clock first: an earlier partition may have used it up
         clock = time.perf_counter
+        beats = False
         for n, r in enumerate(records):
             # every 256 records, and after every tick (a tick may release thousands)
             if (emits_tick or n & 255 == 255) and clock() >= self._step_end:
@@ -291,12 +309,14 @@ class HeartbeatLoop:
             headers = r.headers
             if fast is not None and not headers and fast(p, r.key, r.value, r.timestamp / 1000.0):
                 o.position = off + 1
+                beats = True
                 continue
             replay = off < replay_until
             if headers and any(h[0] == TICK_HEADER for h in headers):
                 emits = self._tick(o, r, wall, replay)
                 emits_tick = True
             else:
+                beats = True
                 if replay:
                     engine.replaying = True
                 emits, _ = handle(
@@ -310,6 +330,9 @@ class HeartbeatLoop:
                     sends.append((self.out_topics[e.topic], e.key, e.value))
                     for cb in self.on_emit:
                         cb(e)
+        if beats:
+            o.changed = True
+            o.quiet = False
         if o.state == "replaying" and o.position >= replay_until:
             o.state = "live"
             # checkpoint it soon (the oldest first, one a commit): a worker that crashes again
@@ -329,6 +352,9 @@ class HeartbeatLoop:
             log.warning("partition %d offset %d: a bad tick record skipped", p, r.offset)
             return []
         engine.replaying = replay
+        looks = engine.stats.tick_looks
+        before = engine.partitions.get(p)
+        planned = before.planned_json if before is not None else None
         t0 = time.perf_counter()
         emits, counts = engine.handle_tick(
             p,
@@ -340,6 +366,13 @@ class HeartbeatLoop:
         )
         engine.stats.tick_seconds.observe(time.perf_counter() - t0)
         engine.replaying = False
+        if (
+            engine.stats.tick_looks != looks
+            or engine.partitions[p].planned_json is not planned
+            or any(e.topic != "fleet" for e in emits)  # the fleet snapshot changes no machine
+        ):
+            o.changed = True
+            o.quiet = False
         samples, engine.early_samples = engine.early_samples, []
         if replay:
             return emits
@@ -397,7 +430,17 @@ class HeartbeatLoop:
     async def _commit_all(self, *, final: bool = False) -> None:
         self._last_commit = time.monotonic()
         live = [o for o in self.owned.values() if o.state == "live" and o.producer is not None]
-        due = [o for o in live if o.position > o.committed or o.in_txn]
+        now = time.monotonic()
+        due = [
+            o
+            for o in live
+            if o.in_txn
+            or o.sends
+            or (
+                o.position > o.committed
+                and (final or not o.quiet or now - o.committed_at >= QUIET_COMMIT)
+            )
+        ]
         ckpt = None if final else self._checkpoint_due(live)
         if ckpt is not None and ckpt not in due:
             due.append(ckpt)
@@ -409,6 +452,10 @@ class HeartbeatLoop:
         now = time.monotonic()
         every = self.settings.worker.checkpoint_interval
         due = [o for o in live if o.pointer is None or now - o.checkpoint_at >= every]
+        for o in [o for o in due if o.pointer is not None and not o.changed]:
+            if now - o.written_at < every * QUIET_CHECKPOINTS:
+                o.checkpoint_at = now  # it would repeat the latest one: skipped, turn kept
+                due.remove(o)
         return min(due, key=lambda o: o.checkpoint_at) if due else None
 
     async def _commit(self, o: Owned, with_checkpoint: bool) -> None:
@@ -436,10 +483,13 @@ class HeartbeatLoop:
             return
         o.in_txn = False
         o.committed = o.position
+        o.committed_at = time.monotonic()
+        o.quiet = True  # until a heartbeat or a tick that moves the state
         self.board.committed_partition(o.p)
         if with_checkpoint and pointer is not None:
             o.pointer = pointer
-            o.checkpoint_at = time.monotonic()
+            o.checkpoint_at = o.written_at = time.monotonic()
+            o.changed = False  # the lock held: nothing was processed since it was taken
             _freeze()
 
     async def _write_checkpoint(self, o: Owned, producer: AIOKafkaProducer) -> Pointer:
