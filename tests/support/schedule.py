@@ -4,7 +4,8 @@
 - The ``stack`` group: every test on the local stack's broker, one after the other on one
   worker (they share its broker, Prometheus' configuration and InfluxDB); the ``heavy`` ones
   (image builds, the benchmark run) first. It comes first, so one worker takes it at once.
-- The tests that need no service, one by one, on the other worker.
+- The tests that need no service, one by one, on the other worker; then the tests that need a
+  service but neither the local stack nor a broker (a private Alertmanager, PyPI).
 - Then the tests with a broker of their own (the three-broker cluster, the recovery broker,
   the SASL_SSL brokers): one group per such broker, as its fixture starts it on fixed or
   module-wide ports.
@@ -61,7 +62,10 @@ def _rank(item: pytest.Item) -> int:
     group = group_of(item)
     if group == STACK:
         return 0 if is_heavy(item) else 1
-    return 3 if group is not None else 2
+    if group is None:
+        # what needs no service first: a test that needs one waits for the heavy block
+        return 3 if needs_service(item) else 2
+    return 4
 
 
 def assign_groups(items: list[pytest.Item]) -> None:
