@@ -30,7 +30,8 @@ from typing import IO
 import pytest
 
 # Fixtures that start a broker of the test's own (ports, state folder): such a test shares
-# neither the local stack's broker nor its Prometheus configuration.
+# neither the local stack's broker nor its Prometheus configuration (in InfluxDB it writes to a
+# database of its own).
 OWN_BROKER_FIXTURES = frozenset({"cluster", "broker", "secure", "compose_broker"})
 
 STACK = "stack"
