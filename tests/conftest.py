@@ -6,26 +6,34 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support import schedule
+
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
     from arcbeat.deploy.stack import Stack
 
 
 @pytest.fixture(scope="session")
-def stack() -> Stack:
+def stack(pytestconfig: pytest.Config) -> Stack:
     """The local stack (Kafka, Prometheus, Alertmanager, InfluxDB), started if needed.
 
     A running healthy stack is reused, and it is left running at the end: developers keep it
     between runs, CI's .ci/run stops it. A service that cannot start fails the tests that use
-    this fixture (never a skip).
+    this fixture (never a skip). Under xdist, the first worker brings it up; the other one
+    uses it as it is.
     """
     from arcbeat.deploy.stack import Stack, StackError
     from arcbeat.streams.settings import Settings
 
     running = Stack(Settings.load())
-    try:
-        running.up(lambda message: print(f"[stack] {message}"))
-    except StackError as exc:
-        pytest.fail(f"the local stack could not start:\n{exc}", pytrace=False)
+    with schedule.first_stack_up(pytestconfig) as first:
+        if first:
+            try:
+                running.up(lambda message: print(f"[stack] {message}"))
+            except StackError as exc:
+                pytest.fail(f"the local stack could not start:\n{exc}", pytrace=False)
+            schedule.stack_is_up(pytestconfig)
     return running
 
 
@@ -35,6 +43,7 @@ def stack() -> Stack:
 SERVICE_FIXTURES = frozenset({"stack", "secure", "compose_broker", "fast_am"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     unmarked = [
         f"{item.nodeid} (uses {', '.join(sorted(used))})"
@@ -47,3 +56,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "tests that start or need a service must carry @pytest.mark.services:\n  "
             + "\n  ".join(unmarked)
         )
+    schedule.assign_groups(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    schedule.check_grouped(session.config, session.items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Under `pytest -n 2`, what may run beside this test (tests/support/schedule.py)."""
+    with schedule.cores_for(item, nextitem):
+        return (yield)

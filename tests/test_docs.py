@@ -256,6 +256,30 @@ def test_documented_defaults_and_variables_are_right(tmp_path: Path) -> None:
 # ---- the front page and the layout ----------------------------------------------------------
 
 
+def readme_test_command() -> str:
+    """The quick start's test command: what follows `bash deploy/install.sh && ` on the line
+    that runs pytest, up to its comment."""
+    quick = (REPO / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in quick.splitlines() if "-m pytest" in ln]
+    assert len(lines) == 1, f"README.md's quick start: expected one pytest line, got {lines}"
+    command = lines[0].split("&&", 1)[1].split("#", 1)[0].strip()
+    assert command.startswith("python3 -m pytest"), lines[0]
+    return command
+
+
+def test_ci_and_contributing_run_the_readmes_test_command() -> None:
+    command = readme_test_command()
+    ci = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()]
+    runs = [ln for ln in ci if ln.startswith("python3 -m pytest")]
+    assert len(runs) == 1, f".ci/run: expected one pytest run, got {runs}"
+    assert runs[0] == command or runs[0].startswith(command + " "), (
+        f".ci/run runs `{runs[0]}`, not the README's `{command}` (its arguments may follow)"
+    )
+    assert f"`{command}` (the README's command)" in (REPO / "CONTRIBUTING.md").read_text(), (
+        f"CONTRIBUTING.md's full suite does not say `{command}` (the README's command)"
+    )
+
+
 def test_the_front_page_stays_short() -> None:
     size = len((REPO / "README.md").read_bytes())
     assert size <= 14 * 1024, f"README.md is {size} bytes: move detail into docs/"

@@ -90,6 +90,7 @@ class Heartbeats:
 
 
 @pytest.mark.services
+@pytest.mark.heavy
 async def test_the_agent_under_systemd(stack: Any, tmp_path: Path) -> None:
     timings: dict[str, float] = {}
     started = time.monotonic()

@@ -84,6 +84,7 @@ def test_pyspy_summary_counts_the_idle_event_loop_as_waiting() -> None:
 
 
 @pytest.mark.services
+@pytest.mark.heavy
 def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> None:
     """Every phase at its smallest meaningful size: the detection window holds the silent
     machines' deadlines (10-11 s into it) and their return; the agent is measured for 4 s

@@ -206,6 +206,7 @@ def compose_run(stack: Stack) -> Iterator[ComposeRun]:
 
 
 @pytest.mark.services
+@pytest.mark.heavy
 def test_podman_compose_up_with_the_local_stack_override(
     compose_run: ComposeRun, stack: Stack
 ) -> None:

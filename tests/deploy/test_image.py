@@ -25,7 +25,7 @@ from tests.support.observed import Observed
 from tests.support.podman import podman
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.heavy]
 
 MACHINES = 30
 # compressed time: every machine connects within 2 s of the simulator's start
