@@ -169,6 +169,22 @@ class Oracle:
             st.status, st.changed = "Connected", a
             st.number, st.flap_window, st.flap_count = n, w, c
 
+    def _declared_at(self, key: str, now: float) -> bool:
+        """Did the worker declare ``key`` Disconnected at the tick ``now`` (the guide says)?"""
+        assert self.guide is not None
+        return any(
+            t.status == "Disconnected" and abs(t.decided_at - now) <= 0.002
+            for t in self.guide.by_key.get(key, ())
+        )
+
+    def _declared_within(self, key: str, after: float, until: float) -> bool:
+        """Did the worker declare ``key`` Disconnected at a later tick, before ``until``?"""
+        assert self.guide is not None
+        return any(
+            t.status == "Disconnected" and after < t.decided_at <= until
+            for t in self.guide.by_key.get(key, ())
+        )
+
     def _tick(self, key: str, now: float) -> None:
         st = self.state.get(key)
         if st is None:
@@ -180,11 +196,7 @@ class Oracle:
                 return
             silent, near = self._silent_at(st.location, now, st.held_since is not None)
             if near and self.guide is not None:
-                declared = any(
-                    t.status == "Disconnected" and abs(t.decided_at - now) <= 0.002
-                    for t in self.guide.by_key.get(key, ())
-                )
-                silent = not declared
+                silent = not self._declared_at(key, now)
             if st.held_since is None and silent:
                 st.held_since = now
                 return
@@ -195,14 +207,21 @@ class Oracle:
                 # processing, not on the log alone: the observed output says which tick it was.
                 if st.pending_since is None:
                     st.pending_since = now
-                declared_here = any(
-                    t.status == "Disconnected" and abs(t.decided_at - now) <= 0.002
-                    for t in self.guide.by_key.get(key, ())
-                )
-                if not declared_here and now < st.pending_since + self.hold:
+                if not self._declared_at(key, now) and now < st.pending_since + self.hold:
                     return
-            if st.held_since is not None and silent and now < st.held_since + self.hold:
-                return
+            if st.held_since is not None and silent:
+                expiry = st.held_since + self.hold
+                if now < expiry:
+                    return
+                # The hold began at the tick that saw the verdict, which is only known to within
+                # ``fuzz`` (see above): so is its end, and the observed output says which tick.
+                if (
+                    self.guide is not None
+                    and now < expiry + self.fuzz
+                    and not self._declared_at(key, now)
+                    and self._declared_within(key, now, expiry + self.fuzz)
+                ):
+                    return
             mass = st.held_since is not None
             n, w, c = self._emit(
                 key,
