@@ -165,6 +165,9 @@ def internal_specs(settings: Settings) -> list[TopicSpec]:
             1,
             {
                 "cleanup.policy": "compact",
+                # a partition's early-warning sample is one record, growing with the
+                # (subscription, location) parts it holds: 8 MiB, the producers' request size
+                "max.message.bytes": str(8 * 1024 * 1024),
                 "segment.ms": str(10 * 60 * 1000),
                 "min.cleanable.dirty.ratio": "0.1",
                 "delete.retention.ms": str(60 * 60 * 1000),

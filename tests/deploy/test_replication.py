@@ -398,3 +398,11 @@ async def test_agents_and_simulator_produce_with_acks_all(monkeypatch: pytest.Mo
     assert [m["acks"] for m in _FakeProducer.made] == ["all", "all", "all"]
     assert _FakeProducer.made[0]["enable_idempotence"] is True
     assert _FakeProducer.made[2]["enable_idempotence"] is True
+
+
+def test_scope_board_records_may_be_as_large_as_a_producer_request() -> None:
+    """A partition's early-warning sample is one scope-board record that grows with the
+    (subscription, location) parts it holds: the topic takes what a producer may send."""
+    settings = Settings()
+    specs = {spec.name: spec for spec in internal_specs(settings)}
+    assert specs[settings.topics.scopes].configs["max.message.bytes"] == str(8 * 1024 * 1024)
