@@ -24,17 +24,20 @@ from hypothesis import strategies as st
 
 from arcbeat.streams.api.web import machine_json
 from arcbeat.streams.decide.deadlines import ScopeCounts
-from arcbeat.streams.decide.engine import Emit, Engine, Verdict
+from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.machines import from_slot
 from arcbeat.streams.decide.maintenance import Selector, Window
 from arcbeat.streams.decide.maintenance_codec import to_json as maintenance_json
+from arcbeat.streams.decide.mass_silence import Verdict
+from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.status import Status
 from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.kafka import checkpoint
-from arcbeat.streams.kafka.batch import HeartbeatLoop, Owned
+from arcbeat.streams.kafka.batch import HeartbeatLoop
 from arcbeat.streams.kafka.checkpoint import Pointer
+from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.kafka.scopes import ScopeBoard
 from arcbeat.streams.settings import Settings
 
@@ -909,8 +912,8 @@ def test_readiness_states() -> None:
     assert loop.readiness() == (False, "recovering")
     a.state, a.position = "replaying", 4
     assert loop.readiness() == (False, "catching up: lag unknown")
-    loop.end_offsets = {0: 10, 3: 10}
-    loop.ends_at = loop.last_loop_at = time.monotonic()
+    loop.ends.end_offsets = {0: 10, 3: 10}
+    loop.ends.ends_at = loop.last_loop_at = time.monotonic()
     assert loop.lag() == {0: 6, 3: 0}
     assert loop.readiness() == (False, "catching up: lag 6")
     a.position = 10
@@ -921,9 +924,9 @@ def test_readiness_states() -> None:
     assert loop.readiness() == (False, "catching up: lag 3")
     # Kafka away (a broker restart): the log end was not read, or the loop did not poll
     b.position = 10
-    loop.ends_at -= 60
+    loop.ends.ends_at -= 60
     assert loop.readiness() == (False, "waiting for Kafka: log end not read for 60s")
-    loop.ends_at += 60
+    loop.ends.ends_at += 60
     loop.last_loop_at -= 45
     assert loop.readiness() == (False, "waiting for Kafka: no poll for 45s")
     loop.last_loop_at += 45
@@ -937,10 +940,10 @@ def test_ready_within_one_tick_of_the_log_end() -> None:
     loop.started = True
     loop.board.ready.set()
     o = _own(loop, 0, "live", position=10)
-    loop.end_offsets = {0: 10}
-    loop.ends_at = loop.last_loop_at = time.monotonic()
+    loop.ends.end_offsets = {0: 10}
+    loop.ends.ends_at = loop.last_loop_at = time.monotonic()
     assert loop.readiness() == (True, "ready")
-    loop.previous_ends, loop.end_offsets = loop.end_offsets, {0: 11}  # the next tick
+    loop.ends.previous_ends, loop.ends.end_offsets = loop.ends.end_offsets, {0: 11}  # the next tick
     assert loop.lag() == {0: 1}
     assert loop.readiness() == (True, "ready")
     o.position = 9  # behind the log end of the previous tick: catching up
@@ -950,7 +953,7 @@ def test_ready_within_one_tick_of_the_log_end() -> None:
 def test_lag_counts_owned_partitions_only_and_never_below_zero() -> None:
     loop = _loop()
     _own(loop, 0, "live", position=12)
-    loop.end_offsets = {0: 10, 5: 100}
+    loop.ends.end_offsets = {0: 10, 5: 100}
     assert loop.lag() == {0: 0}
 
 

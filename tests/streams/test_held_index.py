@@ -17,12 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.decide import engine as engine_module
 from arcbeat.streams.decide import machines as machines_module
-from arcbeat.streams.decide.engine import Emit, Engine, Verdict
+from arcbeat.streams.decide import mass_silence as mass_silence_module
+from arcbeat.streams.decide import tick as tick_module
+from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.machines import Machine, Slot
 from arcbeat.streams.decide.maintenance import Selector, Window
 from arcbeat.streams.decide.maintenance_codec import to_json as maintenance_json
+from arcbeat.streams.decide.mass_silence import Verdict
+from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.settings import Settings
@@ -123,11 +126,13 @@ def _work_of_ticks(
         decoded += 1
         return real(slot)
 
-    monkeypatch.setattr(engine_module, "from_slot", counting)
+    for module in (tick_module, mass_silence_module):  # where a tick decodes a machine
+        monkeypatch.setattr(module, "from_slot", counting)
     looks = engine.stats.tick_looks
     for at, verdicts in ticks:
         assert _disconnected(_tick_all(engine, at, verdicts)) == []
-    monkeypatch.setattr(engine_module, "from_slot", real)
+    for module in (tick_module, mass_silence_module):
+        monkeypatch.setattr(module, "from_slot", real)
     return engine.stats.tick_looks - looks, decoded
 
 

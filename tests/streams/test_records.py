@@ -519,7 +519,7 @@ def test_payload_helper_matches_encode() -> None:
 
 
 def test_split_heartbeat_takes_the_usual_layout() -> None:
-    from arcbeat.streams.decide.records import split_heartbeat
+    from arcbeat.streams.decide.heartbeat_heads import split_heartbeat
 
     rid = (
         "/subscriptions/12345678-1234-1234-1234-123456789abc/resourceGroups/rg"
@@ -556,7 +556,7 @@ def test_split_heartbeat_takes_the_usual_layout() -> None:
     ],
 )
 def test_split_heartbeat_leaves_anything_else_to_the_decoder(tail: bytes) -> None:
-    from arcbeat.streams.decide.records import split_heartbeat
+    from arcbeat.streams.decide.heartbeat_heads import split_heartbeat
 
     assert split_heartbeat(b'{"resourceId":"x",' + tail) is None
     assert split_heartbeat(b'{"resourceId":"x"}') is None

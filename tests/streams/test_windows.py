@@ -16,7 +16,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.decide.engine import Emit, Engine
+from arcbeat.streams.decide.engine import Engine
+from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.timestamps import parse_rfc3339
