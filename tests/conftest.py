@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+from tests.support.examples import examples
 
 if TYPE_CHECKING:
     from arcbeat.deploy.stack import Stack
+
+# property tests without a count of their own run hypothesis' default 100 in the thorough run
+hypothesis_settings.register_profile("arcbeat", max_examples=examples(100))
+hypothesis_settings.load_profile("arcbeat")
 
 
 @pytest.fixture(scope="session")

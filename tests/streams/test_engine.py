@@ -40,6 +40,7 @@ from arcbeat.streams.kafka.checkpoint import Pointer
 from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.kafka.scopes import ScopeBoard
 from arcbeat.streams.settings import Settings
+from tests.support.examples import examples
 
 SUB = "00000000-0000-0000-0000-0000000000e1"
 LOC = "westeurope"
@@ -378,7 +379,7 @@ def _api(engine: Engine, m: int, now: float) -> dict[str, Any]:
 # ---- fast path == general path ----------------------------------------------------------
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(STEPS, st.booleans())
 def test_fast_path_decides_exactly_as_the_general_path(
     steps: list[MsgStep | TickStep], windows: bool
@@ -422,7 +423,7 @@ def _take_checkpoint(first: Engine, into: Engine, offsets: Mapping[int, int]) ->
         checkpoint.restore(into, p, cp)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(STEPS, st.integers(min_value=0, max_value=120))
 def test_checkpoint_plus_the_rest_of_the_log_equals_an_uninterrupted_run(
     steps: list[MsgStep | TickStep], cut: int

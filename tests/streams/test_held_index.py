@@ -29,6 +29,7 @@ from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.settings import Settings
+from tests.support.examples import examples
 
 SUB = "00000000-0000-0000-0000-0000000000e2"
 LOCATIONS = ("westeurope", "northeurope", "eastus")
@@ -251,7 +252,7 @@ _TICK = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.one_of(_BEAT, _TICK, _TICK, _TICK), min_size=20, max_size=120))
 def test_the_held_index_releases_what_a_rescan_releases(steps: list[Beat | TickAt]) -> None:
     indexed = Engine(_settings(), fp_seed=3)
