@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 TOKEN_ENV = "ARCBEAT_API_TOKEN"
 TOKEN_FILE_ENV = "ARCBEAT_API_TOKEN_FILE"

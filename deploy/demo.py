@@ -56,8 +56,8 @@ from arcbeat.deploy.demo_report import (
 from arcbeat.deploy.errors import StackError
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.services import port_open, tail
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.settings import Settings
 
 DEMO_PREFIX = "arcbeat-demo"
 MIN_DURATION = 60.0  # room for every scenario and its verdicts

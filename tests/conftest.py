@@ -25,8 +25,8 @@ def stack() -> Stack:
     between runs, CI's .ci/run stops it. A service that cannot start fails the tests that use
     this fixture (never a skip).
     """
+    from arcbeat.deploy.settings import Settings
     from arcbeat.deploy.stack import Stack, StackError
-    from arcbeat.streams.settings import Settings
 
     running = Stack(Settings.load())
     try:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from arcbeat.deploy.settings import Settings
 from arcbeat.exporters.capacity.collector import CapacityCollector
 from arcbeat.exporters.capacity.forecast import CapacityHistory, days_to_limit
 from arcbeat.exporters.capacity.model import (
@@ -27,7 +28,6 @@ from arcbeat.exporters.capacity.os_rules import SUPPORTED_OPERATING_SYSTEMS, OsR
 from arcbeat.exporters.capacity.report import build_report
 from arcbeat.exporters.capacity.to_json import report_to_dict, report_to_json
 from arcbeat.exporters.capacity.to_text import render_table
-from arcbeat.streams.settings import Settings
 from tests.support.examples import examples
 
 DAY = 86400.0

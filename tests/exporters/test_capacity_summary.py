@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from arcbeat.deploy.settings import Settings
 from arcbeat.exporters.capacity.forecast import HISTORY_STEP, CapacityHistory, history_from_influxql
 from arcbeat.exporters.capacity.model import (
     MACHINES_PER_RESOURCE_GROUP,
@@ -35,7 +36,6 @@ from arcbeat.streams.decide.fleet_summary import (
     summarize,
 )
 from arcbeat.streams.decide.machines import MachineInfo
-from arcbeat.streams.settings import Settings
 from tests.support.examples import examples
 
 SUBS = (
