@@ -37,6 +37,14 @@ GOALS: tuple[Goal, ...] = (
         "",
     ),
     Goal(
+        "fastPathKept",
+        "engine's fast path with early warning / without it (same run)",
+        ">= 0.9",
+        0.9,
+        True,
+        "",
+    ),
+    Goal(
         "restart",
         "restart to caught-up (/readyz 200) with the big fleet in state and one "
         "checkpoint_interval of its load to replay (the most a restart replays)",
@@ -213,6 +221,7 @@ def measured_values(report: dict[str, Any]) -> dict[str, float | None]:
     return {
         "throughput": _get(report, "throughput", "sustainedRate"),
         "throughputRatio": _get(report, "throughput", "ratioWorkerToAiokafka"),
+        "fastPathKept": _get(report, "engine", "fastPath", "earlyWarning", "kept"),
         "restart": _get(report, "bigState", "restartSeconds"),
         "restartAfterWeek": _get(report, "bigState", "restartAfterWeek", "seconds"),
         "readyAfterStart": _get(report, "startup", "afterStop", "max"),
@@ -322,6 +331,14 @@ def why(key: str, report: dict[str, Any]) -> str:
     eng = report.get("engine") or {}
     if key in ("throughput", "throughputRatio"):
         return _throughput_why(report)
+    if key == "fastPathKept":
+        ew = _get(eng, "fastPath", "earlyWarning") or {}
+        return (
+            f"{_n(ew.get('rateWithEarlyWarning'))}/s with the delivery-delay bookkeeping "
+            f"(clock-offset baseline, one counter list per location and subscription) against "
+            f"{_n(ew.get('rateWithoutEarlyWarning'))}/s without, the engine alone: "
+            f"{ew.get('how')}"
+        )
     if key in ("replayRate", "replayDay"):
         rp = report.get("replay") or {}
         return (
@@ -480,6 +497,7 @@ PHASE_OF = {
     "connectedP99": "detection",
     "memory": "bigState",
     "falseDisconnected": "detection",
+    "fastPathKept": "engine",
     "replayRate": "replay",
     "replayDay": "replay",
     "heldIdleCpu": "massOutage",

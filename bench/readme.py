@@ -57,6 +57,15 @@ def block(report: dict[str, Any]) -> str:
         if row["key"] == "lostOrDuplicated":
             continue
         lines.append(f"| {row['what']} | {row['goal']} | {_value(row)} | {_met(row)} |")
+    merged = report.get("mergedPhases") or {}
+    if merged:
+        # short: the front page has a size limit; the report names each run in full
+        runs = [
+            f"{phase} of {str(src.get('startedAt', '?'))[:10]}"
+            + (" (--quick)" if src.get("quick") else "")
+            for phase, src in sorted(merged.items())
+        ]
+        lines += ["", f"From later runs: {', '.join(runs)}."]
     if w:
         lines += [
             "",

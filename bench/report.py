@@ -487,13 +487,20 @@ def _agent(r: dict[str, Any]) -> list[str]:
         ["figure", "value"],
         [
             ["**installed size**", f"**{_fmt(_get(ag, 'installed', 'totalMiB'))} MiB**"],
-            ["by package (KiB)", ", ".join(
-                f"{k} {v}" for k, v in (_get(ag, "installed", "byPackageKiB") or {}).items())],
+            [
+                "by package (KiB)",
+                ", ".join(
+                    f"{k} {v}" for k, v in (_get(ag, "installed", "byPackageKiB") or {}).items()
+                ),
+            ],
             ["**idle RSS**", f"**{_fmt(ag.get('idleRssMiB'))} MiB**"],
             ["idle CPU", f"{_fmt(ag.get('idleCpuPercent'))} %"],
             ["**CPU per heartbeat**", f"**{_fmt(ag.get('cpuMillisecondsPerHeartbeat'))} ms**"],
-            ["heartbeats measured", f"{_fmt(ag.get('heartbeatsMeasured'))} "
-             f"({_fmt(ag.get('heartbeatsPerSecondMeasured'))} per s)"],
+            [
+                "heartbeats measured",
+                f"{_fmt(ag.get('heartbeatsMeasured'))} "
+                f"({_fmt(ag.get('heartbeatsPerSecondMeasured'))} per s)",
+            ],
         ],
     )
     return lines
@@ -588,9 +595,9 @@ def _get(data: dict[str, Any], *path: str) -> Any:
     return cur
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+def write_report(report: dict[str, Any], out_dir: Path, name: str = "latest") -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / "latest.json", out_dir / "latest.md"
+    js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
     js.write_text(json.dumps(report, indent=2, sort_keys=False, default=str) + "\n")
     md.write_text(render_markdown(report))
     return md, js

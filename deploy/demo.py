@@ -53,6 +53,7 @@ from arcbeat.deploy.demo_report import (
     scraped,
     summary,
 )
+from arcbeat.deploy.demo_uplink import UplinkPlan, early_warning_lines
 from arcbeat.deploy.errors import StackError
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.services import port_open, tail
@@ -415,7 +416,7 @@ def _print_pointers(found: list[tuple[str, str]]) -> None:
 
 
 def _report(
-    settings: Settings, tally: Tally, plan: Plan, since: float, seconds: float
+    settings: Settings, tally: Tally, plan: Plan | UplinkPlan, since: float, seconds: float
 ) -> list[str]:
     """Ask the worker, Prometheus, Alertmanager and InfluxDB, and summarise."""
 
@@ -492,10 +493,20 @@ def _check_ports(settings: Settings) -> None:
 # -- the demo ---------------------------------------------------------------------------------
 
 
-def run_demo(machines: int, duration: float, warmup: float, prefix: str = DEMO_PREFIX) -> int:
+SCENARIOS = ("story", "uplink-degrades")
+
+
+def run_demo(
+    machines: int,
+    duration: float,
+    warmup: float,
+    prefix: str = DEMO_PREFIX,
+    scenario: str = "story",
+) -> int:
     """Run the demo with ``machines`` simulated machines whose scenarios play for ``duration``
     seconds, waiting at most ``warmup`` seconds for the worker to be ready; then keep it
-    running until Ctrl-C (or SIGTERM)."""
+    running until Ctrl-C (or SIGTERM). ``scenario``: the story (every scenario at once) or
+    uplink-degrades (early warning)."""
     user = Settings.load()
     if prefix == user.kafka.topic_prefix:
         say(
@@ -503,8 +514,17 @@ def run_demo(machines: int, duration: float, warmup: float, prefix: str = DEMO_P
             "the demo deletes its own topics at each run, so give it another --prefix"
         )
         return 2
-    if duration < MIN_DURATION:
-        say(f"arcbeat demo: --duration must be at least {MIN_DURATION:g} s")
+    if scenario not in SCENARIOS:
+        say(f"arcbeat demo: --scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+        return 2
+    least = MIN_DURATION
+    if scenario == "uplink-degrades":
+        t = Settings.load(env={**os.environ, **demo_env(prefix)}).timing
+        least = UplinkPlan(
+            machines, duration, t.heartbeat_interval, t.disconnect_after
+        ).min_duration
+    if duration < least:
+        say(f"arcbeat demo: --duration must be at least {least:g} s for the {scenario} scenario")
         return 2
     # the worker's local folder beside the demo's logs: state/<prefix>/
     overrides = {
@@ -518,7 +538,7 @@ def run_demo(machines: int, duration: float, warmup: float, prefix: str = DEMO_P
     procs = Procs(env, stack.state_dir / prefix)
     with _sigterm_as_interrupt():
         try:
-            return _run(stack, settings, user, procs, machines, duration, warmup)
+            return _run(stack, settings, user, procs, machines, duration, warmup, scenario)
         except KeyboardInterrupt:
             say("" if procs.summarised else "\ninterrupted before the summary")
             return _stop(procs, settings, user, stack.state_dir)
@@ -538,6 +558,7 @@ def _run(
     machines: int,
     duration: float,
     warmup: float,
+    scenario: str = "story",
 ) -> int:
     say("arcbeat demo: starting the local stack (Kafka, Prometheus, Alertmanager, InfluxDB)")
     stack.up(progress=lambda m: say(f"  {m}"))
@@ -554,8 +575,11 @@ def _run(
     procs.start("history", "history exporter", "history")
     url = base_url(None, settings)
     _wait_ready(f"{url}/readyz", warmup, worker)
-    plan = Plan(
-        machines, duration, settings.timing.heartbeat_interval, settings.timing.disconnect_after
+    t = settings.timing
+    plan: Plan | UplinkPlan = (
+        UplinkPlan(machines, duration, t.heartbeat_interval, t.disconnect_after)
+        if scenario == "uplink-degrades"
+        else Plan(machines, duration, t.heartbeat_interval, t.disconnect_after)
     )
     for line in plan.describe():
         say(line)
@@ -581,6 +605,10 @@ def _run(
     say("")
     for line in _report(settings, tally, plan, since, time.time() - started):
         say(line)
+    if warned := early_warning_lines(tally):
+        say("\nearly warning (ScopeDegraded, then the location's first Disconnected):")
+        for line in warned:
+            say(f"  {line}")
     _running(settings, procs)
     say("\nwhere to look, now:")
     ui = prometheus_ui(settings.stack.prometheus_url.rstrip("/"))

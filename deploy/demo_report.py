@@ -88,6 +88,8 @@ class Tally:
     held: int = 0  # declared at the end of a mass-silence hold (massOutage)
     dlq: Counter[str] = field(default_factory=Counter)
     status: dict[str, str] = field(default_factory=dict)  # machine key -> its latest status
+    # location -> when its machines were declared Disconnected (early warning's lead time)
+    disconnected_at: dict[str, list[float]] = field(default_factory=dict)
 
     def add_status(self, rec: Mapping[str, Any]) -> None:
         if rec.get("type") != "StatusChanged":
@@ -100,6 +102,9 @@ class Tally:
         self.flapping += bool(rec.get("flapping"))
         if rec["reason"] != "heartbeat_timeout":
             return
+        self.disconnected_at.setdefault(str(rec.get("location")), []).append(
+            parse_time(rec["changedAt"])
+        )
         if rec.get("massOutage"):
             self.held += 1
         elif rec.get("detectionDelaySeconds") is not None:
@@ -349,16 +354,18 @@ def summary(
         lines.append(f"{PAD}{n:>5,}  {reason:<20} {before:>12} -> {after}")
     if tally.flapping:
         lines.append(f"{PAD}({tally.flapping:,} of them marked flapping)")
-    if not tally.scope_events:
+    # early warning's records are summarised apart (deploy/demo_uplink.py)
+    silences = [e for e in tally.scope_events if e["type"] in ("ScopeSilent", "ScopeRecovered")]
+    if not silences:
         lines.append("  mass silence       none")
-    for i, e in enumerate(tally.scope_events):
+    for i, e in enumerate(silences):
         late = "machines late" if e["type"] == "ScopeSilent" else "still late"
         lines.append(
             ("  mass silence       " if i == 0 else PAD)
             + f"{clock(parse_time(e['at']), ms=False)}  {e['type']} {e['scope']}: "
             f"{e['machines']} {late}"
         )
-    if tally.scope_events:
+    if silences:
         lines += [
             f"{PAD}(a silent scope's machines are held, not declared one by one; the "
             f"{tally.held:,} still",

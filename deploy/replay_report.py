@@ -85,7 +85,7 @@ def _scope_of(c: Change, scope: str) -> bool:
     if kind == "location":
         return c.location == value
     if kind == "subscription":
-        return c.subscription == value
+        return c.subscription.lower() == value  # scopes name it lower-cased
     return scope == "fleet"
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from arcbeat.bench import readme
+from arcbeat.bench.merge import merge_file
 from arcbeat.bench.report import write_report
 from arcbeat.bench.runner import DEFAULT_OUT, PHASES, run_bench
 from arcbeat.streams.settings import SettingsError
@@ -92,7 +93,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--out",
         type=Path,
         default=DEFAULT_OUT,
-        help="report folder: latest.md and latest.json are written there (default %(default)s)",
+        help="report folder: latest.md and latest.json are written there, keeping the figures "
+        "of phases left out by --phases from the report there (default %(default)s)",
     )
     p.add_argument(
         "--phases",
@@ -184,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("arcbeat bench: interrupted; workers stopped", file=sys.stderr)
         return 130
+    if set(args.phases) != set(PHASES):
+        # the phases left out keep their figures from the report written over
+        report = merge_file(report, Path(args.out) / "latest.json", PHASES)
     md, js = write_report(report, args.out)
     print(f"arcbeat bench: report written to {md} and {js}", file=sys.stderr)
     for g in report["goals"]:

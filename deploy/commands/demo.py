@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from arcbeat.deploy.demo import DEMO_PREFIX, MIN_DURATION, run_demo
+from arcbeat.deploy.demo import DEMO_PREFIX, MIN_DURATION, SCENARIOS, run_demo
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,11 +24,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--machines", type=int, default=1000, help="fleet size (default 1000)")
     p.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="story",
+        help="story: every scenario at once (outages, flapping, disconnects, a location going "
+        "silent, malformed messages, clock skew); uplink-degrades: one location's heartbeats "
+        "slow down, then stop, and early warning's ScopeDegraded comes before its first "
+        "Disconnected, with the lead time in production minutes (default story)",
+    )
+    p.add_argument(
         "--duration",
         type=float,
-        default=120.0,
-        help=f"seconds the scenarios play before the summary (default 120, at least "
-        f"{MIN_DURATION:g})",
+        default=None,
+        help=f"seconds the scenarios play before the summary (default 120 for the story, at "
+        f"least {MIN_DURATION:g}; 60 for uplink-degrades, at least 43)",
     )
     p.add_argument(
         "--warmup", type=float, default=60.0, help="longest wait for the worker to be ready"
@@ -44,4 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_demo(args.machines, args.duration, args.warmup, args.prefix)
+    duration = args.duration
+    if duration is None:
+        duration = 60.0 if args.scenario == "uplink-degrades" else 120.0
+    return run_demo(args.machines, duration, args.warmup, args.prefix, args.scenario)

@@ -11,7 +11,15 @@ its own baseline by ``degraded_factor`` (and above a floor: 2 % late, a tenth of
 heartbeat interval of delay, so that a quiet location's near-zero baseline cannot make noise
 of one late machine). Baselines are slow averages over the intervals that were not degraded.
 Locations in a maintenance window, and locations with fewer than ``degraded_min_machines``
-Connected machines, are not judged. See docs/early-warning.md.
+Connected machines, are not judged.
+
+A **subscription** is judged by the same rule, on its own baseline, from its parts: its
+machines in each location (a sample per ``subscription=<id>|location=<name>``). The parts in a
+location that is silent, in maintenance, or itself above its baseline (degraded or about to
+be) are left out: that location explains them and warns for them (once a subscription has
+warned, all its parts count until it clears). A subscription in a maintenance window of its
+own, or with fewer than ``degraded_min_machines`` Connected machines in the parts left, is not
+judged. See docs/early-warning.md.
 """
 
 from __future__ import annotations
@@ -29,6 +37,15 @@ CREEP = 0.01  # of the excess over the baseline, per heartbeat
 MIN_LATE_SHARE = 0.02
 BASELINE_ALPHA = 0.1  # each healthy interval moves the baseline a tenth of the way
 WARM_UP = 3  # intervals of baseline before a location is judged
+LOCATION = "location="
+SUBSCRIPTION = "subscription="
+PART = "|"  # between a subscription and a location in a part's scope (neither holds one)
+
+
+def part_scope(subscription: str, location: str) -> str:
+    """The scope of a subscription's machines in one location (subscription IDs are GUIDs,
+    compared lower-cased as maintenance selectors compare them)."""
+    return f"{SUBSCRIPTION}{subscription.lower()}{PART}{LOCATION}{location}"
 
 
 def baseline(previous: float, raw: float) -> float:
@@ -85,6 +102,30 @@ class ScopeSample:
         return quantile(list(self.delays), 0.9)
 
 
+def total(samples: Iterable[ScopeSample]) -> ScopeSample:
+    """Samples of one interval added up (partitions of a scope, or parts of a subscription)."""
+    xs = list(samples)
+    return ScopeSample(
+        sum(x.connected for x in xs),
+        sum(x.late for x in xs),
+        tuple(merge(list(x.delays) for x in xs if x.delays)),
+    )
+
+
+def subscriptions(samples: Mapping[str, ScopeSample], left_out: set[str]) -> dict[str, ScopeSample]:
+    """Each subscription's sample from its parts, less the parts in a ``left_out`` location
+    (or in ``left_out`` themselves); none at all when the whole fleet is left out."""
+    if "fleet" in left_out:
+        return {}
+    parts: dict[str, list[ScopeSample]] = {}
+    for scope, x in samples.items():
+        sub, sep, location = scope.partition(PART)
+        if not sep or location in left_out or scope in left_out:
+            continue
+        parts.setdefault(sub, []).append(x)
+    return {sub: total(xs) for sub, xs in parts.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     factor: float = 3.0
@@ -133,14 +174,47 @@ class Detector:
         *,
         decided_at: float | None = None,
     ) -> list[Decision]:
-        """One interval ended at ``at``: judge every location that has a sample. The rule's
+        """One interval ended at ``at``: judge every location that has a sample, then every
+        subscription from its parts (``subscription=<id>|location=<name>``). The rule's
         clock is the intervals' ends (so that the live decider and a replay judge alike);
         ``decided_at`` is when the decision is taken (the records' time; default ``at``)."""
         when = at if decided_at is None else decided_at
-        out: list[Decision] = []
         quiet = set(planned)
+        # locations first: a subscription's parts in a location above its baseline are the
+        # location's to warn for
+        locations = {s: x for s, x in samples.items() if PART not in s}
+        out = self._judge(at, when, locations, quiet, subscription=False)
+        above = {
+            s for s, t in self.tracks.items()
+            if s.startswith(LOCATION) and (t.degraded or t.above_since is not None)
+        }  # fmt: skip
+        # a subscription that warned already goes on being judged on all its parts
+        own, whole = subscriptions(samples, quiet | above), subscriptions(samples, quiet)
+        subs = {
+            s: whole[s] if s in self.tracks and self.tracks[s].degraded else x
+            for s, x in own.items()
+        }
+        for s, x in whole.items():
+            if s not in subs and s in self.tracks and self.tracks[s].degraded:
+                subs[s] = x
+        return out + self._judge(at, when, subs, quiet, subscription=True)
+
+    def _judge(
+        self,
+        at: float,
+        when: float,
+        samples: Mapping[str, ScopeSample],
+        quiet: set[str],
+        *,
+        subscription: bool,
+    ) -> list[Decision]:
+        out: list[Decision] = []
         r = self.rule
-        for scope in sorted(set(samples) | {s for s, t in self.tracks.items() if t.degraded}):
+        held = {
+            s for s, t in self.tracks.items()
+            if t.degraded and s.startswith(SUBSCRIPTION) == subscription
+        }  # fmt: skip
+        for scope in sorted(set(samples) | held):
             s = samples.get(scope, ScopeSample(0, 0, ()))
             t = self.tracks.setdefault(scope, ScopeTrack())
             share, p90 = s.late_share, s.p90

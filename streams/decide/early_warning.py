@@ -2,11 +2,13 @@
 partition's interval samples for the degraded-scope rule (:mod:`.degradation`).
 
 For every accepted heartbeat (fast path too) the engine updates the machine's clock-offset
-baseline and adds its delay to the counters of its partition and location, which its slot
-holds (:meth:`EarlyWarning.counters_for`). Every tick, :meth:`EarlyWarning.on_tick` moves what
-the partition's counters gained into the cumulative histograms (metrics) and the current
-interval; the first tick of an interval returns the partition's sample of the one
-that ended (machines Connected and late per location at its end, its delays). The worker
+baseline and adds its delay to the counters of its partition, location and subscription (one
+list per pair, which its slot holds: :meth:`EarlyWarning.counters_for`), so that the fast path
+costs the same however many subscriptions there are. Every tick, :meth:`EarlyWarning.on_tick`
+moves what the partition's counters gained into the cumulative histograms (metrics: per
+location only) and the current interval; the first tick of an interval returns the
+partition's sample of the one that ended (machines Connected and late at its end, its delays)
+per location and per subscription's part in a location. The worker
 publishes those samples on the shared scope board; the owner of partition 0 merges them and
 decides (:class:`Decider`). A replay merges them the same way (``arcbeat replay``).
 """
@@ -14,7 +16,7 @@ decides (:class:`Decider`). A replay merges them the same way (``arcbeat replay`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,18 +24,19 @@ import orjson
 
 from arcbeat.streams.decide.degradation import (
     DELAY_BOUNDS,
+    LOCATION,
+    SUBSCRIPTION,
     Decision,
     Detector,
     Rule,
     ScopeSample,
     ScopeTrack,
-    merge,
     new_counters,
+    part_scope,
+    total,
 )
 from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings
-
-LOCATION = "location="
 
 
 def rule_of(settings: Settings) -> Rule:
@@ -98,9 +101,13 @@ class EarlyWarning:
     def __init__(self, settings: Settings) -> None:
         self.interval = settings.timing.heartbeat_interval
         self.locations: list[str] = []
-        self._index: dict[str, int] = {}
+        self._location_index: dict[str, int] = {}
+        # (location, subscription) pairs, and the location index of each
+        self.pairs: list[tuple[str, str]] = []
+        self._pair_location: list[int] = []
+        self._index: dict[tuple[str, str], int] = {}
         # per partition state (the id of its PartitionIndex: a partition restored again is a
-        # new one), per location index: counters its slots add to (never replaced, so that a
+        # new one), per pair index: counters its slots add to (never replaced, so that a
         # slot may hold them), and what the previous tick had read of them
         self.counters: dict[int, dict[int, list[Any]]] = {}
         self._read: dict[int, dict[int, list[Any]]] = {}
@@ -108,21 +115,29 @@ class EarlyWarning:
         self._current: dict[int, tuple[float, dict[int, list[int]]]] = {}
 
     def location_index(self, location: str) -> int:
-        i = self._index.get(location)
+        i = self._location_index.get(location)
         if i is None:
-            i = self._index[location] = len(self.locations)
+            i = self._location_index[location] = len(self.locations)
             self.locations.append(location)
         return i
 
-    def counters_for(self, state: object, location: str) -> list[Any]:
+    def pair_index(self, location: str, subscription: str) -> int:
+        i = self._index.get((location, subscription))
+        if i is None:
+            i = self._index[(location, subscription)] = len(self.pairs)
+            self.pairs.append((location, subscription))
+            self._pair_location.append(self.location_index(location))
+        return i
+
+    def counters_for(self, state: object, location: str, subscription: str) -> list[Any]:
         """The delay counters a machine of the partition state ``state`` (its PartitionIndex)
-        in ``location`` adds to."""
-        loc = self.location_index(location)
-        by_loc = self.counters.setdefault(id(state), {})
-        c = by_loc.get(loc)
+        in ``location`` and ``subscription`` adds to."""
+        pair = self.pair_index(location, subscription)
+        by_pair = self.counters.setdefault(id(state), {})
+        c = by_pair.get(pair)
         if c is None:
-            c = by_loc[loc] = new_counters()
-            self._read.setdefault(id(state), {})[loc] = new_counters()
+            c = by_pair[pair] = new_counters()
+            self._read.setdefault(id(state), {})[pair] = new_counters()
         return c
 
     def release(self, p: int) -> None:
@@ -130,15 +145,15 @@ class EarlyWarning:
         self._current.pop(p, None)
 
     def _fresh(self, state: object) -> dict[int, list[Any]]:
-        """What the partition's counters gained since the previous tick, per location."""
+        """What the partition's counters gained since the previous tick, per pair."""
         out: dict[int, list[Any]] = {}
         read = self._read.get(id(state), {})
-        for loc, c in self.counters.get(id(state), {}).items():
-            before = read[loc]
+        for pair, c in self.counters.get(id(state), {}).items():
+            before = read[pair]
             if c == before:
-                continue  # no heartbeat of this location since
-            out[loc] = [a - b for a, b in zip(c, before, strict=True)]
-            read[loc] = list(c)
+                continue  # no heartbeat of this pair since
+            out[pair] = [a - b for a, b in zip(c, before, strict=True)]
+            read[pair] = list(c)
         return out
 
     def on_tick(
@@ -146,43 +161,59 @@ class EarlyWarning:
         p: int,
         state: object,
         now: float,
-        connected: Mapping[str, int],
-        late: Mapping[str, int],
+        counts: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]],
     ) -> PartitionSample | None:
         """Fold the partition's fresh delays (``state``: its PartitionIndex); the sample of the
-        interval that just ended, on the first tick of the next one."""
+        interval that just ended, on the first tick of the next one. ``counts`` gives the
+        machines Connected and late per scope (locations, and subscriptions' parts), asked
+        for only when an interval ends."""
         taken = self._fresh(state)
         bucket = math.floor(now / self.interval) * self.interval
         start, acc = self._current.get(p, (bucket, {}))
-        for loc, counts in taken.items():
+        for pair, got in taken.items():
+            loc = self._pair_location[pair]
             cum = self.cumulative.get(loc)
             if cum is None:
                 cum = self.cumulative[loc] = Cumulative()
             n = len(cum.counts)
             for i in range(n):
-                cum.counts[i] += counts[i]
-            cum.sum += counts[n]
-            a = acc.get(loc)
+                cum.counts[i] += got[i]
+            cum.sum += got[n]
+            a = acc.get(pair)
             if a is None:
-                acc[loc] = counts[:n]
+                acc[pair] = got[:n]
             else:
                 for i in range(n):
-                    a[i] += counts[i]
+                    a[i] += got[i]
         out = None
         if bucket > start:
-            scopes: dict[str, ScopeSample] = {}
-            names = {self.locations[i]: h for i, h in acc.items() if 0 <= i < len(self.locations)}
-            for scope, n_connected in connected.items():
-                if scope.startswith(LOCATION):
-                    delays = names.pop(scope[len(LOCATION) :], [])
-                    scopes[scope] = ScopeSample(n_connected, late.get(scope, 0), tuple(delays))
-            for name, delays in names.items():
-                scope = LOCATION + name
-                scopes[scope] = ScopeSample(0, late.get(scope, 0), tuple(delays))
-            out = PartitionSample(p, start, scopes)
+            out = PartitionSample(p, start, self._scopes(acc, *counts()))
             start, acc = bucket, {}
         self._current[p] = (start, acc)
         return out
+
+    def _scopes(
+        self, acc: Mapping[int, list[int]], connected: Mapping[str, int], late: Mapping[str, int]
+    ) -> dict[str, ScopeSample]:
+        """An interval's samples: every location and part with machines Connected or delays."""
+        delays: dict[str, list[int]] = {}
+        for pair, h in acc.items():
+            location, subscription = self.pairs[pair]
+            for scope in (LOCATION + location, part_scope(subscription, location)):
+                d = delays.get(scope)
+                if d is None:
+                    delays[scope] = list(h)
+                else:
+                    for i, n in enumerate(h):
+                        d[i] += n
+        scopes: dict[str, ScopeSample] = {}
+        for scope, n_connected in connected.items():
+            if scope.startswith((LOCATION, SUBSCRIPTION)):
+                h = delays.pop(scope, [])
+                scopes[scope] = ScopeSample(n_connected, late.get(scope, 0), tuple(h))
+        for scope, h in delays.items():
+            scopes[scope] = ScopeSample(0, late.get(scope, 0), tuple(h))
+        return scopes
 
     def by_location(self) -> dict[str, Cumulative]:
         return {self.locations[i]: c for i, c in self.cumulative.items()}
@@ -194,14 +225,7 @@ def merged(samples: Iterable[PartitionSample]) -> dict[str, ScopeSample]:
     for s in samples:
         for scope, x in s.scopes.items():
             parts.setdefault(scope, []).append(x)
-    return {
-        scope: ScopeSample(
-            sum(x.connected for x in xs),
-            sum(x.late for x in xs),
-            tuple(merge(list(x.delays) for x in xs if x.delays)),
-        )
-        for scope, xs in parts.items()
-    }
+    return {scope: total(xs) for scope, xs in parts.items()}
 
 
 def decision_record(d: Decision) -> bytes:
@@ -222,19 +246,18 @@ def decision_record(d: Decision) -> bytes:
 
 
 def planned_scopes(windows: Iterable[Any], at: float) -> set[str]:
-    """Locations a maintenance window covers whole at ``at`` (a window on a location and
-    nothing narrower)."""
+    """Scopes a maintenance window covers whole at ``at``: a location, a subscription, or a
+    subscription's part in a location (a window on those and nothing narrower)."""
     out: set[str] = set()
     for w in windows:
         sel = w.selector
-        if (
-            sel.location
-            and not sel.resource_ids
-            and not sel.subscription_id
-            and not sel.resource_group
-            and not sel.tags
-            and w.active_at(at)
-        ):
+        if sel.resource_ids or sel.resource_group or sel.tags or not w.active_at(at):
+            continue
+        if sel.subscription_id and sel.location:
+            out.add(part_scope(sel.subscription_id, sel.location))
+        elif sel.subscription_id:
+            out.add(SUBSCRIPTION + sel.subscription_id.lower())
+        elif sel.location:
             out.add(LOCATION + sel.location)
     return out
 

@@ -11,14 +11,16 @@ from arcbeat.streams.decide.machines import Machine, from_slot
 from arcbeat.streams.decide.output_records import CountKey
 from arcbeat.streams.decide.partition_index import PartitionIndex
 from arcbeat.streams.decide.partitioner import KeyPartitioner
+from arcbeat.streams.decide.status import Timing, flap_window
 
 
 class OwnedPartitions:
     """The partitions this worker owns, by number, and the questions asked of them."""
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, timing: Timing) -> None:
         self.partitions: dict[int, PartitionIndex] = {}
         self._partitioner = KeyPartitioner(partitions)
+        self.timing = timing
 
     def partition_of(self, key: str) -> int:
         return int(self._partitioner(key.encode()))
@@ -36,6 +38,15 @@ class OwnedPartitions:
     def disconnected_keys(self) -> Iterable[str]:
         for idx in self.partitions.values():
             yield from idx.disconnected
+
+    def disconnected_count(self) -> int:
+        return sum(len(idx.disconnected) for idx in list(self.partitions.values()))
+
+    def flapping_count(self, now: float) -> int:
+        """Disconnected machines flapping at ``now`` (:func:`.status.is_flapping`), from the
+        flap index: no machine is looked at."""
+        window = flap_window(now, self.timing)
+        return sum(idx.flaps_by_window.get(window, 0) for idx in list(self.partitions.values()))
 
     def late_by_location(self) -> Counter[str]:
         """Late machines by location (owned partitions)."""

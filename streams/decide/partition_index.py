@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arcbeat.streams.decide.deadlines import DeadlineWheel, ScopeCounts
+from arcbeat.streams.decide.degradation import part_scope
 from arcbeat.streams.decide.machines import Machine, MachineInfo, Slot, scopes_of
 from arcbeat.streams.decide.maintenance import Book, MaintenanceError
 from arcbeat.streams.decide.maintenance_codec import from_json as window_from_json
@@ -31,9 +32,12 @@ class PartitionIndex:
     __slots__ = (
         "counts",
         "disconnected",
+        "flapping",
+        "flaps_by_window",
         "held",
         "held_by_location",
         "late",
+        "late_by_part",
         "late_by_scope",
         "machines",
         "pending",
@@ -52,8 +56,15 @@ class PartitionIndex:
         self.counts: Counter[CountKey] = Counter()
         self.late: set[str] = set()
         self.late_by_scope: Counter[str] = Counter()
+        # late machines by subscription part (a subscription in a location: early warning)
+        self.late_by_part: Counter[str] = Counter()
         self.machines: dict[str, Slot] = {}
         self.disconnected: set[str] = set()  # for the per-machine offline series
+        # Disconnected machines past flap_threshold transitions in their flap window: key ->
+        # that window, and how many per window, so that a scrape counts the flapping machines
+        # of the current window without decoding a Disconnected machine
+        self.flapping: dict[str, float] = {}
+        self.flaps_by_window: Counter[float] = Counter()
         # Disconnected held by a ScopeSilent verdict: key -> its location, and the same keys
         # by location (a machine's scopes are the fleet and its location), so that a scope's
         # recovery releases its machines in one step and a tick never looks at the others
@@ -114,6 +125,24 @@ class PartitionIndex:
         if not keys:
             del self.held_by_location[location]
 
+    def flap(self, key: str, window: float) -> None:
+        self.unflap(key)
+        self.flapping[key] = window
+        self.flaps_by_window[window] += 1
+
+    def unflap(self, key: str) -> None:
+        window = self.flapping.pop(key, None)
+        if window is None:
+            return
+        self.flaps_by_window[window] -= 1
+        if self.flaps_by_window[window] <= 0:
+            del self.flaps_by_window[window]
+
+    def mark_flapping(self, key: str, state: MachineState, flap_threshold: int) -> None:
+        """Index a Disconnected machine as flapping when it is (in its flap window)."""
+        if state.flap_count >= flap_threshold:
+            self.flap(key, state.flap_window)
+
     def set_late(self, key: str, info: MachineInfo, late: bool) -> None:
         """Mark the machine late or not, with its scopes' late counts (the leading indicator
         of a mass silence)."""
@@ -123,12 +152,19 @@ class PartitionIndex:
             self.late.add(key)
             for s in scopes_of(info):
                 self.late_by_scope[s] += 1
+            self.late_by_part[part_scope(info.subscription_id, info.location)] += 1
         else:
             self.late.discard(key)
             for s in scopes_of(info):
                 self.late_by_scope[s] -= 1
+            part = part_scope(info.subscription_id, info.location)
+            self.late_by_part[part] -= 1
+            if self.late_by_part[part] <= 0:
+                del self.late_by_part[part]
 
-    def recount(self, key: str, old: Machine | None, new: Machine | None) -> None:
+    def recount(
+        self, key: str, old: Machine | None, new: Machine | None, flap_threshold: int
+    ) -> None:
         """Move the machine's share of the indexes from its old record to its new one (None:
         unknown before, or forgotten now)."""
         if old is not None:
@@ -138,12 +174,14 @@ class PartitionIndex:
                 del self.counts[ck]
             self.set_late(key, old.info, False)
         self.disconnected.discard(key)
+        self.unflap(key)
         self.unhold(key)
         self.pending.pop(key, None)
         if new is not None:
             self.counts[count_key(new.state, new.info)] += 1
             if new.state.status is Status.DISCONNECTED:
                 self.disconnected.add(key)
+                self.mark_flapping(key, new.state, flap_threshold)
             if new.state.held_since is not None:
                 self.hold(key, new.info.location)
         else:
@@ -156,6 +194,15 @@ class PartitionIndex:
                 out["fleet"] += n
                 out[f"location={location}"] += n
         return out
+
+    def early_counts(self) -> tuple[Counter[str], Counter[str]]:
+        """Machines Connected and late per location and per subscription part (early
+        warning's interval samples)."""
+        connected = self.connected_by_scope()
+        for (status, location, _os, sub), n in self.counts.items():
+            if status == "Connected" and n:
+                connected[part_scope(sub, location)] += n
+        return connected, self.late_by_scope + self.late_by_part
 
     def scope_counts(self) -> dict[str, ScopeCounts]:
         """Connected and late machines per scope: this partition's share of the mass-silence

@@ -287,6 +287,11 @@ def on_deadline(
     return Step(state, None, Outcome.APPLIED)
 
 
+def flap_window(now: float, timing: Timing) -> float:
+    """The window a transition at ``now`` counts its flaps in."""
+    return _window_start(now, timing.window)
+
+
 def is_flapping(state: MachineState, now: float, timing: Timing) -> bool:
     return (
         state.flap_window == _window_start(now, timing.window)

@@ -66,7 +66,7 @@ def handle_tick(
         _judge(engine, idx, key, m, planned, now, verdicts, previous_tick, suspicious,
                decided_at, wall_now, out)  # fmt: skip
     counts = idx.scope_counts()
-    sample = engine.early.on_tick(p, idx, now, idx.connected_by_scope(), idx.late_by_scope)
+    sample = engine.early.on_tick(p, idx, now, idx.early_counts)
     if sample is not None:
         engine.early_samples.append(sample)
     every = engine.settings.worker.fleet_snapshot_interval
@@ -184,7 +184,7 @@ def _judge(
         if step.state.held_since is not None:
             idx.hold(key, m.info.location)
         if step.transition is not None:
-            idx.recount(key, m, new)
+            idx.recount(key, m, new, engine.timing.flap_threshold)
             out.append(engine.status_emit(key, m.info, step.transition, wall_now, planned))
         m = new
     engine.schedule(idx, key, m.state)

@@ -55,6 +55,10 @@ MAX_RECORDS = 20_000  # per getmany: bounds the time between commits under a bac
 # own coroutines): a long batch, checkpoint or restore yields after about this much
 STEP_SECONDS = 0.05
 LAG_PROBE = 0.1  # how often the event loop's lag is measured
+# a partition that read only ticks deciding nothing since its latest commit, and has nothing to
+# send, commits its offset this often, not each commit_interval: the transaction would carry
+# no output, and a crash replays a few quiet ticks (nothing is lost: they decide nothing)
+QUIET_COMMIT = 10.0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -217,6 +221,7 @@ class HeartbeatLoop:
         sends = o.sends
         emits_tick = True  # look at the clock first: an earlier partition may have used it up
         clock = time.perf_counter
+        beats = False
         for n, r in enumerate(records):
             # every 256 records, and after every tick (a tick may release thousands)
             if (emits_tick or n & 255 == 255) and clock() >= self._step_end:
@@ -243,7 +248,9 @@ class HeartbeatLoop:
                     and fast(p, r.key, value, r.timestamp / 1000.0, parts)
                 ):
                     o.position = off + 1
+                    beats = True
                     continue
+                beats = True
                 if replay:
                     engine.replaying = True
                 emits, _ = handle(
@@ -257,6 +264,9 @@ class HeartbeatLoop:
                     sends.append((self.out_topics[e.topic], e.key, e.value))
                     for cb in self.on_emit:
                         cb(e)
+        if beats:
+            o.changed = True
+            o.quiet = False
         if o.state == "replaying" and o.position >= replay_until:
             o.state = "live"
             # checkpoint it soon (the oldest first, one a commit): a worker that crashes again
@@ -270,7 +280,17 @@ class HeartbeatLoop:
     async def _commit_all(self, *, final: bool = False) -> None:
         self._last_commit = time.monotonic()
         live = [o for o in self.owned.values() if o.state == "live" and o.producer is not None]
-        due = [o for o in live if o.position > o.committed or o.in_txn]
+        now = time.monotonic()
+        due = [
+            o
+            for o in live
+            if o.in_txn
+            or o.sends
+            or (
+                o.position > o.committed
+                and (final or not o.quiet or now - o.committed_at >= QUIET_COMMIT)
+            )
+        ]
         ckpt = None if final else self._checkpoint_due(live)
         if ckpt is not None and ckpt not in due:
             due.append(ckpt)
@@ -297,7 +317,8 @@ class HeartbeatLoop:
         self.board.committed_partition(o.p)
         if pointer is not None:
             o.pointer = pointer
-            o.checkpoint_at = time.monotonic()
+            o.checkpoint_at = o.written_at = time.monotonic()
+            o.changed = False  # the lock held: nothing was processed since it was taken
             freeze()
 
     async def _write_checkpoint(self, o: Owned, producer: AIOKafkaProducer) -> Pointer:

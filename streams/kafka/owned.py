@@ -26,7 +26,16 @@ class Owned:
     committed: int = -1  # offset committed with its outputs
     replay_until: int = 0  # outputs of records before this offset were committed already
     pointer: Pointer | None = None
-    checkpoint_at: float = 0.0  # monotonic time of the latest checkpoint
+    # monotonic time of the latest checkpoint, or of the latest one skipped because the state
+    # had not moved (its turn comes again a checkpoint_interval later: turns stay spread out)
+    checkpoint_at: float = 0.0
+    written_at: float = 0.0  # monotonic time of the latest checkpoint written
+    # the state moved since the latest checkpoint: a heartbeat, or a tick that looked at a
+    # machine, emitted a machine's record or brought other maintenance windows
+    changed: bool = True
+    # only quiet ticks (as for ``changed``) were read since the latest commit
+    quiet: bool = False
+    committed_at: float = 0.0  # monotonic time of the latest commit
     sends: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
     published: dict[str, ScopeCounts] = field(default_factory=dict)
 

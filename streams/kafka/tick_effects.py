@@ -45,6 +45,9 @@ class TickEffects:
             log.warning("partition %d offset %d: a bad tick record skipped", p, r.offset)
             return []
         engine.replaying = replay
+        looks = engine.stats.tick_looks
+        before = engine.partitions.get(p)
+        planned = before.planned_json if before is not None else None
         t0 = time.perf_counter()
         emits, counts = engine.handle_tick(
             p,
@@ -56,6 +59,13 @@ class TickEffects:
         )
         engine.stats.tick_seconds.observe(time.perf_counter() - t0)
         engine.replaying = False
+        if (
+            engine.stats.tick_looks != looks
+            or engine.partitions[p].planned_json is not planned
+            or any(e.topic != "fleet" for e in emits)  # the fleet snapshot changes no machine
+        ):
+            o.changed = True
+            o.quiet = False
         samples, engine.early_samples = engine.early_samples, []
         if replay:
             return emits

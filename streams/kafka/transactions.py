@@ -12,6 +12,11 @@ from aiokafka import AIOKafkaProducer
 from arcbeat.streams.kafka.checkpoint import Pointer
 from arcbeat.streams.kafka.owned import Owned
 
+# a partition whose state did not move since its latest checkpoint (only ticks that looked at
+# no machine: a held, silent fleet) is checkpointed this many checkpoint_intervals apart, not
+# one: the checkpoint would repeat the last one, and a restart replays only ticks
+QUIET_CHECKPOINTS = 10
+
 WriteCheckpoint = Callable[[Owned, AIOKafkaProducer], Awaitable[Pointer]]
 
 
@@ -54,6 +59,8 @@ async def commit(
     await producer.commit_transaction()
     o.in_txn = False
     o.committed = o.position
+    o.committed_at = time.monotonic()
+    o.quiet = True  # until a heartbeat or a tick that moves the state
     return written
 
 
@@ -61,6 +68,10 @@ def checkpoint_due(live: list[Owned], every: float) -> Owned | None:
     """At most one partition's checkpoint per commit: the one waiting longest."""
     now = time.monotonic()
     due = [o for o in live if o.pointer is None or now - o.checkpoint_at >= every]
+    for o in [o for o in due if o.pointer is not None and not o.changed]:
+        if now - o.written_at < every * QUIET_CHECKPOINTS:
+            o.checkpoint_at = now  # it would repeat the latest one: skipped, turn kept
+            due.remove(o)
     return min(due, key=lambda o: o.checkpoint_at) if due else None
 
 

@@ -21,6 +21,7 @@ from arcbeat.deploy.demo_report import (
     prometheus_alerts,
     summary,
 )
+from arcbeat.deploy.demo_uplink import UplinkPlan, early_warning_lines
 from arcbeat.deploy.settings import Settings
 
 T0 = parse_time("2026-05-01T12:00:00.000Z")
@@ -230,3 +231,26 @@ def test_alerts_by_rule_and_scope_for_the_demos_machines_only(
         AlertSeen("ArcScopeSilent", "page", "location=x", 1, "firing"),
         AlertSeen("ArcPipelineStalled", "page", "no_worker_up", 1, "resolved"),
     ]
+
+
+def test_the_uplink_story_gives_the_lead_time_in_production_minutes() -> None:
+    plan = UplinkPlan(300, 60.0, interval=2.0, disconnect_after=6.0)
+    assert plan.min_duration <= 60.0
+    args = plan.simulate_args(Path("/tmp/g.jsonl"))
+    assert "steady,uplink-degrades" in args and "--duration" not in args
+    tally = Tally(disconnect_after=6.0, heartbeat_interval=2.0)
+    tally.add_status({**scope("ScopeDegraded", 40.0, "location=westasia"), "signal": "both"})
+    assert early_warning_lines(tally) == [
+        "12:00:40  ScopeDegraded location=westasia (both); no Disconnected there yet"
+    ]
+    tally.add_status(
+        changed("m1", 46.0, "Connected", "Disconnected", "heartbeat_timeout", location="westasia")
+    )
+    [line] = early_warning_lines(tally)
+    assert line.endswith("there 12:00:46: 6.0 s later, 15 production minutes of warning"), line
+    # early warning is not a mass silence in the summary
+    text = "\n".join(
+        summary(tally, machines=300, seconds=60.0, fleet={}, alerts=[], alertmanager=Counter(),
+                points={}, db="d")
+    )  # fmt: skip
+    assert "mass silence       none" in text

@@ -8,6 +8,8 @@ partition's interval samples on a board, the decider judging them.
 - an ordinary fleet (jitter, skewed clocks, now and then a slow heartbeat) raises nothing over
   an hour (after the hour that teaches the baselines);
 - a degraded location inside a maintenance window raises nothing;
+- a subscription whose machines degrade in every location (its own proxy, say) warns as a
+  subscription, before its first Disconnected, and its locations do not;
 - late machines: the field, the per-location count, and the rule's arithmetic.
 """
 
@@ -22,7 +24,12 @@ import orjson
 import pytest
 
 from arcbeat.streams.decide.degradation import DELAY_BOUNDS, Detector, Rule, ScopeSample, baseline
-from arcbeat.streams.decide.early_warning import Decider, PartitionSample, planned_scopes
+from arcbeat.streams.decide.early_warning import (
+    Decider,
+    PartitionSample,
+    planned_scopes,
+    replay_decisions,
+)
 from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.maintenance import Selector, Window
 from arcbeat.streams.decide.maintenance_codec import to_json
@@ -32,6 +39,7 @@ from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.settings import Settings
 
 SUB = "00000000-0000-0000-0000-0000000000f2"
+SUB2 = "00000000-0000-0000-0000-0000000000a7"  # every 12th machine: 5 in each location
 LOCATIONS = ("westeurope", "westus2", "westasia")
 T0 = 1_800_000_000.0
 INTERVAL = 300.0
@@ -61,7 +69,7 @@ class Fleet:
 
     def machines(self) -> list[tuple[str, str]]:
         return [
-            (resource_id(SUB, "rg", f"{loc}-vm{i}"), loc)
+            (resource_id(SUB2 if i % 12 == 0 else SUB, "rg", f"{loc}-vm{i}"), loc)
             for loc in LOCATIONS
             for i in range(self.per_location)
         ]
@@ -72,8 +80,10 @@ class Run:
     degraded: list[tuple[str, float]]  # (scope, at)
     cleared: list[tuple[str, float]]
     disconnected: dict[str, list[float]]  # location -> decision times
+    disconnected_in: dict[str, list[float]]  # subscription -> decision times
     engine: Engine
     decider: Decider
+    samples: list[PartitionSample] = field(default_factory=list)  # every partition's, in order
 
 
 def simulate(
@@ -83,11 +93,14 @@ def simulate(
     degrade_at: float = 0.0,
     windows: list[Window] | None = None,
     seed: int = 1,
+    degrade_subscription: str | None = None,
+    **changes: Any,
 ) -> Run:
     """``hours`` of the fleet. With ``degrade``, that location's delays grow by a minute per
     interval from ``degrade_at`` (seconds after the start), its machines start missing
-    heartbeats after four intervals, and all are silent after six."""
-    settings = _settings()
+    heartbeats after four intervals, and all are silent after six. With
+    ``degrade_subscription``, that subscription's machines in every location do the same."""
+    settings = _settings(**changes)
     engine = Engine(settings, fp_seed=1)
     rng = random.Random(seed)
     fleet = Fleet(seed=seed)
@@ -107,7 +120,8 @@ def simulate(
             if rng.random() < 0.01:
                 delay += rng.uniform(5, 40)  # now and then a slow one
             skip = False
-            if degrade == loc and t >= T0 + degrade_at:
+            sub = SUB2 if rid.startswith(f"/subscriptions/{SUB2}") else SUB
+            if (degrade == loc or degrade_subscription == sub) and t >= T0 + degrade_at:
                 k = (t - T0 - degrade_at) / INTERVAL
                 delay += 60.0 * min(k, 5)
                 if k >= 6:
@@ -131,6 +145,8 @@ def simulate(
     degraded: list[tuple[str, float]] = []
     cleared: list[tuple[str, float]] = []
     disconnected: dict[str, list[float]] = {}
+    disconnected_in: dict[str, list[float]] = {}
+    samples: list[PartitionSample] = []
     while events:
         at, _, kind, payload = heapq.heappop(events)
         at = round(at, 3)
@@ -151,6 +167,7 @@ def simulate(
             )
             for sample in engine.early_samples:
                 board[sample.partition] = sample
+                samples.append(sample)
             engine.early_samples.clear()
             if p == 0:
                 bucket = decider.due(at)
@@ -162,10 +179,15 @@ def simulate(
             if e.topic == "status":
                 rec = orjson.loads(e.value)
                 if rec.get("reason") == "heartbeat_timeout":
-                    disconnected.setdefault(rec["location"], []).append(
-                        parse_rfc3339(rec["decidedAt"])
+                    at = parse_rfc3339(rec["decidedAt"])
+                    disconnected.setdefault(rec["location"], []).append(at)
+                    sub = (
+                        SUB2
+                        if rec["resourceId"].lower().startswith(f"/subscriptions/{SUB2}")
+                        else SUB
                     )
-    return Run(degraded, cleared, disconnected, engine, decider)
+                    disconnected_in.setdefault(sub, []).append(at)
+    return Run(degraded, cleared, disconnected, disconnected_in, engine, decider, samples)
 
 
 def test_an_uplink_that_degrades_warns_at_least_five_minutes_before_its_first_disconnected() -> (
@@ -194,7 +216,9 @@ def test_an_ordinary_fleet_raises_nothing_for_an_hour() -> None:
         # every location was judged every interval after the warm-up
         tracks = run.decider.detector.tracks
         assert {s: t.intervals for s, t in tracks.items()} == {
-            f"location={loc}": 23 for loc in LOCATIONS
+            **{f"location={loc}": 23 for loc in LOCATIONS},
+            f"subscription={SUB}": 23,
+            f"subscription={SUB2}": 0,  # 15 machines: fewer than degraded_min_machines
         }
 
 
@@ -299,3 +323,45 @@ def test_the_deciders_state_survives_a_takeover() -> None:
     assert other.judged == T0 and other.detector.tracks == d.detector.tracks
     other.restore(b"not json")  # unreadable: left as it was
     assert other.judged == T0
+
+
+def test_a_subscription_that_degrades_warns_as_a_subscription_before_its_first_disconnected() -> (
+    None
+):
+    # 5 machines in each location: 8 % of each, so the locations' p90 stays at baseline
+    run = simulate(3.0, degrade_subscription=SUB2, degrade_at=5400.0, degraded_min_machines=10)
+    first_off = min(run.disconnected_in[SUB2])
+    warnings = [at for scope, at in run.degraded if scope == f"subscription={SUB2}"]
+    assert warnings, f"no warning; disconnected from {first_off - T0:.0f}s: {run.degraded}"
+    lead = first_off - warnings[0]
+    assert lead >= 300.0, lead
+    # the subscription warned first; the other subscription never did
+    assert min(at for _, at in run.degraded) == warnings[0]
+    assert f"subscription={SUB}" not in {scope for scope, _ in run.degraded}
+    # a replay judges the same samples alike (arcbeat replay's merge of the partitions')
+    replayed = replay_decisions(_settings(degraded_min_machines=10), run.samples, {})
+    for kind, live in (("ScopeDegraded", run.degraded), ("ScopeDegradationCleared", run.cleared)):
+        assert [d.scope for d in replayed if d.type == kind] == [scope for scope, _ in live]
+
+
+def test_a_location_that_degrades_warns_for_its_subscriptions_parts() -> None:
+    # every subscription has machines in westasia: the location warns, no subscription does
+    run = simulate(3.0, degrade="westasia", degrade_at=5400.0, degraded_min_machines=10)
+    assert {scope for scope, _ in run.degraded} == {"location=westasia"}
+
+
+def test_a_subscription_in_maintenance_raises_nothing() -> None:
+    w = Window(
+        id="mw-sub2",
+        selector=Selector(subscription_id=SUB2.upper()),  # compared lower-cased
+        start=T0 + 5000.0,
+        end=T0 + 4 * 3600.0,
+        recurrence=None,
+        reason="proxy change",
+        created_by="test",
+        created_at=T0,
+    )
+    run = simulate(
+        3.0, degrade_subscription=SUB2, degrade_at=5400.0, windows=[w], degraded_min_machines=10
+    )
+    assert [s for s, _ in run.degraded if s.startswith("subscription=")] == []
