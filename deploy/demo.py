@@ -47,6 +47,7 @@ from arcbeat.deploy.demo_report import (
     Unanswered,
     alertmanager_alerts,
     clock,
+    fleet_line,
     get_json,
     influx_points,
     prometheus_alerts,
@@ -149,8 +150,7 @@ class Plan:
 
     def describe(self) -> list[str]:
         return [
-            f"the simulated fleet: {self.machines:,} machines, a heartbeat every "
-            f"{self.interval:g} s, Disconnected after {self.disconnect_after:g} s of silence.",
+            fleet_line(self.machines, self.interval, self.disconnect_after),
             f"For {_minutes(self.duration)} (then steady heartbeats):",
             "  outages of 5 % of the machines (a fifth never come back), 3 flapping machines,",
             "  1 % of the agents disconnecting (their machines are removed: Deleted),",

@@ -34,6 +34,14 @@ def parse_time(text: object) -> float:
     return datetime.fromisoformat(str(text)).timestamp()
 
 
+def fleet_line(machines: int, interval: float, disconnect_after: float) -> str:
+    """The first line of a demo's plan: the simulated fleet and its timing."""
+    return (
+        f"the simulated fleet: {machines:,} machines, a heartbeat every {interval:g} s, "
+        f"Disconnected after {disconnect_after:g} s of silence."
+    )
+
+
 def clock(t: float, ms: bool = True) -> str:
     """``HH:MM:SS.mmm`` (UTC, like the records' times)."""
     text = datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")
