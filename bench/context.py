@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from arcbeat.bench.worker_process import WorkerProcess, free_port
-from arcbeat.streams.settings import SETTINGS, Settings
+from arcbeat.deploy.settings import SETTINGS, Settings
 
 Progress = Callable[[str], None]
 

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 
 def _read(path: str) -> str:

@@ -43,8 +43,8 @@ from arcbeat.bench.massoutage import run_massoutage
 from arcbeat.bench.replay import run_replay
 from arcbeat.bench.startup import run_startup
 from arcbeat.bench.throughput import run_throughput
+from arcbeat.deploy.settings import Settings
 from arcbeat.streams.decide.timestamps import rfc3339
-from arcbeat.streams.settings import Settings
 
 DEFAULT_OUT = Path("bench/reports")
 

@@ -27,7 +27,7 @@ from arcbeat.bench.fleetload import FleetEncoder, produce
 from arcbeat.bench.kafka_admin import create_deployment_topics
 from arcbeat.bench.raw import ConsumeFigures, run_raw
 from arcbeat.bench.worker_process import WorkerProcess, metric_value
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 HEARTBEATS = "arcbeat_heartbeats_received_total"
 POLL = 0.25  # seconds between two reads of the worker's counter

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 TOKEN_ENV = "ARCBEAT_API_TOKEN"
 TOKEN_FILE_ENV = "ARCBEAT_API_TOKEN_FILE"
@@ -42,6 +42,15 @@ def token(token_file: str | None = None) -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
+def read_json(
+    req: urllib.request.Request | str, *, timeout: float, context: ssl.SSLContext | None = None
+) -> Any:
+    """The decoded JSON answer of an HTTP request (None when empty); urllib's errors (HTTPError,
+    URLError, OSError) and a ValueError for a body that is no JSON are the caller's."""
+    with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
+        return json.loads(r.read() or b"null")
+
+
 def call(
     method: str,
     url: str,
@@ -61,8 +70,7 @@ def call(
         ssl.create_default_context(cafile=ca_file or None) if url.startswith("https") else None
     )
     try:
-        with urllib.request.urlopen(req, timeout=30, context=context) as r:
-            return json.loads(r.read() or b"null")
+        return read_json(req, timeout=30, context=context)
     except urllib.error.HTTPError as exc:
         raw = exc.read().decode(errors="replace")
         try:

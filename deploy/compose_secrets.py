@@ -34,7 +34,8 @@ from arcbeat.deploy.kafka_admin.scram import (
     write_private,
 )
 from arcbeat.deploy.services import package_dir, render_template
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.deploy.settings import Settings
+from arcbeat.streams.settings import SettingsError
 
 
 def _hostport(value: str, what: str) -> tuple[str, int]:

@@ -47,6 +47,7 @@ from arcbeat.deploy.demo_report import (
     Unanswered,
     alertmanager_alerts,
     clock,
+    fleet_line,
     get_json,
     influx_points,
     prometheus_alerts,
@@ -57,8 +58,8 @@ from arcbeat.deploy.demo_uplink import UplinkPlan, early_warning_lines
 from arcbeat.deploy.errors import StackError
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.services import port_open, tail
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.settings import Settings
 
 DEMO_PREFIX = "arcbeat-demo"
 MIN_DURATION = 60.0  # room for every scenario and its verdicts
@@ -149,8 +150,7 @@ class Plan:
 
     def describe(self) -> list[str]:
         return [
-            f"the simulated fleet: {self.machines:,} machines, a heartbeat every "
-            f"{self.interval:g} s, Disconnected after {self.disconnect_after:g} s of silence.",
+            fleet_line(self.machines, self.interval, self.disconnect_after),
             f"For {_minutes(self.duration)} (then steady heartbeats):",
             "  outages of 5 % of the machines (a fifth never come back), 3 flapping machines,",
             "  1 % of the agents disconnecting (their machines are removed: Deleted),",

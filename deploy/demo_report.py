@@ -9,7 +9,6 @@ in the few lines a NOC engineer reads first.
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import urllib.error
 import urllib.parse
@@ -19,6 +18,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from arcbeat.deploy.api_client import read_json
 
 # The service level in production (docs/how-it-decides.md, Detection time): Disconnected no
 # later than 30 minutes after the last heartbeat, with heartbeats every 5 minutes.
@@ -31,6 +32,14 @@ Say = Callable[[str], None]
 def parse_time(text: object) -> float:
     """An RFC 3339 time of a record (``2026-05-01T12:00:00.000Z``) as seconds since the epoch."""
     return datetime.fromisoformat(str(text)).timestamp()
+
+
+def fleet_line(machines: int, interval: float, disconnect_after: float) -> str:
+    """The first line of a demo's plan: the simulated fleet and its timing."""
+    return (
+        f"the simulated fleet: {machines:,} machines, a heartbeat every {interval:g} s, "
+        f"Disconnected after {disconnect_after:g} s of silence."
+    )
 
 
 def clock(t: float, ms: bool = True) -> str:
@@ -194,9 +203,10 @@ class Unanswered(Exception):
 
 
 def get_json(url: str, timeout: float = 10.0) -> Any:
+    """``GET url`` of a service (Prometheus, Alertmanager, InfluxDB, a worker) as JSON, or
+    Unanswered with the URL and what went wrong."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return json.loads(r.read() or b"null")
+        return read_json(url, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise Unanswered(f"{url} answered {exc.code}") from None
     except (OSError, ValueError) as exc:

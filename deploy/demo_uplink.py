@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arcbeat.deploy.demo_report import Tally, clock, parse_time, record_time
+from arcbeat.deploy.demo_report import Tally, clock, fleet_line, parse_time, record_time
 
 DEGRADE_LOCATION = "westasia"
 DEGRADE_AFTER = 10  # heartbeat intervals of baseline before the uplink degrades
@@ -56,8 +56,7 @@ class UplinkPlan:
 
     def describe(self) -> list[str]:
         return [
-            f"the simulated fleet: {self.machines:,} machines, a heartbeat every "
-            f"{self.interval:g} s, Disconnected after {self.disconnect_after:g} s of silence.",
+            fleet_line(self.machines, self.interval, self.disconnect_after),
             f"Steady for {self.degrade_at:g} s (early warning learns each location's baseline);",
             f"then the uplink of {DEGRADE_LOCATION} degrades: its heartbeats take longer every "
             f"interval, go missing after {4 * self.interval:g} s and stop after "

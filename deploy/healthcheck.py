@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arcbeat.deploy.api_client import ApiError, base_url, token
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.deploy.settings import Settings
+from arcbeat.streams.settings import SettingsError
 
 PROBE_TIMEOUT = 4.0  # below the image's HEALTHCHECK --timeout (5 s)
 

@@ -26,9 +26,12 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from arcbeat.deploy.kafka_admin.scram import ADMIN_USER, write_private
 from arcbeat.streams.settings import Settings
+
+S = TypeVar("S", bound=Settings)  # the settings class of the caller, kept
 
 TLS_PROTOCOLS = "TLSv1.2,TLSv1.3"
 
@@ -208,7 +211,7 @@ def local_server_properties(
     return server_properties([client], controller, secrets_folder, admin_password)
 
 
-def admin_settings(settings: Settings, state_root: Path) -> Settings:
+def admin_settings(settings: S, state_root: Path) -> S:
     """The stack's own client settings in sasl_ssl mode: admin over SASL_SSL, our CA."""
     folder = secrets_dir(state_root)
     return settings.replace(
@@ -221,7 +224,7 @@ def admin_settings(settings: Settings, state_root: Path) -> Settings:
     )
 
 
-def client_settings(settings: Settings, state_root: Path, user: str) -> Settings:
+def client_settings(settings: S, state_root: Path, user: str) -> S:
     """Client settings for one of the stack's users (tests, `arcbeat stack` hints)."""
     return admin_settings(settings, state_root).replace(
         kafka_username=user, kafka_password_file=str(password_file(state_root, user))

@@ -248,7 +248,8 @@ class Refusal(ReplayError):
 
 def parse_overrides(pairs: Sequence[str], option: str = "--set") -> dict[str, Any]:
     """``name=value`` pairs (flat setting names, values as in ARCBEAT_* variables)."""
-    from arcbeat.streams.settings import SettingsError, setting
+    from arcbeat.deploy.settings import Settings
+    from arcbeat.streams.settings import SettingsError
 
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -256,7 +257,8 @@ def parse_overrides(pairs: Sequence[str], option: str = "--set") -> dict[str, An
         name = name.strip().replace("-", "_")
         if not eq or not name:
             raise SettingsError(f"{option} {pair!r}: write name=value, e.g. disconnect_after=20m")
-        out[name] = setting(name, f"{option} {pair}").convert(raw.strip(), f"{option} {pair}")
+        where = f"{option} {pair}"
+        out[name] = Settings.setting(name, where).convert(raw.strip(), where)
     return out
 
 

@@ -38,8 +38,8 @@ from arcbeat.deploy.kafka_admin import KafkaAdminError
 from arcbeat.deploy.kafka_admin.acls import grant_principals
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.scram import ADMIN_USER, ensure_passwords, scram_argument, users_of
+from arcbeat.deploy.settings import Settings
 from arcbeat.streams.kafka.client import client_options
-from arcbeat.streams.settings import Settings
 
 Progress = Callable[[str], None]
 

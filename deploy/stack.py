@@ -51,7 +51,7 @@ from arcbeat.deploy.services import (
     recorded_brokers,
     tail,
 )
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 __all__ = ["ServiceStatus", "Stack", "StackError"]
 

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from arcbeat.streams.decide.degradation import DELAY_BOUNDS
 from arcbeat.streams.decide.early_warning import Cumulative
-from arcbeat.streams.decide.engine import Verdict
+from arcbeat.streams.decide.mass_silence import Verdict
 from arcbeat.streams.decide.stats import EngineStats, Histogram
 
 

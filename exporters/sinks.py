@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 if TYPE_CHECKING:
-    from arcbeat.streams.settings import InfluxSettings
+    from arcbeat.exporters.influx_settings import InfluxSettings
 
 log = logging.getLogger(__name__)
 

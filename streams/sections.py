@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from arcbeat.streams.setting_values import (
-    LoadedSecret,
     Seconds,
     Secret,
     bad,
@@ -25,8 +24,6 @@ from arcbeat.streams.topics import Topics
 DEFAULT_REGIONS: tuple[str, ...] = ("westus2", "westeurope", "westasia")
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_SSL"]
 KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
-StackKafkaSecurity = Literal["plaintext", "sasl_ssl"]  # the local stack's broker
-InfluxApi = Literal["v1", "v2"]
 KAFKA_SECURITY_PROTOCOLS: tuple[str, ...] = get_args(KafkaSecurityProtocol)
 KAFKA_SASL_MECHANISMS: tuple[str, ...] = get_args(KafkaSaslMechanism)
 MAX_REPLICATION = 32767  # Kafka stores replication factors as int16
@@ -266,81 +263,4 @@ class WorkerSettings:
                 "api_protect_probes",
                 "needs api_tokens_file (ARCBEAT_API_TOKENS_FILE): without tokens nobody could "
                 "call the probes",
-            )
-
-
-@dataclass(frozen=True, slots=True)
-@hide_secrets
-class InfluxSettings:
-    """History in InfluxDB (docs/metrics-alerts-history.md): where `arcbeat history` writes,
-    and the port of its own /metrics."""
-
-    url: str = named("influx_url", "http://127.0.0.1:8086")
-    # "v1" -> /write?db=, "v2" -> /api/v2/write via influxdb-client
-    api: InfluxApi = named("influx_api", "v1")
-    db: str = named("influx_db", "arcbeat")
-    org: str = named("influx_org", "arcbeat")
-    token: LoadedSecret = named("influx_token", "")
-    token_file: str = named("influx_token_file", "")  # read when token is empty (first line)
-    username: str = named("influx_username", "")
-    password: LoadedSecret = named("influx_password", "")
-    # read when password is empty (first line)
-    password_file: str = named("influx_password_file", "")
-    batch_size: int = named("influx_batch_size", 5000)
-    flush_interval: Seconds = named("influx_flush_interval", 1.0)
-    history_port: int = 6070  # `arcbeat history` serves /metrics here
-    history_host: str = "127.0.0.1"  # ... on this address (0.0.0.0: every interface)
-
-    def validate(self) -> None:
-        check_port("history_port", self.history_port)
-        check_choice("influx_api", self.api, get_args(InfluxApi))
-
-
-@dataclass(frozen=True, slots=True)
-@hide_secrets
-class StackSettings:
-    """The local stack (`arcbeat stack`, `arcbeat demo`): its folder, ports and Kafka users."""
-
-    state_dir: str = "state"
-    prometheus_url: str = "http://127.0.0.1:9090"
-    alertmanager_url: str = "http://127.0.0.1:9093"
-    kafka_controller_port: int = 19093  # KRaft controller listener of the local broker
-    # "sasl_ssl": the local broker's client listener is SASL_SSL (TLS 1.2+, SCRAM-SHA-512
-    # users, StandardAuthorizer + ACLs); certificates and passwords under <state>/secrets
-    kafka_security: StackKafkaSecurity = "plaintext"
-    kafka_worker_user: str = "worker"
-    kafka_history_user: str = "history"
-    kafka_agent_users: tuple[str, ...] = ("agent",)
-    influx_rpc_port: int = 8089  # InfluxDB 1.x backup/restore RPC bind (loopback)
-
-    def validate(self) -> None:
-        check_port("kafka_controller_port", self.kafka_controller_port)
-        check_port("influx_rpc_port", self.influx_rpc_port)
-        check_choice("kafka_security", self.kafka_security, get_args(StackKafkaSecurity))
-
-
-@dataclass(frozen=True, slots=True)
-@hide_secrets
-class CapacitySettings:
-    """Capacity planning (docs/metrics-alerts-history.md, Capacity planning): Azure's limits
-    (0 switches a check off) and how often `arcbeat history` computes the report."""
-
-    limit_resource_groups_per_subscription: int = 980
-    limit_machines_per_resource_group: int = 800
-    limit_tags_per_machine: int = 50
-    limit_tenant_objects: int = 50_000
-    # `arcbeat history` computes the fleet's capacity report every interval (0 = off) from a
-    # worker's GET /capacity at source_url (a worker's base URL; empty = http://web_host:web_port)
-    interval: Seconds = named("capacity_interval", 60.0)
-    source_url: str = named("capacity_source_url", "")
-    # the API token (first line of this file) the capacity fetch sends, when the workers'
-    # API needs one (api_tokens_file): a token of the read role
-    token_file: str = named("capacity_token_file", "")
-
-    def validate(self) -> None:
-        if self.source_url and not re.match(r"https?://", self.source_url):
-            raise bad(
-                "capacity_source_url",
-                f"must be a worker's base URL such as http://127.0.0.1:6066, "
-                f"got {self.source_url!r}",
             )

@@ -1,10 +1,13 @@
 """Typed, frozen settings: ``ARCBEAT_*`` env over an optional ``arcbeat.toml`` over defaults.
 
 :class:`Settings` is the loaded configuration, made of one section per concern
-(:class:`KafkaSettings`, :class:`TimingSettings`, :class:`InfluxSettings`, ...), so that a
-module can take just the section it uses. Users name every setting by its flat name
-(``kafka_bootstrap``, ``ARCBEAT_KAFKA_BOOTSTRAP``, the arcbeat.toml key ``kafka_bootstrap``);
-:data:`SETTINGS` maps each flat name to its section and field (``kafka.bootstrap``).
+(:class:`KafkaSettings`, :class:`TimingSettings`, ...), so that a module can take just the
+section it uses. The sections the stream processor does not use live with their users, in
+subclasses of :class:`Settings` (:mod:`arcbeat.exporters.settings`,
+:mod:`arcbeat.deploy.settings`: the root the ``arcbeat`` command loads). Users name every
+setting by its flat name (``kafka_bootstrap``, ``ARCBEAT_KAFKA_BOOTSTRAP``, the arcbeat.toml
+key ``kafka_bootstrap``); :meth:`Settings.settings` maps each flat name to its section and
+field (``kafka.bootstrap``), :data:`SETTINGS` for the stream processor's.
 
 A bad value fails at start with a :class:`SettingsError` naming the setting, where it came from
 and what would be accepted.
@@ -18,19 +21,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Self, get_args, get_origin, get_type_hints
 
 from arcbeat.streams.sections import (
     DEFAULT_REGIONS,
     KAFKA_SASL_MECHANISMS,
     KAFKA_SECURITY_PROTOCOLS,
     MAX_REPLICATION,
-    CapacitySettings,
     IdentitySettings,
-    InfluxSettings,
     InputSettings,
     KafkaSettings,
-    StackSettings,
     TimingSettings,
     WorkerSettings,
 )
@@ -55,15 +55,12 @@ __all__ = [
     "KAFKA_SECURITY_PROTOCOLS",
     "MAX_REPLICATION",
     "SETTINGS",
-    "CapacitySettings",
     "IdentitySettings",
-    "InfluxSettings",
     "InputSettings",
     "KafkaSettings",
     "Setting",
     "Settings",
     "SettingsError",
-    "StackSettings",
     "TimingSettings",
     "WorkerSettings",
     "env_name",
@@ -78,27 +75,61 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every knob of arcbeat, by section. Durations are seconds (floats)."""
+    """Every knob of the stream processor, by section. Durations are seconds (floats).
+
+    The sections of the other parts live with their users, in subclasses that add fields:
+    :class:`arcbeat.exporters.settings.Settings` (InfluxDB, capacity planning) and
+    :class:`arcbeat.deploy.settings.Settings` (the local stack), the root the ``arcbeat``
+    command loads. Each class knows its sections and their settings from its fields
+    (:meth:`sections`, :meth:`settings`), so a section is declared once, where it is used.
+    """
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     timing: TimingSettings = field(default_factory=TimingSettings)
     input: InputSettings = field(default_factory=InputSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
-    influx: InfluxSettings = field(default_factory=InfluxSettings)
-    stack: StackSettings = field(default_factory=StackSettings)
-    capacity: CapacitySettings = field(default_factory=CapacitySettings)
 
     @property
     def topics(self) -> Topics:
         return self.kafka.topics
 
+    @classmethod
+    def sections(cls) -> Mapping[str, type[Any]]:
+        """The sections of this class, by field name, in their order."""
+        found = _SECTIONS.get(cls)
+        if found is None:
+            hints = get_type_hints(cls)
+            found = _SECTIONS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+        return found
+
+    @classmethod
+    def settings(cls) -> Mapping[str, Setting]:
+        """Every setting of this class by its flat name, from the sections' fields."""
+        found = _DECLARED.get(cls)
+        if found is None:
+            found = _DECLARED[cls] = _declared(cls.sections())
+        return found
+
+    @classmethod
+    def setting(cls, name: str, where: str = "") -> Setting:
+        """The setting named ``name``; a :class:`SettingsError` listing the known ones if
+        none."""
+        known = cls.settings()
+        try:
+            return known[name]
+        except KeyError:
+            prefix = f"{where}: " if where else ""
+            raise SettingsError(
+                f"{prefix}unknown setting {name!r}; known settings: {', '.join(sorted(known))}"
+            ) from None
+
     def value(self, name: str) -> Any:
         """The setting ``name`` by its flat name (``kafka_bootstrap`` -> ``kafka.bootstrap``)."""
-        s = setting(name)
+        s = self.setting(name)
         return getattr(getattr(self, s.section), s.field)
 
-    def replace(self, **changes: Any) -> Settings:
+    def replace(self, **changes: Any) -> Self:
         """A copy with some settings changed, validated like a fresh load.
 
         Keys are flat setting names (``partitions=1``, ``kafka_bootstrap=...``) or whole
@@ -107,10 +138,10 @@ class Settings:
         sections: dict[str, Any] = {}
         by_section: dict[str, dict[str, Any]] = {}
         for key, value in changes.items():
-            if key in _SECTIONS:
+            if key in self.sections():
                 sections[key] = value
             else:
-                s = setting(key, f"argument {key}")
+                s = self.setting(key, f"argument {key}")
                 by_section.setdefault(s.section, {})[s.field] = value
         for section, values in by_section.items():
             base = sections.get(section, getattr(self, section))
@@ -121,14 +152,8 @@ class Settings:
 
     def validate(self) -> None:
         """Each section checks its own settings."""
-        self.kafka.validate()
-        self.identity.validate()
-        self.timing.validate()
-        self.input.validate()
-        self.worker.validate()
-        self.influx.validate()
-        self.stack.validate()
-        self.capacity.validate()
+        for name in self.sections():
+            getattr(self, name).validate()
 
     @classmethod
     def load(
@@ -136,9 +161,10 @@ class Settings:
         env: Mapping[str, str] | None = None,
         toml_path: str | Path | None = None,
         **overrides: Any,
-    ) -> Settings:
+    ) -> Self:
         """Defaults, then ``arcbeat.toml`` (``ARCBEAT_CONFIG`` or ./arcbeat.toml), then env."""
         env = os.environ if env is None else env
+        known = cls.settings()
         values: dict[str, Any] = {}
         path = Path(toml_path or env.get("ARCBEAT_CONFIG", "arcbeat.toml"))
         if path.is_file():
@@ -149,40 +175,34 @@ class Settings:
             section = data.get("arcbeat", data)
             for key, raw in section.items():
                 values[key] = (raw, f"{path} [{key}]")
-        for name, s in SETTINGS.items():
+        for name, s in known.items():
             if s.env in env:
                 values[name] = (env[s.env], f"environment {s.env}")
         for key, raw in overrides.items():
             values[key] = (raw, f"argument {key}")
         parsed: dict[str, Any] = {}
         for key, (raw, where) in values.items():
-            parsed[key] = setting(key, where).convert(raw, where)
+            parsed[key] = cls.setting(key, where).convert(raw, where)
         # secrets kept in files (Docker/Kubernetes secrets) and declared LoadedSecret are read
         # once, here; a Secret is read by its client when it connects
-        for name in _LOADED_SECRETS:
+        for name, s in known.items():
+            if s.secret != LOADED_SECRET_MARK:
+                continue
             if not parsed.get(name) and parsed.get(f"{name}_file"):
                 parsed[name] = read_secret("", parsed[f"{name}_file"], name)
         by_section: dict[str, dict[str, Any]] = {}
         for key, value in parsed.items():
-            s = SETTINGS[key]
+            s = known[key]
             by_section.setdefault(s.section, {})[s.field] = value
         settings = cls(
-            **{name: kind(**by_section.get(name, {})) for name, kind in _SECTIONS.items()}
+            **{name: kind(**by_section.get(name, {})) for name, kind in cls.sections().items()}
         )
         settings.validate()
         return settings
 
 
-_SECTIONS: dict[str, Any] = {
-    "kafka": KafkaSettings,
-    "identity": IdentitySettings,
-    "timing": TimingSettings,
-    "input": InputSettings,
-    "worker": WorkerSettings,
-    "influx": InfluxSettings,
-    "stack": StackSettings,
-    "capacity": CapacitySettings,
-}
+_SECTIONS: dict[type[Settings], dict[str, type[Any]]] = {}
+_DECLARED: dict[type[Settings], dict[str, Setting]] = {}
 
 
 # ---- flat names -----------------------------------------------------------------------------
@@ -200,6 +220,7 @@ class Setting:
     field: str
     conversion: Conversion
     secret: str = ""  # SECRET_MARK, LOADED_SECRET_MARK or ""
+    kind: type[Any] = object  # the section's class
 
     @property
     def env(self) -> str:
@@ -212,7 +233,7 @@ class Setting:
 
     @property
     def default(self) -> Any:
-        return getattr(_SECTIONS[self.section](), self.field)
+        return getattr(self.kind(), self.field)
 
     def convert(self, raw: object, where: str) -> Any:
         try:
@@ -256,10 +277,10 @@ def _conversion(annotation: Any) -> tuple[Conversion, str]:
     raise TypeError(f"a setting cannot be of type {annotation!r}")
 
 
-def _declared() -> dict[str, Setting]:
+def _declared(sections: Mapping[str, type[Any]]) -> dict[str, Setting]:
     """Every setting, from the sections' fields (in their order)."""
     out: dict[str, Setting] = {}
-    for section, kind in _SECTIONS.items():
+    for section, kind in sections.items():
         hints = get_type_hints(kind, include_extras=True)
         for f in dataclasses.fields(kind):
             name = f.metadata.get("flat", f.name)
@@ -268,22 +289,14 @@ def _declared() -> dict[str, Setting]:
                 raise TypeError(
                     f"two settings named {name}: {out[name].path} and {section}.{f.name}"
                 )
-            out[name] = Setting(name, section, f.name, conversion, secret)
+            out[name] = Setting(name, section, f.name, conversion, secret, kind)
     return out
 
 
-SETTINGS: Mapping[str, Setting] = _declared()
-
-
-_LOADED_SECRETS = tuple(s.name for s in SETTINGS.values() if s.secret == LOADED_SECRET_MARK)
+# the stream processor's own settings (the arcbeat command's are arcbeat.deploy.settings')
+SETTINGS: Mapping[str, Setting] = Settings.settings()
 
 
 def setting(name: str, where: str = "") -> Setting:
-    """The setting named ``name``; a :class:`SettingsError` listing the known ones if none."""
-    try:
-        return SETTINGS[name]
-    except KeyError:
-        prefix = f"{where}: " if where else ""
-        raise SettingsError(
-            f"{prefix}unknown setting {name!r}; known settings: {', '.join(sorted(SETTINGS))}"
-        ) from None
+    """The stream processor's setting named ``name`` (:meth:`Settings.setting`)."""
+    return Settings.setting(name, where)

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support import schedule
+from tests.support.examples import examples
 
 if TYPE_CHECKING:
     from collections.abc import Generator
 
     from arcbeat.deploy.stack import Stack
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The fast suite runs a quarter of each property test's examples (tests/support/examples.py),
+    # the whole suite all of them. Test modules are imported after this hook.
+    if "not services" in (config.option.markexpr or ""):
+        os.environ.setdefault("ARCBEAT_EXAMPLES", "quick")
+    # property tests without a count of their own: hypothesis' default 100 in the thorough run
+    hypothesis_settings.register_profile("arcbeat", max_examples=examples(100))
+    hypothesis_settings.load_profile("arcbeat")
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +36,8 @@ def stack(pytestconfig: pytest.Config) -> Stack:
     this fixture (never a skip). Under xdist, the first worker brings it up; the other one
     uses it as it is.
     """
+    from arcbeat.deploy.settings import Settings
     from arcbeat.deploy.stack import Stack, StackError
-    from arcbeat.streams.settings import Settings
 
     running = Stack(Settings.load())
     with schedule.first_stack_up(pytestconfig) as first:

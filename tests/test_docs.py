@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from arcbeat.streams.settings import SETTINGS, Setting, Settings, SettingsError
+from arcbeat.deploy.settings import SETTINGS, Settings
+from arcbeat.streams.settings import Setting, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"

@@ -18,7 +18,7 @@ import random
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.settings import DEFAULT_REGIONS, Settings
@@ -53,16 +53,7 @@ MalformedKind = Literal[
     "too_large",
     "random_bytes",
 ]
-MALFORMED_KINDS: Final[tuple[MalformedKind, ...]] = (
-    "invalid_json",
-    "invalid_utf8",
-    "schema",
-    "unsupported_region",
-    "key_mismatch",
-    "missing_key",
-    "too_large",
-    "random_bytes",
-)
+MALFORMED_KINDS: Final[tuple[MalformedKind, ...]] = get_args(MalformedKind)
 SCENARIO_NAMES: Final = (
     "steady",
     "outages",

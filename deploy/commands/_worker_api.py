@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from arcbeat.deploy.api_client import base_url, call, token
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 
 def get_json(url: str) -> Any:

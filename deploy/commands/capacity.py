@@ -21,6 +21,7 @@ from typing import Any
 
 from arcbeat.deploy.api_client import ApiError
 from arcbeat.deploy.commands._worker_api import get_json, worker_url
+from arcbeat.deploy.settings import Settings
 from arcbeat.exporters.capacity.forecast import (
     HISTORY_QUERY,
     HISTORY_SAMPLES,
@@ -33,7 +34,6 @@ from arcbeat.exporters.capacity.to_json import report_to_json
 from arcbeat.exporters.capacity.to_text import render_table
 from arcbeat.exporters.influx_points import capacity_line
 from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError
-from arcbeat.streams.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -101,7 +101,8 @@ def _build(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from arcbeat.dashboards.push import GrafanaPushError, datasource_payloads, push
-    from arcbeat.streams.settings import Settings, SettingsError
+    from arcbeat.deploy.settings import Settings
+    from arcbeat.streams.settings import SettingsError
 
     if not args.token and args.token_file:
         try:

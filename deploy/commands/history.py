@@ -8,9 +8,10 @@ import signal
 import sys
 from typing import Any
 
+from arcbeat.deploy.settings import Settings
 from arcbeat.exporters.history.exporter import HistoryError, HistoryExporter
 from arcbeat.exporters.sinks import make_sink
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import SettingsError
 
 # option -> setting it overrides
 OVERRIDES = (

@@ -9,7 +9,7 @@ from typing import Any
 
 from arcbeat.deploy.api_client import ApiError, base_url, call, token
 from arcbeat.deploy.commands._worker_api import table
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

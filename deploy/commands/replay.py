@@ -18,8 +18,9 @@ from arcbeat.deploy.replay_run import (
     parse_overrides,
     what_if,
 )
+from arcbeat.deploy.settings import Settings
 from arcbeat.streams.decide.timestamps import parse_rfc3339
-from arcbeat.streams.settings import Settings, SettingsError, parse_duration
+from arcbeat.streams.settings import SettingsError, parse_duration
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

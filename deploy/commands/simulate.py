@@ -17,7 +17,8 @@ from arcbeat.deploy.agents.scenarios import (
     fleet_locations,
 )
 from arcbeat.deploy.agents.simulate import simulate
-from arcbeat.streams.settings import Settings, SettingsError, parse_duration
+from arcbeat.deploy.settings import Settings
+from arcbeat.streams.settings import SettingsError, parse_duration
 
 
 def _fraction(text: str) -> float:

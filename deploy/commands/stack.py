@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import ServiceStatus, Stack, StackError
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import SettingsError
 
 ACTIONS = ("up", "down", "status")
 

@@ -13,8 +13,9 @@ from arcbeat.deploy.kafka_admin import KafkaAdminError
 from arcbeat.deploy.kafka_admin.acls import grant_principals
 from arcbeat.deploy.kafka_admin.scram import ADMIN_USER, users_of
 from arcbeat.deploy.kafka_admin.topics import Replication, ensure_topics_async
+from arcbeat.deploy.settings import Settings
 from arcbeat.streams.kafka.client import client_options
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import SettingsError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

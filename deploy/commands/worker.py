@@ -8,9 +8,9 @@ import logging
 import sys
 
 from arcbeat.deploy.kafka_admin import KafkaAdminError
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.worker import Worker, worker_number
 from arcbeat.streams.kafka.startup import Deadline, StartupError, retry_start
-from arcbeat.streams.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -26,7 +26,7 @@ from arcbeat.deploy.kafka_admin.scram import (
 from arcbeat.streams.topics import Topics
 
 if TYPE_CHECKING:
-    from arcbeat.streams.settings import Settings
+    from arcbeat.deploy.settings import Settings
 
 # Kafka's wire codes (org.apache.kafka.common.resource / acl enums)
 RESOURCE = {"topic": 2, "group": 3, "cluster": 4, "transactional_id": 5}

@@ -25,7 +25,7 @@ from arcbeat.deploy.kafka_admin.scram_protocol import (
 )
 
 if TYPE_CHECKING:
-    from arcbeat.streams.settings import Settings
+    from arcbeat.deploy.settings import Settings
 
 ADMIN_USER = "admin"
 SCRAM_ITERATIONS = 8192

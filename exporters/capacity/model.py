@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from arcbeat.streams.settings import CapacitySettings
+from arcbeat.exporters.capacity.settings import CapacitySettings
 
 # Check kinds, as in the metric label `kind` of the arcbeat_capacity_* metrics.
 RESOURCE_GROUPS_PER_SUBSCRIPTION: Final = "resource_groups_per_subscription"

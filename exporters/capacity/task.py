@@ -34,9 +34,10 @@ from arcbeat.exporters.capacity.forecast import (
 from arcbeat.exporters.capacity.model import CapacityLimits, CapacityReport
 from arcbeat.exporters.capacity.report import build_report_from_summary
 from arcbeat.exporters.influx_points import capacity_line
+from arcbeat.exporters.settings import Settings
 from arcbeat.exporters.sinks import InfluxSink, SinkError
 from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError
-from arcbeat.streams.settings import Settings, SettingsError, read_secret
+from arcbeat.streams.settings import SettingsError, read_secret
 
 # the history exporter runs this task: its log lines are the exporter's
 log = logging.getLogger("arcbeat.exporters.history")

@@ -43,10 +43,10 @@ from arcbeat.exporters.capacity.task import CapacityTask
 from arcbeat.exporters.history.maintenance import MaintenanceFollower
 from arcbeat.exporters.history.writer import Entry, HistoryMetrics, PointWriter
 from arcbeat.exporters.influx_points import PointError, value_to_lines
+from arcbeat.exporters.settings import Settings
 from arcbeat.exporters.sinks import InfluxSink, SinkError
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.kafka.startup import Deadline, Say, StartupError, retry_start
-from arcbeat.streams.settings import Settings
 
 log = logging.getLogger("arcbeat.exporters.history")
 

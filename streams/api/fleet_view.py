@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Protocol
 
-from arcbeat.streams.decide.engine import CountKey
 from arcbeat.streams.decide.machines import Machine
 from arcbeat.streams.decide.maintenance import Book, Window
+from arcbeat.streams.decide.output_records import CountKey
 from arcbeat.streams.decide.status import Timing
 
 

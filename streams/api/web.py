@@ -29,9 +29,9 @@ from arcbeat.streams.api.errors import error as _error
 from arcbeat.streams.api.fleet_view import FleetView
 from arcbeat.streams.api.maintenance import MaintenanceAPI
 from arcbeat.streams.api.tls import client_context
-from arcbeat.streams.decide.engine import CountKey
 from arcbeat.streams.decide.fleet_summary import FleetSummary, SummaryError, merge_all
 from arcbeat.streams.decide.machines import Machine
+from arcbeat.streams.decide.output_records import CountKey
 from arcbeat.streams.decide.status import Status, is_flapping
 from arcbeat.streams.decide.timestamps import rfc3339
 from arcbeat.streams.settings import Settings

@@ -107,6 +107,13 @@ def late_after(heartbeat_interval: float, disconnect_after: float) -> float:
     return min(1.5 * heartbeat_interval, disconnect_after / 2)
 
 
+def next_look(due: float, last_heartbeat_at: float, late_after: float, *, watch: bool) -> float:
+    """When a machine due at ``due`` is looked at next. A Connected machine watched for
+    lateness (``watch``: not held, not late yet) is looked at when it becomes late, if that
+    comes first: its late mark is the mass-silence evidence."""
+    return min(due, last_heartbeat_at + late_after) if watch else due
+
+
 def scope_is_silent(total: ScopeCounts, *, ratio: float, min_machines: int) -> bool:
     """The mass-silence rule (docs/how-it-decides.md, Mass silence) over the sum of every
     partition's counts."""

@@ -9,10 +9,8 @@ whose ``detail`` says what is wrong, where (the field path) and how to fix it.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Final, Literal, NoReturn, get_args
 
 import orjson
@@ -127,49 +125,6 @@ def heartbeat_payload(
     if sequence is not None:
         body["sequence"] = sequence
     return orjson.dumps(body)
-
-
-# The usual layout of a heartbeat ends with sentAt, then optionally the sequence, as
-# heartbeat_payload writes it. A message in that layout splits into the bytes before sentAt
-# (everything that describes the machine) and the two fields every heartbeat changes.
-_SENT_AT: Final = b',"sentAt":"'
-_TAIL_RE: Final = re.compile(
-    rb',"sentAt":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{3}|\.\d{6})?Z"'
-    rb'(?:,"sequence":(0|[1-9]\d{0,17}))?\}'
-)
-_TAIL_SECONDS: dict[bytes, int] = {}  # "2024-05-01T12:00:00" -> unix seconds (recent ones)
-
-
-def split_heartbeat(raw: bytes) -> tuple[bytes, float, int | None] | None:
-    """``(head, sentAt, sequence)`` of a message in the usual layout, else None.
-
-    Only the tail is checked here: a head is trusted only after the full decoder accepted a
-    message with the very same head (see ``Engine.handle_message``).
-    """
-    i = raw.rfind(_SENT_AT)
-    if i < 0:
-        return None
-    m = _TAIL_RE.fullmatch(raw, i)
-    if m is None:
-        return None
-    whole, frac, seq = m.groups()
-    secs = _TAIL_SECONDS.get(whole)
-    if secs is None:
-        # a fleet's heartbeats of one second share it: parsing a date costs a microsecond
-        try:
-            secs = int(datetime.fromisoformat(whole.decode() + "+00:00").timestamp())
-        except ValueError:  # e.g. month 13: the full decoder explains it
-            return None
-        if len(_TAIL_SECONDS) > 4096:
-            _TAIL_SECONDS.clear()
-        _TAIL_SECONDS[whole] = secs
-    if frac is None:
-        sent = float(secs)
-    else:
-        # the same rounding as datetime.timestamp(): one division of whole microseconds
-        us = int(frac[1:]) * 1000 if len(frac) == 4 else int(frac[1:])
-        sent = (secs * 1_000_000 + us) / 1_000_000
-    return raw[:i], sent, int(seq) if seq is not None else None
 
 
 def heartbeat_key(resource_id: str) -> bytes:

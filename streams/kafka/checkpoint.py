@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from arcbeat.streams.decide.engine import Engine, PartitionIndex
+from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.machines import Slot, to_row
+from arcbeat.streams.decide.partition_index import PartitionIndex
 
 # 3: the header carries the fingerprint seed; rows no clock skew (derived)
 # 4: whether a machine is late, and since when it waits for a verdict, are in its row, not in

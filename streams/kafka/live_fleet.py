@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 
-from arcbeat.streams.decide.engine import CountKey
 from arcbeat.streams.decide.machines import Machine
 from arcbeat.streams.decide.maintenance import Book, Window
+from arcbeat.streams.decide.output_records import CountKey
 from arcbeat.streams.decide.status import Timing
 from arcbeat.streams.kafka.pipeline import Pipeline
 

@@ -28,13 +28,16 @@ from aiokafka.errors import KafkaError
 from arcbeat.streams.decide.deadlines import ScopeCounts
 from arcbeat.streams.decide.decisions_settings import deciding
 from arcbeat.streams.decide.early_warning import EarlyBoard, degraded_scopes
-from arcbeat.streams.decide.engine import Emit, Engine, Verdict
+from arcbeat.streams.decide.engine import Engine
+from arcbeat.streams.decide.mass_silence import Verdict
+from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.kafka import ticks
-from arcbeat.streams.kafka.batch import DECIDER_PARTITION, HeartbeatLoop
+from arcbeat.streams.kafka.batch import HeartbeatLoop
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.kafka.maintenance_board import MaintenanceBoard
 from arcbeat.streams.kafka.scopes import ScopeBoard
 from arcbeat.streams.kafka.startup import Deadline, Say, StartupError, retry_start
+from arcbeat.streams.kafka.tick_effects import DECIDER_PARTITION
 from arcbeat.streams.kafka.ticks import TICK_HEADER
 from arcbeat.streams.settings import Settings
 

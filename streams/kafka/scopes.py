@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import orjson
 
 from arcbeat.streams.decide.deadlines import ScopeCounts, sum_counts
-from arcbeat.streams.decide.engine import Verdict
+from arcbeat.streams.decide.mass_silence import Verdict
 from arcbeat.streams.kafka.compacted import CompactedReader
 from arcbeat.streams.settings import Settings
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from arcbeat.streams.decide.engine import Verdict
+from arcbeat.streams.decide.mass_silence import Verdict
 from arcbeat.streams.settings import SettingsError
 
 TICK_HEADER = "arcbeat-tick"

@@ -18,6 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from arcbeat.streams.decide.heartbeat_heads import split_heartbeat
 from arcbeat.streams.kafka import ticks
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.replay.partition import Change, PartitionReplay, PartitionResult, ScopeEvent
@@ -155,10 +156,14 @@ async def _replay(
             # the common case inline: a plain heartbeat of a known machine
             plain = 0
             for r in records:
-                if not r.headers and fast(p, r.key, r.value, r.timestamp / 1000.0):
+                if r.headers:
+                    feed(r.offset, r.key, r.value, r.timestamp, r.headers)
+                    continue
+                parts = split_heartbeat(r.value)  # once, for both paths
+                if fast(p, r.key, r.value, r.timestamp / 1000.0, parts):
                     plain += 1
                 else:
-                    feed(r.offset, r.key, r.value, r.timestamp, r.headers)
+                    feed(r.offset, r.key, r.value, r.timestamp, r.headers, parts)
             result.records += plain
             result.heartbeats += plain
             last = records[-1]

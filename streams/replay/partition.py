@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from arcbeat.streams.decide.decisions_settings import differences
 from arcbeat.streams.decide.early_warning import PartitionSample, planned_scopes
-from arcbeat.streams.decide.engine import Emit, Engine, Verdict
+from arcbeat.streams.decide.engine import UNSPLIT, Engine
+from arcbeat.streams.decide.heartbeat_heads import Parts, split_heartbeat
+from arcbeat.streams.decide.mass_silence import Verdict
+from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.kafka import ticks
 from arcbeat.streams.kafka.ticks import TICK_HEADER
@@ -165,7 +168,10 @@ class PartitionReplay:
         value: bytes | None,
         timestamp_ms: int,
         headers: Sequence[tuple[str, bytes]],
+        parts: Parts | Literal[False] | None = UNSPLIT,
     ) -> None:
+        """One record of the log. ``parts``: the message already split and turned down by
+        :attr:`fast` (by default it is split and the fast path tried here)."""
         r = self.result
         if r.first_offset < 0:
             r.first_offset = offset
@@ -174,15 +180,16 @@ class PartitionReplay:
         at = timestamp_ms / 1000.0
         r.last_at = at
         p = self.p
-        if not headers and self.fast is not None and self.fast(p, key, value, at):
-            r.heartbeats += 1
-            return
         if headers and any(h[0] == TICK_HEADER for h in headers):
             self._tick(offset, value, headers, at)
             return
         r.heartbeats += 1
+        if parts is False:
+            parts = split_heartbeat(value)  # once: the fast path and the general one share it
+            if not headers and self.fast is not None and self.fast(p, key, value, at, parts):
+                return
         emits, _ = self.engine.handle_message(
-            p, offset, key, value, at, topic="replay", wall_now=0.0, headers=headers
+            p, offset, key, value, at, topic="replay", wall_now=0.0, headers=headers, parts=parts
         )
         # a message decides at its arrival and closes windows that started before it: before
         # the range, nothing it emits is reported

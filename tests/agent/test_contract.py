@@ -16,6 +16,7 @@ from arcbeat.streams.decide import records as server
 from arcbeat.streams.decide import resource_ids as server_ids
 from arcbeat.streams.decide import timestamps as server_times
 from arcbeat.streams.decide.records import Heartbeat, decode_heartbeat
+from tests.support.examples import examples
 
 GUID = st.uuids().map(str)
 RG_CHARS = string.ascii_letters + string.digits + "-_.()"
@@ -46,7 +47,7 @@ def _outcome(parse: object, text: str) -> tuple[str, ...]:
     return ("ok", rid.subscription_id, rid.resource_group, rid.machine_name, rid.original, rid.key)
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(
     st.one_of(
         st.builds(
@@ -74,7 +75,7 @@ TAGS = st.dictionaries(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     machine=st.text(NAME_CHARS, min_size=1, max_size=64),
     kind=st.sampled_from(agent.KINDS),

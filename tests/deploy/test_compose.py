@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from arcbeat.streams.settings import SETTINGS, Settings
+from arcbeat.deploy.settings import SETTINGS, Settings
 from tests.support.paths import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
+from arcbeat.deploy.settings import SETTINGS, Settings
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.settings import SETTINGS, Settings
 from tests.support.image import arcbeat_image
 from tests.support.influx import Influx
 from tests.support.kafka import delete_topics

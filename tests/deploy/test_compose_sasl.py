@@ -27,9 +27,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from arcbeat.deploy.kafka_admin.scram import users_of
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack
 from arcbeat.streams.kafka.client import client_options
-from arcbeat.streams.settings import Settings
 from tests.support.paths import REPO
 
 BASE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

@@ -22,7 +22,7 @@ from arcbeat.deploy.demo_report import (
     summary,
 )
 from arcbeat.deploy.demo_uplink import UplinkPlan, early_warning_lines
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 T0 = parse_time("2026-05-01T12:00:00.000Z")
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from arcbeat.deploy import healthcheck
 from arcbeat.deploy.healthcheck import Running, find_running, parse_command_line, probe_url
-from arcbeat.streams.settings import Settings
+from arcbeat.deploy.settings import Settings
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from arcbeat.deploy.settings import SETTINGS, Settings
 from arcbeat.streams.api.auth import parse_tokens
 from arcbeat.streams.decide.identity import load_bindings
 from arcbeat.streams.kafka import ticks
-from arcbeat.streams.settings import SETTINGS, Settings, read_secret
+from arcbeat.streams.settings import read_secret
 from tests.support.paths import REPO
 
 ROOT = REPO / "deploy" / "kubernetes"

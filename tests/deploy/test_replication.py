@@ -44,9 +44,10 @@ from arcbeat.deploy.services import (
     render_template,
     set_properties,
 )
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.deploy.worker import internal_specs
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import SettingsError
 
 BOOT = "127.0.0.1:9092"
 

@@ -17,10 +17,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from arcbeat.deploy.worker import Scrapes
-from arcbeat.streams.decide import engine as engine_module
-from arcbeat.streams.decide.engine import Engine, Verdict
+from arcbeat.streams.decide import owned_partitions
+from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.machines import Machine, Slot, from_slot
 from arcbeat.streams.decide.maintenance import Book
+from arcbeat.streams.decide.mass_silence import Verdict
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.status import Status, is_flapping
@@ -137,11 +138,11 @@ def test_the_work_of_a_scrape_does_not_grow_with_the_machines(
         engine = _fleet(machines, machines)
         assert engine.disconnected_count() == machines
         assert len(engine.held_keys()) == machines
-        monkeypatch.setattr(engine_module, "from_slot", counting)
+        monkeypatch.setattr(owned_partitions, "from_slot", counting)  # Engine.machine
         decoded = 0
         scraped = _scrape(engine)
         work.append(decoded)
-        monkeypatch.setattr(engine_module, "from_slot", from_slot)
+        monkeypatch.setattr(owned_partitions, "from_slot", from_slot)
         # same numbers as a scan of every machine
         assert _value(scraped, "arcbeat_flapping_machines") == machines
         assert _value(scraped, "arcbeat_machine_series_overflow") == machines - CAP

@@ -41,8 +41,8 @@ from arcbeat.deploy.services import (
     port_open,
     render_prometheus_config,
 )
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack, StackError
-from arcbeat.streams.settings import Settings
 from tests.support.paths import REPO
 
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from arcbeat.deploy.aio import run_sync
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack
 from arcbeat.exporters.capacity.model import (
     MACHINES_PER_RESOURCE_GROUP,
@@ -51,7 +52,6 @@ from arcbeat.exporters.capacity.report import build_report
 from arcbeat.exporters.capacity.to_json import report_to_dict
 from arcbeat.exporters.sinks import quote_ident
 from arcbeat.streams.decide.records import heartbeat_payload
-from arcbeat.streams.settings import Settings
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.services

@@ -28,8 +28,8 @@ import orjson
 import pytest
 
 from arcbeat.deploy.demo import demo_env, reset
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.settings import Settings
 from tests.support.kafka import read_topic
 from tests.support.net import free_port_block, http, port_is_free
 from tests.support.paths import REPO

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 import pytest
 
 from arcbeat.deploy.demo import demo_env, reset
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.settings import Settings
 from tests.e2e.test_demo_e2e import TIME, Demo
 from tests.support.net import free_port_block
 

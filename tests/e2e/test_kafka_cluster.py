@@ -53,9 +53,9 @@ from arcbeat.deploy.commands.stack import format_status
 from arcbeat.deploy.kafka_admin.client import close_quietly
 from arcbeat.deploy.kafka_admin.topics import TopicSpec, ensure_specs_async
 from arcbeat.deploy.services import ClusterReport, port_open
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.decide.records import heartbeat_payload
-from arcbeat.streams.settings import Settings
 from tests.support.deployment import Deployment
 from tests.support.groundtruth import GroundTruth, send_times
 from tests.support.net import free_port_block, free_port_block_below_ephemeral, http_get

@@ -41,9 +41,9 @@ from arcbeat.deploy import processes
 from arcbeat.deploy.agents.load import load
 from arcbeat.deploy.aio import run_sync
 from arcbeat.deploy.services import port_open
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.decide.timestamps import parse_rfc3339
-from arcbeat.streams.settings import Settings
 from tests.support.deployment import Deployment, WorkerProcess
 from tests.support.groundtruth import GroundTruth
 from tests.support.net import free_port_block_below_ephemeral

@@ -32,12 +32,13 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from arcbeat.bench.fuzz import run as run_fuzz
 from arcbeat.deploy import kafka_security as ks
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack, StackError
 from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.identity import IdentityBindings, make_binding
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.kafka.client import client_options
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import SettingsError
 from arcbeat_agent.check import run_check
 from arcbeat_agent.config import AgentConfig, load_config
 from arcbeat_agent.daemon import deliver_once

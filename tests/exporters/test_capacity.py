@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from arcbeat.deploy.settings import Settings
 from arcbeat.exporters.capacity.collector import CapacityCollector
 from arcbeat.exporters.capacity.forecast import CapacityHistory, days_to_limit
 from arcbeat.exporters.capacity.model import (
@@ -27,7 +28,7 @@ from arcbeat.exporters.capacity.os_rules import SUPPORTED_OPERATING_SYSTEMS, OsR
 from arcbeat.exporters.capacity.report import build_report
 from arcbeat.exporters.capacity.to_json import report_to_dict, report_to_json
 from arcbeat.exporters.capacity.to_text import render_table
-from arcbeat.streams.settings import Settings
+from tests.support.examples import examples
 
 DAY = 86400.0
 T0 = 1_700_000_000.0  # realistic unix seconds: the fit must not lose precision on them
@@ -98,7 +99,7 @@ linear_histories = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(linear_histories, st.integers(1, 500_000))
 def test_exact_linear_growth_gives_the_exact_answer(case, extra):
     history, start, per_day, n, _ = case
@@ -107,7 +108,7 @@ def test_exact_linear_growth_gives_the_exact_answer(case, extra):
     assert days_to_limit(history, limit) == pytest.approx(extra / per_day, rel=1e-6, abs=1e-6)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.tuples(st.floats(0, 1e6), st.integers(0, 10**6)), min_size=2, max_size=40),
     st.integers(1, 10**7),
@@ -125,7 +126,7 @@ def test_forecast_is_non_negative_and_shift_invariant(samples, limit, shift):
         assert shifted == pytest.approx(result, rel=1e-6, abs=1e-6)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.integers(0, 10**6), min_size=2, max_size=40).map(
         lambda ys: sorted(ys, reverse=True)
@@ -137,7 +138,7 @@ def test_never_growing_series_has_no_forecast(ys, limit):
     assert days_to_limit(history, limit) is None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(linear_histories, st.integers(1, 10**6), st.integers(0, 10**6))
 def test_a_higher_limit_never_comes_sooner(case, limit, more):
     history = case[0]

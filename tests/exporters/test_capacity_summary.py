@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from arcbeat.deploy.settings import Settings
 from arcbeat.exporters.capacity.forecast import HISTORY_STEP, CapacityHistory, history_from_influxql
 from arcbeat.exporters.capacity.model import (
     MACHINES_PER_RESOURCE_GROUP,
@@ -35,7 +36,7 @@ from arcbeat.streams.decide.fleet_summary import (
     summarize,
 )
 from arcbeat.streams.decide.machines import MachineInfo
-from arcbeat.streams.settings import Settings
+from tests.support.examples import examples
 
 SUBS = (
     "00000000-0000-0000-0000-00000000000a",
@@ -105,7 +106,7 @@ def as_machine_summary(i: MachineInfo) -> MachineSummary:
 
 
 @given(machines_st, st.data())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_merging_any_split_equals_the_whole(machines: list[MachineInfo], data: Any) -> None:
     workers = data.draw(st.integers(1, 5))
     owner = data.draw(
@@ -133,7 +134,7 @@ def test_merging_any_split_equals_the_whole(machines: list[MachineInfo], data: A
 
 
 @given(machines_st)
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 def test_wire_form_round_trips(machines: list[MachineInfo]) -> None:
     s = summarize(machines, partitions=[0, 2], partitions_total=3)
     wire = orjson.loads(orjson.dumps(s.to_dict()))
@@ -201,7 +202,7 @@ limits_st = st.builds(
     st.sampled_from([("*",), ("westeurope", "westus2"), ("eastus",)]),
     st.integers(0, 3),
 )
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_report_from_summary_equals_report_from_machines(
     machines: list[MachineInfo], limits: CapacityLimits, regions: Sequence[str], past: int
 ) -> None:

@@ -32,11 +32,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from arcbeat.deploy.kafka_admin.topics import ensure_topics_async
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack
 from arcbeat.exporters.history.exporter import HistoryExporter, history_group_id
 from arcbeat.exporters.influx_points import QUERIES
 from arcbeat.exporters.sinks import SinkError, V1Sink, V2Sink, make_sink, quote_ident
-from arcbeat.streams.settings import Settings
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.services

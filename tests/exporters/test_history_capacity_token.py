@@ -11,10 +11,11 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from arcbeat.deploy.settings import Settings
 from arcbeat.exporters.capacity.task import CapacityTask
 from arcbeat.exporters.history.exporter import HistoryExporter
 from arcbeat.exporters.sinks import make_sink
-from arcbeat.streams.settings import Settings, SettingsError
+from arcbeat.streams.settings import SettingsError
 from tests.support.net import free_port_block
 
 

@@ -11,10 +11,10 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from arcbeat.deploy.settings import Settings
 from arcbeat.exporters.history.exporter import HistoryExporter
 from arcbeat.exporters.influx_points import maintenance_points
 from arcbeat.exporters.sinks import SinkError
-from arcbeat.streams.settings import Settings
 
 
 class FlakySink:

@@ -31,6 +31,7 @@ from arcbeat.exporters.influx_points import (
     rfc3339_to_ns,
     value_to_lines,
 )
+from tests.support.examples import examples
 
 # ------------------------------------------------------------------------------ a parser
 
@@ -154,7 +155,7 @@ def test_string_field_round_trips(value: str) -> None:
     ),
     st.integers(-(2**62), 2**62),
 )
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 def test_whole_line_round_trips(
     tags: dict[str, str], fields: dict[str, FieldValue], ts: int
 ) -> None:

@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from arcbeat.streams.api.fleet_view import FleetView
 from arcbeat.streams.api.web import WorkerAPI
-from arcbeat.streams.decide.engine import CountKey
 from arcbeat.streams.decide.machines import Machine, MachineInfo
 from arcbeat.streams.decide.maintenance import Book, Window
+from arcbeat.streams.decide.output_records import CountKey
 from arcbeat.streams.decide.status import MachineState, Status, Timing
 from arcbeat.streams.settings import Settings
 

@@ -17,6 +17,7 @@ from arcbeat.streams.decide.deadlines import (
     scope_is_silent,
     sum_counts,
 )
+from tests.support.examples import examples
 
 # ---------------------------------------------------------------- wheel: semantics
 
@@ -195,7 +196,7 @@ class NaiveWheel:
         return min(self.booked.values()) * self.g if self.booked else None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(granularities, wheel_ops)
 def test_wheel_matches_naive_model(g: float, ops: list[WheelOp]) -> None:
     wheel = DeadlineWheel[int](g)
@@ -221,7 +222,7 @@ def test_wheel_matches_naive_model(g: float, ops: list[WheelOp]) -> None:
     assert len(wheel) == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(granularities, wheel_ops, st.lists(times, min_size=1, max_size=10))
 def test_internal_heap_and_buckets_stay_in_step(
     g: float, ops: list[WheelOp], nows: list[float]
@@ -362,7 +363,7 @@ def test_scope_is_silent_boundaries(
     assert scope_is_silent(counts, ratio=ratio, min_machines=min_machines) is silent
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.integers(1, 100),  # ratio in percent, as an operator writes it (0.55)
     st.integers(0, 2000),

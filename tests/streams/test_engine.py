@@ -24,19 +24,23 @@ from hypothesis import strategies as st
 
 from arcbeat.streams.api.web import machine_json
 from arcbeat.streams.decide.deadlines import ScopeCounts
-from arcbeat.streams.decide.engine import Emit, Engine, Verdict
+from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.machines import from_slot
 from arcbeat.streams.decide.maintenance import Selector, Window
 from arcbeat.streams.decide.maintenance_codec import to_json as maintenance_json
+from arcbeat.streams.decide.mass_silence import Verdict
+from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.status import Status
 from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.kafka import checkpoint
-from arcbeat.streams.kafka.batch import HeartbeatLoop, Owned
+from arcbeat.streams.kafka.batch import HeartbeatLoop
 from arcbeat.streams.kafka.checkpoint import Pointer
+from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.kafka.scopes import ScopeBoard
 from arcbeat.streams.settings import Settings
+from tests.support.examples import examples
 
 SUB = "00000000-0000-0000-0000-0000000000e1"
 LOC = "westeurope"
@@ -375,7 +379,7 @@ def _api(engine: Engine, m: int, now: float) -> dict[str, Any]:
 # ---- fast path == general path ----------------------------------------------------------
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(STEPS, st.booleans())
 def test_fast_path_decides_exactly_as_the_general_path(
     steps: list[MsgStep | TickStep], windows: bool
@@ -419,7 +423,7 @@ def _take_checkpoint(first: Engine, into: Engine, offsets: Mapping[int, int]) ->
         checkpoint.restore(into, p, cp)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(STEPS, st.integers(min_value=0, max_value=120))
 def test_checkpoint_plus_the_rest_of_the_log_equals_an_uninterrupted_run(
     steps: list[MsgStep | TickStep], cut: int
@@ -909,8 +913,8 @@ def test_readiness_states() -> None:
     assert loop.readiness() == (False, "recovering")
     a.state, a.position = "replaying", 4
     assert loop.readiness() == (False, "catching up: lag unknown")
-    loop.end_offsets = {0: 10, 3: 10}
-    loop.ends_at = loop.last_loop_at = time.monotonic()
+    loop.ends.end_offsets = {0: 10, 3: 10}
+    loop.ends.ends_at = loop.last_loop_at = time.monotonic()
     assert loop.lag() == {0: 6, 3: 0}
     assert loop.readiness() == (False, "catching up: lag 6")
     a.position = 10
@@ -921,9 +925,9 @@ def test_readiness_states() -> None:
     assert loop.readiness() == (False, "catching up: lag 3")
     # Kafka away (a broker restart): the log end was not read, or the loop did not poll
     b.position = 10
-    loop.ends_at -= 60
+    loop.ends.ends_at -= 60
     assert loop.readiness() == (False, "waiting for Kafka: log end not read for 60s")
-    loop.ends_at += 60
+    loop.ends.ends_at += 60
     loop.last_loop_at -= 45
     assert loop.readiness() == (False, "waiting for Kafka: no poll for 45s")
     loop.last_loop_at += 45
@@ -937,10 +941,10 @@ def test_ready_within_one_tick_of_the_log_end() -> None:
     loop.started = True
     loop.board.ready.set()
     o = _own(loop, 0, "live", position=10)
-    loop.end_offsets = {0: 10}
-    loop.ends_at = loop.last_loop_at = time.monotonic()
+    loop.ends.end_offsets = {0: 10}
+    loop.ends.ends_at = loop.last_loop_at = time.monotonic()
     assert loop.readiness() == (True, "ready")
-    loop.previous_ends, loop.end_offsets = loop.end_offsets, {0: 11}  # the next tick
+    loop.ends.previous_ends, loop.ends.end_offsets = loop.ends.end_offsets, {0: 11}  # the next tick
     assert loop.lag() == {0: 1}
     assert loop.readiness() == (True, "ready")
     o.position = 9  # behind the log end of the previous tick: catching up
@@ -950,7 +954,7 @@ def test_ready_within_one_tick_of_the_log_end() -> None:
 def test_lag_counts_owned_partitions_only_and_never_below_zero() -> None:
     loop = _loop()
     _own(loop, 0, "live", position=12)
-    loop.end_offsets = {0: 10, 5: 100}
+    loop.ends.end_offsets = {0: 10, 5: 100}
     assert loop.lag() == {0: 0}
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 
-from arcbeat.streams.decide.engine import Engine, Verdict
+from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.maintenance import Recurrence, Selector, Window
 from arcbeat.streams.decide.maintenance_codec import to_json
+from arcbeat.streams.decide.mass_silence import Verdict
 from arcbeat.streams.decide.status import Status
 from arcbeat.streams.kafka import checkpoint
 from tests.streams.test_engine import LOC, SCOPE, SUB, T0, _key, _rid, _settings, changes, hb

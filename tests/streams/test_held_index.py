@@ -17,15 +17,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.decide import engine as engine_module
 from arcbeat.streams.decide import machines as machines_module
-from arcbeat.streams.decide.engine import Emit, Engine, Verdict
+from arcbeat.streams.decide import mass_silence as mass_silence_module
+from arcbeat.streams.decide import tick as tick_module
+from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.machines import Machine, Slot
 from arcbeat.streams.decide.maintenance import Selector, Window
 from arcbeat.streams.decide.maintenance_codec import to_json as maintenance_json
+from arcbeat.streams.decide.mass_silence import Verdict
+from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.settings import Settings
+from tests.support.examples import examples
 
 SUB = "00000000-0000-0000-0000-0000000000e2"
 LOCATIONS = ("westeurope", "northeurope", "eastus")
@@ -123,11 +127,13 @@ def _work_of_ticks(
         decoded += 1
         return real(slot)
 
-    monkeypatch.setattr(engine_module, "from_slot", counting)
+    for module in (tick_module, mass_silence_module):  # where a tick decodes a machine
+        monkeypatch.setattr(module, "from_slot", counting)
     looks = engine.stats.tick_looks
     for at, verdicts in ticks:
         assert _disconnected(_tick_all(engine, at, verdicts)) == []
-    monkeypatch.setattr(engine_module, "from_slot", real)
+    for module in (tick_module, mass_silence_module):
+        monkeypatch.setattr(module, "from_slot", real)
     return engine.stats.tick_looks - looks, decoded
 
 
@@ -246,7 +252,7 @@ _TICK = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.one_of(_BEAT, _TICK, _TICK, _TICK), min_size=20, max_size=120))
 def test_the_held_index_releases_what_a_rescan_releases(steps: list[Beat | TickAt]) -> None:
     indexed = Engine(_settings(), fp_seed=3)

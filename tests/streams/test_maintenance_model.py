@@ -24,6 +24,7 @@ from arcbeat.streams.decide.maintenance_codec import (
 )
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.timestamps import parse_rfc3339
+from tests.support.examples import examples
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RID = resource_id(SUB, "rg-Prod", "web-01")
@@ -380,7 +381,7 @@ def _any_window(draw: st.DrawFn) -> Window:
     return w
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(_any_window())
 def test_codec_round_trips(window: Window) -> None:
     raw = encode(window)

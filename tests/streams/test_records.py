@@ -24,6 +24,7 @@ from arcbeat.streams.decide.records import (
 )
 from arcbeat.streams.decide.resource_ids import ResourceId, parse_resource_id, resource_id
 from arcbeat.streams.decide.timestamps import parse_rfc3339, rfc3339
+from tests.support.examples import examples
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RID = resource_id(SUB, "RG-Web-01", "VM-000123")
@@ -142,7 +143,7 @@ json_values = st.recursive(
 
 
 @given(heartbeats())
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_round_trip(hb: Heartbeat) -> None:
     raw = encode_heartbeat(hb)
     back = decode_heartbeat(
@@ -418,21 +419,21 @@ def test_check_order() -> None:
 
 
 @given(st.binary(max_size=2000), st.none() | st.binary(max_size=50))
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_random_bytes_never_raise(raw: bytes, key: bytes | None) -> None:
     r = decode_heartbeat(raw, key, max_bytes=1000, accepts_region=regions)
     assert isinstance(r, Heartbeat | Reject)
 
 
 @given(json_values)
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_any_json_never_raises(value: Any) -> None:
     r = decode(orjson.dumps(value))
     assert isinstance(r, Reject)
 
 
 @given(st.sampled_from(sorted(payload())), json_values)
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_any_field_value_never_raises(name: str, value: Any) -> None:
     r = decode(orjson.dumps(payload(**{name: value})), max_bytes=1 << 20)
     assert isinstance(r, Heartbeat | Reject)
@@ -519,7 +520,7 @@ def test_payload_helper_matches_encode() -> None:
 
 
 def test_split_heartbeat_takes_the_usual_layout() -> None:
-    from arcbeat.streams.decide.records import split_heartbeat
+    from arcbeat.streams.decide.heartbeat_heads import split_heartbeat
 
     rid = (
         "/subscriptions/12345678-1234-1234-1234-123456789abc/resourceGroups/rg"
@@ -556,7 +557,7 @@ def test_split_heartbeat_takes_the_usual_layout() -> None:
     ],
 )
 def test_split_heartbeat_leaves_anything_else_to_the_decoder(tail: bytes) -> None:
-    from arcbeat.streams.decide.records import split_heartbeat
+    from arcbeat.streams.decide.heartbeat_heads import split_heartbeat
 
     assert split_heartbeat(b'{"resourceId":"x",' + tail) is None
     assert split_heartbeat(b'{"resourceId":"x"}') is None

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from arcbeat.streams.settings import (
-    SETTINGS,
-    CapacitySettings,
-    KafkaSettings,
-    Settings,
-    SettingsError,
-    parse_duration,
-)
+from arcbeat.deploy.settings import SETTINGS, Settings
+from arcbeat.exporters.capacity.settings import CapacitySettings
+from arcbeat.streams.settings import KafkaSettings, SettingsError, parse_duration
 from arcbeat.streams.topics import Topics
 
 NO_TOML = "/nonexistent/arcbeat.toml"
@@ -151,3 +146,27 @@ def test_durations() -> None:
         3.0,
         1.5,
     ]
+
+
+def test_each_section_lives_with_its_users_and_the_root_has_them_all(tmp_path: Path) -> None:
+    """The stream processor declares its own sections; the exporters add InfluxDB and capacity
+    planning, the local stack its own; the root the arcbeat command loads has every one."""
+    from arcbeat.exporters import settings as exporters_settings
+    from arcbeat.streams import settings as streams_settings
+
+    core = set(streams_settings.Settings.sections())
+    assert core == {"kafka", "identity", "timing", "input", "worker"}
+    assert set(exporters_settings.Settings.sections()) - core == {"influx", "capacity"}
+    assert set(Settings.sections()) - core == {"influx", "capacity", "stack"}
+    for name, kind in Settings.sections().items():
+        part = {"influx": "exporters", "capacity": "exporters", "stack": "deploy"}
+        assert kind.__module__.startswith(f"arcbeat.{part.get(name, 'streams')}."), (name, kind)
+    toml = tmp_path / "arcbeat.toml"
+    toml.write_text('influx_url = "http://influx:8086"\nstate_dir = "/var/lib/arcbeat"\n')
+    s = Settings.load(env={}, toml_path=toml)
+    assert (s.influx.url, s.stack.state_dir) == ("http://influx:8086", "/var/lib/arcbeat")
+    assert set(SETTINGS) == set(streams_settings.SETTINGS) | {
+        n for n, st in SETTINGS.items() if st.section in ("influx", "capacity", "stack")
+    }
+    with pytest.raises(SettingsError, match="unknown setting 'influx_url'"):
+        streams_settings.Settings.load(env={}, toml_path=toml)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from arcbeat.deploy.kafka_admin import KafkaAdminError
 from arcbeat.deploy.worker import worker_number
 from arcbeat.streams.app import create_app
-from arcbeat.streams.kafka.batch import instance_id
+from arcbeat.streams.kafka.heartbeat_clients import instance_id
 from arcbeat.streams.kafka.startup import (
     BACKOFF_MAX,
     Deadline,

@@ -28,6 +28,7 @@ from arcbeat.streams.decide.status import (
     on_deadline,
     on_message,
 )
+from tests.support.examples import examples
 
 T = Timing(
     disconnect_after=900.0, expire_after=3600.0, outage_hold=600.0, window=3600.0, flap_threshold=4
@@ -703,7 +704,7 @@ def as_tuple(tr: Transition | None) -> tuple[object, ...] | None:
     )
 
 
-PROPS = settings(max_examples=200, deadline=None)
+PROPS = settings(max_examples=examples(200), deadline=None)
 
 
 REPLAYED_CONNECT = [Msg(0.0, "connect", 0.0, 3), Msg(5.0, "connect", -5.0, 3)]
@@ -758,7 +759,7 @@ def test_never_disconnected_before_deadline(timing: Timing, ops: list[Op]) -> No
             assert t >= before.last_status_change + timing.expire_after
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(timings, op_lists)
 def test_replay_is_deterministic(timing: Timing, ops: list[Op]) -> None:
     assert run(timing, ops) == run(timing, list(ops))

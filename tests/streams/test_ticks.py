@@ -13,7 +13,8 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord
 
-from arcbeat.streams.decide.engine import Engine, Verdict
+from arcbeat.streams.decide.engine import Engine
+from arcbeat.streams.decide.mass_silence import Verdict
 from arcbeat.streams.kafka import ticks
 from arcbeat.streams.kafka.batch import HeartbeatLoop
 from arcbeat.streams.kafka.checkpoint import Pointer

@@ -16,12 +16,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcbeat.streams.decide.engine import Emit, Engine
+from arcbeat.streams.decide.engine import Engine
+from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.timestamps import parse_rfc3339
 from arcbeat.streams.kafka import checkpoint
 from arcbeat.streams.settings import Settings
+from tests.support.examples import examples
 
 SUB = "00000000-0000-0000-0000-000000000001"
 WINDOW = 10.0
@@ -163,7 +165,7 @@ def _run(engine: Engine, log: list[tuple[str, int, float]], start: int = 0) -> l
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(events, st.integers(min_value=0, max_value=80))
 def test_window_counts_are_exact_once_and_replay_safe(
     raw: list[tuple[str, int, float]], cut: int

@@ -22,8 +22,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from arcbeat.deploy.aio import run_sync
+from arcbeat.deploy.settings import Settings
 from arcbeat.deploy.stack import Stack
-from arcbeat.streams.settings import Settings
 from tests.support.groundtruth import AgentMessage, GroundTruth
 from tests.support.kafka import KafkaRecord, delete_topics, read_topic
 from tests.support.net import free_port_block, http_get

@@ -1,0 +1,57 @@
+"""A heartbeats partition this worker owns (its phase, offsets, producer, pending sends),
+and one it gave back but may get again."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from arcbeat.streams.decide.deadlines import ScopeCounts
+from arcbeat.streams.decide.partition_index import PartitionIndex
+from arcbeat.streams.kafka.checkpoint import Pointer
+
+
+@dataclass
+class Owned:
+    """A heartbeats partition this worker was assigned."""
+
+    p: int
+    tp: TopicPartition
+    state: str = "recovering"  # recovering -> replaying -> live
+    producer: AIOKafkaProducer | None = None
+    in_txn: bool = False
+    position: int = 0  # next offset to process
+    committed: int = -1  # offset committed with its outputs
+    replay_until: int = 0  # outputs of records before this offset were committed already
+    pointer: Pointer | None = None
+    # monotonic time of the latest checkpoint, or of the latest one skipped because the state
+    # had not moved (its turn comes again a checkpoint_interval later: turns stay spread out)
+    checkpoint_at: float = 0.0
+    written_at: float = 0.0  # monotonic time of the latest checkpoint written
+    # the state moved since the latest checkpoint: a heartbeat, or a tick that looked at a
+    # machine, emitted a machine's record or brought other maintenance windows
+    changed: bool = True
+    # only quiet ticks (as for ``changed``) were read since the latest commit
+    quiet: bool = False
+    committed_at: float = 0.0  # monotonic time of the latest commit
+    sends: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
+    published: dict[str, ScopeCounts] = field(default_factory=dict)
+
+
+@dataclass
+class Parked:
+    """A revoked partition's state, kept in case the next assignment gives it back."""
+
+    idx: PartitionIndex
+    position: int
+
+
+def freeze() -> None:
+    """Move every object alive now out of the garbage collector's sight (``gc.freeze``).
+
+    A million machines are millions of objects that never form cycles (refcounting frees them);
+    a full collection walking them all stops the event loop for seconds. Frozen after each
+    recovery and checkpoint, a collection walks only what is newer."""
+    gc.freeze()

@@ -1,0 +1,83 @@
+"""Each owned partition's transaction: its outputs (status, DLQ, fleet), its scope board
+writes, any checkpoint and its consumed offset commit together, exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaProducer
+
+from arcbeat.streams.kafka.checkpoint import Pointer
+from arcbeat.streams.kafka.owned import Owned
+
+# a partition whose state did not move since its latest checkpoint (only ticks that looked at
+# no machine: a held, silent fleet) is checkpointed this many checkpoint_intervals apart, not
+# one: the checkpoint would repeat the last one, and a restart replays only ticks
+QUIET_CHECKPOINTS = 10
+
+WriteCheckpoint = Callable[[Owned, AIOKafkaProducer], Awaitable[Pointer]]
+
+
+async def flush(o: Owned, board_topic: str) -> None:
+    """Send the partition's pending records in its open transaction (begun when needed)."""
+    producer = o.producer
+    if producer is None:
+        o.sends.clear()
+        return
+    if not o.in_txn:
+        await producer.begin_transaction()
+        o.in_txn = True
+    for topic, key, value in o.sends:
+        # outputs go to the source partition number; the scope state has one partition
+        partition = 0 if topic == board_topic else o.p
+        await producer.send(topic, value, key=key, partition=partition)
+    o.sends.clear()
+
+
+async def commit(
+    o: Owned, group: str, board_topic: str, write_checkpoint: WriteCheckpoint | None
+) -> Pointer | None:
+    """Commit what the partition processed: its pending records, a checkpoint when asked, and
+    its position with the checkpoint's pointer as offset metadata. Returns the new checkpoint's
+    pointer (None: no checkpoint). Kafka's errors (fenced, failed) are the caller's."""
+    producer = o.producer
+    if producer is None:
+        return None
+    if o.sends:
+        await flush(o, board_topic)
+    if not o.in_txn:
+        await producer.begin_transaction()
+        o.in_txn = True
+    pointer = o.pointer
+    written = None
+    if write_checkpoint is not None:
+        pointer = written = await write_checkpoint(o, producer)
+    meta = pointer.encode() if pointer is not None else ""
+    await producer.send_offsets_to_transaction({o.tp: (o.position, meta)}, group)
+    await producer.commit_transaction()
+    o.in_txn = False
+    o.committed = o.position
+    o.committed_at = time.monotonic()
+    o.quiet = True  # until a heartbeat or a tick that moves the state
+    return written
+
+
+def checkpoint_due(live: list[Owned], every: float) -> Owned | None:
+    """At most one partition's checkpoint per commit: the one waiting longest."""
+    now = time.monotonic()
+    due = [o for o in live if o.pointer is None or now - o.checkpoint_at >= every]
+    for o in [o for o in due if o.pointer is not None and not o.changed]:
+        if now - o.written_at < every * QUIET_CHECKPOINTS:
+            o.checkpoint_at = now  # it would repeat the latest one: skipped, turn kept
+            due.remove(o)
+    return min(due, key=lambda o: o.checkpoint_at) if due else None
+
+
+async def close_producer(o: Owned) -> None:
+    producer, o.producer = o.producer, None
+    o.in_txn = False
+    if producer is not None:
+        with contextlib.suppress(Exception):
+            await producer.stop()
