@@ -46,9 +46,16 @@ def block(report: dict[str, Any]) -> str:
     aio = (t.get("aiokafka") or {}).get("rate")
     day = str(report.get("startedAt", "?"))[:10]
     command = report.get("command", "arcbeat bench")
+    # phases from later runs of those phases alone, named briefly (the front page has a size
+    # limit; the report names each run in full)
+    later = "".join(
+        f"; {phase} of {str(src.get('startedAt', '?'))[:10]}"
+        + (", --quick" if src.get("quick") else "")
+        for phase, src in sorted((report.get("mergedPhases") or {}).items())
+    )
     lines = [
         START,
-        f"Run of {day} (`{command}`, {report.get('seconds', 0):,.0f} s):",
+        f"Run of {day} (`{command}`, {report.get('seconds', 0):,.0f} s{later}):",
         "",
         "| goal | target | measured | |",
         "|---|---|---|---|",
@@ -57,15 +64,6 @@ def block(report: dict[str, Any]) -> str:
         if row["key"] == "lostOrDuplicated":
             continue
         lines.append(f"| {row['what']} | {row['goal']} | {_value(row)} | {_met(row)} |")
-    merged = report.get("mergedPhases") or {}
-    if merged:
-        # short: the front page has a size limit; the report names each run in full
-        runs = [
-            f"{phase} of {str(src.get('startedAt', '?'))[:10]}"
-            + (" (--quick)" if src.get("quick") else "")
-            for phase, src in sorted(merged.items())
-        ]
-        lines += ["", f"From later runs: {', '.join(runs)}."]
     if w:
         lines += [
             "",

@@ -48,7 +48,7 @@ def test_the_phases_left_out_keep_their_figures() -> None:
     }
     assert any("massOutage" in n for n in out["notes"])
     assert earlier["massOutage"] == {"heldIdleCpu": 0.0556}  # neither input is changed
-    assert "From later runs: massOutage of 2026-12-07." in block(out)
+    assert "; massOutage of 2026-12-07):" in block(out)
     # merged again with a later run of startup: both provenances stay, one note
     later = _report(FULL, "2026-12-08T09:00:00Z", {"startup": {"seconds": 1.2}})
     again = merge(later, out, PHASES)
