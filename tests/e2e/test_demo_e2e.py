@@ -42,6 +42,10 @@ POINTER = re.compile(r"^  (\S.{0,18}?)\s{2,}(\S.*)$")
 TIME = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3})  ")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Demo:
     """``arcbeat demo`` in a process whose output is read line by line."""
 
@@ -54,6 +58,9 @@ class Demo:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            # Ctrl-C as at a terminal, also when the suite itself runs with SIGINT ignored
+            # (a background job of a shell script): Python then installs no handler of its own
+            preexec_fn=_default_sigint,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
