@@ -66,6 +66,15 @@ class Demo:
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
+    def close(self) -> None:
+        """After a failed check: Ctrl-C stops what the demo started (killed if it hangs)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -180,12 +189,7 @@ def test_demo_as_a_newcomer_meets_it(stack: Stack, prefix: str) -> None:
         demo.proc.send_signal(signal.SIGINT)
         lines = demo.rest(timeout=90)
     finally:
-        if demo.proc.poll() is None:  # a failed check: Ctrl-C stops what the demo started
-            demo.proc.send_signal(signal.SIGINT)
-            try:
-                demo.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                demo.proc.kill()
+        demo.close()
     assert demo.proc.returncode == 0, "\n".join(lines[-30:])
     text = "\n".join(lines)
 

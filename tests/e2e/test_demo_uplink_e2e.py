@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -61,12 +60,7 @@ def test_the_uplink_demo_warns_before_the_first_disconnected(stack: Stack, prefi
         demo.proc.send_signal(signal.SIGINT)
         lines = demo.rest(timeout=90)
     finally:
-        if demo.proc.poll() is None:
-            demo.proc.send_signal(signal.SIGINT)
-            try:
-                demo.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                demo.proc.kill()
+        demo.close()
     assert demo.proc.returncode == 0, "\n".join(lines[-30:])
 
     # as committed: the warning first, then the location's first Disconnected
