@@ -96,7 +96,7 @@ class Tally:
     held: int = 0  # declared at the end of a mass-silence hold (massOutage)
     dlq: Counter[str] = field(default_factory=Counter)
     status: dict[str, str] = field(default_factory=dict)  # machine key -> its latest status
-    # location -> when its machines were declared Disconnected (early warning's lead time)
+    # location -> when its machines were declared Disconnected (how far ahead early warning came)
     disconnected_at: dict[str, list[float]] = field(default_factory=dict)
 
     def add_status(self, rec: Mapping[str, Any]) -> None:

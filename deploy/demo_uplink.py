@@ -3,7 +3,7 @@
 The simulated fleet sends steady heartbeats while the early-warning baselines are learnt; then
 the heartbeats of one location take longer every interval, start to go missing, and stop. The
 demo prints the ``ScopeDegraded`` warning as it is committed, then the location's first
-Disconnected, and the lead time between them in production minutes.
+Disconnected, and the warning's head start in production minutes.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def first_disconnected(tally: Tally, location: str, after: float) -> float | Non
 
 
 def early_warning_lines(tally: Tally) -> list[str]:
-    """Each location's ScopeDegraded, the first Disconnected after it, and the lead time."""
+    """Each location's ScopeDegraded, the first Disconnected after it, and the head start."""
     out: list[str] = []
     warnings: list[dict[str, Any]] = [
         e

@@ -92,7 +92,7 @@ def _scope_of(c: Change, scope: str) -> bool:
 def warnings(
     events: Sequence[ScopeEvent], changes: Sequence[Change], *, lookahead: float
 ) -> list[dict[str, Any]]:
-    """Each ScopeDegraded warning and its lead time: how long before the first unplanned
+    """Each ScopeDegraded warning and its head start: how long before the first unplanned
     Disconnected of its scope (within ``lookahead``) it came; None when none followed."""
     timeouts = sorted(
         (c for c in changes if c.reason == "heartbeat_timeout" and c.maintenance is None),
@@ -261,7 +261,7 @@ def _rows(report: Report) -> list[tuple[str, str, str]]:
     ]
     if any(leads):
         a, b = (_num(min(x)) if x else "-" for x in leads)
-        rows.append(("warning lead time, min (s)", a, b))
+        rows.append(("warning head start, min (s)", a, b))
     return rows
 
 

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="story: every scenario at once (outages, flapping, disconnects, a location going "
         "silent, malformed messages, clock skew); uplink-degrades: one location's heartbeats "
         "slow down, then stop, and early warning's ScopeDegraded comes before its first "
-        "Disconnected, with the lead time in production minutes (default story)",
+        "Disconnected, with the warning's head start in production minutes (default story)",
     )
     p.add_argument(
         "--duration",
