@@ -33,6 +33,7 @@ from typing import Any
 DELAY_BOUNDS: tuple[float, ...] = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
+DELAY_SUM = len(DELAY_BOUNDS) + 1  # the index of the sum in a list of delay counters
 CREEP = 0.01  # of the excess over the baseline, per heartbeat
 MIN_LATE_SHARE = 0.02
 BASELINE_ALPHA = 0.1  # each healthy interval moves the baseline a tenth of the way
@@ -59,7 +60,7 @@ def baseline(previous: float, raw: float) -> float:
 def new_counters() -> list[Any]:
     """Delivery-delay counters: the count of each bucket of :data:`DELAY_BOUNDS` (and above),
     then their sum. Only ever added to: readers take differences."""
-    return [0] * (len(DELAY_BOUNDS) + 1) + [0.0]
+    return [0] * DELAY_SUM + [0.0]
 
 
 def merge(hists: Iterable[list[int]]) -> list[int]:

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 from arcbeat.streams.decide.availability import AvailabilityWindows, window_start
 from arcbeat.streams.decide.deadlines import ScopeCounts, late_after, next_look
-from arcbeat.streams.decide.degradation import CREEP, DELAY_BOUNDS
+from arcbeat.streams.decide.degradation import CREEP, DELAY_BOUNDS, DELAY_SUM
 from arcbeat.streams.decide.early_warning import EarlyWarning, PartitionSample
 from arcbeat.streams.decide.heartbeat_heads import Parts, digest, head_digest, split_heartbeat
 from arcbeat.streams.decide.identity import IdentityBindings, load_bindings
@@ -44,6 +44,7 @@ from arcbeat.streams.settings import Settings
 
 _NOTHING: Final[list[Emit]] = []  # returned, never changed
 UNSPLIT: Final[Literal[False]] = False  # handle_message's ``parts``: not split yet
+_FIRST_BOUND: Final = DELAY_BOUNDS[0]  # delays up to it: bucket 0, as bisect_left gives
 
 
 class Engine(OwnedPartitions):
@@ -329,8 +330,11 @@ class Engine(OwnedPartitions):
             slot.base = base = base + (delay - base) * CREEP
         d = delay - base
         c = slot.loc
-        c[bisect_left(DELAY_BOUNDS, d)] += 1
-        c[-1] += d
+        if d <= _FIRST_BOUND:
+            c[0] += 1  # a healthy uplink: one comparison, cheaper than a call to bisect_left
+        else:
+            c[bisect_left(DELAY_BOUNDS, d)] += 1
+        c[DELAY_SUM] += d  # a non-negative index: CPython specialises it, not -1
         return True
 
     @staticmethod
@@ -341,7 +345,7 @@ class Engine(OwnedPartitions):
         d = delay - base
         c = slot.loc
         c[bisect_left(DELAY_BOUNDS, d)] += 1
-        c[-1] += d
+        c[DELAY_SUM] += d
 
     def handle_tick(
         self,

@@ -164,7 +164,8 @@ def _msg(gaps: st.SearchStrategy[float]) -> st.SearchStrategy[MsgStep]:
         gap=gaps,
         kind=st.sampled_from(["heartbeat"] * 6 + ["connect", "disconnect"]),
         mode=st.sampled_from(["next"] * 6 + ["same", "older", "reboot", "none"]),
-        skew=st.sampled_from([0.0, 0.0, 0.25, -1.0, 3.0]),
+        # negative: a delivery delay, some across the delay histogram's first bounds
+        skew=st.sampled_from([0.0, 0.0, 0.25, -1.0, 3.0, -0.04, -0.06, -0.3]),
         meta=st.sampled_from([0] * 8 + [1, 2, 3, 4, 5]),
     )
 
@@ -394,6 +395,20 @@ def test_fast_path_decides_exactly_as_the_general_path(
     assert fast.stats.outcomes == general.stats.outcomes
     assert fast.stats.transitions == general.stats.transitions
     assert fast.stats.heartbeats == general.stats.heartbeats
+    assert delay_counters(fast) == delay_counters(general)
+
+
+def delay_counters(engine: Engine) -> dict[int, Any]:
+    """Early warning's bookkeeping: each machine's clock-offset baseline, and the delay
+    counters of each (location, subscription) pair, per partition."""
+    early = engine.early
+    return {
+        p: (
+            {k: slot.base for k, slot in idx.machines.items()},
+            {early.pairs[i]: c for i, c in early.counters.get(id(idx), {}).items()},
+        )
+        for p, idx in engine.partitions.items()
+    }
 
 
 def test_a_plain_heartbeat_takes_the_fast_path() -> None:
