@@ -61,6 +61,7 @@ SCENARIO_NAMES: Final = (
     "disconnect",
     "location-silent",
     "uplink-degrades",
+    "subscription-degrades",
     "duplicates",
     "malformed",
     "skew",
@@ -270,6 +271,9 @@ class Scenario:
     # `degrade_step` every interval (up to five steps); after `degrade_miss_after` intervals
     # its heartbeats start to go missing, after `degrade_gone_after` all of them
     degrade_location: str | None = None
+    # the same for one subscription's machines wherever they are (an ID of the fleet's; "":
+    # its first subscription)
+    degrade_subscription: str | None = None
     degrade_at: float = 0.0
     degrade_step: float = 0.0
     degrade_miss_after: int = 4
@@ -360,6 +364,7 @@ _NAMED_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "disconnect": {"disconnect_fraction": 0.01},
     "location-silent": {"silent_location": DEFAULT_REGIONS[1]},
     "uplink-degrades": {"degrade_location": DEFAULT_REGIONS[2]},
+    "subscription-degrades": {"degrade_subscription": ""},
     "duplicates": {"duplicate_rate": 0.02},
     "malformed": {"malformed_rate": 0.01},
     "skew": {"skew_fraction": 0.02},
@@ -389,6 +394,8 @@ class Schedule:
     silent_location: int | None  # location code, or None
     silent_window: tuple[float, float]  # (start, end) offsets; machines of it send nothing
     degrade_location: int | None = None  # location code of the degrading uplink, or None
+    # index in Fleet.subscription_ids of the degrading subscription, or None
+    degrade_subscription: int | None = None
 
 
 def build_schedule(
@@ -462,13 +469,34 @@ def build_schedule(
             else _bad_location(sc.degrade_location, fleet.spec.locations)
         )
 
+    degrade_sub: int | None = None
+    if sc.degrade_subscription is not None:
+        degrade_sub = _subscription_index(sc.degrade_subscription, fleet.subscription_ids)
+        sc = dataclasses.replace(sc, degrade_subscription=fleet.subscription_ids[degrade_sub])
+
     skewed: dict[int, float] = {}
     if sc.skew_fraction > 0:
         for m in rng.sample(range(n), round(sc.skew_fraction * n)):
             skewed[m] = sc.skew_seconds if rng.random() < 0.5 else -sc.skew_seconds
 
     actions.sort(key=lambda a: (a.at, a.machine, a.kind))
-    return Schedule(sc, tuple(actions), skewed, silent_code, window, degrade_code)
+    return Schedule(sc, tuple(actions), skewed, silent_code, window, degrade_code, degrade_sub)
+
+
+def _subscription_index(subscription: str, ids: Sequence[str]) -> int:
+    """Where ``subscription`` (empty: the first) is in the fleet's subscription IDs."""
+    if not subscription:
+        return 0
+    wanted = subscription.lower()
+    for i, sub in enumerate(ids):
+        if sub.lower() == wanted:
+            return i
+    shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    raise ValueError(
+        f"scenario: degrade_subscription {subscription!r} is not one of the fleet's "
+        f"subscriptions ({shown}); leave it empty for the first, or change --seed, "
+        "--machines or --subscriptions"
+    )
 
 
 def _bad_location(location: str, locations: Sequence[str]) -> int:

@@ -282,7 +282,7 @@ class Simulator:
         if in_window and self.fleet.location_of[m] == self.schedule.silent_location:
             return
         late = 0.0
-        if self.fleet.location_of[m] == self.schedule.degrade_location:
+        if self._degrading(m):
             degraded = self._degraded(now)
             if degraded is None:
                 return  # the uplink lost this one
@@ -305,6 +305,15 @@ class Simulator:
         if sc.malformed_rate and rng.random() < sc.malformed_rate:
             await self._send_malformed(m, rid, k, now)
 
+    def _degrading(self, m: int) -> bool:
+        """Whether machine ``m`` is behind the degrading uplink (its location's or its
+        subscription's)."""
+        schedule = self.schedule
+        if self.fleet.location_of[m] == schedule.degrade_location:
+            return True
+        sub = schedule.degrade_subscription
+        return sub is not None and self.fleet.group(m) // self.fleet.spec.resource_groups == sub
+
     def _degraded(self, now: float) -> float | None:
         """The delivery delay of a heartbeat of the degrading location sent now, or None when
         its uplink loses it. The delay shows as a sentAt that much earlier than its arrival:
@@ -315,10 +324,17 @@ class Simulator:
             return 0.0
         if not self._degrade_started and self.truth is not None:
             self._degrade_started = True
-            self.truth.write(
-                {"t": now, "event": "degrade", "scope": f"location={sc.degrade_location}",
-                 "location": sc.degrade_location, "reason": "uplink-degrades"}
-            )  # fmt: skip
+            if sc.degrade_location is not None:
+                self.truth.write(
+                    {"t": now, "event": "degrade", "scope": f"location={sc.degrade_location}",
+                     "location": sc.degrade_location, "reason": "uplink-degrades"}
+                )  # fmt: skip
+            if sc.degrade_subscription is not None:
+                sub = sc.degrade_subscription.lower()
+                self.truth.write(
+                    {"t": now, "event": "degrade", "scope": f"subscription={sub}",
+                     "subscription": sub, "reason": "subscription-degrades"}
+                )  # fmt: skip
         if steps >= sc.degrade_gone_after:
             return None
         if steps >= sc.degrade_miss_after:

@@ -98,8 +98,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--silent-at", type=_duration)
     g.add_argument("--silent-for", type=_duration)
     g.add_argument("--silent-dead-fraction", type=_fraction)
-    g = p.add_argument_group("uplink-degrades")
+    g = p.add_argument_group("uplink-degrades, subscription-degrades")
     g.add_argument("--degrade-location", help="the location whose uplink degrades")
+    g.add_argument(
+        "--degrade-subscription",
+        metavar="ID",
+        help="the subscription whose machines' uplinks degrade, in every location (default: "
+        "the fleet's first; give it a small share of each location with --subscriptions)",
+    )
     g.add_argument("--degrade-at", type=_duration, help="when it starts (default 6 intervals)")
     g.add_argument(
         "--degrade-step", type=_duration, help="delay added each interval (default interval/5)"
@@ -147,6 +153,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
             "silent_for",
             "silent_dead_fraction",
             "degrade_location",
+            "degrade_subscription",
             "degrade_at",
             "degrade_step",
             "duplicate_rate",

@@ -175,6 +175,32 @@ def test_location_silent_schedule() -> None:
     assert s.silent_window == (2.0, 2.0 + 3.0 + 2 * 1.0)
 
 
+def test_subscription_degrades_schedule() -> None:
+    """One subscription's machines, in every location, and no location's."""
+    fleet = Fleet(FleetSpec(machines=400, seed=4, subscriptions=8))
+    sub = fleet.subscription_ids[3]
+    for given_id, index in (("", 0), (sub.upper(), 3)):
+        scenario = Scenario.named(["subscription-degrades"], degrade_subscription=given_id)
+        s = build_schedule(fleet, scenario, interval=1.0, disconnect_after=3.0, duration=60.0)
+        assert s.degrade_subscription == index and s.degrade_location is None
+        assert s.scenario.degrade_subscription == fleet.subscription_ids[index]
+    sim = Simulator(
+        Settings(), fleet, s, interval=1.0, topic="t", duration=60.0, until_count=None,
+        groundtruth=None, progress=None, progress_every=5.0, seed=1,
+    )  # fmt: skip
+    degrading = {m for m in range(len(fleet)) if sim._degrading(m)}
+    assert degrading == {m for m in range(len(fleet)) if fleet.machine(m).subscription_id == sub}
+    assert len({fleet.location(m) for m in degrading}) == len(fleet.spec.locations)
+    with pytest.raises(ValueError, match="degrade_subscription 'nope' is not one of the fleet"):
+        build_schedule(
+            fleet,
+            Scenario.named(["subscription-degrades"], degrade_subscription="nope"),
+            interval=1.0,
+            disconnect_after=3.0,
+            duration=60.0,
+        )
+
+
 def test_scenario_validation() -> None:
     with pytest.raises(ValueError, match="unknown scenario 'nope'"):
         Scenario.named(["nope"])
