@@ -190,6 +190,11 @@ def _engine(r: dict[str, Any]) -> list[str]:
         f"record; the same heartbeats through the general path: "
         f"{_fmt(fast.get('generalPathMicrosecondsPerRecord'))} us.",
         "",
+        f"Fast path with early warning's delivery-delay bookkeeping / without, the engine "
+        f"alone (not the goal fastPathKept, which is the worker's: see Throughput): "
+        f"{_fmt((fast.get('earlyWarning') or {}).get('kept'))} "
+        f"({(fast.get('earlyWarning') or {}).get('how')}).",
+        "",
         f"Memory: key + slot + record {_fmt(eng.get('slotBytesPerMachine'))} B per machine by "
         f"size; {_fmt(eng.get('engineBytesPerMachine'))} B allocated per machine when the state "
         f"is built by processing (indexes included).",
@@ -210,6 +215,34 @@ def _engine(r: dict[str, Any]) -> list[str]:
         lines += ["", "cProfile of the fast path, by own time:", ""]
         lines += _profile_table(eng["fastPathProfile"])
     return lines
+
+
+def _delay_cost(dc: dict[str, Any]) -> list[str]:
+    """The goal fastPathKept: workers with early warning's delay bookkeeping and without."""
+    if not dc.get("pairs"):
+        return []
+    lines = [
+        "",
+        f"Early warning's delivery-delay bookkeeping (goal fastPathKept): steady state "
+        f"**{_fmt(dc.get('rateWith'))}/s** with it, {_fmt(dc.get('rateWithout'))}/s without, "
+        f"kept **{_fmt(dc.get('kept'))}**. Method: {dc.get('how')}.",
+        "",
+    ]
+    return lines + _table(
+        ["pair", "first", "with /s", "without /s", "kept", "CPU us/record with", "without"],
+        [
+            [
+                i + 1,
+                p.get("first"),
+                p.get("rateWith"),
+                p.get("rateWithout"),
+                p.get("kept"),
+                p.get("cpuMicrosecondsPerRecordWith"),
+                p.get("cpuMicrosecondsPerRecordWithout"),
+            ]
+            for i, p in enumerate(dc["pairs"])
+        ],
+    )
 
 
 def _throughput(r: dict[str, Any]) -> list[str]:
@@ -295,6 +328,7 @@ def _throughput(r: dict[str, Any]) -> list[str]:
         f"{_fmt((w.get('rssGrowthKiB') or 0) / 1024)} MiB over the run "
         f"({_fmt(w.get('machinesOnboarded'))} machines onboarded).",
     ]
+    lines += _delay_cost(t.get("delayCost") or {})
     spy = w.get("pyspy") or {}
     if spy.get("available"):
         lines += [

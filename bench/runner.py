@@ -35,6 +35,7 @@ from arcbeat.bench import environment
 from arcbeat.bench.agent import run_agent_footprint
 from arcbeat.bench.bigstate import BigDeployment, run_bigstate, run_catchup
 from arcbeat.bench.context import Bench
+from arcbeat.bench.delay_cost import PAIRS
 from arcbeat.bench.detection import detection_interval, run_detection
 from arcbeat.bench.engine_profile import run_engine_profile
 from arcbeat.bench.goals import evaluate
@@ -133,6 +134,7 @@ def run_bench(
     detect_window = args.detect_window or (40.0 if quick else 75.0)
     silent = args.silent or max(10, min(2000, machines // 50))
     variants = (not quick) if args.variants is None else bool(args.variants)
+    delay_pairs = int(getattr(args, "delay_pairs", PAIRS))
     outage = getattr(args, "outage_machines", None) or (100_000 if quick else 1_000_000)
     workdir = Path(tempfile.mkdtemp(prefix="arcbeat-bench-"))
     b = Bench(settings, run_prefix(), workdir)
@@ -173,6 +175,7 @@ def run_bench(
             "outageHold": getattr(args, "outage_hold", None),
             "outageRestarts": getattr(args, "outage_restarts", 3),
             "variants": variants,
+            "delayPairs": delay_pairs,
             "phases": list(wanted),
             "topicPrefix": b.prefix,
             "workdir": str(workdir),
@@ -203,6 +206,7 @@ def run_bench(
                 tput_window,
                 variants=variants,
                 profile_seconds=(min(30.0, tput_window) if args.profile else 0.0),
+                delay_pairs=delay_pairs,
             ),
         )
         if "replay" in wanted and tput is None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from arcbeat.bench import pyspy
 from arcbeat.bench.context import Bench
+from arcbeat.bench.delay_cost import run_delay_cost
 from arcbeat.bench.fleetload import FleetEncoder, produce
 from arcbeat.bench.kafka_admin import create_deployment_topics
 from arcbeat.bench.raw import ConsumeFigures, run_raw
@@ -206,6 +207,7 @@ def run_throughput(
     variants: bool,
     profile_seconds: float,
     steady_rounds: int = 10,
+    delay_pairs: int = 0,
 ) -> dict[str, Any]:
     s = b.phase_settings("tput")
     create_deployment_topics(s)
@@ -262,6 +264,12 @@ def run_throughput(
         "sustainedRate": sustained,
         "ratioWorkerToAiokafka": round(sustained / aio.rate, 4) if aio.rate and sustained else None,
     }
+    if delay_pairs:
+        # the goal fastPathKept: what early warning's delay bookkeeping costs this worker
+        def measure(ws: Settings, name: str) -> dict[str, Any]:
+            return measure_worker(b, ws, name, total, window, split=split)
+
+        out["delayCost"] = run_delay_cost(measure, s, total, delay_pairs, b.say)
     if variants:
         # Same records, one knob changed each: what the defaults cost.
         out["variants"] = {}

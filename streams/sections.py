@@ -134,6 +134,9 @@ class TimingSettings:
     degraded_factor: float = 3.0
     degraded_for: Seconds = 0.0
     degraded_min_machines: int = 20
+    # false: no delivery-delay bookkeeping per heartbeat (a few percent of the worker's CPU
+    # per heartbeat); the degraded rule then judges the late share alone
+    delivery_delays: bool = True
 
     def validate(self) -> None:
         check_positive("heartbeat_interval", self.heartbeat_interval)

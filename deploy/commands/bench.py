@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from arcbeat.bench import readme
+from arcbeat.bench.delay_cost import PAIRS
 from arcbeat.bench.merge import merge_file
 from arcbeat.bench.report import write_report
 from arcbeat.bench.runner import DEFAULT_OUT, PHASES, run_bench
@@ -17,6 +18,16 @@ def _positive(text: str) -> int:
     value = int(text.replace("_", "").replace(",", ""))
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text}")
     return value
 
 
@@ -143,6 +154,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="also time workers with one setting changed (default: on, off in --quick)",
+    )
+    p.add_argument(
+        "--delay-pairs",
+        type=_count,
+        default=PAIRS,
+        metavar="N",
+        help="pairs of throughput workers with delivery_delays on and off, for the goal "
+        f"fastPathKept (default {PAIRS}; 0: not measured)",
     )
     p.add_argument(
         "--profile",

@@ -27,6 +27,7 @@ DECIDING: tuple[str, ...] = (
     "degraded_factor",
     "degraded_for",
     "degraded_min_machines",
+    "delivery_delays",
     "regions",
     "max_message_bytes",
     "commit_interval",

@@ -54,7 +54,7 @@ class Engine(OwnedPartitions):
         *,
         identity: IdentityBindings | None = None,
         fast_path: bool = True,
-        delays: bool = True,
+        delays: bool | None = None,
         fp_seed: int | None = None,
         rescan_held: bool = False,
     ) -> None:
@@ -73,9 +73,8 @@ class Engine(OwnedPartitions):
         # the fingerprint seed of partitions that start empty; None: a random one each
         self.fp_seed = fp_seed
         self.fast_path = fast_path  # False: every message takes the general path (tests)
-        # False: no delivery-delay bookkeeping on the fast path (the bench's reference for
-        # what early warning costs the fast path; a worker always keeps it)
-        self.delays = delays
+        # False: no delivery-delay bookkeeping (None: the delivery_delays setting)
+        self.delays = t.delivery_delays if delays is None else delays
         # True: every tick decodes every held machine to find those to look at, and every
         # machine whose wheel bucket came up, the way it was done before the held index (the
         # reference of its property test)
@@ -251,7 +250,7 @@ class Engine(OwnedPartitions):
             start, received = self.availability.count(idx, mkey, old, hb.kind, arrived_at, out)
             new = Machine(step.state, info, start, received)
             self.save(idx, mkey, new, head_digest(parts, hb.kind, idx.seed))
-            if step.outcome is Outcome.APPLIED or step.transition is not None:
+            if self.delays and (step.outcome is Outcome.APPLIED or step.transition is not None):
                 self._delay(idx.machines[mkey], delay)
         else:
             if old is not None:

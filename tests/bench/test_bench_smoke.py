@@ -112,6 +112,8 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
             "--agent-window",
             "4",
             "--no-variants",
+            "--delay-pairs",
+            "1",
             "--no-profile",
             "--outage-machines",
             "600",
@@ -142,6 +144,7 @@ def test_tiny_bench_writes_a_complete_report(stack: object, tmp_path: Path) -> N
     assert t["aiokafka"]["records"] == t["records"]
     assert t["kcat"]["records"] == t["records"]
     assert t["ratioWorkerToAiokafka"] > 0
+    assert len(t["delayCost"]["pairs"]) == 1 and t["delayCost"]["kept"] > 0
 
     rp = report["replay"]
     assert 0 < rp["heartbeats"] <= t["records"]  # what the worker had committed

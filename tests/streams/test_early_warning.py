@@ -365,3 +365,19 @@ def test_a_subscription_in_maintenance_raises_nothing() -> None:
         3.0, degrade_subscription=SUB2, degrade_at=5400.0, windows=[w], degraded_min_machines=10
     )
     assert [s for s, _ in run.degraded if s.startswith("subscription=")] == []
+
+
+def test_without_delivery_delays_the_late_share_alone_warns() -> None:
+    """delivery_delays=false: no delay is counted on either path; a location whose machines
+    go missing still warns, on its late share, but no longer ahead of its first Disconnected
+    (here about two production minutes after it: the delays were the early signal)."""
+    run = simulate(3.0, degrade="westasia", degrade_at=5400.0, delivery_delays=False)
+    assert not run.engine.delays
+    assert all(not any(s.delays) for sample in run.samples for s in sample.scopes.values())
+    assert not run.engine.early.cumulative  # arcbeat_delivery_delay_seconds: no series
+    warnings = [at for scope, at in run.degraded if scope == "location=westasia"]
+    assert warnings, run.degraded
+    print(f"late share alone: warned {warnings[0] - min(run.disconnected['westasia']):+.0f}s "
+          "from the first Disconnected")  # fmt: skip
+    assert {scope for scope, _ in run.degraded} == {"location=westasia"}
+    assert Engine(_settings()).delays  # on by default
