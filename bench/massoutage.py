@@ -433,6 +433,25 @@ def run_massoutage(
         b.say(f"fleet: {machines:,} machines held")
         # the first location's earliest hold ends about a load's length before its last
         first_release = t_held_first + hold - load["seconds"]
+        # holding the fleet moved every partition's state once: each writes one checkpoint
+        # of it (within checkpoint_interval), then only ticks that look at no machine follow.
+        # The idle window starts after that round, whose cost is reported beside it.
+        cpu_c, t_c = w.cpu_seconds(), time.time()
+        settled = True
+        try:
+            ends = asyncio.run(end_offsets(s, s.topics.heartbeats))
+            wait_checkpoints(s, ends, max(0.0, first_release - time.time() - 80.0), b.say)
+        except TimeoutError:
+            settled = False  # measured anyway, with the checkpoints in the window
+        checkpoint_round = {
+            "seconds": round(time.time() - t_c, 1),
+            "cpu": round((w.cpu_seconds() - cpu_c) / max(1e-9, time.time() - t_c), 4),
+            "completeBeforeIdle": settled,
+        }
+        b.say(
+            f"checkpoint round after the holds: {checkpoint_round['seconds']:.0f}s at "
+            f"{checkpoint_round['cpu']:.1%} of a core"
+        )
         window = max(10.0, min(120.0, first_release - time.time() - 20.0))
         before = w.scrape(timeout=120).body
         cpu0, t0 = w.cpu_seconds(), time.time()
@@ -492,6 +511,7 @@ def run_massoutage(
         "liveHeartbeats": live.sent,
         "heldIdleCpu": round(idle_cpu, 4),
         "idleWindowSeconds": round(t1 - t0, 1),
+        "checkpointRoundAfterHolds": checkpoint_round,
         "tickP99": tick_p99,
         "tickP99Idle": idle_tick_p99,
         "ticks": int(metric_value(final, "arcbeat_tick_seconds_count")),
@@ -516,7 +536,9 @@ def run_massoutage(
             f"{restarts} times (each run shorter than checkpoint_interval); then the live "
             "load stops and the whole fleet is held until the holds end. heldIdleCpu: the "
             "worker's CPU seconds over wall seconds while the fleet was held and nothing but "
-            "ticks arrived; tickP99: p99 of arcbeat_tick_seconds of the last worker process "
+            "ticks arrived, from the end of the checkpoint round that holding the fleet "
+            "causes (checkpointRoundAfterHolds: its length and CPU share); tickP99: p99 of "
+            "arcbeat_tick_seconds of the last worker process "
             "(restore, holds and releases included; upper bound of its bucket); loopLagMax: "
             "arcbeat_event_loop_lag_max_seconds of that process (a 100 ms timer's lateness); "
             "readyFlaps: /readyz probes (1 s) answering not ready while held, restarts aside; "

@@ -30,6 +30,8 @@ from arcbeat.deploy.kafka_admin.topics import (
 from arcbeat.exporters.metrics import OfflineMachine, WorkerCollector, WorkerSnapshot
 from arcbeat.streams.api.web import WorkerAPI
 from arcbeat.streams.app import create_app
+from arcbeat.streams.decide.maintenance import Window
+from arcbeat.streams.decide.output_records import CountKey
 from arcbeat.streams.kafka.client import client_options
 from arcbeat.streams.kafka.live_fleet import LiveFleet
 from arcbeat.streams.kafka.pipeline import Pipeline
@@ -44,36 +46,25 @@ async def snapshot_of(pipe: Pipeline, max_machine_series: int) -> WorkerSnapshot
     """What a scrape shows, built on the event loop in steps of :data:`SCRAPE_STEP` decodes.
 
     Counts come from the engine's indexes (by status, location, scope; the flapping and the
-    held machines), so their cost grows with locations x statuses, not with machines. Only the
-    per-machine series (at most ``max_machine_series``) and, while a maintenance window is in
-    force, the Disconnected machines it might cover are decoded one by one. Every value is a
+    held machines), so their cost grows with locations x statuses, not with machines; so do
+    the Disconnected machines in maintenance while the windows in force select by location
+    and subscription. Only the per-machine series (at most ``max_machine_series``) and, while
+    a window selecting by resource group, tags or ids is in force, the Disconnected machines
+    are decoded one by one. Every value is a
     copy: the collector may render it in another thread while the worker goes on.
     """
     engine = pipe.engine
     wall = time.time()
     book = pipe.maintenance.book
-    active = len(book.active(wall))
     offline_total = engine.disconnected_count()
     flapping = engine.flapping_count(engine.stats.last_event_at)  # from the flap index
 
-    covering: dict[str, str] = {}  # offline machine -> the window covering it now
-    in_maintenance: Counter[str] = Counter()
-    if active:
-        # read at scrape time, so that the label drops, and the machine pages, the moment
-        # its window ends
-        for n, key in enumerate(list(engine.disconnected_keys()), 1):
-            if n % SCRAPE_STEP == 0:
-                await asyncio.sleep(0)
-            m = engine.machine(key)
-            if m is None:
-                continue  # changed meanwhile
-            i = m.info
-            window = book.window_for(
-                i.resource_id, i.subscription_id, i.resource_group, i.location, i.tags, wall
-            )
-            if window:
-                covering[key] = window
-                in_maintenance[i.location] += 1
+    # read at scrape time, so that the label drops, and the machine pages, the moment its
+    # window ends
+    windows = book.active(wall)
+    in_maintenance = _covered_by_location(windows, engine.counts()) if windows else Counter()
+    if in_maintenance is None:
+        in_maintenance = await _covered_by_decoding(pipe, wall)
 
     offline: list[OfflineMachine] = []
     for n, key in enumerate(list(islice(engine.disconnected_keys(), max_machine_series)), 1):
@@ -83,6 +74,13 @@ async def snapshot_of(pipe: Pipeline, max_machine_series: int) -> WorkerSnapshot
         if m is None:
             continue
         i = m.info
+        window = (
+            book.window_for(
+                i.resource_id, i.subscription_id, i.resource_group, i.location, i.tags, wall
+            )
+            if windows
+            else None
+        )
         # ids are case-insensitive: lower-cased labels keep one series/group per machine
         offline.append(
             OfflineMachine(
@@ -92,7 +90,7 @@ async def snapshot_of(pipe: Pipeline, max_machine_series: int) -> WorkerSnapshot
                 i.machine_name,
                 i.location,
                 m.state.last_heartbeat_at,
-                covering.get(key, ""),
+                window or "",
             )
         )
 
@@ -106,11 +104,46 @@ async def snapshot_of(pipe: Pipeline, max_machine_series: int) -> WorkerSnapshot
         offline_total=offline_total,
         flapping=flapping,
         maintenance_offline=in_maintenance,
-        maintenance_active=active,
+        maintenance_active=len(windows),
         late_by_location=engine.late_by_location(),
         delivery_delay=copy.deepcopy(engine.early.by_location()),
         degraded=list(pipe.degraded()),
     )
+
+
+def _covered_by_location(windows: list[Window], counts: Counter[CountKey]) -> Counter[str] | None:
+    """Disconnected machines covered by the windows in force, by location, from the engine's
+    counts (by status, location, os type, subscription): no machine is decoded. None when a
+    window selects by more than location and subscription (resource group, tags, ids)."""
+    selectors = [w.selector for w in windows]
+    if any(s.resource_ids or s.resource_group is not None or s.tags for s in selectors):
+        return None
+    out: Counter[str] = Counter()
+    for (status, location, _os, sub), n in counts.items():
+        if status == "Disconnected" and n and any(
+            s.matches("", sub, "", location, {}) for s in selectors
+        ):
+            out[location] += n
+    return out
+
+
+async def _covered_by_decoding(pipe: Pipeline, wall: float) -> Counter[str]:
+    """:func:`_covered_by_location` for windows that select by resource group, tags or ids:
+    each Disconnected machine is decoded, in steps of :data:`SCRAPE_STEP`."""
+    engine, book = pipe.engine, pipe.maintenance.book
+    out: Counter[str] = Counter()
+    for n, key in enumerate(list(engine.disconnected_keys()), 1):
+        if n % SCRAPE_STEP == 0:
+            await asyncio.sleep(0)
+        m = engine.machine(key)
+        if m is None:
+            continue  # changed meanwhile
+        i = m.info
+        if book.window_for(
+            i.resource_id, i.subscription_id, i.resource_group, i.location, i.tags, wall
+        ):
+            out[i.location] += 1
+    return out
 
 
 class Scrapes:

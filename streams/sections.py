@@ -208,6 +208,9 @@ class WorkerSettings:
     # each partition's state is checkpointed this often; a restart replays the heartbeats
     # log since the latest checkpoint (at most this long a stretch of it)
     checkpoint_interval: Seconds = 120.0
+    # /readyz stays ready while the worker has read everything that was in the log this long
+    # ago: working off a burst (a held location released at once) is not being behind
+    ready_max_lag: Seconds = 30.0
     # consumer-group session: how long a crashed worker that does not come back keeps its
     # partitions before the group hands them to the others. A worker started again under
     # the same instance id takes them back at once (static membership).
@@ -254,6 +257,8 @@ class WorkerSettings:
                 f"must be >= 6s (the broker's group.min.session.timeout.ms), "
                 f"got {self.session_timeout:g}s",
             )
+        if self.ready_max_lag < 0:
+            raise bad("ready_max_lag", f"must be a duration >= 0, got {self.ready_max_lag:g}s")
         if self.checkpoint_interval < 1:
             raise bad("checkpoint_interval", f"must be >= 1s, got {self.checkpoint_interval:g}s")
         if bool(self.api_tls_cert) != bool(self.api_tls_key):

@@ -83,7 +83,7 @@ def machine_json(key: str, m: Machine, fleet: FleetView, now: float) -> dict[str
         "lastHeartbeatAt": rfc3339(s.last_heartbeat_at),
         "lastStatusChange": rfc3339(s.last_status_change),
         "silentForSeconds": round(max(0.0, now - s.last_heartbeat_at), 3),
-        "clockSkewSeconds": i.skew,
+        "clockSkewSeconds": round(i.skew, 3),
         "flapping": is_flapping(s, now, fleet.timing),
         "heldByScopeSilence": s.held_since is not None,
         # early warning: overdue by more than late_after, still Connected (not a status)

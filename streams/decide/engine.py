@@ -12,7 +12,7 @@ log after it rebuilds it exactly (:mod:`arcbeat.streams.kafka.checkpoint`).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from secrets import randbits
 from typing import Any, Final, Literal
 
@@ -39,7 +39,7 @@ from arcbeat.streams.decide.status import (
     deadline,
     on_message,
 )
-from arcbeat.streams.decide.tick import handle_tick
+from arcbeat.streams.decide.tick import TickResult, handle_tick, tick_steps
 from arcbeat.streams.settings import Settings
 
 _NOTHING: Final[list[Emit]] = []  # returned, never changed
@@ -355,7 +355,7 @@ class Engine(OwnedPartitions):
         wall_now: float,
         decided_at: float | None = None,
         maintenance: Sequence[Mapping[str, Any]] = (),
-    ) -> tuple[list[Emit], dict[str, ScopeCounts]]:
+    ) -> TickResult:
         """A tick appended to partition ``p`` at broker time ``now`` (:mod:`.tick`).
 
         Everything appended to ``p`` before the tick has been processed, so every machine of
@@ -367,6 +367,23 @@ class Engine(OwnedPartitions):
         exactly as the first run did. Returns the outputs and the partition's scope counts.
         """
         return handle_tick(
+            self, p, now, verdicts, wall_now=wall_now, decided_at=decided_at,
+            maintenance=maintenance,
+        )  # fmt: skip
+
+    def tick_steps(
+        self,
+        p: int,
+        now: float,
+        verdicts: Mapping[str, Verdict],
+        *,
+        wall_now: float,
+        decided_at: float | None = None,
+        maintenance: Sequence[Mapping[str, Any]] = (),
+    ) -> Generator[int, None, TickResult]:
+        """:meth:`handle_tick` in steps (:func:`.tick.tick_steps`): the worker lets its event
+        loop run between them when a tick looks at thousands of machines."""
+        return tick_steps(
             self, p, now, verdicts, wall_now=wall_now, decided_at=decided_at,
             maintenance=maintenance,
         )  # fmt: skip

@@ -36,8 +36,6 @@ _SELECTOR_FIELDS: Final = ("resourceIds", "subscriptionId", "resourceGroup", "lo
 _RECURRENCE_FIELDS: Final = ("days", "at", "duration", "timeZone")
 
 
-
-
 def parse_duration(value: object, name: str = "duration") -> float:
     """Seconds from a number or a string such as ``90m``, ``2h``, ``1h30m``; must be > 0."""
     try:

@@ -52,9 +52,10 @@ def status_changed(
         "osType": info.os_type,
         "agentVersion": info.agent_version,
         "tags": info.tags,
-        "previousStatus": tr.previous.value if tr.previous else None,
-        "status": tr.status.value,
-        "reason": tr.reason.value,
+        # StrEnums: orjson writes their values (no .value lookups: a release writes thousands)
+        "previousStatus": tr.previous,
+        "status": tr.status,
+        "reason": tr.reason,
         "changedAt": rfc3339(changed_at),
         "decidedAt": rfc3339(tr.at),
         "lastHeartbeatAt": rfc3339(tr.last_heartbeat_at),

@@ -30,6 +30,7 @@ class PartitionIndex:
     """One partition's machines and the indexes derived from them."""
 
     __slots__ = (
+        "_connected",
         "counts",
         "disconnected",
         "flapping",
@@ -54,6 +55,9 @@ class PartitionIndex:
         self.seed = seed  # of the heartbeat fingerprints (Slot.fp); kept in checkpoints
         self.wheel: DeadlineWheel[str] = DeadlineWheel(granularity)
         self.counts: Counter[CountKey] = Counter()
+        # connected_by_scope() as of the latest change of ``counts`` (None: to be summed
+        # again): every tick asks for it, and a held fleet's counts do not move between ticks
+        self._connected: Counter[str] | None = None
         self.late: set[str] = set()
         self.late_by_scope: Counter[str] = Counter()
         # late machines by subscription part (a subscription in a location: early warning)
@@ -167,6 +171,7 @@ class PartitionIndex:
     ) -> None:
         """Move the machine's share of the indexes from its old record to its new one (None:
         unknown before, or forgotten now)."""
+        self._connected = None
         if old is not None:
             ck = count_key(old.state, old.info)
             self.counts[ck] -= 1
@@ -188,17 +193,25 @@ class PartitionIndex:
             self.wheel.unschedule(key)
 
     def connected_by_scope(self) -> Counter[str]:
-        out: Counter[str] = Counter()
-        for (status, location, _os, _sub), n in self.counts.items():
-            if status == "Connected" and n:
-                out["fleet"] += n
-                out[f"location={location}"] += n
+        """Connected machines per scope (the fleet, each location); not to be changed."""
+        out = self._connected
+        if out is None:
+            out = Counter()
+            for (status, location, _os, _sub), n in self.counts.items():
+                if status == "Connected" and n:
+                    out["fleet"] += n
+                    out[f"location={location}"] += n
+            self._connected = out
         return out
+
+    def counts_changed(self) -> None:
+        """``counts`` was changed other than by :meth:`recount` (a restore)."""
+        self._connected = None
 
     def early_counts(self) -> tuple[Counter[str], Counter[str]]:
         """Machines Connected and late per location and per subscription part (early
         warning's interval samples)."""
-        connected = self.connected_by_scope()
+        connected = self.connected_by_scope().copy()
         for (status, location, _os, sub), n in self.counts.items():
             if status == "Connected" and n:
                 connected[part_scope(sub, location)] += n

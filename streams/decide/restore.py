@@ -67,4 +67,5 @@ def build_index(
                 for s in scopes_of_location(location):
                     idx.late_by_scope[s] += 1
                 idx.late_by_part[part_scope(sub, location)] += 1
+    idx.counts_changed()
     yield done

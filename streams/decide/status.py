@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 Kind = Literal["heartbeat", "connect", "disconnect"]
 
@@ -115,17 +115,37 @@ def _transition(
     return tr, number, window, flap_count
 
 
-def _moved(state: MachineState, tr: Transition, window: float, flaps: int, **extra: Any) -> Step:
-    """The step of a transition: the status moves, and the counters follow it."""
+def _moved(
+    state: MachineState,
+    tr: Transition,
+    window: float,
+    flaps: int,
+    *,
+    last_heartbeat_at: float | None = None,
+    last_sent_at: float | None = None,
+    sequence: int | Literal[False] | None = False,
+    held_since: float | Literal[False] | None = False,
+    expired_heartbeats: int | None = None,
+) -> Step:
+    """The step of a transition: the status moves, and the counters follow it (the other
+    fields as given, else as they were; built directly: dataclasses.replace costs more than
+    the rest of a release)."""
     return Step(
-        replace(
-            state,
+        MachineState(
             status=tr.status,
+            last_heartbeat_at=(
+                state.last_heartbeat_at if last_heartbeat_at is None else last_heartbeat_at
+            ),
             last_status_change=tr.at,
+            last_sent_at=state.last_sent_at if last_sent_at is None else last_sent_at,
+            sequence=state.sequence if sequence is False else sequence,
             transitions=tr.number,
             flap_window=window,
             flap_count=flaps,
-            **extra,
+            held_since=state.held_since if held_since is False else held_since,
+            expired_heartbeats=(
+                state.expired_heartbeats if expired_heartbeats is None else expired_heartbeats
+            ),
         ),
         tr,
         Outcome.APPLIED,

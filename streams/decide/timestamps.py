@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from arcbeat.streams.decide.quoting import show as _show
 
@@ -19,8 +19,20 @@ _fromiso: Final = datetime.fromisoformat
 _SECONDS: dict[int, str] = {}  # whole second -> "2024-05-01T12:00:00" (the recent ones)
 
 
+_LAST: list[Any] = [None, ""]  # the latest call: a tick's records share their tick's times
+
+
 def rfc3339(ts: float) -> str:
     """Unix seconds -> ``2024-05-01T12:00:00.123Z`` (milliseconds, or microseconds if needed)."""
+    last = _LAST
+    if ts == last[0]:
+        return last[1]  # type: ignore[no-any-return]
+    text = last[1] = _rfc3339(ts)
+    last[0] = ts
+    return text
+
+
+def _rfc3339(ts: float) -> str:
     sec = math.floor(ts)
     us = round((ts - sec) * 1_000_000)
     if us >= 1_000_000:  # rounding reached the next second

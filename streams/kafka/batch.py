@@ -100,7 +100,7 @@ class HeartbeatLoop:
         self.early = EarlyBoard(settings)  # early warning's share of the scope board
         self.ticks = TickEffects(engine, board, self.early, self.tick_keys)
         self.parked: dict[int, Parked] = {}
-        self.ends = LogEnds()
+        self.ends = LogEnds(settings.worker.ready_max_lag)
         self.on_emit: list[Callable[[Emit], None]] = []
         self.started = False
         self.last_loop_at = time.monotonic()
@@ -237,7 +237,7 @@ class HeartbeatLoop:
             headers = r.headers
             replay = off < replay_until
             if headers and any(h[0] == TICK_HEADER for h in headers):
-                emits = self.ticks.apply(o, r, wall, replay)
+                emits = await self.ticks.apply(o, r, wall, replay, self._pause)
                 emits_tick = True
             else:
                 value = r.value
@@ -274,6 +274,13 @@ class HeartbeatLoop:
             # checkpoint with ever more log after it
             o.checkpoint_at = 0.0
             log.info("partition %d: replayed up to offset %d, live", p, replay_until)
+
+    async def _pause(self) -> None:
+        """Between the steps of a long tick: let the event loop run once the step time is
+        used up (the lock stays held)."""
+        if time.perf_counter() >= self._step_end:
+            await asyncio.sleep(0)
+            self._step_end = time.perf_counter() + STEP_SECONDS
 
     # ---- commits ------------------------------------------------------------------------
 

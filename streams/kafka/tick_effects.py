@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -14,6 +14,7 @@ from aiokafka import ConsumerRecord
 from arcbeat.streams.decide.early_warning import EarlyBoard
 from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.output_records import Emit
+from arcbeat.streams.decide.tick import TickResult
 from arcbeat.streams.kafka import ticks
 from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.kafka.scopes import ScopeBoard
@@ -32,9 +33,19 @@ class TickEffects:
         self.early = early  # early warning's share of the scope board
         self.tick_keys = tick_keys
 
-    def apply(self, o: Owned, r: ConsumerRecord[Any, Any], wall: float, replay: bool) -> list[Emit]:
+    async def apply(
+        self,
+        o: Owned,
+        r: ConsumerRecord[Any, Any],
+        wall: float,
+        replay: bool,
+        pause: Callable[[], Awaitable[None]],
+    ) -> list[Emit]:
         """One tick record of partition ``o``: the engine's outputs and, unless it is
-        replayed, the decider's; the scope board writes join the partition's sends."""
+        replayed, the decider's; the scope board writes join the partition's sends.
+
+        The engine takes the tick in steps; ``pause`` runs between them and lets the event
+        loop run when the worker's step time is used up (the caller holds the lock)."""
         engine, p = self.engine, o.p
         now = r.timestamp / 1000.0
         tick = ticks.decode(r.value, r.headers, self.tick_keys)
@@ -48,8 +59,7 @@ class TickEffects:
         looks = engine.stats.tick_looks
         before = engine.partitions.get(p)
         planned = before.planned_json if before is not None else None
-        t0 = time.perf_counter()
-        emits, counts = engine.handle_tick(
+        steps = engine.tick_steps(
             p,
             now,
             tick.verdicts,
@@ -57,7 +67,19 @@ class TickEffects:
             decided_at=tick.decided_at,
             maintenance=tick.maintenance,
         )
-        engine.stats.tick_seconds.observe(time.perf_counter() - t0)
+        spent = 0.0  # the tick's own time, not that of what ran in its pauses
+        while True:
+            t0 = time.perf_counter()
+            try:
+                next(steps)
+            except StopIteration as done:
+                result: TickResult = done.value
+                emits, counts = result
+                spent += time.perf_counter() - t0
+                break
+            spent += time.perf_counter() - t0
+            await pause()
+        engine.stats.tick_seconds.observe(spent)
         engine.replaying = False
         if (
             engine.stats.tick_looks != looks

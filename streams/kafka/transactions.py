@@ -3,6 +3,7 @@ writes, any checkpoint and its consumed offset commit together, exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,8 @@ from arcbeat.streams.kafka.owned import Owned
 # one: the checkpoint would repeat the last one, and a restart replays only ticks
 QUIET_CHECKPOINTS = 10
 
+SEND_STEP = 2000  # records sent between two turns of the event loop
+
 WriteCheckpoint = Callable[[Owned, AIOKafkaProducer], Awaitable[Pointer]]
 
 
@@ -29,10 +32,14 @@ async def flush(o: Owned, board_topic: str) -> None:
     if not o.in_txn:
         await producer.begin_transaction()
         o.in_txn = True
-    for topic, key, value in o.sends:
+    for n, (topic, key, value) in enumerate(o.sends, 1):
         # outputs go to the source partition number; the scope state has one partition
         partition = 0 if topic == board_topic else o.p
         await producer.send(topic, value, key=key, partition=partition)
+        if n % SEND_STEP == 0:
+            # a send that finds room in a batch never suspends: a released location's
+            # 30,000 records would hold the event loop for a second
+            await asyncio.sleep(0)
     o.sends.clear()
 
 

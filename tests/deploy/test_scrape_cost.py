@@ -10,6 +10,7 @@ also after a checkpoint's restore.
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -20,7 +21,7 @@ from arcbeat.deploy.worker import Scrapes
 from arcbeat.streams.decide import owned_partitions
 from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.machines import Machine, Slot, from_slot
-from arcbeat.streams.decide.maintenance import Book
+from arcbeat.streams.decide.maintenance import Book, Selector, Window
 from arcbeat.streams.decide.mass_silence import Verdict
 from arcbeat.streams.decide.records import heartbeat_payload
 from arcbeat.streams.decide.resource_ids import resource_id
@@ -86,11 +87,11 @@ def _fleet(disconnected: int, held: int) -> Engine:
     return engine
 
 
-def _pipe(engine: Engine) -> Pipeline:
+def _pipe(engine: Engine, book: Book | None = None) -> Pipeline:
     # the part of a Pipeline a snapshot reads
     fake = SimpleNamespace(
         engine=engine,
-        maintenance=SimpleNamespace(book=Book()),
+        maintenance=SimpleNamespace(book=book or Book()),
         lag=lambda: {0: 0, 1: 0},
         verdicts=lambda: {},
         degraded=lambda: [],
@@ -98,9 +99,11 @@ def _pipe(engine: Engine) -> Pipeline:
     return cast(Pipeline, fake)
 
 
-def _scrape(engine: Engine) -> dict[str, list[tuple[dict[str, str], float]]]:
+def _scrape(
+    engine: Engine, book: Book | None = None
+) -> dict[str, list[tuple[dict[str, str], float]]]:
     """A scrape the way the worker answers one (snapshot in steps, rendered in a thread)."""
-    body = asyncio.run(Scrapes(_pipe(engine), CAP).render())
+    body = asyncio.run(Scrapes(_pipe(engine, book), CAP).render())
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(body.decode()):
         for s in family.samples:
@@ -155,6 +158,47 @@ def test_the_work_of_a_scrape_does_not_grow_with_the_machines(
         assert by_status == {"Disconnected": machines}
     # only the capped per-machine series are decoded, however many machines are offline
     assert work == [CAP, CAP]
+
+
+def _in_force(name: str, selector: Selector) -> Window:
+    now = time.time()  # a scrape reads the windows in force at wall-clock time
+    return Window(
+        id=name, selector=selector, start=now - 60, end=now + 3600, recurrence=None,
+        reason="test", created_by="test", created_at=now - 60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("selector", "decodes_all"),
+    [
+        (Selector(location="westeurope"), False),
+        (Selector(subscription_id=SUB.upper(), location="WestEurope"), False),
+        (Selector(resource_group="RG"), True),  # a resource group: each machine is decoded
+    ],
+)
+def test_a_scrape_in_a_maintenance_window_counts_from_the_indexes(
+    monkeypatch: pytest.MonkeyPatch, selector: Selector, decodes_all: bool
+) -> None:
+    """Windows of a location or a subscription count the Disconnected machines they cover
+    from the engine's counts; the capped series still carry the covering window's id."""
+    decoded = 0
+
+    def counting(slot: Slot) -> Machine:
+        nonlocal decoded
+        decoded += 1
+        return from_slot(slot)
+
+    machines = 1000
+    engine = _fleet(machines, 0)
+    book = Book()
+    book.apply("mw-1", _in_force("mw-1", selector))
+    monkeypatch.setattr(owned_partitions, "from_slot", counting)
+    scraped = _scrape(engine, book)
+    assert decoded == (CAP + machines if decodes_all else CAP)
+    assert _value(scraped, "arcbeat_maintenance_windows_active") == 1
+    [(labels, n)] = scraped["arcbeat_machines_offline_in_maintenance"]
+    assert (labels["location"], n) == ("westeurope", machines)
+    assert {s["maintenance"] for s, _ in scraped["arcbeat_machine_offline"]} == {"mw-1"}
 
 
 def test_the_flapping_count_equals_a_scan_of_every_machine() -> None:

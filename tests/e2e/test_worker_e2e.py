@@ -414,7 +414,9 @@ def test_stalled_worker_declares_nothing_false_and_catches_up(stack: Stack, tmp_
         assert len(silent) == 6
         timeouts = [t for t in j.scoped() if t.reason == "heartbeat_timeout"]
         assert {t.key for t in timeouts} == silent, "Disconnected for a machine that kept sending"
-        assert not [t for t in j.ticks if paused + 0.5 < t.at < resumed], "ticked while stopped"
+        # a tick sent just before SIGSTOP is stamped when the broker appends it: a busy broker
+        # (a loaded CI machine) may take a second or more
+        assert not [t for t in j.ticks if paused + 2.0 < t.at < resumed], "ticked while stopped"
         after = []
         for t in timeouts:
             assert t.last_heartbeat_at + dep.settings.timing.disconnect_after < resumed

@@ -959,7 +959,9 @@ def test_ready_within_one_tick_of_the_log_end() -> None:
     loop.ends.end_offsets = {0: 10}
     loop.ends.ends_at = loop.last_loop_at = time.monotonic()
     assert loop.readiness() == (True, "ready")
-    loop.ends.previous_ends, loop.ends.end_offsets = loop.ends.end_offsets, {0: 11}  # the next tick
+    loop.ends.history.append((loop.ends.ends_at, loop.ends.end_offsets))
+    loop.ends.end_offsets = {0: 11}  # the next tick
+    loop.ends.history.append((loop.ends.ends_at, loop.ends.end_offsets))
     assert loop.lag() == {0: 1}
     assert loop.readiness() == (True, "ready")
     o.position = 9  # behind the log end of the previous tick: catching up

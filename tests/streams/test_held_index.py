@@ -186,6 +186,36 @@ def test_a_recovered_location_is_released_in_one_tick_after_its_grace() -> None:
     }
 
 
+def test_a_release_of_thousands_is_taken_in_steps_with_the_same_outcome() -> None:
+    """A recovered location's release yields every ``step`` machines (the worker's event loop
+    runs in between) and writes the same records, in the same order, as a tick in one go."""
+    machines = 1200
+    whole, stepped = _held_fleet(machines), _held_fleet(machines)
+    recovered = {"fleet": Verdict(False, T0 + 4.5, 0)}
+    _tick_all(whole, T0 + 5.5, recovered)
+    _tick_all(stepped, T0 + 5.5, recovered)
+    at = T0 + 6
+    for p in range(whole.settings.kafka.partitions):
+        one = whole.handle_tick(p, at, recovered, wall_now=at, decided_at=at - 0.5)
+        steps = stepped.tick_steps(p, at, recovered, wall_now=at, decided_at=at - 0.5)
+        yields: list[int] = []
+        while True:
+            try:
+                yields.append(next(steps) if not yields else steps.send(None))
+            except StopIteration as done:
+                many = done.value
+                break
+        held = len(whole.partitions[p].disconnected)
+        assert held > 300 and len(yields) >= held // tick_module.TICK_STEP
+        assert yields == sorted(yields)
+        assert [e.value for e in many[0]] == [e.value for e in one[0]]
+        assert many[1] == one[1]
+        assert {k: s.rec for k, s in stepped.partitions[p].machines.items()} == {
+            k: s.rec for k, s in whole.partitions[p].machines.items()
+        }
+    assert whole.held_by_scope() == stepped.held_by_scope() == {}
+
+
 # ---- the index releases what a rescan releases -------------------------------------------------
 
 SCOPES = ("fleet", *(f"location={loc}" for loc in LOCATIONS))
