@@ -133,7 +133,11 @@ def _log_size(w: WorkerProcess) -> int:
 
 
 def wait_checkpoints(
-    s: Settings, covering: dict[int, int], timeout: float, say: Callable[[str], None]
+    s: Settings,
+    covering: dict[int, int],
+    timeout: float,
+    say: Callable[[str], None],
+    label: str = "restart",
 ) -> dict[int, Committed]:
     """Until every partition's latest checkpoint was taken at or after ``covering[p]``."""
     deadline = time.monotonic() + timeout
@@ -152,7 +156,7 @@ def wait_checkpoints(
                 f"partitions {short} have no checkpoint covering the state after {timeout:.0f}s"
             )
         if time.monotonic() >= next_say:
-            say(f"restart: waiting for the checkpoints of partitions {short}")
+            say(f"{label}: waiting for the checkpoints of partitions {short}")
             next_say = time.monotonic() + 15
         time.sleep(1.0)
 

@@ -419,7 +419,7 @@ def run_massoutage(
         )
         b.say(f"{scope_first}: {len(silent_first):,} machines held")
         ends = asyncio.run(end_offsets(s, s.topics.heartbeats))
-        wait_checkpoints(s, ends, s.worker.checkpoint_interval + 120.0, b.say)
+        wait_checkpoints(s, ends, s.worker.checkpoint_interval + 120.0, b.say, "location held")
         runs = _restarts(b, w, s, restarts, between=min(20.0, s.worker.checkpoint_interval / 4))
         held_after_restart = held(w).get(scope_first, 0)
 
@@ -440,7 +440,9 @@ def run_massoutage(
         settled = True
         try:
             ends = asyncio.run(end_offsets(s, s.topics.heartbeats))
-            wait_checkpoints(s, ends, max(0.0, first_release - time.time() - 80.0), b.say)
+            wait_checkpoints(
+                s, ends, max(0.0, first_release - time.time() - 80.0), b.say, "fleet held"
+            )
         except TimeoutError:
             settled = False  # measured anyway, with the checkpoints in the window
         checkpoint_round = {
