@@ -16,7 +16,7 @@ from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.tick import TickResult
 from arcbeat.streams.kafka import ticks
-from arcbeat.streams.kafka.owned import Owned
+from arcbeat.streams.kafka.owned import Owned, freeze_young
 from arcbeat.streams.kafka.scopes import ScopeBoard
 
 log = logging.getLogger("arcbeat.batch")
@@ -77,6 +77,7 @@ class TickEffects:
                 emits, counts = result
                 spent += time.perf_counter() - t0
                 break
+            freeze_young()  # the machines this step changed: no full collection walks them
             spent += time.perf_counter() - t0
             await pause()
         engine.stats.tick_seconds.observe(spent)
