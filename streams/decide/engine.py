@@ -39,7 +39,7 @@ from arcbeat.streams.decide.status import (
     deadline,
     on_message,
 )
-from arcbeat.streams.decide.tick import TickResult, handle_tick, tick_steps
+from arcbeat.streams.decide.tick import TickResult, run_steps, tick_steps
 from arcbeat.streams.settings import Settings
 
 _NOTHING: Final[list[Emit]] = []  # returned, never changed
@@ -366,10 +366,11 @@ class Engine(OwnedPartitions):
         JSON) are the ones the tick record carries, so that a replay of the log decides
         exactly as the first run did. Returns the outputs and the partition's scope counts.
         """
-        return handle_tick(
-            self, p, now, verdicts, wall_now=wall_now, decided_at=decided_at,
-            maintenance=maintenance,
-        )  # fmt: skip
+        return run_steps(
+            self.tick_steps(
+                p, now, verdicts, wall_now=wall_now, decided_at=decided_at, maintenance=maintenance
+            )
+        )
 
     def tick_steps(
         self,

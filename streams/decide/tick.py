@@ -35,21 +35,8 @@ TICK_STEP: Final = 256
 TickResult = tuple[list[Emit], dict[str, ScopeCounts]]
 
 
-def handle_tick(
-    engine: Engine,
-    p: int,
-    now: float,
-    verdicts: Mapping[str, Verdict],
-    *,
-    wall_now: float,
-    decided_at: float | None,
-    maintenance: Sequence[Mapping[str, Any]],
-) -> TickResult:
-    """:meth:`.Engine.handle_tick`: :func:`tick_steps` in one go."""
-    steps = tick_steps(
-        engine, p, now, verdicts, wall_now=wall_now, decided_at=decided_at,
-        maintenance=maintenance,
-    )  # fmt: skip
+def run_steps(steps: Generator[int, None, TickResult]) -> TickResult:
+    """:func:`tick_steps` in one go (:meth:`.Engine.handle_tick`)."""
     while True:
         try:
             next(steps)

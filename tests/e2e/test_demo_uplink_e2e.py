@@ -2,7 +2,7 @@
 
 One run of the real command (300 machines, the shortest duration, its own topic prefix and
 InfluxDB database): the demo prints westasia's ScopeDegraded as it is committed, then the
-location's first Disconnected, and its summary gives the lead time, which must be at least 5
+location's first Disconnected, and its summary gives the head start, which must be at least 5
 production minutes (2 s of the demo's clock, compressed 150 times). About 75 s.
 """
 
@@ -76,7 +76,7 @@ def test_the_uplink_demo_warns_before_the_first_disconnected(stack: Stack, prefi
     assert off and warned < off[0], "\n".join(printed[-40:])
     assert not [ln for ln in printed if "ScopeDegraded location=" in ln and "westasia" not in ln]
 
-    # the lead time, in production minutes: at least 5 (2 s at 150 times compressed)
+    # the head start, in production minutes: at least 5 (2 s at 150 times compressed)
     m = next((m for line in lines if (m := LEAD.search(line))), None)
     assert m is not None, "\n".join(lines[-30:])
     assert float(m.group(1)) >= 2.0 and int(m.group(2)) >= 5, m.group(0)

@@ -79,7 +79,7 @@ def test_a_degrading_uplink_warns_before_its_machines_disconnect(
         say(f"early warning: lead {lead:.1f}s = {lead / 1.0 * 5:.0f} production minutes")
         assert lead >= dep.settings.timing.heartbeat_interval  # five production minutes
 
-        # the replay reports the warning and its lead time too (its own judgement of the
+        # the replay reports the warning and its head start too (its own judgement of the
         # partitions' samples), beside the recorded one, and reproduces every transition
         proc = subprocess.run(
             [sys.executable, "-m", "arcbeat.deploy.cli", "replay", "--since", "1h",

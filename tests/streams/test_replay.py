@@ -4,7 +4,7 @@ and the refusals.
 - any log (heartbeats of every kind, duplicates, reboots, skewed clocks, ticks with verdicts,
   decisions and maintenance windows) fed to a worker's engine and to :class:`PartitionReplay`
   gives the same transitions;
-- the report counts pages, short outages, warnings' lead time and availability as documented;
+- the report counts pages, short outages, warnings' head start and availability as documented;
 - the comparison is refused when it would mislead, and says why.
 """
 
