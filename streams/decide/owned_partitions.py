@@ -35,6 +35,9 @@ class OwnedPartitions:
         for idx in list(self.partitions.values()):
             yield from list(idx.machines)
 
+    def machine_count(self) -> int:
+        return sum(len(idx.machines) for idx in list(self.partitions.values()))
+
     def disconnected_keys(self) -> Iterable[str]:
         for idx in self.partitions.values():
             yield from idx.disconnected

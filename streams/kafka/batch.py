@@ -38,9 +38,10 @@ from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.kafka import checkpoint_store, ticks, transactions
 from arcbeat.streams.kafka.checkpoint import Pointer
 from arcbeat.streams.kafka.client import client_options
+from arcbeat.streams.kafka.heap import GrowthFreeze, freeze
 from arcbeat.streams.kafka.heartbeat_clients import heartbeats_consumer, instance_id
 from arcbeat.streams.kafka.leave_group import leave_as_static_member
-from arcbeat.streams.kafka.owned import Owned, Parked, freeze
+from arcbeat.streams.kafka.owned import Owned, Parked
 from arcbeat.streams.kafka.readiness import LogEnds
 from arcbeat.streams.kafka.recovery import Recovery
 from arcbeat.streams.kafka.scopes import ScopeBoard
@@ -55,6 +56,7 @@ MAX_RECORDS = 20_000  # per getmany: bounds the time between commits under a bac
 # own coroutines): a long batch, checkpoint or restore yields after about this much
 STEP_SECONDS = 0.05
 LAG_PROBE = 0.1  # how often the event loop's lag is measured
+LAG_WARN = 0.25  # a lag this long is logged: the API, timers and Kafka's heartbeats waited
 # a partition that read only ticks deciding nothing since its latest commit, and has nothing to
 # send, commits its offset this often, not each commit_interval: the transaction would carry
 # no output, and a crash replays a few quiet ticks (nothing is lost: they decide nothing)
@@ -112,6 +114,7 @@ class HeartbeatLoop:
         self._last_commit = time.monotonic()
         # when the current step of the loop should yield (shared by the partitions of a batch)
         self._step_end = 0.0
+        self._growth = GrowthFreeze()
         self.stopping = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -139,6 +142,8 @@ class HeartbeatLoop:
             stats.loop_lag.observe(lag)
             if lag > stats.loop_lag_max:
                 stats.loop_lag_max = lag
+            if lag >= LAG_WARN:
+                log.warning("the event loop was blocked for %.2fs", lag)
 
     async def discard(self) -> None:
         """Close the clients of a start that failed (a retry starts new ones)."""
@@ -202,6 +207,10 @@ class HeartbeatLoop:
                             await self._lose(o)
                         except KafkaError as exc:
                             await self._rewind(o, f"sending its outputs failed ({exc})")
+                if batch:
+                    # new machines (a fleet onboarding): frozen as they come, or the full
+                    # collections over them grow with the fleet
+                    self._growth.seen(self.engine.machine_count())
                 if time.monotonic() - self._last_commit >= interval:
                     await self._commit_all()
 

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.kafka import checkpoint
 from arcbeat.streams.kafka.checkpoint import Pointer
+from arcbeat.streams.kafka.heap import freeze_young
 from arcbeat.streams.kafka.heartbeat_clients import checkpoint_reader
 from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.settings import Settings
@@ -83,13 +84,17 @@ async def read(
 
 async def install(engine: Engine, p: int, records: list[bytes]) -> None:
     """Decode and restore one partition's checkpoint a chunk at a time, letting the event
-    loop run between chunks (a million machines take seconds of CPU)."""
+    loop run between chunks (a million machines take seconds of CPU). Each step's machines
+    are frozen at once: unfrozen, a million restored machines cost full collections of up to
+    0.5 s in the middle of the restore."""
     restored: checkpoint.Restored | None = None
     for got in checkpoint.decoding(records):
         restored = got
+        freeze_young()
         await asyncio.sleep(0)
     if restored is None:
         raise ValueError(f"checkpoint of partition {p}: nothing decoded")
     records.clear()  # the decoded slots hold what they need
     for _ in checkpoint.restoring(engine, p, restored):
+        freeze_young()
         await asyncio.sleep(0)

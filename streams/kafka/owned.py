@@ -3,7 +3,6 @@ and one it gave back but may get again."""
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -46,22 +45,3 @@ class Parked:
 
     idx: PartitionIndex
     position: int
-
-
-def freeze() -> None:
-    """Move every object alive now out of the garbage collector's sight (``gc.freeze``).
-
-    A million machines are millions of objects that never form cycles (refcounting frees them);
-    a full collection walking them all stops the event loop for seconds. Frozen after each
-    recovery and checkpoint, a collection walks only what is newer."""
-    gc.freeze()
-
-
-def freeze_young() -> None:
-    """:func:`freeze` after a collection of the youngest generation, between the steps of a
-    long tick: a release of a held location makes hundreds of thousands of new machine
-    records, and the full collections they would trigger stop the event loop for 0.5-0.7 s
-    each (400,000 machines released: five of them). Collected first, the young cyclic
-    garbage (the event loop's own) is not frozen with them."""
-    gc.collect(0)
-    gc.freeze()

@@ -14,8 +14,9 @@ from aiokafka import TopicPartition
 
 from arcbeat.streams.kafka import checkpoint_store
 from arcbeat.streams.kafka.checkpoint import Pointer
+from arcbeat.streams.kafka.heap import freeze
 from arcbeat.streams.kafka.heartbeat_clients import partition_producer
-from arcbeat.streams.kafka.owned import Owned, freeze
+from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.kafka.scopes import ScopeBoard
 from arcbeat.streams.kafka.transactions import close_producer
 

@@ -16,7 +16,8 @@ from arcbeat.streams.decide.engine import Engine
 from arcbeat.streams.decide.output_records import Emit
 from arcbeat.streams.decide.tick import TickResult
 from arcbeat.streams.kafka import ticks
-from arcbeat.streams.kafka.owned import Owned, freeze_young
+from arcbeat.streams.kafka.heap import freeze_young
+from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.kafka.scopes import ScopeBoard
 
 log = logging.getLogger("arcbeat.batch")
