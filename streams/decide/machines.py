@@ -7,19 +7,19 @@ the names alone would cost ~250 bytes each in memory and in the checkpoints.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
+from arcbeat.streams.decide import compact_json
 from arcbeat.streams.decide.degradation import new_counters
 from arcbeat.streams.decide.records import Heartbeat
 from arcbeat.streams.decide.resource_ids import resource_id
 from arcbeat.streams.decide.status import MachineState, Status
 
 
-@dataclass(frozen=True, slots=True)
-class MachineInfo:
+# NamedTuples, as the state (status.py says why)
+class MachineInfo(NamedTuple):
     """Descriptive fields from the latest accepted message (display and scopes)."""
 
     resource_id: str  # original spelling
@@ -53,8 +53,7 @@ class MachineInfo:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Machine:
+class Machine(NamedTuple):
     state: MachineState
     info: MachineInfo
     # availability: heartbeats received in the tumbling window starting at window_start
@@ -107,12 +106,6 @@ class Slot:
         self.loc: list[Any] = UNCOUNTED
 
 
-def _exact(raw: bytes) -> bytes:
-    # orjson's result keeps a ~4 KiB buffer; a one-time copy to its exact size is what lets a
-    # million machines fit (the slot holds these bytes for as long as the record is unchanged)
-    return bytes(memoryview(raw))
-
-
 def encode_record(state: MachineState, info: MachineInfo) -> bytes:
     """The durable part of a machine (everything but the per-heartbeat fields)."""
     s, i = state, info
@@ -122,29 +115,28 @@ def encode_record(state: MachineState, info: MachineInfo) -> bytes:
     stored_rid = (
         None if rid == resource_id(i.subscription_id, i.resource_group, i.machine_name) else rid
     )
-    return _exact(
-        orjson.dumps(
-            [
-                2,  # format version
-                s.status.value,
-                s.last_status_change,
-                s.transitions,
-                s.flap_window,
-                s.flap_count,
-                s.held_since,
-                s.expired_heartbeats,
-                stored_rid,
-                i.subscription_id,
-                i.resource_group,
-                i.machine_name,
-                i.location,
-                i.os_type,
-                i.os_name,
-                i.os_version,
-                i.agent_version,
-                i.tags,
-            ]
-        )
+    # kept for as long as the record is unchanged: at its exact size (a million machines)
+    return compact_json.dumps(
+        [
+            2,  # format version
+            s.status.value,
+            s.last_status_change,
+            s.transitions,
+            s.flap_window,
+            s.flap_count,
+            s.held_since,
+            s.expired_heartbeats,
+            stored_rid,
+            i.subscription_id,
+            i.resource_group,
+            i.machine_name,
+            i.location,
+            i.os_type,
+            i.os_name,
+            i.os_version,
+            i.agent_version,
+            i.tags,
+        ]
     )
 
 

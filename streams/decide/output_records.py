@@ -13,6 +13,7 @@ from typing import Literal
 
 import orjson
 
+from arcbeat.streams.decide import compact_json
 from arcbeat.streams.decide.deadlines import ScopeCounts
 from arcbeat.streams.decide.machines import MachineInfo
 from arcbeat.streams.decide.status import Transition
@@ -65,7 +66,8 @@ def status_changed(
         # the maintenance window the machine was in when declared (planned: no page)
         "maintenance": maintenance,
     }
-    return Emit("status", key.encode(), orjson.dumps(record))
+    # a release writes thousands at once: each at its exact size
+    return Emit("status", key.encode(), compact_json.dumps(record))
 
 
 def scope_changed(scope: str, silent: bool, total: ScopeCounts, now: float) -> Emit:

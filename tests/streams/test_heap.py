@@ -4,7 +4,7 @@ that no full collection walks a million of them (a stop of the event loop of up 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -22,7 +22,7 @@ def _unfrozen() -> Iterator[None]:
     gc.unfreeze()
 
 
-def _in_sight(objects: list[object]) -> int:
+def _in_sight(objects: Sequence[object]) -> int:
     ids = {id(o) for o in objects}
     return sum(1 for o in gc.get_objects() if id(o) in ids)
 

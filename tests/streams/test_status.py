@@ -204,7 +204,7 @@ def test_expired_ignores_heartbeats_and_counts_them() -> None:
         assert step.transition is None and step.outcome is Outcome.EXPIRED_IGNORED
         assert step.state is not None
         assert step.state.expired_heartbeats == i + 1
-        assert replace(step.state, expired_heartbeats=0) == replace(e, expired_heartbeats=0)
+        assert step.state._replace(expired_heartbeats=0) == e._replace(expired_heartbeats=0)
         s = step.state
     # Deadlines never wake an Expired machine either.
     assert on_deadline(s, 1e9, T, scope_silent=True) == Step(s, None, Outcome.APPLIED)
@@ -276,7 +276,7 @@ STALE_CASES = [(5, 0.0), (5, -10.0), (4, 0.0), (0, -50.0)]  # (sequence, sentAt 
 def stale_target(make: object) -> MachineState:
     assert callable(make)
     base: MachineState = make()
-    return replace(base, sequence=5, last_sent_at=base.last_heartbeat_at + 100.0)
+    return base._replace(sequence=5, last_sent_at=base.last_heartbeat_at + 100.0)
 
 
 @pytest.mark.parametrize("make", [onboard, disconnected, expired])
@@ -318,24 +318,24 @@ def test_duplicate_or_older_connect_changes_nothing() -> None:
 
 
 def test_lower_sequence_sent_later_is_a_reboot_and_is_applied() -> None:
-    s = replace(onboard(1000.0, seq=9), last_sent_at=1000.0)
+    s = onboard(1000.0, seq=9)._replace(last_sent_at=1000.0)
     assert not is_stale(s, 0, 1001.0)
     step = on_message(s, "heartbeat", 1200.0, 1001.0, 0, T)
     assert step.outcome is Outcome.APPLIED and step.state is not None
     assert step.state.sequence == 0 and step.state.last_heartbeat_at == 1200.0
     assert step.state.last_sent_at == 1001.0
     # and on a Disconnected machine a reboot heartbeat resumes it
-    d = replace(disconnected(1000.0), sequence=9, last_sent_at=1000.0)
+    d = disconnected(1000.0)._replace(sequence=9, last_sent_at=1000.0)
     assert must(on_message(d, "heartbeat", 3000.0, 2999.0, 0, T))[1].reason is (
         Reason.HEARTBEAT_RESUMED
     )
 
 
 def test_higher_sequence_or_missing_sequence_is_never_stale() -> None:
-    s = replace(onboard(seq=3), last_sent_at=5000.0)
+    s = onboard(seq=3)._replace(last_sent_at=5000.0)
     assert not is_stale(s, 4, 1.0)
     assert not is_stale(s, None, 1.0)
-    assert not is_stale(replace(s, sequence=None), 0, 1.0)
+    assert not is_stale(s._replace(sequence=None), 0, 1.0)
     assert is_stale(s, 3, 5000.0) and is_stale(s, 2, 4999.0)
 
 
@@ -359,7 +359,7 @@ def test_deadline_in_silent_scope_is_held() -> None:
     assert on_deadline(s, due - 0.25, T, scope_silent=True) == Step(s, None, Outcome.APPLIED)
     step = on_deadline(s, due + 2.0, T, scope_silent=True)
     assert step.outcome is Outcome.HELD and step.transition is None
-    assert step.state == replace(s, held_since=due + 2.0)
+    assert step.state == s._replace(held_since=due + 2.0)
     assert deadline(step.state, T) == due + 2.0 + T.outage_hold
 
 
@@ -775,7 +775,7 @@ def test_expired_changes_only_through_connect_or_disconnect(timing: Timing, ops:
             continue
         assert step.transition is None
         assert step.state is not None and step.state.status is Status.EXPIRED
-        assert replace(step.state, expired_heartbeats=0) == replace(before, expired_heartbeats=0)
+        assert step.state._replace(expired_heartbeats=0) == before._replace(expired_heartbeats=0)
         assert step.state.expired_heartbeats - before.expired_heartbeats in (0, 1)
 
 
