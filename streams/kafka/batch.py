@@ -246,7 +246,8 @@ class HeartbeatLoop:
             headers = r.headers
             replay = off < replay_until
             if headers and any(h[0] == TICK_HEADER for h in headers):
-                emits = await self.ticks.apply(o, r, wall, replay, self._pause)
+                # the time it is now: earlier partitions' ticks of the batch may have taken long
+                emits = await self.ticks.apply(o, r, time.time(), replay, self._pause)
                 emits_tick = True
             else:
                 value = r.value
