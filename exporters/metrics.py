@@ -203,6 +203,12 @@ class WorkerCollector(Collector):
             "How late the worker's event loop ran a 100 ms timer (a blocking step delays it).",
             st.loop_lag,
         )
+        yield _histogram(
+            "arcbeat_commit_seconds",
+            "Time the heartbeat loop waited for one round of transaction commits (outputs, "
+            "a checkpoint, offsets); it processes nothing meanwhile.",
+            st.commit_seconds,
+        )
         lag_max = GaugeMetricFamily(
             "arcbeat_event_loop_lag_max_seconds",
             "The largest event loop lag since the worker started.",

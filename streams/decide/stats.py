@@ -47,3 +47,5 @@ class EngineStats:
     tick_seconds: Histogram = field(default_factory=lambda: Histogram(STEP_BUCKETS))
     loop_lag: Histogram = field(default_factory=lambda: Histogram(STEP_BUCKETS))
     loop_lag_max: float = 0.0
+    # how long the heartbeat loop waited for a round of commits (processing paused meanwhile)
+    commit_seconds: Histogram = field(default_factory=lambda: Histogram(STEP_BUCKETS))

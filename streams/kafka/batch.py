@@ -312,7 +312,10 @@ class HeartbeatLoop:
         if ckpt is not None and ckpt not in due:
             due.append(ckpt)
         if due:
+            t0 = time.perf_counter()
             await asyncio.gather(*(self._commit(o, o is ckpt) for o in due))
+            if not final:
+                self.engine.stats.commit_seconds.observe(time.perf_counter() - t0)
 
     def _checkpoint_due(self, live: list[Owned]) -> Owned | None:
         return transactions.checkpoint_due(live, self.settings.worker.checkpoint_interval)

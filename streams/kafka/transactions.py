@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 from arcbeat.streams.kafka.checkpoint import Pointer
 from arcbeat.streams.kafka.owned import Owned
@@ -19,14 +18,17 @@ from arcbeat.streams.kafka.owned import Owned
 # one: the checkpoint would repeat the last one, and a restart replays only ticks
 QUIET_CHECKPOINTS = 10
 
-SEND_STEP = 2000  # records batched between two turns of the event loop
-BATCH_FROM = 500  # a flush of this many records or more is sent in batches
+SEND_STEP = 2000  # records sent between two turns of the event loop
 
 WriteCheckpoint = Callable[[Owned, AIOKafkaProducer], Awaitable[Pointer]]
 
 
 async def flush(o: Owned, board_topic: str) -> None:
-    """Send the partition's pending records in its open transaction (begun when needed)."""
+    """Send the partition's pending records in its open transaction (begun when needed).
+
+    One ``send`` a record: it joins the partition's lingering batch. (A batch of one's own,
+    ``send_batch``, waits until the partition's previous batch has left, up to the producer's
+    linger with the lock held: a worker behind on released machines fell further behind.)"""
     producer = o.producer
     if producer is None:
         o.sends.clear()
@@ -34,38 +36,15 @@ async def flush(o: Owned, board_topic: str) -> None:
     if not o.in_txn:
         await producer.begin_transaction()
         o.in_txn = True
-    if len(o.sends) >= BATCH_FROM:
-        await _send_batches(o, producer, board_topic)
-    else:
-        for topic, key, value in o.sends:
-            await producer.send(topic, value, key=key, partition=_partition(o, topic, board_topic))
-    o.sends.clear()
-
-
-async def _send_batches(o: Owned, producer: AIOKafkaProducer, board_topic: str) -> None:
-    """Many records (a released location's): appended to one batch per topic (and so per
-    partition), each sent when full and at the end, in order; ~1 us a record to send instead
-    of the ~5 us of a ``send``. Not for a few records: a batch waits until the partition's
-    previous one left (the producer's linger), where a ``send`` joins it."""
-    batches: dict[str, BatchBuilder] = {}
     for n, (topic, key, value) in enumerate(o.sends, 1):
-        batch = batches.get(topic)
-        if batch is None:
-            batch = batches[topic] = producer.create_batch()
-        if batch.append(timestamp=None, key=key, value=value) is None:
-            # full (the first record of a batch always fits)
-            await producer.send_batch(batch, topic, partition=_partition(o, topic, board_topic))
-            batch = batches[topic] = producer.create_batch()
-            batch.append(timestamp=None, key=key, value=value)
+        # outputs go to the source partition number; the scope state has one partition
+        partition = 0 if topic == board_topic else o.p
+        await producer.send(topic, value, key=key, partition=partition)
         if n % SEND_STEP == 0:
-            await asyncio.sleep(0)  # 2,000 records: ~2 ms
-    for topic, batch in batches.items():
-        await producer.send_batch(batch, topic, partition=_partition(o, topic, board_topic))
-
-
-def _partition(o: Owned, topic: str, board_topic: str) -> int:
-    # outputs go to the source partition number; the scope state has one partition
-    return 0 if topic == board_topic else o.p
+            # a send that finds room in a batch never suspends: a released location's
+            # 30,000 records would hold the event loop for a second
+            await asyncio.sleep(0)
+    o.sends.clear()
 
 
 async def commit(

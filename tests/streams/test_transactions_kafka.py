@@ -1,7 +1,7 @@
 """A partition's outputs sent in its transaction, against the local stack's Kafka: a few
-records one by one, many (a released location's) in batches; either way each lands in order
-on its partition (the source partition's number; the scope board's one partition), once,
-and only when the transaction commits."""
+records, and many (a released location's, over several batches); each lands in order on its
+partition (the source partition's number; the scope board's one partition), once, when the
+transaction commits."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ async def _topics(bootstrap: str, *specs: tuple[str, int]) -> None:
         await admin.close()
 
 
-@pytest.mark.parametrize("records", [transactions.BATCH_FROM - 1, 3 * transactions.BATCH_FROM])
+@pytest.mark.parametrize("records", [10, 3 * transactions.SEND_STEP])
 async def test_outputs_land_in_order_on_their_partitions(stack: Stack, records: int) -> None:
     bootstrap = stack.settings.kafka.bootstrap
     run = uuid.uuid4().hex[:8]
