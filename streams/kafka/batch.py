@@ -318,7 +318,9 @@ class HeartbeatLoop:
                 self.engine.stats.commit_seconds.observe(time.perf_counter() - t0)
 
     def _checkpoint_due(self, live: list[Owned]) -> Owned | None:
-        return transactions.checkpoint_due(live, self.settings.worker.checkpoint_interval)
+        return transactions.checkpoint_due(
+            live, self.settings.worker.checkpoint_interval, lambda o: self.ends.behind(o)
+        )
 
     async def _commit(self, o: Owned, with_checkpoint: bool) -> None:
         try:

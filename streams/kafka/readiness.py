@@ -48,6 +48,15 @@ class LogEnds:
             if (o := owned.get(p)) is not None
         }
 
+    def behind(self, o: Owned) -> bool:
+        """Whether the partition has not read up to its log end as read at the previous
+        tick: it is more than a tick behind (the latest end is not asked: the tick just
+        written is read a moment later)."""
+        if len(self.history) < 2:
+            return False
+        end = self.history[-2][1].get(o.p)
+        return end is not None and o.position < end
+
     def readiness(
         self, owned: Mapping[int, Owned], last_loop_at: float, check_interval: float
     ) -> tuple[bool, str]:

@@ -75,14 +75,22 @@ async def commit(
     return written
 
 
-def checkpoint_due(live: list[Owned], every: float) -> Owned | None:
-    """At most one partition's checkpoint per commit: the one waiting longest."""
+def checkpoint_due(
+    live: list[Owned], every: float, behind: Callable[[Owned], bool] = lambda o: False
+) -> Owned | None:
+    """At most one partition's checkpoint per commit: the one waiting longest.
+
+    A partition that is behind (``behind``: it has not read what was in the log a tick ago)
+    waits, up to one more ``every``: a checkpoint stops the loop for 0.3-0.5 s at 80,000
+    machines, and a release of a held location puts the worker seconds behind, with every
+    partition's state changed at once."""
     now = time.monotonic()
     due = [o for o in live if o.pointer is None or now - o.checkpoint_at >= every]
     for o in [o for o in due if o.pointer is not None and not o.changed]:
         if now - o.written_at < every * QUIET_CHECKPOINTS:
             o.checkpoint_at = now  # it would repeat the latest one: skipped, turn kept
             due.remove(o)
+    due = [o for o in due if not (now - o.checkpoint_at < 2 * every and behind(o))]
     return min(due, key=lambda o: o.checkpoint_at) if due else None
 
 

@@ -7,13 +7,16 @@ when it has read up to the end as of the previous tick; one further behind is ca
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
 
+from arcbeat.streams.kafka.checkpoint import Pointer
 from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.kafka.readiness import LogEnds
+from arcbeat.streams.kafka.transactions import checkpoint_due
 
 
 class _Clock:
@@ -142,3 +145,35 @@ def test_history_keeps_one_read_older_than_ready_max_lag() -> None:
         clock.now += 1
     assert 10 <= len(ends.history) <= 12
     assert ends.history[0][0] <= clock.now - 10
+
+
+def test_a_partition_more_than_a_tick_behind_defers_its_checkpoint() -> None:
+    """A checkpoint stops the loop for a while: a partition behind (not read up to the end as
+    read at the previous tick) waits for its checkpoint, at most one checkpoint_interval more;
+    a partition just recovered (its turn at 0) never waits."""
+    clock, consumer = _Clock(), _Consumer()
+    ends = LogEnds(30.0, clock)
+    owned = _owned(0, 0)
+    assert not ends.behind(owned[0])  # nothing read yet: nothing known
+    _tick(ends, consumer, owned, p0=100, p1=100)
+    clock.now += 1
+    _tick(ends, consumer, owned)  # ends now 101; as of the previous tick 100
+    owned[0].position = 100
+    owned[1].position = 60
+    assert not ends.behind(owned[0])  # only the tick just written is left
+    assert ends.behind(owned[1])
+
+    every = 120.0
+    now = time.monotonic()
+    for o in owned.values():
+        o.pointer, o.changed = Pointer(0, 0, 1, 1), True
+    owned[0].checkpoint_at = now - every - 1  # due
+    owned[1].checkpoint_at = now - every - 5  # due longer, but behind
+    live = list(owned.values())
+    assert checkpoint_due(live, every, ends.behind) is owned[0]
+    owned[0].checkpoint_at = now
+    assert checkpoint_due(live, every, ends.behind) is None
+    owned[1].checkpoint_at = now - 2 * every - 1  # waited one interval more: taken anyway
+    assert checkpoint_due(live, every, ends.behind) is owned[1]
+    owned[1].checkpoint_at = 0.0  # replayed just now: at once
+    assert checkpoint_due(live, every, ends.behind) is owned[1]
