@@ -488,6 +488,7 @@ def run_massoutage(
     releases = read_releases(s, read_ticks(s))
     tick_p99 = quantile(buckets(final, "arcbeat_tick_seconds"), [], 0.99)
     commit = buckets(final, "arcbeat_commit_seconds")
+    commit_idle = buckets(idle_body, "arcbeat_commit_seconds")
     lag_max = metric_value(final, "arcbeat_event_loop_lag_max_seconds")
     ready_from = runs[-1]["readyAt"] if runs else t_held_first
     windows = [(r["killedAt"], r["readyAt"]) for r in runs]
@@ -530,8 +531,8 @@ def run_massoutage(
         "releases": releases,
         # the loop processes nothing while it waits for a round of commits: their p99 and
         # longest (bucket upper bounds) from the idle window's end to the last release
-        "commitP99AtRelease": quantile(commit, buckets(idle_body, "arcbeat_commit_seconds"), 0.99),
-        "commitMaxAtRelease": quantile(commit, buckets(idle_body, "arcbeat_commit_seconds"), 1.0),
+        "commitP99AtRelease": quantile(commit, commit_idle, 0.99),
+        "commitMaxAtRelease": quantile(commit, commit_idle, 1.0),
         "heldAtEnd": still,
         "fleetSilentAt": t_silent,
         "readyFrom": ready_from,

@@ -319,7 +319,7 @@ class HeartbeatLoop:
 
     def _checkpoint_due(self, live: list[Owned]) -> Owned | None:
         return transactions.checkpoint_due(
-            live, self.settings.worker.checkpoint_interval, lambda o: self.ends.behind(o)
+            live, self.settings.worker.checkpoint_interval, self.ends.behind
         )
 
     async def _commit(self, o: Owned, with_checkpoint: bool) -> None:
