@@ -22,7 +22,14 @@ from arcbeat.streams.decide.degradation import CREEP, DELAY_BOUNDS, DELAY_SUM
 from arcbeat.streams.decide.early_warning import EarlyWarning, PartitionSample
 from arcbeat.streams.decide.heartbeat_heads import Parts, digest, head_digest, split_heartbeat
 from arcbeat.streams.decide.identity import IdentityBindings, load_bindings
-from arcbeat.streams.decide.machines import Machine, MachineInfo, Slot, from_slot, to_slot
+from arcbeat.streams.decide.machines import (
+    Machine,
+    MachineInfo,
+    Slot,
+    encode_record,
+    from_slot,
+    to_slot,
+)
 from arcbeat.streams.decide.mass_silence import MassSilence, Verdict
 from arcbeat.streams.decide.output_records import Emit, status_changed
 from arcbeat.streams.decide.owned_partitions import OwnedPartitions
@@ -175,6 +182,15 @@ class Engine(OwnedPartitions):
         slot.loc = self.early.counters_for(idx, m.info.location, m.info.subscription_id)
         if old is not None:
             slot.base = old.base
+
+    @staticmethod
+    def restate(idx: PartitionIndex, key: str, state: MachineState, info: MachineInfo) -> None:
+        """A tick moved the machine's state: its slot's record follows, in place. A deadline
+        moves no per-heartbeat field (arrival, sentAt, sequence, window) and no descriptive
+        one, so the slot's other fields, counters and baseline stay as they are."""
+        slot = idx.machines[key]
+        slot.rec = encode_record(state, info)
+        slot.ok = state.status is Status.CONNECTED and state.held_since is None
 
     def schedule(self, idx: PartitionIndex, key: str, state: MachineState) -> None:
         """Book the machine's next look on the wheel (none: it has no deadline)."""
@@ -414,6 +430,7 @@ class Engine(OwnedPartitions):
             if not self.replaying:
                 self.stats.detection_delay.observe(max(delay, 0.0))
         if not self.replaying:
-            prev = tr.previous.value if tr.previous else "none"
-            self.stats.transitions[(prev, tr.status.value, tr.reason.value)] += 1
+            # the members themselves: StrEnums equal (and hash as) their values, and reading
+            # .value costs an enum descriptor call each
+            self.stats.transitions[(tr.previous or "none", tr.status, tr.reason)] += 1
         return status_changed(key, info, tr, changed_at, delay, maintenance)

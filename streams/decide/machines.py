@@ -158,31 +158,22 @@ def from_slot(slot: Slot) -> Machine:
     v: list[Any] = orjson.loads(slot.rec)
     if v[0] != 2:
         raise ValueError(f"machine record: unknown format {v[0]!r}")
+    hb, sent = slot.hb, slot.sent
+    # positional: a release decodes thousands of machines, and keywords double the cost
     return Machine(
-        MachineState(
-            status=_STATUS[v[1]],
-            last_heartbeat_at=slot.hb,
-            last_status_change=v[2],
-            last_sent_at=slot.sent,
-            sequence=slot.seq,
-            transitions=v[3],
-            flap_window=v[4],
-            flap_count=v[5],
-            held_since=v[6],
-            expired_heartbeats=v[7],
-        ),
+        MachineState(_STATUS[v[1]], hb, v[2], sent, slot.seq, v[3], v[4], v[5], v[6], v[7]),
         MachineInfo(
             v[8] or resource_id(v[9], v[10], v[11]),
-            subscription_id=v[9],
-            resource_group=v[10],
-            machine_name=v[11],
-            location=v[12],
-            os_type=v[13],
-            os_name=v[14],
-            os_version=v[15],
-            agent_version=v[16],
-            tags=v[17],
-            skew=slot.hb - slot.sent,
+            v[9],
+            v[10],
+            v[11],
+            v[12],
+            v[13],
+            v[14],
+            v[15],
+            v[16],
+            v[17],
+            hb - sent,  # skew
         ),
         slot.wstart,
         slot.received,
@@ -205,5 +196,13 @@ def scopes_of(info: MachineInfo) -> tuple[str, str]:
     return scopes_of_location(info.location)
 
 
+_SCOPES: dict[str, tuple[str, str]] = {}  # per location: built once, not per machine looked at
+
+
 def scopes_of_location(location: str) -> tuple[str, str]:
-    return ("fleet", f"location={location}")
+    scopes = _SCOPES.get(location)
+    if scopes is None:
+        if len(_SCOPES) >= 65_536:
+            _SCOPES.clear()  # bounded, whatever the locations
+        scopes = _SCOPES[location] = ("fleet", f"location={location}")
+    return scopes

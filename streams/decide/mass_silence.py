@@ -63,11 +63,12 @@ class MassSilence:
         report again come back over a heartbeat interval, not all at the instant the verdict
         flips, and they must never flip.
         """
-        return any(
-            (v := verdicts.get(s)) is not None
-            and (v.silent or (held and now < v.since + self.late_after))
-            for s in scopes_of(info)
-        )
+        # a loop, not any() over a generator: a release asks for every machine it releases
+        for s in scopes_of(info):
+            v = verdicts.get(s)
+            if v is not None and (v.silent or (held and now < v.since + self.late_after)):
+                return True
+        return False
 
     def locally_silent_scopes(self, idx: PartitionIndex) -> set[str]:
         """Scopes whose machines in this partition alone look like a mass silence.

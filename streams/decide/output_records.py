@@ -17,7 +17,7 @@ from arcbeat.streams.decide import compact_json
 from arcbeat.streams.decide.deadlines import ScopeCounts
 from arcbeat.streams.decide.machines import MachineInfo
 from arcbeat.streams.decide.status import Transition
-from arcbeat.streams.decide.timestamps import rfc3339
+from arcbeat.streams.decide.timestamps import rfc3339, rfc3339_of
 
 Topic = Literal["status", "dlq", "fleet"]
 CountKey = tuple[str, str, str, str]  # status, location, os_type, subscription_id
@@ -59,7 +59,7 @@ def status_changed(
         "reason": tr.reason,
         "changedAt": rfc3339(changed_at),
         "decidedAt": rfc3339(tr.at),
-        "lastHeartbeatAt": rfc3339(tr.last_heartbeat_at),
+        "lastHeartbeatAt": rfc3339_of(tr.last_heartbeat_at),
         "detectionDelaySeconds": delay,
         "flapping": tr.flapping,
         "massOutage": tr.mass_outage,

@@ -101,16 +101,17 @@ def _transition(
     number = (state.transitions if state else 0) + 1
     window = _window_start(at, timing.window)
     flap_count = (state.flap_count if state and state.flap_window == window else 0) + 1
+    # positional, as in _moved
     tr = Transition(
-        previous=state.status if state else None,
-        status=status,
-        reason=reason,
-        at=at,
-        last_heartbeat_at=last_heartbeat_at,
-        number=number,
-        detection_delay=detection_delay,
-        flapping=flap_count >= timing.flap_threshold,
-        mass_outage=mass_outage,
+        state.status if state else None,  # previous
+        status,
+        reason,
+        at,
+        last_heartbeat_at,
+        number,
+        detection_delay,
+        flap_count >= timing.flap_threshold,  # flapping
+        mass_outage,
     )
     return tr, number, window, flap_count
 
@@ -128,24 +129,20 @@ def _moved(
     expired_heartbeats: int | None = None,
 ) -> Step:
     """The step of a transition: the status moves, and the counters follow it (the other
-    fields as given, else as they were; built directly: ``_replace`` costs more than
-    the rest of a release)."""
+    fields as given, else as they were; built directly and positionally: ``_replace`` costs
+    more than the rest of a release, and keywords double the cost of building a state)."""
     return Step(
         MachineState(
-            status=tr.status,
-            last_heartbeat_at=(
-                state.last_heartbeat_at if last_heartbeat_at is None else last_heartbeat_at
-            ),
-            last_status_change=tr.at,
-            last_sent_at=state.last_sent_at if last_sent_at is None else last_sent_at,
-            sequence=state.sequence if sequence is False else sequence,
-            transitions=tr.number,
-            flap_window=window,
-            flap_count=flaps,
-            held_since=state.held_since if held_since is False else held_since,
-            expired_heartbeats=(
-                state.expired_heartbeats if expired_heartbeats is None else expired_heartbeats
-            ),
+            tr.status,
+            state.last_heartbeat_at if last_heartbeat_at is None else last_heartbeat_at,
+            tr.at,  # last_status_change
+            state.last_sent_at if last_sent_at is None else last_sent_at,
+            state.sequence if sequence is False else sequence,
+            tr.number,  # transitions
+            window,  # flap_window
+            flaps,  # flap_count
+            state.held_since if held_since is False else held_since,
+            state.expired_heartbeats if expired_heartbeats is None else expired_heartbeats,
         ),
         tr,
         Outcome.APPLIED,

@@ -208,7 +208,7 @@ def _judge(
         raise RuntimeError(f"no state after a deadline for {key}")
     if step.state != state:
         new = Machine(step.state, m.info, m.window_start, m.received)
-        engine.save(idx, key, new, idx.machines[key].fp)
+        engine.restate(idx, key, step.state, m.info)
         if step.state.held_since is not None:
             idx.hold(key, m.info.location)
         if step.transition is not None:

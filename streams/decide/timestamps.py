@@ -19,7 +19,9 @@ _fromiso: Final = datetime.fromisoformat
 _SECONDS: dict[int, str] = {}  # whole second -> "2024-05-01T12:00:00" (the recent ones)
 
 
-_LAST: list[Any] = [None, ""]  # the latest call: a tick's records share their tick's times
+# the two latest times formatted: a tick's records share their tick's two times (when it was
+# decided and when it was emitted); each machine's own time goes through rfc3339_of
+_LAST: list[Any] = [None, "", None, ""]
 
 
 def rfc3339(ts: float) -> str:
@@ -27,9 +29,16 @@ def rfc3339(ts: float) -> str:
     last = _LAST
     if ts == last[0]:
         return last[1]  # type: ignore[no-any-return]
-    text = last[1] = _rfc3339(ts)
-    last[0] = ts
+    if ts == last[2]:
+        return last[3]  # type: ignore[no-any-return]
+    text = _rfc3339(ts)
+    last[2], last[3], last[0], last[1] = last[0], last[1], ts, text
     return text
+
+
+def rfc3339_of(ts: float) -> str:
+    """:func:`rfc3339` of a time no other record shares (it would only push a shared one out)."""
+    return _rfc3339(ts)
 
 
 def _rfc3339(ts: float) -> str:
