@@ -205,8 +205,9 @@ class WorkerCollector(Collector):
         )
         yield _histogram(
             "arcbeat_commit_seconds",
-            "Time the heartbeat loop waited for one round of transaction commits (outputs, "
-            "a checkpoint, offsets); it processes nothing meanwhile.",
+            "Time the heartbeat loop paused for one round of commits: each due partition's "
+            "transaction sealed (outputs sent, a checkpoint when due); the commits finish in "
+            "the background.",
             st.commit_seconds,
         )
         lag_max = GaugeMetricFamily(

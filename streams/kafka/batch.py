@@ -193,13 +193,14 @@ class HeartbeatLoop:
             self.last_loop_at = time.monotonic()
             self._step_end = time.perf_counter() + STEP_SECONDS
             async with self.lock:
+                await self._settle()
                 wall = time.time()
                 for tp, records in batch.items():
                     o = self.owned.get(tp.partition)
                     if o is None or o.state == "recovering":
                         continue  # revoked meanwhile, or fetched before the pause took
                     await self._process(o, records, wall)
-                    if o.sends:
+                    if o.sends and o.committing is None:
                         try:
                             await transactions.flush(o, self.board.topic)
                         except ProducerFenced:
@@ -295,8 +296,18 @@ class HeartbeatLoop:
     # ---- commits ------------------------------------------------------------------------
 
     async def _commit_all(self, *, final: bool = False) -> None:
+        """A round of commits. Each due partition's transaction is sealed (its records sent, a
+        checkpoint written when due, its position taken) with the loop paused, then commits in
+        the background while the loop goes on (:meth:`_settle` applies the outcome): waiting
+        for Kafka's acknowledgements and round trips no longer stops processing.
+        ``final``: every commit finishes before it returns (a stop)."""
         self._last_commit = time.monotonic()
-        live = [o for o in self.owned.values() if o.state == "live" and o.producer is not None]
+        await self._settle(wait=final)
+        live = [
+            o
+            for o in self.owned.values()
+            if o.state == "live" and o.producer is not None and o.committing is None
+        ]
         now = time.monotonic()
         due = [
             o
@@ -311,36 +322,78 @@ class HeartbeatLoop:
         ckpt = None if final else self._checkpoint_due(live)
         if ckpt is not None and ckpt not in due:
             due.append(ckpt)
-        if due:
-            t0 = time.perf_counter()
-            await asyncio.gather(*(self._commit(o, o is ckpt) for o in due))
-            if not final:
-                self.engine.stats.commit_seconds.observe(time.perf_counter() - t0)
+        if not due:
+            return
+        if final:
+            await asyncio.gather(*(self._commit(o, False) for o in due))
+            return
+        t0 = time.perf_counter()
+        await asyncio.gather(*(self._commit(o, o is ckpt, wait=False) for o in due))
+        self.engine.stats.commit_seconds.observe(time.perf_counter() - t0)
 
     def _checkpoint_due(self, live: list[Owned]) -> Owned | None:
         return transactions.checkpoint_due(
             live, self.settings.worker.checkpoint_interval, self.ends.behind
         )
 
-    async def _commit(self, o: Owned, with_checkpoint: bool) -> None:
+    async def _commit(self, o: Owned, with_checkpoint: bool, *, wait: bool = True) -> None:
+        """Seal the partition's transaction and commit it: at once (revoked, stopping), or in
+        the background (``wait`` False: :meth:`_settle` applies the outcome)."""
+        producer = o.producer
+        if producer is None:
+            return
         try:
-            pointer = await transactions.commit(
-                o, self.group, self.board.topic, self._write_checkpoint if with_checkpoint else None
+            sealed = await transactions.seal(
+                o, self.board.topic, self._write_checkpoint if with_checkpoint else None
             )
-        except ProducerFenced:
+            if sealed.written is not None:
+                o.changed = False  # the checkpoint holds the state as it is now
+            self.board.seal(o.p)
+            if not wait:
+                o.committing = asyncio.create_task(
+                    transactions.finish(producer, o, sealed, self.group),
+                    name=f"arcbeat-commit-{o.p}",
+                )
+                return
+            await transactions.finish(producer, o, sealed, self.group)
+        except KafkaError as exc:
+            await self._commit_failed(o, exc)
+            return
+        self._committed(o, sealed)
+
+    async def _settle(self, *, wait: bool = False) -> None:
+        """Apply the background commits that are done (every one, when ``wait``). The lock is
+        held."""
+        for o in list(self.owned.values()):
+            task = o.committing
+            if task is None or not (wait or task.done()):
+                continue
+            try:
+                sealed = await asyncio.shield(task)
+            except KafkaError as exc:
+                o.committing = None
+                await self._commit_failed(o, exc)
+                continue
+            o.committing = None
+            self._committed(o, sealed)
+
+    async def _commit_failed(self, o: Owned, exc: KafkaError) -> None:
+        """The partition is lost (fenced: another worker took it over) or recovered from Kafka
+        (what it processed since its last commit was aborted)."""
+        if isinstance(exc, ProducerFenced):
             log.warning("partition %d: another worker took it over (fenced)", o.p)
             await self._lose(o)
-            return
-        except KafkaError as exc:
+        else:
             await self._rewind(o, f"its commit failed ({exc})")
-            return
-        if o.producer is None:
-            return
-        self.board.committed_partition(o.p)
-        if pointer is not None:
-            o.pointer = pointer
+
+    def _committed(self, o: Owned, sealed: transactions.Sealed) -> None:
+        if o.producer is None or self.owned.get(o.p) is not o:
+            return  # lost meanwhile
+        transactions.committed(o, sealed)
+        self.board.committed_sealed(o.p)
+        if sealed.written is not None:
+            o.pointer = sealed.written
             o.checkpoint_at = o.written_at = time.monotonic()
-            o.changed = False  # the lock held: nothing was processed since it was taken
             freeze()
 
     async def _write_checkpoint(self, o: Owned, producer: AIOKafkaProducer) -> Pointer:
@@ -351,6 +404,7 @@ class HeartbeatLoop:
     async def revoked(self, tps: Sequence[TopicPartition]) -> None:
         await self.recovery.cancel()
         async with self.lock:
+            await self._settle(wait=True)
             mine = [self.owned[tp.partition] for tp in tps if tp.partition in self.owned]
             live = [o for o in mine if o.state == "live"]
             await asyncio.gather(*(self._commit(o, False) for o in live))
@@ -385,6 +439,10 @@ class HeartbeatLoop:
         self.recovery.later([o.tp])
 
     async def _lose(self, o: Owned) -> None:
+        task, o.committing = o.committing, None
+        if task is not None:  # its producer closes: the commit cannot succeed any more
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if o.p == DECIDER_PARTITION:
             self.early.lost()
         self.owned.pop(o.p, None)

@@ -3,13 +3,18 @@ and one it gave back but may get again."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from arcbeat.streams.decide.deadlines import ScopeCounts
 from arcbeat.streams.decide.partition_index import PartitionIndex
 from arcbeat.streams.kafka.checkpoint import Pointer
+
+if TYPE_CHECKING:
+    from arcbeat.streams.kafka.transactions import Sealed
 
 
 @dataclass
@@ -21,6 +26,9 @@ class Owned:
     state: str = "recovering"  # recovering -> replaying -> live
     producer: AIOKafkaProducer | None = None
     in_txn: bool = False
+    # its sealed transaction committing in the background (None: none); the loop goes on
+    # processing it meanwhile, and sends its new records once the commit is done
+    committing: asyncio.Task[Sealed] | None = None
     position: int = 0  # next offset to process
     committed: int = -1  # offset committed with its outputs
     replay_until: int = 0  # outputs of records before this offset were committed already

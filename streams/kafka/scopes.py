@@ -42,9 +42,10 @@ class ScopeBoard:
     ``committed`` is what the topic holds (read_committed). Only the owner of partition p
     writes p's keys (and only the owner of partition 0 the verdicts), so this worker's own
     writes override what it reads back, which may lag: ``pending`` holds writes whose
-    transaction is open, ``own`` those committed. Both are grouped by partition, so that the
-    decider sees its own verdict at once, and a revoked partition's writes are forgotten with
-    it (its next owner reads them back from the topic).
+    transaction is open, ``sealed`` those of a transaction committing, ``own`` those
+    committed. All are grouped by partition, so that the decider sees its own verdict at once,
+    and a revoked partition's writes are forgotten with it (its next owner reads them back
+    from the topic).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -52,6 +53,7 @@ class ScopeBoard:
         self.topic = settings.topics.scopes
         self.committed: dict[str, bytes] = {}
         self.pending: dict[int, dict[str, bytes]] = {}
+        self.sealed: dict[int, dict[str, bytes]] = {}
         self.own: dict[int, dict[str, bytes]] = {}
         self._reader = CompactedReader(settings, self.topic, name="scopes", on_record=self._apply)
 
@@ -59,13 +61,13 @@ class ScopeBoard:
 
     def view(self) -> dict[str, bytes]:
         out = dict(self.committed)
-        for layer in (self.own, self.pending):
+        for layer in (self.own, self.sealed, self.pending):
             for writes in layer.values():
                 out.update(writes)
         return out
 
     def get(self, key: str) -> bytes | None:
-        for layer in (self.pending, self.own):
+        for layer in (self.pending, self.sealed, self.own):
             for writes in layer.values():
                 if key in writes:
                     return writes[key]
@@ -127,19 +129,31 @@ class ScopeBoard:
     def write(self, p: int, key: str, value: bytes) -> None:
         self.pending.setdefault(p, {})[key] = value
 
-    def committed_partition(self, p: int) -> None:
-        """p's transaction committed."""
+    def seal(self, p: int) -> None:
+        """p's transaction is committing: writes from now on belong to its next one."""
         writes = self.pending.pop(p, None)
         if writes:
+            self.sealed.setdefault(p, {}).update(writes)
+
+    def committed_sealed(self, p: int) -> None:
+        """p's sealed transaction committed (writes since belong to the next one)."""
+        writes = self.sealed.pop(p, None)
+        if writes:
             self.own.setdefault(p, {}).update(writes)
+
+    def committed_partition(self, p: int) -> None:
+        """p's transaction committed with every write so far."""
+        self.seal(p)
+        self.committed_sealed(p)
 
     def aborted(self, p: int) -> None:
         """p's transaction aborted: its open writes never happened."""
         self.pending.pop(p, None)
+        self.sealed.pop(p, None)
 
     def forget(self, p: int) -> None:
         """p was revoked: its next owner reads p's keys from the topic."""
-        self.pending.pop(p, None)
+        self.aborted(p)
         self.own.pop(p, None)
 
     # ---- reading the topic --------------------------------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
@@ -47,15 +48,23 @@ async def flush(o: Owned, board_topic: str) -> None:
     o.sends.clear()
 
 
-async def commit(
-    o: Owned, group: str, board_topic: str, write_checkpoint: WriteCheckpoint | None
-) -> Pointer | None:
-    """Commit what the partition processed: its pending records, a checkpoint when asked, and
-    its position with the checkpoint's pointer as offset metadata. Returns the new checkpoint's
-    pointer (None: no checkpoint). Kafka's errors (fenced, failed) are the caller's."""
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A partition's transaction with everything it commits sent: what the commit writes as
+    the partition's offset, and the checkpoint written in it (None: none)."""
+
+    position: int
+    meta: str  # the offset's metadata: the pointer to the partition's latest checkpoint
+    written: Pointer | None
+
+
+async def seal(o: Owned, board_topic: str, write_checkpoint: WriteCheckpoint | None) -> Sealed:
+    """The part of a commit that reads the partition's state (the caller holds the loop's
+    lock): its pending records sent, a checkpoint written when asked, its position taken.
+    What is processed after it belongs to the next transaction."""
     producer = o.producer
     if producer is None:
-        return None
+        raise RuntimeError(f"partition {o.p} has no producer")
     if o.sends:
         await flush(o, board_topic)
     if not o.in_txn:
@@ -65,14 +74,24 @@ async def commit(
     written = None
     if write_checkpoint is not None:
         pointer = written = await write_checkpoint(o, producer)
-    meta = pointer.encode() if pointer is not None else ""
-    await producer.send_offsets_to_transaction({o.tp: (o.position, meta)}, group)
-    await producer.commit_transaction()
-    o.in_txn = False
-    o.committed = o.position
-    o.committed_at = time.monotonic()
     o.quiet = True  # until a heartbeat or a tick that moves the state
-    return written
+    return Sealed(o.position, pointer.encode() if pointer is not None else "", written)
+
+
+async def finish(producer: AIOKafkaProducer, o: Owned, sealed: Sealed, group: str) -> Sealed:
+    """The rest of a commit, which only waits on Kafka (the loop may process meanwhile): the
+    sealed position as the consumed offset, then the commit itself. Kafka's errors (fenced,
+    failed) are the caller's."""
+    await producer.send_offsets_to_transaction({o.tp: (sealed.position, sealed.meta)}, group)
+    await producer.commit_transaction()
+    return sealed
+
+
+def committed(o: Owned, sealed: Sealed) -> None:
+    """The sealed transaction committed."""
+    o.in_txn = False
+    o.committed = sealed.position
+    o.committed_at = time.monotonic()
 
 
 def checkpoint_due(

@@ -862,6 +862,16 @@ def test_scope_board_layers() -> None:
     assert board.get("c|fleet|1") == board.view()["c|fleet|1"] == _counts(5, 3)
     board.aborted(1)
     assert board.get("c|fleet|1") == _counts(5, 1)
+    # sealed (its transaction committing): a later write belongs to the next transaction
+    board.write(1, "c|fleet|1", _counts(6, 0))
+    board.seal(1)
+    board.write(1, "c|fleet|1", _counts(6, 1))
+    assert board.get("c|fleet|1") == board.view()["c|fleet|1"] == _counts(6, 1)
+    board.committed_sealed(1)
+    assert board.own == {1: {"c|fleet|1": _counts(6, 0)}}
+    assert board.pending == {1: {"c|fleet|1": _counts(6, 1)}} and board.sealed == {}
+    board.aborted(1)
+    assert board.get("c|fleet|1") == _counts(6, 0)
     # revoked: open and own writes go, the topic's value is what is left
     board.write(1, "c|fleet|1", _counts(5, 4))
     board.write(2, "c|fleet|2", _counts(4, 2))

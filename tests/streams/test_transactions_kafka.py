@@ -5,6 +5,7 @@ transaction commits."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -70,3 +71,51 @@ async def test_outputs_land_in_order_on_their_partitions(stack: Stack, records: 
         assert {r.partition for r in got} == {partition}
         want = [(k, v) for t, k, v in sends if t == topic]
         assert [(r.key, r.value) for r in got] == want, topic
+
+
+async def test_a_background_commit_takes_what_was_sealed_and_no_more(stack: Stack) -> None:
+    """The loop goes on processing while a sealed transaction commits: what it produces
+    meanwhile waits for the next transaction, and the offset committed is the sealed one."""
+    bootstrap = stack.settings.kafka.bootstrap
+    run = uuid.uuid4().hex[:8]
+    hb, status, board = f"test-txn-{run}.hb", f"test-txn-{run}.status", f"test-txn-{run}-b"
+    group = f"test-txn-{run}"
+    await _topics(bootstrap, (hb, P + 1), (status, P + 1), (board, 1))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"test-txn-{run}",
+        enable_idempotence=True,
+    )
+    await producer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        o = Owned(P, TopicPartition(hb, P), producer=producer)
+        first = [(status, b"m%d" % n, b"first %d" % n) for n in range(5)]
+        o.sends.extend(first)
+        o.position = 10
+        sealed = await transactions.seal(o, board, None)
+        assert (sealed.position, sealed.written, o.sends) == (10, None, [])
+        committing = asyncio.create_task(transactions.finish(producer, o, sealed, group))
+        # processed while it commits: kept for the next transaction
+        later = [(status, b"m%d" % n, b"later %d" % n) for n in range(3)]
+        o.sends.extend(later)
+        o.position = 20
+        transactions.committed(o, await committing)
+        assert (o.committed, o.in_txn, len(o.sends)) == (10, False, 3)
+        offsets = await admin.list_consumer_group_offsets(group)
+        assert offsets[o.tp].offset == 10
+        assert [r.value for r in read_topic(bootstrap, status)] == [v for _, _, v in first]
+
+        transactions.committed(o, await transactions.finish(
+            producer, o, await transactions.seal(o, board, None), group
+        ))  # fmt: skip
+        assert o.committed == 20
+        offsets = await admin.list_consumer_group_offsets(group)
+        assert offsets[o.tp].offset == 20
+        got = read_topic(bootstrap, status)
+        assert [r.value for r in got] == [v for _, _, v in first + later]
+        assert {r.partition for r in got} == {P}
+    finally:
+        await admin.close()
+        await producer.stop()
