@@ -529,7 +529,7 @@ def run_massoutage(
         "heldAfterRestart": held_after_restart,
         "releaseDelay": releases["delayMax"],
         "releases": releases,
-        # the loop processes nothing while it waits for a round of commits: their p99 and
+        # the loop processes nothing while it seals a round of commits: the pauses' p99 and
         # longest (bucket upper bounds) from the idle window's end to the last release
         "commitP99AtRelease": quantile(commit, commit_idle, 0.99),
         "commitMaxAtRelease": quantile(commit, commit_idle, 1.0),
