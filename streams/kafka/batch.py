@@ -249,6 +249,7 @@ class HeartbeatLoop:
             if headers and any(h[0] == TICK_HEADER for h in headers):
                 # the time it is now: earlier partitions' ticks of the batch may have taken long
                 emits = await self.ticks.apply(o, r, time.time(), replay, self._pause)
+                o.tick_records = len(emits)
                 emits_tick = True
             else:
                 value = r.value

@@ -43,6 +43,7 @@ class Owned:
     # only quiet ticks (as for ``changed``) were read since the latest commit
     quiet: bool = False
     committed_at: float = 0.0  # monotonic time of the latest commit
+    tick_records: int = 0  # records its latest tick emitted (a burst defers its checkpoint)
     sends: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
     published: dict[str, ScopeCounts] = field(default_factory=dict)
 

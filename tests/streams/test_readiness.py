@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 from arcbeat.streams.kafka.checkpoint import Pointer
 from arcbeat.streams.kafka.owned import Owned
 from arcbeat.streams.kafka.readiness import LogEnds
-from arcbeat.streams.kafka.transactions import checkpoint_due
+from arcbeat.streams.kafka.transactions import BURST_RECORDS, checkpoint_due
 
 
 class _Clock:
@@ -177,3 +177,26 @@ def test_a_partition_more_than_a_tick_behind_defers_its_checkpoint() -> None:
     assert checkpoint_due(live, every, ends.behind) is owned[1]
     owned[1].checkpoint_at = 0.0  # replayed just now: at once
     assert checkpoint_due(live, every, ends.behind) is owned[1]
+
+
+def test_a_partition_in_a_burst_of_decisions_defers_its_checkpoint() -> None:
+    """A partition whose latest tick emitted BURST_RECORDS or more (a release) waits for its
+    checkpoint, up to one checkpoint_interval more, even when it keeps up with the log."""
+    owned = _owned(0, 0)
+    every = 120.0
+    now = time.monotonic()
+    for o in owned.values():
+        o.pointer, o.changed = Pointer(0, 0, 1, 1), True
+        o.checkpoint_at = now - every - 1  # due
+    owned[0].checkpoint_at = now - every - 5  # due longer, but in a burst
+    owned[0].tick_records = BURST_RECORDS
+    owned[1].tick_records = BURST_RECORDS - 1
+    live = list(owned.values())
+    assert checkpoint_due(live, every) is owned[1]
+    owned[1].tick_records = BURST_RECORDS
+    assert checkpoint_due(live, every) is None
+    owned[0].checkpoint_at = now - 2 * every - 1  # waited one interval more: taken anyway
+    assert checkpoint_due(live, every) is owned[0]
+    owned[0].tick_records = 0  # the burst is over: at once
+    owned[0].checkpoint_at = now - every - 1
+    assert checkpoint_due(live, every) is owned[0]
