@@ -31,17 +31,13 @@ def rfc3339(ts: float) -> str:
         return last[1]  # type: ignore[no-any-return]
     if ts == last[2]:
         return last[3]  # type: ignore[no-any-return]
-    text = _rfc3339(ts)
+    text = rfc3339_of(ts)
     last[2], last[3], last[0], last[1] = last[0], last[1], ts, text
     return text
 
 
 def rfc3339_of(ts: float) -> str:
     """:func:`rfc3339` of a time no other record shares (it would only push a shared one out)."""
-    return _rfc3339(ts)
-
-
-def _rfc3339(ts: float) -> str:
     sec = math.floor(ts)
     us = round((ts - sec) * 1_000_000)
     if us >= 1_000_000:  # rounding reached the next second
